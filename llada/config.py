@@ -1,0 +1,240 @@
+"""Model configuration: the fields of a LLaDA `config.json`, validated, plus named presets.
+
+Field names are those of the public LLaDA checkpoints, so `ModelConfig.from_dict(json.load(...))`
+reads their `config.json` unchanged and `to_dict()` writes one that the reference code reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot be used; the message names the file and the field."""
+
+
+# Values the model implements, per field. Anything else is refused with the list below.
+_ALLOWED = {
+    "block_type": ("llama",),
+    "layer_norm_type": ("rms",),
+    "activation_type": ("silu", "gelu", "relu"),
+}
+# Reference options whose non-default value we do not implement (field -> the value we support).
+_FIXED = {"alibi": False, "rope": True, "attention_layer_norm": False, "layer_norm_with_affine": True}
+# Keys a Hugging Face `config.json` may carry that say nothing about the network.
+_METADATA_KEYS = {
+    "architectures", "auto_map", "model_type", "transformers_version", "torch_dtype", "dtype",
+    "use_cache", "init_device", "init_fn", "init_cutoff_factor", "precision", "flash_attention",
+    "block_group_size", "multi_query_attention", "rope_full_precision", "alibi_bias_max",
+    "attention_layer_norm_with_affine", "bias_for_layer_norm", "tie_word_embeddings",
+    "llada_version",
+}
+REQUIRED = ("d_model", "n_layers", "n_heads", "vocab_size", "mask_token_id")
+
+
+@dataclass
+class ModelConfig:
+    """Shape and special tokens of a LLaDA mask predictor (names as in LLaDA's config.json)."""
+
+    d_model: int = 4096
+    """Hidden size."""
+    n_layers: int = 32
+    """Number of Transformer blocks."""
+    n_heads: int = 32
+    """Query heads; the head size is d_model // n_heads."""
+    n_kv_heads: int | None = None
+    """Key/value heads (grouped-query attention when fewer than n_heads); None means n_heads."""
+    mlp_hidden_size: int | None = None
+    """Inner size of the SwiGLU MLP; None means mlp_ratio * d_model."""
+    mlp_ratio: int = 4
+    """Used only when mlp_hidden_size is None."""
+    vocab_size: int = 126464
+    """Number of token ids the tokenizer may produce."""
+    embedding_size: int | None = None
+    """Rows of the embedding and output matrices (>= vocab_size, often padded); None means vocab_size."""
+    max_sequence_length: int = 4096
+    """Longest sequence the model is meant for (RoPE itself has no hard limit)."""
+    rope_theta: float = 500000.0
+    """Base of the rotary position embedding frequencies."""
+    rms_norm_eps: float = 1e-5
+    """Epsilon inside RMSNorm."""
+    include_bias: bool = False
+    """Biases on every linear layer (and the norms, unless bias_for_layer_norm says otherwise)."""
+    include_qkv_bias: bool = False
+    """Biases on the q/k/v projections only."""
+    weight_tying: bool = False
+    """Share the output head with the input embedding."""
+    activation_type: str = "silu"
+    """Gate activation of the MLP: act(ff_proj(x)) * up_proj(x)."""
+    block_type: str = "llama"
+    """Only the LLaMA-style pre-norm block is implemented."""
+    layer_norm_type: str = "rms"
+    """Only RMSNorm is implemented."""
+    scale_logits: bool = False
+    """Multiply logits by 1/sqrt(d_model)."""
+    input_emb_norm: bool = False
+    """Multiply input embeddings by sqrt(d_model)."""
+    attention_dropout: float = 0.0
+    residual_dropout: float = 0.0
+    embedding_dropout: float = 0.0
+    init_std: float = 0.02
+    """Standard deviation of the normal initialisation of fresh weights."""
+    mask_token_id: int = 126336
+    """The absorbing [MASK] token of the forward process."""
+    eos_token_id: int = 126081
+    """End of text; also pads SFT responses and is learned there."""
+    pad_token_id: int = 126081
+    """Padding id for batches of different lengths (LLaDA uses EOS)."""
+    bos_token_id: int | None = 126080
+    """Beginning of text, or None."""
+    eot_token_id: int | None = 126348
+    """End of a chat turn (<|eot_id|>), or None for a model without a chat format."""
+    causal: bool = False
+    """True only for the autoregressive baseline: a causal mask, trained with next-token loss."""
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Keys of the source config.json we do not use, kept so that saving loses nothing."""
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.mlp_hidden_size is None:
+            self.mlp_hidden_size = self.mlp_ratio * self.d_model
+        if self.embedding_size is None:
+            self.embedding_size = self.vocab_size
+        for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size", "vocab_size",
+                     "embedding_size", "max_sequence_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"`d_model` ({self.d_model}) must be divisible by `n_heads` ({self.n_heads})")
+        if (self.d_model // self.n_heads) % 2:
+            raise ConfigError(f"the head size d_model/n_heads = {self.d_model // self.n_heads} must be even for RoPE")
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(f"`n_heads` ({self.n_heads}) must be a multiple of `n_kv_heads` ({self.n_kv_heads})")
+        if self.embedding_size < self.vocab_size:
+            raise ConfigError(
+                f"`embedding_size` ({self.embedding_size}) must be at least `vocab_size` ({self.vocab_size})")
+        for name, allowed in _ALLOWED.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"`{name}` is {getattr(self, name)!r}; supported: {', '.join(allowed)}")
+        if self.rope_theta <= 0 or self.rms_norm_eps <= 0:
+            raise ConfigError("`rope_theta` and `rms_norm_eps` must be positive")
+        for name in ("attention_dropout", "residual_dropout", "embedding_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"`{name}` must be in [0, 1), got {getattr(self, name)}")
+        for name in ("mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "eot_token_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.embedding_size:
+                raise ConfigError(
+                    f"`{name}` = {value} is outside the embedding (0..{self.embedding_size - 1})")
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def num_params(self, embeddings: bool = True) -> int:
+        """Parameter count, computed from the shapes (no model needed)."""
+        d, h, kv = self.d_model, self.mlp_hidden_size, self.n_kv_heads * self.head_dim
+        qkv_bias = self.include_bias or self.include_qkv_bias
+        attn = d * d * 2 + d * kv * 2 + (d + 2 * kv if qkv_bias else 0) + (d if self.include_bias else 0)
+        mlp = 3 * d * h + ((2 * h + d) if self.include_bias else 0)
+        norms = 2 * d * (2 if self.include_bias else 1)
+        total = self.n_layers * (attn + mlp + norms) + d * (2 if self.include_bias else 1)
+        if embeddings:
+            head = 0 if self.weight_tying else self.embedding_size * d
+            total += self.embedding_size * d + head
+        return total
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
+        """Build from a `config.json` dict, with errors that name `source` and the field."""
+        if data.get("model_type", "llada") != "llada":
+            raise ConfigError(f"{source}: `model_type` is {data['model_type']!r}; expected 'llada'")
+        missing = [k for k in REQUIRED if data.get(k) is None]
+        if missing:
+            raise ConfigError(f"{source}: missing required field(s) {', '.join(missing)}")
+        for key, wanted in _FIXED.items():
+            if key in data and data[key] is not None and bool(data[key]) != wanted:
+                raise ConfigError(f"{source}: `{key}` = {data[key]!r} is not supported (only {wanted})")
+        names = {f.name for f in fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names}
+        unknown = sorted(k for k in extra if k not in _METADATA_KEYS and k not in _FIXED
+                         and not k.startswith("_") and k not in ("name_or_path",))
+        if unknown:
+            logger.warning("%s: ignoring unknown field(s) %s", source, ", ".join(unknown))
+        # The reference derives the MLP size from mlp_ratio when mlp_hidden_size is null; so do we.
+        if data.get("include_qkv_bias") is None and "include_qkv_bias" in known:
+            known["include_qkv_bias"] = False
+        try:
+            return cls(**known, extra=extra)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+        except TypeError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ModelConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `config.json` content: our fields plus the reference's fixed options, so both read it."""
+        out = dict(self.extra)
+        out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
+        out.update(_FIXED)
+        out.update({
+            "model_type": "llada",
+            "architectures": ["LLaDAModelLM"],
+            "multi_query_attention": None,
+            "rope_full_precision": True,
+            "block_group_size": 1,
+            "use_cache": False,
+            "bias_for_layer_norm": out.get("bias_for_layer_norm"),
+        })
+        return out
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# Named shapes. Token ids are placeholders here: a model trained here takes them from its tokenizer.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Tests: a few thousand parameters, runs in milliseconds on a CPU.
+    "debug": dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, mlp_hidden_size=64, max_sequence_length=256),
+    # The quickstart: trains in minutes on a 2-core laptop.
+    "tiny": dict(d_model=128, n_layers=4, n_heads=4, mlp_hidden_size=344, max_sequence_length=256),
+    "small": dict(d_model=384, n_layers=8, n_heads=6, mlp_hidden_size=1024, max_sequence_length=1024),
+    "100m": dict(d_model=768, n_layers=12, n_heads=12, mlp_hidden_size=2048, max_sequence_length=2048),
+    # The 0.95B shape used by the training benchmark.
+    "1b": dict(d_model=2048, n_layers=16, n_heads=16, mlp_hidden_size=5632, vocab_size=32000,
+               max_sequence_length=2048, rope_theta=10000.0),
+    # LLaDA-8B (Base and Instruct share the shape).
+    "llada-8b": dict(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, mlp_hidden_size=12288,
+                     vocab_size=126464, embedding_size=126464, max_sequence_length=4096, rope_theta=500000.0),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """A named shape, with fields overridden (e.g. the token ids of a freshly trained tokenizer)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    values = {**PRESETS[name], **overrides}
+    return ModelConfig(**values)

@@ -1,0 +1,242 @@
+"""The LLaDA mask predictor: a LLaMA-shaped Transformer without a causal mask.
+
+Pure single-device PyTorch. Module attribute names are the checkpoint key names of the public
+LLaDA checkpoints (`transformer.wte`, `transformer.blocks.N.q_proj`, ...; the Hugging Face wrapper
+in `checkpoint.py` adds the leading `model.`), so weights load by name with no renaming table.
+
+    input_ids (B, L) ──wte──▶ x (B, L, D) ──[block] x n_layers──▶ ln_f ──ff_out──▶ logits (B, L, V)
+    block: x = x + attn_out(Attention(attn_norm(x)))        # bidirectional, RoPE, GQA
+           x = x + ff_out(act(ff_proj(ff_norm(x))) * up_proj(ff_norm(x)))   # SwiGLU
+
+The model is not told the diffusion time t: the count of mask tokens in the input carries it.
+
+For the caching samplers the forward also takes `past_key_values` (keys/values of positions that
+are not re-run, rotary already applied) and `position_ids` for the positions that are run, and can
+return the keys/values it computed (`forward_kv`). Attention is over [past keys | new keys];
+order does not matter to attention, so a prefix cache and a prefix+suffix ("dual") cache are the
+same mechanism.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from llada.config import ModelConfig
+
+KV = tuple[Tensor, Tensor]  # (keys, values), each (B, H_kv, S, head_dim), rotary applied to keys
+
+_ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in float32 and cast back before the weight, as the reference does."""
+
+    def __init__(self, dim: int, eps: float, bias: bool = False):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        x32 = x.float()
+        x = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(dtype)
+        x = self.weight * x
+        return x + self.bias if self.bias is not None else x
+
+
+# --------------------------------------------------------------------------------------------------
+# Rotary position embedding, in float32, "rotate half" layout (the two halves of each head are the
+# real and imaginary parts), positions given explicitly so a slice of the sequence can be run.
+
+
+def rope_cos_sin(position_ids: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos and sin of shape (B, 1, T, head_dim) in float32 for integer positions (B, T)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device,
+                                             dtype=torch.float32) / head_dim))
+    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, head_dim/2)
+    angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, head_dim)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate (B, H, T, head_dim) by the angles; computed in float32, returned in x's dtype."""
+    x32 = x.float()
+    x1, x2 = x32.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (x32 * cos + rotated * sin).to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class Block(nn.Module):
+    """Pre-norm block: bidirectional multi-head (grouped-query) attention, then the SwiGLU MLP."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d, hd = config.d_model, config.head_dim
+        qkv_bias = config.include_bias or config.include_qkv_bias
+        self.config = config
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, hd
+        self.attn_norm = RMSNorm(d, config.rms_norm_eps, bias=config.include_bias)
+        self.q_proj = nn.Linear(d, config.n_heads * hd, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, config.n_kv_heads * hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, config.n_kv_heads * hd, bias=qkv_bias)
+        self.attn_out = nn.Linear(d, d, bias=config.include_bias)
+        self.ff_norm = RMSNorm(d, config.rms_norm_eps, bias=config.include_bias)
+        self.ff_proj = nn.Linear(d, config.mlp_hidden_size, bias=config.include_bias)  # gate
+        self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=config.include_bias)
+        self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=config.include_bias)  # down
+        self.act = _ACTIVATIONS[config.activation_type]
+
+    def attention(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None,
+                  past: KV | None) -> tuple[Tensor, KV]:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        new_kv = (k, v)
+        if past is not None:
+            k = torch.cat((past[0], k), dim=2)  # (B, Hkv, S + T, hd)
+            v = torch.cat((past[1], v), dim=2)
+        dropout = self.config.attention_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        return self.attn_out(y), new_kv
+
+    def mlp(self, x: Tensor) -> Tensor:
+        return self.ff_out(self.act(self.ff_proj(x)) * self.up_proj(x))
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None = None,
+                past: KV | None = None) -> tuple[Tensor, KV]:
+        p = self.config.residual_dropout if self.training else 0.0
+        a, kv = self.attention(self.attn_norm(x), cos, sin, mask, past)
+        x = x + F.dropout(a, p, self.training)
+        x = x + F.dropout(self.mlp(self.ff_norm(x)), p, self.training)
+        return x, kv
+
+
+class LLaDAModel(nn.Module):
+    """Embedding, `n_layers` blocks, final norm and output head; forward returns logits.
+
+    The output has `embedding_size` columns (>= vocab_size), as in the reference.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict({
+            "wte": nn.Embedding(config.embedding_size, config.d_model),
+            "blocks": nn.ModuleList(Block(config) for _ in range(config.n_layers)),
+            "ln_f": RMSNorm(config.d_model, config.rms_norm_eps, bias=config.include_bias),
+        })
+        if not config.weight_tying:
+            self.transformer["ff_out"] = nn.Linear(config.d_model, config.embedding_size,
+                                                   bias=config.include_bias)
+        # Set by llada.runtime.apply_activation_checkpointing; recomputes each block in backward.
+        self.activation_checkpointing = False
+        if not any(p.is_meta for p in self.parameters()):
+            self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Normal(0, init_std) weights, with the residual output projections scaled by depth."""
+        std = self.config.init_std
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                residual = ".blocks." in name and name.endswith(("attn_out", "ff_out"))
+                scale = 1 / math.sqrt(2 * self.config.n_layers) if residual else 1.0
+                nn.init.normal_(module.weight, std=std * scale)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    # ----------------------------------------------------------------------------------------------
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                position_ids: Tensor | None = None, past_key_values: list[KV] | None = None,
+                output_positions: Tensor | slice | None = None) -> Tensor:
+        """Logits (B, T, embedding_size) for `input_ids` (B, T).
+
+        attention_mask: (B, S + T), 1 for a real token and 0 for padding, over the cached keys (S)
+            then the new ones; None when nothing is padded.
+        position_ids: (B, T) rotary positions of the tokens run; default S..S+T-1 (left padding
+            with a mask is fine: a constant shift of positions does not change RoPE attention).
+        past_key_values: per layer (k, v) of the S positions not re-run.
+        output_positions: index into T (a slice or index tensor) to compute logits only there.
+        """
+        return self.forward_kv(input_ids, attention_mask, position_ids, past_key_values,
+                               output_positions, return_kv=False)[0]
+
+    def forward_kv(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                   position_ids: Tensor | None = None, past_key_values: list[KV] | None = None,
+                   output_positions: Tensor | slice | None = None,
+                   return_kv: bool = True) -> tuple[Tensor, list[KV]]:
+        """As `forward`, and also the keys/values of the positions run, per layer (for caches)."""
+        B, T = input_ids.shape
+        cfg = self.config
+        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        if position_ids is None:
+            position_ids = torch.arange(past_len, past_len + T, device=input_ids.device).expand(B, T)
+        cos, sin = rope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta)  # (B, 1, T, hd)
+
+        mask = None  # None: every query sees every key (the diffusion model without padding)
+        if attention_mask is not None:
+            if attention_mask.shape != (B, past_len + T):
+                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; "
+                                 f"expected (batch, cached + new) = {(B, past_len + T)}")
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S + T): which keys are visible
+        if cfg.causal:  # the autoregressive baseline only: query i sees keys up to past_len + i
+            tri = torch.ones(T, past_len + T, dtype=torch.bool, device=input_ids.device).tril(past_len)
+            mask = tri if mask is None else mask & tri
+
+        x = self.transformer.wte(input_ids)  # (B, T, D)
+        if cfg.input_emb_norm:
+            x = x * cfg.d_model**0.5
+        x = F.dropout(x, cfg.embedding_dropout, self.training)
+
+        kvs: list[KV] = []
+        for i, block in enumerate(self.transformer.blocks):
+            past = None if past_key_values is None else past_key_values[i]
+            if self.activation_checkpointing and self.training:
+                x, kv = checkpoint(block, x, cos, sin, mask, past, use_reentrant=False)
+            else:
+                x, kv = block(x, cos, sin, mask, past)
+            if return_kv:
+                kvs.append(kv)
+
+        if output_positions is not None:
+            x = x[:, output_positions]
+        x = self.transformer.ln_f(x)
+        head = self.transformer.wte.weight if cfg.weight_tying else self.transformer.ff_out.weight
+        bias = None if cfg.weight_tying else self.transformer.ff_out.bias
+        logits = F.linear(x, head, bias)  # (B, T', embedding_size)
+        if cfg.scale_logits:
+            logits = logits * (1 / math.sqrt(cfg.d_model))
+        return logits, kvs
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.wte.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.wte.weight.dtype
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
