@@ -13,10 +13,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from llada.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A model configuration that cannot be used; the message names the file and the field."""
 
 
@@ -150,7 +152,7 @@ class ModelConfig:
         norms = 2 * d * (2 if self.include_bias else 1)
         total = self.n_layers * (attn + mlp + norms) + d * (2 if self.include_bias else 1)
         if embeddings:
-            head = 0 if self.weight_tying else self.embedding_size * d
+            head = 0 if self.weight_tying else self.embedding_size * (d + (1 if self.include_bias else 0))
             total += self.embedding_size * d + head
         return total
 
@@ -172,9 +174,12 @@ class ModelConfig:
                          and not k.startswith("_") and k not in ("name_or_path",))
         if unknown:
             logger.warning("%s: ignoring unknown field(s) %s", source, ", ".join(unknown))
-        # The reference derives the MLP size from mlp_ratio when mlp_hidden_size is null; so do we.
         if data.get("include_qkv_bias") is None and "include_qkv_bias" in known:
             known["include_qkv_bias"] = False
+        # LLaDA's own config.json names no BOS or end-of-turn id: they come from the tokenizer
+        # (see checkpoint.load), never from a default.
+        for key in ("bos_token_id", "eot_token_id"):
+            known.setdefault(key, None)
         try:
             return cls(**known, extra=extra)
         except ConfigError as e:

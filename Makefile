@@ -1,0 +1,34 @@
+# Set-up and the two everyday commands. `make quickstart` and `make test` each build the
+# virtual environment first if it is missing or older than pyproject.toml.
+#
+# TORCH picks the PyTorch build. The default pin installs the CPU wheel on a machine that has
+# it cached and the standard CUDA wheel from PyPI on a Linux GPU machine; override it for
+# another build, e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128".
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+EXTRAS ?= train,dev
+BIN     = $(VENV)/bin
+
+.PHONY: setup quickstart test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+quickstart: setup
+	$(BIN)/llada quickstart
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check llada tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,3 @@
+from llada.cli import main
+
+raise SystemExit(main())

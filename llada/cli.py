@@ -1,0 +1,68 @@
+"""The `llada` command line: one subcommand per typed function, generated with jsonargparse.
+
+Each subcommand is a plain function with type hints and a docstring in the module that owns the
+work; its flags are its parameters (`--steps 64`), and `--config file.yaml` takes any of them from
+YAML. Only the chosen subcommand's module is imported, so `llada --help` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> ("module:function", one-line summary shown by `llada --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "quickstart": ("llada.quickstart:quickstart",
+                   "train a tokenizer and a small model on the built-in world, fine-tune it, answer questions"),
+    "train": ("llada.train:train", "pretrain with the masked diffusion objective (Eq. 3)"),
+    "sft": ("llada.train:sft", "supervised fine-tuning on chat data (Eq. 5)"),
+    "generate": ("llada.sampling.commands:generate", "sample a response with the reverse process"),
+    "chat": ("llada.sampling.commands:chat", "multi-turn chat in the terminal"),
+    "convert": ("llada.checkpoint:convert", "re-save a model directory (dtype, shard size)"),
+    "info": ("llada.checkpoint:info", "print a model directory's config and parameter count"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: llada <command> [--help] [options]", "",
+             "Masked diffusion language models in the style of LLaDA.", "", "commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "Run `llada <command> --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def resolve(name: str):
+    """The function behind subcommand `name`."""
+    target, _ = COMMANDS[name]
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"llada: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    from jsonargparse import CLI
+
+    from llada.errors import UserError
+
+    func = resolve(name)
+    try:
+        CLI(func, args=rest, prog=f"llada {name}", as_positional=True)
+    except UserError as e:  # a problem with what the user gave: one clear line, no traceback
+        print(f"llada {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"llada {name}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

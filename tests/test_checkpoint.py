@@ -1,0 +1,237 @@
+"""Model directories in the public LLaDA layout: load, save, shards, Auto classes, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_word_tokenizer
+from safetensors.torch import save_file
+from test_model import reference_forward
+
+import llada
+from llada.config import ConfigError
+from llada.errors import CheckpointError, ModelDirError
+
+# A config.json as the public checkpoints write it (LLaDA-8B's fields, tiny numbers).
+LLADA_STYLE_CONFIG = {
+    "activation_type": "silu", "alibi": False, "alibi_bias_max": 8.0, "architectures": ["LLaDAModelLM"],
+    "attention_dropout": 0.0, "attention_layer_norm": False, "attention_layer_norm_with_affine": True,
+    "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig",
+                 "AutoModel": "modeling_llada.LLaDAModelLM",
+                 "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM"},
+    "bias_for_layer_norm": False, "block_group_size": 1, "block_type": "llama", "d_model": 32,
+    "embedding_dropout": 0.0, "embedding_size": 64, "eos_token_id": 62, "flash_attention": False,
+    "include_bias": False, "include_qkv_bias": False, "init_cutoff_factor": None, "init_device": "meta",
+    "init_fn": "mitchell", "init_std": 0.02, "input_emb_norm": False, "layer_norm_type": "rms",
+    "layer_norm_with_affine": True, "mask_token_id": 63, "max_sequence_length": 128,
+    "mlp_hidden_size": 96, "mlp_ratio": 4, "model_type": "llada", "multi_query_attention": None,
+    "n_heads": 4, "n_kv_heads": 4, "n_layers": 2, "pad_token_id": 62, "precision": "amp_bf16",
+    "residual_dropout": 0.0, "rms_norm_eps": 1e-05, "rope": True, "rope_full_precision": True,
+    "rope_theta": 500000.0, "scale_logits": False, "transformers_version": "4.46.3", "use_cache": False,
+    "vocab_size": 60, "weight_tying": False,
+}
+
+
+def _random_llada_state(cfg: dict) -> dict[str, torch.Tensor]:
+    """Weights with the public checkpoints' key names, built from the config alone."""
+    d, h, v = cfg["d_model"], cfg["mlp_hidden_size"], cfg["embedding_size"]
+    kv = cfg["n_kv_heads"] * d // cfg["n_heads"]
+    sd = {"model.transformer.wte.weight": torch.randn(v, d) * 0.5,
+          "model.transformer.ln_f.weight": 1 + 0.2 * torch.randn(d),
+          "model.transformer.ff_out.weight": torch.randn(v, d) * 0.2}
+    for n in range(cfg["n_layers"]):
+        p = f"model.transformer.blocks.{n}."
+        shapes = {"q_proj": (d, d), "k_proj": (kv, d), "v_proj": (kv, d), "attn_out": (d, d),
+                  "ff_proj": (h, d), "up_proj": (h, d), "ff_out": (d, h)}
+        for name, shape in shapes.items():
+            sd[p + name + ".weight"] = torch.randn(shape) / shape[1] ** 0.5
+        sd[p + "attn_norm.weight"] = 1 + 0.2 * torch.randn(d)
+        sd[p + "ff_norm.weight"] = 1 + 0.2 * torch.randn(d)
+    return sd
+
+
+def _write_llada_dir(root: Path, cfg: dict, sd: dict[str, torch.Tensor], shards: int = 1) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps(cfg))
+    keys = sorted(sd)
+    if shards == 1:
+        save_file(sd, str(root / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i in range(shards):
+            name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+            part = {k: sd[k] for k in keys[i::shards]}
+            save_file(part, str(root / name), metadata={"format": "pt"})
+            weight_map.update({k: name for k in part})
+        (root / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    make_word_tokenizer(["the", "cat", "sat"]).save_pretrained(root)
+    return root
+
+
+@pytest.fixture
+def llada_dir(tmp_path) -> tuple[Path, dict]:
+    sd = _random_llada_state(LLADA_STYLE_CONFIG)
+    return _write_llada_dir(tmp_path / "single", LLADA_STYLE_CONFIG, sd), sd
+
+
+def test_llada_layout_loads_and_matches_reference(llada_dir):
+    root, sd = llada_dir
+    bundle = llada.load(root)
+    cfg = bundle.config
+    assert (cfg.d_model, cfg.n_layers, cfg.mask_token_id, cfg.vocab_size) == (32, 2, 63, 60)
+    ids = torch.randint(0, 60, (2, 10))
+    logits = bundle.model(ids)
+    plain = {k.removeprefix("model."): v for k, v in sd.items()}
+    for row in range(2):
+        ref = reference_forward(plain, cfg, ids[row])
+        torch.testing.assert_close(logits[row].double(), ref, atol=1e-5, rtol=1e-5)
+    assert bundle.tokenizer.eos_token_id == cfg.eos_token_id
+
+
+def test_sharded_and_single_file_agree(llada_dir, tmp_path):
+    root, sd = llada_dir
+    sharded = _write_llada_dir(tmp_path / "sharded", LLADA_STYLE_CONFIG, sd, shards=3)
+    ids = torch.randint(0, 60, (2, 10))
+    assert torch.equal(llada.load(root).model(ids), llada.load(sharded).model(ids))
+
+
+@pytest.mark.parametrize("shard_size", ["5GB", "8KB"])
+def test_save_load_round_trip_is_exact(llada_dir, tmp_path, shard_size):
+    root, _ = llada_dir
+    bundle = llada.load(root)
+    out = tmp_path / "out"
+    llada.save(out, bundle.model, bundle.tokenizer, max_shard_size=shard_size)
+    assert (out / "model.safetensors.index.json").exists() == (shard_size == "8KB")
+    again = llada.load(out)
+    ids = torch.randint(0, 60, (3, 7))
+    assert torch.equal(again.model(ids), bundle.model(ids))
+    for (n, a), (_, b) in zip(bundle.model.state_dict().items(), again.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+    saved = json.loads((out / "config.json").read_text())
+    # the reference code reads these; our own keys ride along
+    for key in ("d_model", "n_layers", "mlp_hidden_size", "block_type", "rope", "weight_tying", "mask_token_id"):
+        assert saved[key] == LLADA_STYLE_CONFIG[key]
+    assert again.tokenizer.get_vocab() == bundle.tokenizer.get_vocab()
+
+
+def test_dtype_conversion_on_load(llada_dir):
+    root, _ = llada_dir
+    model = llada.load(root, dtype="bfloat16").model
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    with pytest.raises(CheckpointError, match="unsupported dtype 'int8'.*float32, bfloat16"):
+        llada.load(root, dtype="int8")
+
+
+def test_auto_model_opens_our_directories(llada_dir, tmp_path):
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    root, _ = llada_dir
+    bundle = llada.load(root)
+    out = tmp_path / "ours"
+    llada.save(out, bundle.model, bundle.tokenizer)
+    ids = torch.randint(0, 60, (2, 5))
+    for auto in (AutoModel, AutoModelForCausalLM):
+        hf = auto.from_pretrained(out)
+        assert torch.equal(hf(ids).logits, bundle.model(ids))
+    # the public layout too (its auto_map points at remote code; the registered class wins)
+    assert torch.equal(AutoModel.from_pretrained(root)(ids).logits, bundle.model(ids))
+
+
+def test_meta_device_build_holds_no_weights_until_loaded(llada_dir, monkeypatch):
+    """The model is built on the meta device: no random initialisation is ever allocated."""
+    from llada import model as model_module
+
+    calls = []
+    original = model_module.LLaDAModel.reset_parameters
+    monkeypatch.setattr(model_module.LLaDAModel, "reset_parameters",
+                        lambda self: calls.append(1) or original(self))
+    llada.load(llada_dir[0])
+    assert calls == []
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_not_a_model_directory(tmp_path):
+    with pytest.raises(ModelDirError, match="no such directory"):
+        llada.load(tmp_path / "nope")
+    with pytest.raises(ModelDirError, match="no config.json"):
+        llada.load(tmp_path)
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(ModelDirError, match="is a file"):
+        llada.load(f)
+
+
+def test_missing_required_field(llada_dir):
+    root, _ = llada_dir
+    cfg = dict(LLADA_STYLE_CONFIG)
+    del cfg["n_heads"]
+    (root / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=r"config.json: missing required field\(s\) n_heads"):
+        llada.load(root)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("block_type", "sequential", "`block_type` is 'sequential'; supported: llama"),
+    ("layer_norm_type", "default", "`layer_norm_type` is 'default'; supported: rms"),
+    ("alibi", True, "`alibi` = True is not supported"),
+    ("model_type", "llama", "`model_type` is 'llama'; expected 'llada'"),
+    ("n_heads", 5, "`d_model` \\(32\\) must be divisible by `n_heads` \\(5\\)"),
+])
+def test_unsupported_config_values(llada_dir, field, value, message):
+    root, _ = llada_dir
+    (root / "config.json").write_text(json.dumps({**LLADA_STYLE_CONFIG, field: value}))
+    with pytest.raises(ConfigError, match=message) as info:
+        llada.load(root)
+    assert "config.json" in str(info.value)
+
+
+def test_tokenizer_larger_than_embedding(llada_dir):
+    root, _ = llada_dir
+    make_word_tokenizer(["w"], vocab_size=80).save_pretrained(root)
+    with pytest.raises(CheckpointError, match="ids up to 79 but config.json's `embedding_size` is 64"):
+        llada.load(root)
+
+
+def test_missing_shard(llada_dir, tmp_path):
+    _, sd = llada_dir
+    root = _write_llada_dir(tmp_path / "sharded", LLADA_STYLE_CONFIG, sd, shards=3)
+    (root / "model-00002-of-00003.safetensors").unlink()
+    with pytest.raises(ModelDirError, match="missing: model-00002-of-00003.safetensors"):
+        llada.load(root)
+
+
+def test_missing_and_misshapen_weights(llada_dir, tmp_path):
+    _, sd = llada_dir
+    partial = {k: v for k, v in sd.items() if "blocks.1.up_proj" not in k}
+    root = _write_llada_dir(tmp_path / "partial", LLADA_STYLE_CONFIG, partial)
+    with pytest.raises(CheckpointError, match="1 weight\\(s\\) missing.*blocks.1.up_proj"):
+        llada.load(root)
+    bad = dict(sd)
+    bad["model.transformer.blocks.0.q_proj.weight"] = torch.zeros(3, 3)
+    root = _write_llada_dir(tmp_path / "bad", LLADA_STYLE_CONFIG, bad)
+    with pytest.raises(CheckpointError, match="q_proj.weight has shape \\(3, 3\\)"):
+        llada.load(root)
+
+
+def test_no_weights_at_all(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(LLADA_STYLE_CONFIG))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(ModelDirError, match="no model.safetensors.*pytorch_model.bin"):
+        llada.load(tmp_path)
+
+
+def test_cli_info_and_help(llada_dir, capsys):
+    from llada.cli import main
+
+    assert main(["--help"]) == 0
+    assert "generate" in capsys.readouterr().out
+    assert main(["info", str(llada_dir[0])]) == 0
+    assert "d_model=32" in capsys.readouterr().out
+    assert main(["info", "/definitely/not/here"]) == 2
+    assert "no such directory" in capsys.readouterr().err

@@ -1,0 +1,197 @@
+"""The mask predictor against an independent float64 reference written here (plain attention)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from llada.model import LLaDAModel
+
+
+def reference_forward(sd: dict[str, torch.Tensor], cfg, ids: torch.Tensor,
+                      keep: torch.Tensor | None = None) -> torch.Tensor:
+    """LLaDA's forward in float64 from a state dict keyed like the checkpoints, one row at a time.
+
+    keep: (L,) bool, which key positions are visible (padding mask) — None for all.
+    """
+    w = {k: v.double() for k, v in sd.items()}
+    L = ids.shape[0]
+    hd, H, Hkv = cfg.d_model // cfg.n_heads, cfg.n_heads, cfg.n_kv_heads
+
+    def rms(x, name):
+        y = x / torch.sqrt((x * x).mean(-1, keepdim=True) + cfg.rms_norm_eps) * w[name + ".weight"]
+        return y + w[name + ".bias"] if name + ".bias" in w else y
+
+    def lin(x, name):
+        y = x @ w[name + ".weight"].T
+        return y + w[name + ".bias"] if name + ".bias" in w else y
+
+    def rope(x, pos):  # x: (L, hd); rotate pairs (i, i + hd/2) by angle pos * theta^(-2i/hd)
+        out = x.clone()
+        for i in range(hd // 2):
+            ang = pos * cfg.rope_theta ** (-2 * i / hd)
+            a, b = x[:, i], x[:, i + hd // 2]
+            out[:, i] = a * torch.cos(ang) - b * torch.sin(ang)
+            out[:, i + hd // 2] = b * torch.cos(ang) + a * torch.sin(ang)
+        return out
+
+    pos = torch.arange(L, dtype=torch.float64)
+    x = w["transformer.wte.weight"][ids]
+    for n in range(cfg.n_layers):
+        p = f"transformer.blocks.{n}"
+        h = rms(x, p + ".attn_norm")
+        q, k, v = lin(h, p + ".q_proj"), lin(h, p + ".k_proj"), lin(h, p + ".v_proj")
+        heads = []
+        for head in range(H):
+            kvh = head // (H // Hkv)  # grouped-query: consecutive query heads share a kv head
+            qh = rope(q[:, head * hd:(head + 1) * hd], pos)
+            kh = rope(k[:, kvh * hd:(kvh + 1) * hd], pos)
+            vh = v[:, kvh * hd:(kvh + 1) * hd]
+            scores = qh @ kh.T / math.sqrt(hd)  # no causal mask
+            if keep is not None:
+                scores[:, ~keep] = float("-inf")
+            heads.append(torch.softmax(scores, dim=-1) @ vh)
+        x = x + lin(torch.cat(heads, dim=-1), p + ".attn_out")
+        h = rms(x, p + ".ff_norm")
+        gate = lin(h, p + ".ff_proj")
+        x = x + lin(gate * torch.sigmoid(gate) * lin(h, p + ".up_proj"), p + ".ff_out")
+    x = rms(x, "transformer.ln_f")
+    if cfg.weight_tying:
+        return x @ w["transformer.wte.weight"].T
+    return lin(x, "transformer.ff_out")
+
+
+def _randomise_norms(model: LLaDAModel) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln_f" in name:
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"n_kv_heads": 4},                      # plain multi-head attention
+    {"n_kv_heads": 1},                      # multi-query
+    {"weight_tying": True},
+    {"include_bias": True},
+    {"include_qkv_bias": True, "rope_theta": 10000.0},
+])
+def test_forward_matches_float64_reference(overrides):
+    cfg = tiny_config(**overrides)
+    model = LLaDAModel(cfg)
+    _randomise_norms(model)
+    if cfg.include_bias or cfg.include_qkv_bias:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias"):
+                    p.normal_(std=0.1)
+    ids = torch.randint(0, cfg.vocab_size, (2, 11))
+    logits = model(ids)
+    assert logits.shape == (2, 11, cfg.embedding_size)
+    for row in range(2):
+        ref = reference_forward(model.state_dict(), cfg, ids[row])
+        torch.testing.assert_close(logits[row].double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_mask_equals_unpadded_rows():
+    """A left-padded batch gives each row the logits it has alone (positions shift with RoPE-invariance)."""
+    cfg = tiny_config()
+    model = LLaDAModel(cfg)
+    a = torch.randint(0, 50, (7,))
+    b = torch.randint(0, 50, (4,))
+    pad = cfg.pad_token_id
+    batch = torch.stack([a, torch.cat([torch.full((3,), pad), b])])
+    mask = torch.ones_like(batch)
+    mask[1, :3] = 0
+    out = model(batch, attention_mask=mask)
+    torch.testing.assert_close(out[0], model(a[None])[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[1, 3:], model(b[None])[0], atol=1e-5, rtol=1e-5)
+    # and against the float64 reference with the padded keys hidden
+    ref = reference_forward(model.state_dict(), cfg, batch[1], keep=mask[1].bool())
+    torch.testing.assert_close(out[1, 3:].double(), ref[3:], atol=1e-5, rtol=1e-5)
+
+
+def test_bidirectional_every_position_sees_the_future():
+    cfg = tiny_config()
+    model = LLaDAModel(cfg)
+    ids = torch.randint(0, 50, (1, 8))
+    changed = ids.clone()
+    changed[0, -1] = (ids[0, -1] + 1) % 50
+    diff = (model(ids) - model(changed)).abs().amax(-1)[0]
+    assert (diff[:-1] > 0).all(), "earlier positions must depend on a later token"
+
+
+def test_causal_baseline_ignores_the_future():
+    cfg = tiny_config(causal=True)
+    model = LLaDAModel(cfg)
+    ids = torch.randint(0, 50, (1, 8))
+    changed = ids.clone()
+    changed[0, -1] = (ids[0, -1] + 1) % 50
+    diff = (model(ids) - model(changed)).abs().amax(-1)[0]
+    assert torch.all(diff[:-1] == 0) and diff[-1] > 0
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_cached_keys_values_reproduce_the_full_forward(causal):
+    """Running a slice against the keys/values of the rest equals running everything at once."""
+    cfg = tiny_config(causal=causal)
+    model = LLaDAModel(cfg).double()
+    ids = torch.randint(0, 50, (2, 12))
+    full = model(ids)
+    _, kvs = model.forward_kv(ids)
+    # prefix cache: positions 0..4 cached, 5..11 run
+    past = [(k[:, :, :5], v[:, :, :5]) for k, v in kvs]
+    out = model(ids[:, 5:], past_key_values=past)
+    torch.testing.assert_close(out, full[:, 5:])
+    if not causal:
+        # dual cache: 0..4 and 8..11 cached, the block 5..7 run with its own positions
+        past = [(torch.cat([k[:, :, :5], k[:, :, 8:]], 2), torch.cat([v[:, :, :5], v[:, :, 8:]], 2))
+                for k, v in kvs]
+        pos = torch.arange(5, 8).expand(2, 3)
+        out = model(ids[:, 5:8], past_key_values=past, position_ids=pos)
+        torch.testing.assert_close(out, full[:, 5:8])
+
+
+def test_output_positions_slices_logits():
+    cfg = tiny_config()
+    model = LLaDAModel(cfg)
+    ids = torch.randint(0, 50, (2, 9))
+    torch.testing.assert_close(model(ids, output_positions=slice(3, 6)), model(ids)[:, 3:6])
+
+
+def test_bfloat16_forward_close_to_float32():
+    cfg = tiny_config()
+    model = LLaDAModel(cfg)
+    ids = torch.randint(0, 50, (2, 9))
+    ref = model(ids)
+    out = model.to(torch.bfloat16)(ids)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_gradients_flow_to_every_parameter():
+    model = LLaDAModel(tiny_config())
+    model(torch.randint(0, 50, (2, 6))).logsumexp(-1).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_activation_checkpointing_same_gradients():
+    cfg = tiny_config()
+    model = LLaDAModel(cfg).train()
+    ids = torch.randint(0, 50, (2, 6))
+    model(ids).square().mean().backward()
+    ref = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.activation_checkpointing = True
+    model(ids).square().mean().backward()
+    for a, p in zip(ref, model.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, a)
+
+
+def test_param_count_closed_form():
+    for overrides in ({}, {"weight_tying": True}, {"include_bias": True}, {"include_qkv_bias": True}):
+        cfg = tiny_config(**overrides)
+        assert LLaDAModel(cfg).num_params() == cfg.num_params()
