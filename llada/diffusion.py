@@ -1,0 +1,171 @@
+"""The forward (noising) process and the training objectives of a masked diffusion LM.
+
+Forward process (paper Sec. 2.1): every token of x0 is independently replaced by [MASK] with
+probability t, t ~ U(0, 1] drawn per sequence; the model predicts all masked tokens at once.
+
+    Eq. 3  (pretraining)   L(θ) = -E_{t, x0, xt} [ 1/t · Σ_i 1[xt_i = M] · log p_θ(x0_i | xt) ]
+    Eq. 5  (SFT)           the same with only response tokens maskable; the prompt stays clean
+
+Both are upper bounds on the negative log-likelihood. Following the LLaDA guidelines, t is drawn
+as (1 - eps) · u + eps (never 0), the pretraining loss is summed over the batch and divided by
+B · L, and the SFT loss is normalised per sequence by its answer length, then averaged.
+
+Everything here is a pure function of tensors and an optional `torch.Generator`, vectorised over
+the batch, with no host synchronisation, so a trainer can make runs exactly reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LogitsFn = Callable[..., Tensor]  # model(input_ids, attention_mask=...) -> (B, L, V) logits
+
+
+class NoisedBatch(NamedTuple):
+    noisy_ids: Tensor  # (B, L) input with masked positions replaced by the mask id
+    masked: Tensor  # (B, L) bool, True where a token was masked
+    t: Tensor  # (B,) float32 masking probability of each sequence
+
+
+class LossOutput(NamedTuple):
+    loss: Tensor  # scalar, differentiable: what the optimiser minimises
+    token_nll: Tensor  # scalar, detached: mean cross-entropy over the masked (or predicted) tokens
+    num_tokens: Tensor  # scalar, detached: how many tokens the loss was computed on
+    num_masked: Tensor  # scalar, detached: how many tokens were masked (== num_tokens here)
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str | None) -> Tensor:
+    # Draw on the generator's device, then move: keeps a CPU generator usable for CUDA batches,
+    # and makes the noise identical across devices for the same seed.
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gen_device).to(device)
+
+
+def sample_t(batch_size: int, *, eps: float = 1e-3, antithetic: bool = False,
+             generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+    """Masking probabilities t = (1 - eps) · u + eps, u ~ U(0, 1), shape (B,).
+
+    antithetic: low-discrepancy sampling: one u0 and u_i = (u0 + i / B) mod 1, so the batch covers
+    [0, 1) evenly (one draw per stratum of width 1/B). Each u_i is still uniform, so the loss stays
+    unbiased, with lower variance across batches.
+    """
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must be in [0, 1), got {eps}")
+    if antithetic:
+        u0 = _rand((1,), generator, device)
+        u = (u0 + torch.arange(batch_size, device=u0.device) / batch_size) % 1.0
+    else:
+        u = _rand((batch_size,), generator, device)
+    return (1 - eps) * u + eps
+
+
+def forward_process(input_ids: Tensor, mask_id: int, *, t: Tensor | None = None, maskable: Tensor | None = None,
+                    eps: float = 1e-3, antithetic: bool = False,
+                    generator: torch.Generator | None = None) -> NoisedBatch:
+    """Mask each maskable token of `input_ids` (B, L) independently with its sequence's probability t."""
+    B, L = input_ids.shape
+    if t is None:
+        t = sample_t(B, eps=eps, antithetic=antithetic, generator=generator, device=input_ids.device)
+    masked = _rand((B, L), generator, input_ids.device) < t[:, None]  # (B, L)
+    if maskable is not None:
+        masked = masked & maskable
+    noisy = torch.where(masked, torch.full_like(input_ids, mask_id), input_ids)
+    return NoisedBatch(noisy, masked, t)
+
+
+def masked_cross_entropy(logits: Tensor, targets: Tensor, masked: Tensor) -> Tensor:
+    """Per-position cross-entropy (B, L) in float32, zero where `masked` is False.
+
+    Only the masked rows of the logits are upcast: the float32 copy is (num_masked, V), not
+    (B, L, V), which matters for a 126k vocabulary.
+    """
+    ce = torch.zeros(targets.shape, dtype=torch.float32, device=logits.device)
+    rows = logits[masked].float()  # (N, V)
+    return ce.masked_scatter(masked, F.cross_entropy(rows, targets[masked], reduction="none"))
+
+
+def pretrain_loss(model: LogitsFn, input_ids: Tensor, mask_id: int, *, attention_mask: Tensor | None = None,
+                  eps: float = 1e-3, antithetic: bool = False, generator: torch.Generator | None = None,
+                  t: Tensor | None = None) -> LossOutput:
+    """Eq. 3: Σ_{masked} CE / t over the batch, divided by B · L (the LLaDA guideline normalisation).
+
+    With an attention_mask (padding), padded positions are never masked and L counts only real
+    tokens, summed over the batch: loss = Σ CE/t / Σ real tokens (equal to B · L without padding).
+    """
+    maskable = attention_mask.bool() if attention_mask is not None else None
+    noised = forward_process(input_ids, mask_id, t=t, maskable=maskable, eps=eps, antithetic=antithetic,
+                             generator=generator)
+    logits = model(noised.noisy_ids, attention_mask=attention_mask)
+    ce = masked_cross_entropy(logits, input_ids, noised.masked)  # (B, L)
+    denominator = maskable.sum() if maskable is not None else input_ids.numel()
+    loss = (ce / noised.t[:, None]).sum() / denominator
+    return _output(loss, ce, noised.masked)
+
+
+def sft_loss(model: LogitsFn, input_ids: Tensor, response_mask: Tensor, mask_id: int, *,
+             attention_mask: Tensor | None = None, eps: float = 1e-3, antithetic: bool = False,
+             generator: torch.Generator | None = None, t: Tensor | None = None) -> LossOutput:
+    """Eq. 5: only response tokens are maskable; the prompt stays clean.
+
+    response_mask (B, L) marks every assistant turn (and the EOS padding after the last one, which
+    is learned and stays visible). Per sequence: Σ_{masked} CE / t divided by its answer length
+    (response tokens, EOS padding included); then the mean over the batch. A sequence without
+    response tokens contributes 0 (its denominator is clamped to 1); the data layer refuses such
+    conversations, so this only guards against a division by zero.
+    """
+    response_mask = response_mask.bool()
+    noised = forward_process(input_ids, mask_id, t=t, maskable=response_mask, eps=eps,
+                             antithetic=antithetic, generator=generator)
+    logits = model(noised.noisy_ids, attention_mask=attention_mask)
+    ce = masked_cross_entropy(logits, input_ids, noised.masked)  # (B, L)
+    answer_len = response_mask.sum(dim=1).clamp(min=1)  # (B,)
+    per_seq = (ce / noised.t[:, None]).sum(dim=1) / answer_len
+    return _output(per_seq.mean(), ce, noised.masked)
+
+
+def ar_loss(model: LogitsFn, input_ids: Tensor, *, attention_mask: Tensor | None = None,
+            loss_mask: Tensor | None = None) -> LossOutput:
+    """Next-token cross-entropy for the autoregressive baseline (a model with `causal=True`).
+
+    Position i predicts token i + 1; the mean is over predicted tokens. loss_mask (B, L) marks
+    which tokens count as targets (SFT: the response; padding: the attention mask).
+    """
+    logits = model(input_ids, attention_mask=attention_mask)[:, :-1]  # (B, L-1, V)
+    targets = input_ids[:, 1:]
+    keep = torch.ones_like(targets, dtype=torch.bool)
+    if loss_mask is not None:
+        keep = keep & loss_mask[:, 1:].bool()
+    if attention_mask is not None:
+        keep = keep & attention_mask[:, 1:].bool()
+    ce = masked_cross_entropy(logits, targets, keep)
+    return _output(ce.sum() / keep.sum().clamp(min=1), ce, keep)
+
+
+def _output(loss: Tensor, ce: Tensor, counted: Tensor) -> LossOutput:
+    n = counted.sum().detach()
+    return LossOutput(loss, (ce.sum() / n.clamp(min=1)).detach(), n, n)
+
+
+def random_crop(input_ids: Tensor, prob: float, generator: torch.Generator | None = None,
+                *others: Tensor) -> Tensor | tuple[Tensor, ...]:
+    """Variable-length training: with probability `prob` crop the batch to a length ~ U{1..L}.
+
+    LLaDA sets 1% of pretraining batches to a random length so the model also sees short
+    sequences. The decision is one host-side draw per batch (from `generator`, so it is
+    reproducible); tensors in `others` (e.g. an attention mask) are cropped alike.
+    """
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"variable-length probability must be in [0, 1], got {prob}")
+    L = input_ids.shape[1]
+    draw = torch.rand((), generator=generator).item()
+    length = int(torch.randint(1, L + 1, (), generator=generator).item())  # always drawn: keeps RNG in step
+    if draw >= prob:
+        length = L
+    if not others:
+        return input_ids[:, :length]
+    return (input_ids[:, :length], *(o[:, :length] for o in others))

@@ -1,0 +1,221 @@
+"""The objectives against slow per-token loops, closed forms, and properties."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llada.diffusion import (
+    ar_loss,
+    forward_process,
+    pretrain_loss,
+    random_crop,
+    sample_t,
+    sft_loss,
+)
+from llada.model import LLaDAModel
+
+MASK = 63
+
+
+class Recorder(torch.nn.Module):
+    """Wraps a model and keeps the last input it saw, so a loop reference can reuse the noise."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen, self.logits = model, None, None
+
+    def forward(self, ids, attention_mask=None):
+        self.seen = ids.clone()
+        self.logits = self.model(ids, attention_mask=attention_mask)
+        return self.logits
+
+
+def loop_pretrain_loss(logits, x0, noisy, t):
+    total = 0.0
+    B, L = x0.shape
+    for b in range(B):
+        for i in range(L):
+            if noisy[b, i] == MASK:
+                logp = torch.log_softmax(logits[b, i].double(), -1)[x0[b, i]]
+                total += -logp.item() / t[b].item()
+    return total / (B * L)
+
+
+def test_pretrain_loss_matches_loop():
+    model = Recorder(LLaDAModel(tiny_config()))
+    x0 = torch.randint(0, 60, (4, 16))
+    g = torch.Generator().manual_seed(1)
+    out = pretrain_loss(model, x0, MASK, generator=g)
+    g = torch.Generator().manual_seed(1)
+    t = sample_t(4, generator=g)
+    ref = loop_pretrain_loss(model.logits, x0, model.seen, t)
+    assert out.loss.item() == pytest.approx(ref, rel=1e-6)
+    assert out.num_masked.item() == (model.seen == MASK).sum().item()
+
+
+class ContextFree(torch.nn.Module):
+    """A predictor that ignores its input: fixed logits per position."""
+
+    def __init__(self, L, V):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(L, V))
+
+    def forward(self, ids, attention_mask=None):
+        return self.table.expand(ids.shape[0], -1, -1)
+
+
+def test_context_free_expectation_equals_mean_token_cross_entropy():
+    """E_t,mask[Eq. 3] = (1/L) Σ_i CE_i when the predictor ignores context: E[1(masked)/t] = 1."""
+    L, V = 8, 60
+    model = ContextFree(L, V)
+    x0 = torch.randint(0, V, (1, L))
+    exact = F.cross_entropy(model.table, x0[0], reduction="mean").item()
+    batch = x0.expand(20000, L)
+    out = pretrain_loss(model, batch, MASK, generator=torch.Generator().manual_seed(0), antithetic=True)
+    # per-sequence estimates, to get a standard error for the tolerance
+    g = torch.Generator().manual_seed(0)
+    noised = forward_process(batch, MASK, antithetic=True, generator=g)
+    ce = F.cross_entropy(model.table, x0[0], reduction="none")
+    per_seq = (noised.masked.float() * ce).sum(1) / noised.t / L
+    se = per_seq.std().item() / math.sqrt(len(per_seq))
+    assert out.loss.item() == pytest.approx(per_seq.mean().item(), rel=1e-5)
+    assert abs(out.loss.item() - exact) < 4 * se
+    # and in closed form: E_t[ E[masked | t] / t ] = E_t[t / t] = 1, so integrating over t gives
+    # exactly the mean CE; check the quadrature of t -> P(masked|t)/t on the (1-eps)u+eps grid.
+    u = (torch.arange(100000, dtype=torch.float64) + 0.5) / 100000
+    t = (1 - 1e-3) * u + 1e-3
+    assert (t / t).mean().item() == pytest.approx(1.0)
+
+
+def test_antithetic_t_is_stratified_and_lowers_variance():
+    g = torch.Generator().manual_seed(3)
+    t = sample_t(16, antithetic=True, generator=g)
+    u = (t - 1e-3) / (1 - 1e-3)
+    assert ((t >= 1e-3) & (t <= 1)).all()
+    assert sorted((u * 16).floor().long().tolist()) == list(range(16))  # one per stratum
+    # A predictor whose loss depends on t (it is surer of the answer the more context it sees),
+    # as a trained model's does: stratifying t then lowers the variance of the batch loss.
+    x0 = torch.randint(0, 60, (8, 128))
+
+    class Oracle(torch.nn.Module):
+        def forward(self, ids, attention_mask=None):
+            visible = (ids != MASK).float().mean(1, keepdim=True)[..., None]  # (B, 1, 1)
+            return F.one_hot(x0, 64).float() * 6 * visible
+
+    def spread(anti):
+        g = torch.Generator().manual_seed(0)
+        vals = [pretrain_loss(Oracle(), x0, MASK, antithetic=anti, generator=g).loss.item() for _ in range(300)]
+        return torch.tensor(vals).var().item()
+
+    assert spread(True) < spread(False)
+
+
+def test_forward_process_rate_and_maskable():
+    x0 = torch.randint(0, 60, (4, 5000))
+    t = torch.tensor([0.1, 0.5, 0.9, 1.0])
+    maskable = torch.ones_like(x0, dtype=torch.bool)
+    maskable[:, :100] = False
+    out = forward_process(x0, MASK, t=t, maskable=maskable, generator=torch.Generator().manual_seed(0))
+    rate = out.masked[:, 100:].float().mean(1)
+    assert torch.allclose(rate, t, atol=4 * math.sqrt(0.25 / 4900))
+    assert not out.masked[:, :100].any()
+    assert torch.equal(out.noisy_ids[~out.masked], x0[~out.masked])
+    assert (out.noisy_ids[out.masked] == MASK).all()
+    again = forward_process(x0, MASK, t=t, maskable=maskable, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out.noisy_ids, again.noisy_ids)
+
+
+def loop_sft_loss(logits, x0, noisy, t, response):
+    per = []
+    for b in range(x0.shape[0]):
+        s = 0.0
+        for i in range(x0.shape[1]):
+            if noisy[b, i] == MASK:
+                s += -torch.log_softmax(logits[b, i].double(), -1)[x0[b, i]].item() / t[b].item()
+        per.append(s / max(int(response[b].sum()), 1))
+    return sum(per) / len(per)
+
+
+conversation = st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), min_size=1, max_size=3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(convs=st.lists(conversation, min_size=1, max_size=4), pad=st.integers(0, 4), seed=st.integers(0, 999))
+def test_sft_never_masks_the_prompt(convs, pad, seed):
+    """Random multi-turn conversations: (prompt, response) turn lengths; EOS padding is response."""
+    rows, masks = [], []
+    for turns in convs:
+        ids, resp = [], []
+        for p, r in turns:
+            ids += [1] * p + [2] * r
+            resp += [False] * p + [True] * r
+        rows.append(ids)
+        masks.append(resp)
+    L = max(map(len, rows)) + pad
+    x0 = torch.full((len(rows), L), 62)  # EOS padding
+    response = torch.ones((len(rows), L), dtype=torch.bool)
+    for b, (ids, resp) in enumerate(zip(rows, masks, strict=True)):
+        x0[b, :len(ids)] = torch.tensor(ids)
+        response[b, :len(ids)] = torch.tensor(resp)
+    x0 = torch.where(response, torch.randint(0, 60, x0.shape, generator=torch.Generator().manual_seed(seed)), x0)
+    x0[:, -pad or L:] = 62 if pad else x0[:, -pad or L:]
+    model = Recorder(ContextFree(L, 64))
+    out = sft_loss(model, x0, response, MASK, generator=torch.Generator().manual_seed(seed))
+    noisy = model.seen
+    assert torch.equal(noisy[~response], x0[~response])
+    t = sample_t(len(rows), generator=torch.Generator().manual_seed(seed))
+    assert out.loss.item() == pytest.approx(loop_sft_loss(model.logits, x0, noisy, t, response), rel=1e-5)
+
+
+def test_sft_learns_eos_padding():
+    x0 = torch.tensor([[5, 6, 7, 8, 62, 62, 62, 62]])
+    response = torch.tensor([[False, False, True, True, True, True, True, True]])
+    out = forward_process(x0, MASK, t=torch.tensor([1.0]), maskable=response)
+    assert out.masked[0, 4:].all() and not out.masked[0, :2].any()
+
+
+def test_ar_loss_matches_loop_and_causal_model():
+    model = LLaDAModel(tiny_config(causal=True))
+    x0 = torch.randint(0, 60, (2, 10))
+    loss_mask = torch.zeros_like(x0, dtype=torch.bool)
+    loss_mask[:, 4:] = True
+    out = ar_loss(model, x0, loss_mask=loss_mask)
+    logits = model(x0)
+    vals = [-torch.log_softmax(logits[b, i - 1].double(), -1)[x0[b, i]].item()
+            for b in range(2) for i in range(4, 10)]
+    assert out.loss.item() == pytest.approx(sum(vals) / len(vals), rel=1e-6)
+    # a causal model's prediction at i does not depend on tokens after i
+    x1 = x0.clone()
+    x1[:, -1] = (x1[:, -1] + 1) % 60
+    assert torch.equal(model(x1)[:, :-1], logits[:, :-1])
+
+
+def test_random_crop():
+    x = torch.arange(40).view(2, 20)
+    g = torch.Generator().manual_seed(0)
+    assert all(random_crop(x, 0.0, g).shape == (2, 20) for _ in range(50))
+    lengths = {random_crop(x, 1.0, g).shape[1] for _ in range(200)}
+    assert min(lengths) >= 1 and max(lengths) <= 20 and len(lengths) > 10
+    a = [random_crop(x, 0.5, torch.Generator().manual_seed(7)).shape[1] for _ in range(3)]
+    assert len(set(a)) == 1
+    ids, mask = random_crop(x, 1.0, torch.Generator().manual_seed(1), torch.ones_like(x))
+    assert ids.shape == mask.shape
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        random_crop(x, 2.0)
+
+
+def test_padding_is_never_masked_and_not_counted():
+    model = Recorder(LLaDAModel(tiny_config()))
+    x0 = torch.randint(0, 60, (2, 12))
+    am = torch.ones_like(x0)
+    am[1, :5] = 0
+    out = pretrain_loss(model, x0, MASK, attention_mask=am, t=torch.tensor([1.0, 1.0]))
+    assert not (model.seen[1, :5] == MASK).any()
+    assert out.num_masked.item() == am.sum().item()
