@@ -1,0 +1,154 @@
+"""Pretraining text: local files, Hub datasets or the built-in world, packed into fixed-length blocks.
+
+Sources (`load_texts(source)`):
+    None                    the built-in world (llada.data.world), train/validation splits
+    file.txt                one document per paragraph (blank-line separated)
+    file.jsonl / file.json  one record per line / a JSON list, text in `text_field`
+    file.parquet            a column `text_field`
+    a directory or glob     every file of one of the kinds above
+    name or name:config     a Hugging Face Hub dataset (streamed when `streaming=True`)
+
+Packing concatenates tokenised documents with EOS between them and cuts the stream into
+`seq_len` blocks, as LLaDA's pretraining does; the tail of each mapped batch of documents that
+does not fill a block is dropped (at most seq_len - 1 tokens per 1,000 documents).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+from typing import Any
+
+from llada.errors import DataError
+
+_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def _local_files(source: str) -> list[Path] | None:
+    """The files behind a local source, or None when `source` names no local path."""
+    p = Path(source).expanduser()
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix in _BUILDERS)
+        if not files:
+            raise DataError(f"{p}: no .txt, .jsonl, .json or .parquet files in this directory")
+        return files
+    if any(ch in source for ch in "*?["):
+        files = sorted(Path(f) for f in glob.glob(source, recursive=True))
+        if not files:
+            raise DataError(f"{source}: the pattern matches no files")
+        return files
+    if source.startswith((".", "/", "~")) or Path(source).suffix in _BUILDERS:
+        raise DataError(f"{source}: no such file or directory")
+    return None
+
+
+def _check_jsonl(path: Path, fields: tuple[str, ...], any_of: bool = False) -> None:
+    """Report the first line that is not JSON or lacks the fields, with file and line number."""
+    if path.suffix != ".jsonl":
+        return
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            present = [k for k in fields if isinstance(record, dict) and k in record]
+            if (not present) if any_of else len(present) < len(fields):
+                want = " or ".join(fields) if any_of else ", ".join(fields)
+                raise DataError(f"{path}:{n}: the record has no {want!r} field "
+                                f"(it has: {', '.join(record) if isinstance(record, dict) else type(record).__name__})")
+
+
+def load_local(files: list[Path], columns: tuple[str, ...], any_of: bool = False) -> Any:
+    """A `datasets.Dataset` from local files of one kind, checked for empty files and fields."""
+    import datasets
+
+    kinds = {f.suffix for f in files}
+    bad = kinds - set(_BUILDERS)
+    if bad:
+        raise DataError(f"unsupported file type {', '.join(sorted(bad))}; use .txt, .jsonl, .json or .parquet")
+    if len({_BUILDERS[k] for k in kinds}) > 1:
+        raise DataError(f"mixed file types ({', '.join(sorted(kinds))}); use one kind per data source")
+    for f in files:
+        if f.stat().st_size == 0:
+            raise DataError(f"{f}: the file is empty")
+        _check_jsonl(f, columns, any_of)
+    builder = _BUILDERS[files[0].suffix]
+    kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
+    ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **kwargs)
+    if builder != "text":
+        missing = [c for c in columns if c not in ds.column_names]
+        if (len(missing) == len(columns)) if any_of else missing:
+            raise DataError(f"{files[0]}: no column {' or '.join(missing)!r} (columns: {', '.join(ds.column_names)})")
+    if len(ds) == 0:
+        raise DataError(f"{files[0]}: no records")
+    return ds
+
+
+def load_texts(source: str | None = None, *, split: str = "train", text_field: str = "text",
+               streaming: bool = False, eval_fraction: float = 0.02, seed: int = 0) -> Any:
+    """A dataset with a `text` column for `split` ("train" or "validation").
+
+    Local files hold one split: `eval_fraction` of their documents (at least one) is held out
+    for "validation", deterministically by `seed`.
+    """
+    import datasets
+
+    if split not in ("train", "validation"):
+        raise DataError(f"split must be 'train' or 'validation', got {split!r}")
+    if source is None:
+        from llada.data.world import World
+
+        return datasets.Dataset.from_dict({"text": World(seed=seed).pretrain_documents(split)})
+    files = _local_files(source)
+    if files is not None:
+        ds = load_local(files, (text_field,))
+        if text_field != "text":
+            ds = ds.rename_column(text_field, "text")
+        ds = ds.select_columns(["text"]).filter(lambda r: bool(r["text"] and r["text"].strip()))
+        if len(ds) < 2:
+            raise DataError(f"{source}: at least two documents are needed (one is held out for evaluation)")
+        n_eval = max(1, int(len(ds) * eval_fraction))
+        parts = ds.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
+        return parts["train" if split == "train" else "test"]
+    name, _, config = source.partition(":")
+    try:
+        ds = datasets.load_dataset(name, config or None, split=split, streaming=streaming)
+    except Exception as e:  # noqa: BLE001 - the Hub raises many types
+        raise DataError(f"{source!r} is neither a local path nor a loadable Hub dataset "
+                        f"({type(e).__name__}: {e})") from None
+    if text_field not in (ds.column_names or [text_field]):
+        raise DataError(f"{source}: no column {text_field!r} (columns: {', '.join(ds.column_names)})")
+    return ds.rename_column(text_field, "text") if text_field != "text" else ds
+
+
+def pack(tokenizer: Any, texts: Any, seq_len: int, *, add_bos: bool = True, num_proc: int | None = None) -> Any:
+    """Tokenise `texts` (a dataset with a `text` column), join documents with EOS, cut into blocks.
+
+    Returns a dataset whose `input_ids` rows all have length `seq_len`. Each document starts with
+    BOS (when `add_bos` and the tokenizer has one) and ends with EOS.
+    """
+    if seq_len < 2:
+        raise DataError(f"seq_len must be at least 2, got {seq_len}")
+    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id if add_bos else None
+
+    def chunk(batch: dict[str, list]) -> dict[str, list]:
+        stream: list[int] = []
+        for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]:
+            stream += ([bos] if bos is not None else []) + ids + [eos]
+        n = len(stream) // seq_len
+        return {"input_ids": [stream[i * seq_len:(i + 1) * seq_len] for i in range(n)]}
+
+    kwargs = {"num_proc": num_proc} if num_proc and not _is_iterable(texts) else {}
+    return texts.map(chunk, batched=True, batch_size=1000, remove_columns=texts.column_names, **kwargs)
+
+
+def _is_iterable(ds: Any) -> bool:
+    import datasets
+
+    return isinstance(ds, datasets.IterableDataset)

@@ -1,0 +1,162 @@
+"""SFT data: chat conversations rendered with the tokenizer's chat template, and their batches.
+
+Records are `{"messages": [{"role", "content"}, ...]}` (the Hugging Face chat format) or a single
+exchange as `prompt`/`response` (also `instruction`/`output`). Every assistant turn is a
+response (its content and closing end-of-turn token may be masked and are learned); everything
+else (BOS, role headers, user and system turns) is prompt and stays clean (paper Eq. 5, App. B.1).
+The sequence ends with EOS, and a batch is padded with more EOS, which are response too: the
+model learns to end its answer by filling the rest of the canvas with EOS.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from llada.data.pretrain import _local_files, load_local
+from llada.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+_PAIRS = (("prompt", "response"), ("instruction", "output"))
+
+
+def to_messages(record: dict[str, Any], where: str = "record") -> list[dict[str, str]]:
+    """Normalise a record to a list of messages, refusing ones without an assistant turn."""
+    messages = record.get("messages")
+    if messages is None:
+        for q, a in _PAIRS:
+            if record.get(q) is not None and record.get(a) is not None:
+                messages = [{"role": "user", "content": str(record[q])},
+                            {"role": "assistant", "content": str(record[a])}]
+                break
+    if messages is None:
+        raise DataError(f"{where}: expected a 'messages' list or prompt/response fields, "
+                        f"got fields {', '.join(record)}")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
+                                                 for m in messages):
+        raise DataError(f"{where}: 'messages' must be a list of {{'role', 'content'}} objects")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(f"{where}: the conversation has no assistant turn, so there is nothing to learn")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def load_conversations(source: str | None = None, *, split: str = "train", seed: int = 0,
+                       eval_fraction: float = 0.02) -> list[list[dict[str, str]]]:
+    """Conversations as lists of messages: the built-in world's (None), local files, or a Hub dataset."""
+    if split not in ("train", "validation"):
+        raise DataError(f"split must be 'train' or 'validation', got {split!r}")
+    if source is None:
+        from llada.data.world import World
+
+        return [c["messages"] for c in World(seed=seed).sft_conversations(split)]
+    files = _local_files(source)
+    if files is not None:
+        ds = load_local(files, ("messages", "prompt", "instruction"), any_of=True)
+        records = ds.to_list()
+        where = [f"{files[0] if len(files) == 1 else source}:{i + 1}" for i in range(len(records))]
+    else:
+        import datasets
+
+        name, _, config = source.partition(":")
+        try:
+            records = datasets.load_dataset(name, config or None, split=split).to_list()
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"{source!r} is neither a local path nor a loadable Hub dataset ({e})") from None
+        where = [f"{source}[{i}]" for i in range(len(records))]
+    convs = [to_messages(r, w) for r, w in zip(records, where, strict=True)]
+    if files is None:
+        return convs
+    # local files hold one split: hold a deterministic few out for validation
+    order = torch.randperm(len(convs), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_eval = max(1, int(len(convs) * eval_fraction)) if len(convs) > 1 else 0
+    keep = order[:n_eval] if split == "validation" else order[n_eval:]
+    return [convs[i] for i in sorted(keep)]
+
+
+def render_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[bool]]:
+    """Token ids of the chat-templated conversation plus EOS, and which of them are response.
+
+    The text is cut at turn boundaries (which fall on special tokens, so tokenising the pieces
+    gives the same ids as tokenising the whole); the tail after the last assistant turn (LLaDA-8B's
+    template always appends an assistant header) is replaced by EOS.
+    """
+    def render(msgs: list[dict[str, str]], gen: bool) -> str:
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+
+    eot = "<|eot_id|>"
+    pieces: list[tuple[str, bool]] = []
+    done = ""
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = render(messages[:i], True) if i else render(messages[:0], True)
+        through = render(messages[: i + 1], False)
+        if not before.startswith(done) or not through.startswith(before):
+            raise DataError("the tokenizer's chat template does not render conversations prefix by prefix; "
+                            "SFT needs one that does")
+        response = through[len(before):]
+        if eot in response:
+            response = response[: response.index(eot) + len(eot)]
+        pieces += [(before[len(done):], False), (response, True)]
+        done = before + response
+    ids: list[int] = []
+    mask: list[bool] = []
+    for text, is_response in pieces:
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        ids += piece
+        mask += [is_response] * len(piece)
+    return ids + [tokenizer.eos_token_id], mask + [True]
+
+
+@dataclass
+class SFTCollator:
+    """Pads a batch of rendered conversations to a common length with EOS (response, visible).
+
+    truncation: "truncate" cuts sequences longer than seq_len (counted and warned once), "error"
+    refuses them with a message naming the knob.
+    """
+
+    eos_id: int
+    seq_len: int
+    truncation: str = "truncate"
+    truncated: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.truncation not in ("truncate", "error"):
+            raise DataError(f"truncation must be 'truncate' or 'error', got {self.truncation!r}")
+
+    def __call__(self, batch: list[dict[str, list]]) -> dict[str, torch.Tensor]:
+        longest = max(len(r["input_ids"]) for r in batch)
+        if longest > self.seq_len:
+            if self.truncation == "error":
+                raise DataError(f"a conversation has {longest} tokens, more than seq_len={self.seq_len}; "
+                                "raise --seq_len or set --truncation truncate")
+            n = sum(len(r["input_ids"]) > self.seq_len for r in batch)
+            if self.truncated == 0:
+                logger.warning("truncating conversations longer than seq_len=%d (counted in the run summary)",
+                               self.seq_len)
+            self.truncated += n
+        L = min(longest, self.seq_len)
+        ids = torch.full((len(batch), L), self.eos_id, dtype=torch.long)
+        response = torch.ones((len(batch), L), dtype=torch.bool)
+        prompt_lengths = torch.zeros(len(batch), dtype=torch.long)
+        for b, r in enumerate(batch):
+            n = min(len(r["input_ids"]), L)
+            ids[b, :n] = torch.tensor(r["input_ids"][:n])
+            response[b, :n] = torch.tensor(r["response_mask"][:n])
+            prompt_lengths[b] = int(torch.tensor(r["response_mask"][:n]).long().argmax()) if n else 0
+        return {"input_ids": ids, "response_mask": response, "attention_mask": torch.ones_like(ids),
+                "prompt_lengths": prompt_lengths}
+
+
+def render_all(tokenizer: Any, conversations: list[list[dict[str, str]]]) -> list[dict[str, list]]:
+    """Render every conversation once (the trainer batches the results)."""
+    out = []
+    for messages in conversations:
+        ids, mask = render_conversation(tokenizer, messages)
+        out.append({"input_ids": ids, "response_mask": mask})
+    return out

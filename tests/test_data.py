@@ -1,0 +1,132 @@
+"""Loading, packing and SFT rendering, on files the tests write."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llada.data.pretrain import load_texts, pack
+from llada.data.sft import SFTCollator, load_conversations, render_conversation, to_messages
+from llada.errors import DataError
+from llada.tokenizer import train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(["alpha beta gamma delta", "what is two plus two", "four"] * 30, vocab_size=300)
+
+
+def _docs(n=20):
+    return [f"document number {i} says hello" for i in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["txt", "jsonl", "parquet"])
+def test_local_formats(tmp_path, kind):
+    path = tmp_path / f"data.{kind}"
+    if kind == "txt":
+        path.write_text("\n\n".join(_docs()))
+    elif kind == "jsonl":
+        path.write_text("\n".join(json.dumps({"text": d}) for d in _docs()))
+    else:
+        pd.DataFrame({"text": _docs()}).to_parquet(path)
+    train, val = load_texts(str(path), split="train"), load_texts(str(path), split="validation")
+    assert sorted(list(train["text"]) + list(val["text"])) == sorted(_docs())
+    assert len(val) == 1
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load_texts(str(tmp_path / "missing.txt"))
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match="empty.txt: the file is empty"):
+        load_texts(str(tmp_path / "empty.txt"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "ok"}) + "\n" + json.dumps({"body": "no"}) + "\n")
+    with pytest.raises(DataError, match="bad.jsonl:2: the record has no 'text' field"):
+        load_texts(str(bad))
+    (tmp_path / "x.csv").write_text("a")
+    with pytest.raises(DataError, match="unsupported file type .csv"):
+        load_texts(str(tmp_path / "*.csv"))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "a"}\n{oops\n')
+    with pytest.raises(DataError, match="broken.jsonl:2: not valid JSON"):
+        load_texts(str(broken))
+
+
+def test_pack_preserves_tokens_and_inserts_eos(tok):
+    import datasets
+
+    docs = _docs(50)
+    packed = pack(tok, datasets.Dataset.from_dict({"text": docs}), seq_len=16)
+    rows = packed["input_ids"]
+    assert all(len(r) == 16 for r in rows)
+    stream = [i for r in rows for i in r]
+    expected = []
+    for d in docs:
+        expected += [tok.bos_token_id] + tok(d, add_special_tokens=False).input_ids + [tok.eos_token_id]
+    assert stream == expected[: len(stream)] and len(expected) - len(stream) < 16
+    assert stream.count(tok.eos_token_id) >= len(docs) - 2
+
+
+messages_strategy = st.lists(
+    st.tuples(st.sampled_from(["alpha beta", "what is two", "gamma", " delta  "]),
+              st.sampled_from(["four", "alpha gamma delta", "two plus"])), min_size=1, max_size=4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(turns=messages_strategy, system=st.booleans())
+def test_render_matches_template_and_marks_assistant_turns(tok, turns, system):
+    messages = [{"role": "system", "content": "be brief"}] if system else []
+    for q, a in turns:
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    ids, mask = render_conversation(tok, messages)
+    whole = tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False).input_ids
+    assert ids == whole + [tok.eos_token_id]
+    # the response tokens, decoded, are exactly the assistant contents each closed by <|eot_id|>
+    response = tok.decode([i for i, m in zip(ids, mask, strict=True) if m])
+    assert response == "".join(a.strip() + "<|eot_id|>" for _, a in turns) + "<|endoftext|>"
+
+
+def test_collator_pads_with_learned_eos(tok):
+    convs = [[{"role": "user", "content": "what is two"}, {"role": "assistant", "content": "four"}],
+             [{"role": "user", "content": "alpha"}, {"role": "assistant", "content": "alpha gamma delta gamma"}]]
+    rows = [dict(zip(("input_ids", "response_mask"), render_conversation(tok, c), strict=True)) for c in convs]
+    batch = SFTCollator(tok.eos_token_id, seq_len=64)(rows)
+    short = len(rows[0]["input_ids"])
+    assert (batch["input_ids"][0, short:] == tok.eos_token_id).all()
+    assert batch["response_mask"][0, short:].all()
+    assert batch["attention_mask"].all()
+    assert batch["prompt_lengths"][0] == rows[0]["response_mask"].index(True)
+    with pytest.raises(DataError, match="raise --seq_len or set --truncation truncate"):
+        SFTCollator(tok.eos_token_id, seq_len=5, truncation="error")(rows)
+    c = SFTCollator(tok.eos_token_id, seq_len=5)
+    assert c(rows)["input_ids"].shape[1] == 5 and c.truncated == 2
+
+
+def test_sft_records_and_errors(tmp_path):
+    assert to_messages({"prompt": "q", "response": "a"})[1] == {"role": "assistant", "content": "a"}
+    with pytest.raises(DataError, match="no assistant turn"):
+        to_messages({"messages": [{"role": "user", "content": "q"}]}, "f.jsonl:3")
+    path = tmp_path / "chat.jsonl"
+    lines = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+             for i in range(10)] + [{"instruction": "x", "output": "y"}]
+    path.write_text("\n".join(json.dumps(x) for x in lines))
+    train, val = load_conversations(str(path)), load_conversations(str(path), split="validation")
+    assert len(train) + len(val) == 11
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(lines[0]) + "\n" + json.dumps({"question": "?"}) + "\n")
+    with pytest.raises(DataError, match="bad.jsonl:2: the record has no 'messages or prompt or instruction' field \\(it has: question\\)"):
+        load_conversations(str(bad))
+    noassist = tmp_path / "noassist.jsonl"
+    noassist.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}]}) + "\n")
+    with pytest.raises(DataError, match="noassist.jsonl:1: the conversation has no assistant turn"):
+        load_conversations(str(noassist))
+
+
+def test_builtin_sources():
+    assert len(load_texts(None)) > 1000
+    assert len(load_conversations(None)) > 1000
