@@ -229,16 +229,20 @@ def save(path: str | Path, model: LLaDAModel, tokenizer: Any = None, *, max_shar
     """Write a model directory into `path`: config.json, safetensors (sharded past max_shard_size),
     and the tokenizer. It opens here, in `transformers.AutoModel` (after `import llada`), and in the
     reference modeling code with `trust_remote_code=True`."""
+    want = resolve_dtype(dtype)
+    save_state_dict(path, state_dict_for_saving(model, want), model.config, tokenizer,
+                    max_shard_size=max_shard_size)
+
+
+def save_state_dict(path: str | Path, state: dict[str, torch.Tensor], config: ModelConfig, tokenizer: Any = None,
+                    *, max_shard_size: int | str = "5GB") -> None:
+    """`save` for a state dict already in checkpoint keys (e.g. gathered from FSDP ranks)."""
     from huggingface_hub import split_torch_state_dict_into_shards
 
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    want = resolve_dtype(dtype)
-    config = model.config
     if tokenizer is not None:
         check_tokenizer(tokenizer, config, source="tokenizer")
-
-    state = state_dict_for_saving(model, want)
     stored_dtype = next(iter(state.values())).dtype
     split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size,
                                                filename_pattern="model{suffix}.safetensors")
@@ -246,7 +250,7 @@ def save(path: str | Path, model: LLaDAModel, tokenizer: Any = None, *, max_shar
         if stale.exists() and stale.name not in split.filename_to_tensors:
             stale.unlink()
     for file_name, keys in split.filename_to_tensors.items():
-        save_file({k: state[k] for k in keys}, str(root / file_name), metadata={"format": "pt"})
+        save_file({k: state[k].contiguous() for k in keys}, str(root / file_name), metadata={"format": "pt"})
     if split.is_sharded:
         index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
                  "weight_map": split.tensor_to_filename}

@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
 
     func = resolve(name)
     try:
-        CLI(func, args=rest, prog=f"llada {name}", as_positional=True)
+        if hasattr(func, "config_class"):  # flags are the fields of a config dataclass
+            _run_with_config_class(func, rest, name)
+        else:
+            CLI(func, args=rest, prog=f"llada {name}", as_positional=True)
     except UserError as e:  # a problem with what the user gave: one clear line, no traceback
         print(f"llada {name}: error: {e}", file=sys.stderr)
         return 2
@@ -62,6 +65,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llada {name}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _run_with_config_class(func, args: list[str], name: str) -> None:
+    """`func(cfg)` where cfg's fields are flat flags, and `--config file.yaml` supplies any of them."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=f"llada {name}", description=(func.__doc__ or "").strip())
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options below")
+    parser.add_class_arguments(func.config_class, nested_key=None, fail_untyped=False)
+    ns = parser.parse_args(args)
+    values = {k: v for k, v in vars(ns).items() if k != "config" and not k.startswith("__")}
+    func(func.config_class(**values))
 
 
 if __name__ == "__main__":

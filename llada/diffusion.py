@@ -101,8 +101,15 @@ def pretrain_loss(model: LogitsFn, input_ids: Tensor, mask_id: int, *, attention
     noised = forward_process(input_ids, mask_id, t=t, maskable=maskable, eps=eps, antithetic=antithetic,
                              generator=generator)
     logits = model(noised.noisy_ids, attention_mask=attention_mask)
+    return pretrain_loss_from_logits(logits, input_ids, noised, attention_mask)
+
+
+def pretrain_loss_from_logits(logits: Tensor, input_ids: Tensor, noised: NoisedBatch,
+                              attention_mask: Tensor | None = None) -> LossOutput:
+    """The Eq. 3 loss given the model's logits on `noised.noisy_ids` (for trainers that noise the
+    global batch once and run each process on its rows)."""
     ce = masked_cross_entropy(logits, input_ids, noised.masked)  # (B, L)
-    denominator = maskable.sum() if maskable is not None else input_ids.numel()
+    denominator = attention_mask.sum() if attention_mask is not None else input_ids.numel()
     loss = (ce / noised.t[:, None]).sum() / denominator
     return _output(loss, ce, noised.masked)
 
@@ -118,10 +125,14 @@ def sft_loss(model: LogitsFn, input_ids: Tensor, response_mask: Tensor, mask_id:
     response tokens contributes 0 (its denominator is clamped to 1); the data layer refuses such
     conversations, so this only guards against a division by zero.
     """
-    response_mask = response_mask.bool()
-    noised = forward_process(input_ids, mask_id, t=t, maskable=response_mask, eps=eps,
+    noised = forward_process(input_ids, mask_id, t=t, maskable=response_mask.bool(), eps=eps,
                              antithetic=antithetic, generator=generator)
     logits = model(noised.noisy_ids, attention_mask=attention_mask)
+    return sft_loss_from_logits(logits, input_ids, noised, response_mask)
+
+
+def sft_loss_from_logits(logits: Tensor, input_ids: Tensor, noised: NoisedBatch, response_mask: Tensor) -> LossOutput:
+    """The Eq. 5 loss given the model's logits on `noised.noisy_ids`."""
     ce = masked_cross_entropy(logits, input_ids, noised.masked)  # (B, L)
     answer_len = response_mask.sum(dim=1).clamp(min=1)  # (B,)
     per_seq = (ce / noised.t[:, None]).sum(dim=1) / answer_len
@@ -151,6 +162,15 @@ def _output(loss: Tensor, ce: Tensor, counted: Tensor) -> LossOutput:
     return LossOutput(loss, (ce.sum() / n.clamp(min=1)).detach(), n, n)
 
 
+def crop_length(seq_len: int, prob: float, generator: torch.Generator | None = None) -> int:
+    """The length of a variable-length batch: seq_len, or with probability `prob` one ~ U{1..seq_len}."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"variable-length probability must be in [0, 1], got {prob}")
+    draw = torch.rand((), generator=generator).item()
+    length = int(torch.randint(1, seq_len + 1, (), generator=generator).item())  # always drawn: keeps RNG in step
+    return length if draw < prob else seq_len
+
+
 def random_crop(input_ids: Tensor, prob: float, generator: torch.Generator | None = None,
                 *others: Tensor) -> Tensor | tuple[Tensor, ...]:
     """Variable-length training: with probability `prob` crop the batch to a length ~ U{1..L}.
@@ -159,13 +179,7 @@ def random_crop(input_ids: Tensor, prob: float, generator: torch.Generator | Non
     sequences. The decision is one host-side draw per batch (from `generator`, so it is
     reproducible); tensors in `others` (e.g. an attention mask) are cropped alike.
     """
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"variable-length probability must be in [0, 1], got {prob}")
-    L = input_ids.shape[1]
-    draw = torch.rand((), generator=generator).item()
-    length = int(torch.randint(1, L + 1, (), generator=generator).item())  # always drawn: keeps RNG in step
-    if draw >= prob:
-        length = L
+    length = crop_length(input_ids.shape[1], prob, generator)
     if not others:
         return input_ids[:, :length]
     return (input_ids[:, :length], *(o[:, :length] for o in others))

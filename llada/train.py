@@ -1,0 +1,655 @@
+"""The trainer: pretraining (Eq. 3) and SFT (Eq. 5), from a laptop to a GPU cluster, on accelerate.
+
+    llada train --model tiny --out_dir runs/pt                     # from scratch on the built-in world
+    llada sft   --model runs/pt/model --out_dir runs/sft           # fine-tune on the built-in SFT set
+    llada train --config configs/train/100m.yaml --data corpus.jsonl
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m llada train --config ...
+    # several nodes: the same command on every node with --num_machines N --machine_rank i
+    #   --main_process_ip HOST --main_process_port PORT (or those keys in the accelerate YAML)
+
+Reproducibility is by construction: the data order of epoch e is a permutation seeded by
+(seed, e), and the noise of optimizer step s is drawn from a generator seeded by (seed, s) for the
+whole global batch, each process keeping its rows. So the state to resume is just the weights,
+the optimizer, the scheduler and the step; a run killed at any moment and resumed from its last
+checkpoint retraces the same loss curve, and 2 processes compute what 1 process does with the
+same global batch.
+
+Layout of `out_dir`:
+    checkpoints/step-000200/   a model directory (config.json, safetensors, tokenizer) plus
+        trainer/               accelerate state (optimizer, scheduler, RNG) and state.json (step, config)
+    model/                     the final model directory
+    metrics.jsonl, tb/, curves.png
+Checkpoints are written to a temporary directory and renamed into place, so one is never half
+written; the last `keep_last` are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from llada import diffusion
+from llada.config import PRESETS, ModelConfig, preset
+from llada.errors import CheckpointError, UserError
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError):
+    """The loss or gradient became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved with every checkpoint."""
+
+    model: str = "tiny"
+    """A preset name (debug, tiny, small, 100m, 1b, llada-8b) to start from scratch, or a model directory."""
+    data: str | None = None
+    """Training data: a .txt/.jsonl/.parquet file, directory or glob, or a Hub dataset; None = the built-in world."""
+    out_dir: str = "runs/train"
+    """Where checkpoints, metrics and the final model go."""
+    stage: Literal["pretrain", "sft"] = "pretrain"
+    """pretrain: Eq. 3 on packed text; sft: Eq. 5 on chat conversations."""
+    objective: Literal["diffusion", "ar"] = "diffusion"
+    """diffusion: the masked diffusion loss; ar: the autoregressive baseline (same model with a causal mask)."""
+    seq_len: int = 128
+    """Tokens per training sequence (pretraining blocks; the SFT length cap)."""
+    batch_size: int = 16
+    """Sequences per micro-batch on each process."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    max_steps: int = 1000
+    """Optimizer steps."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """The cosine decay ends at lr * min_lr_ratio."""
+    warmup_steps: int = 50
+    """Linear warmup from 0 to lr."""
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm (0 disables)."""
+    eps: float = 1e-3
+    """t = (1 - eps) u + eps: the smallest masking probability."""
+    antithetic: bool = True
+    """Stratify t across the global batch (lower-variance loss)."""
+    variable_length_prob: float = 0.01
+    """Fraction of pretraining steps cropped to a random length in 1..seq_len (LLaDA: 1%)."""
+    eval_every: int = 100
+    """Steps between held-out evaluations (0 disables)."""
+    eval_batches: int = 4
+    save_every: int = 200
+    """Steps between checkpoints (0: only the final model)."""
+    keep_last: int = 2
+    """Checkpoints kept on disk."""
+    log_every: int = 10
+    seed: int = 0
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """auto: bf16 autocast on a GPU that supports it, full precision otherwise."""
+    compile: bool = False
+    activation_checkpointing: bool = False
+    lora_r: int = 0
+    """LoRA rank for fine-tuning a large checkpoint (0: train all weights)."""
+    vocab_size: int = 4096
+    """BPE vocabulary when a tokenizer is trained from scratch (a preset model)."""
+    truncation: Literal["truncate", "error"] = "truncate"
+    """SFT conversations longer than seq_len: cut them (counted) or stop with an error."""
+    resume: str | None = "auto"
+    """auto: continue from the latest checkpoint in out_dir if there is one; a path; or None to refuse to reuse out_dir."""
+    tensorboard: bool = True
+    wandb: bool = False
+    progress: bool = True
+    """Show a progress bar."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Model config fields to override on a preset, e.g. {"n_layers": 2}."""
+
+    def __post_init__(self) -> None:
+        positive = ("seq_len", "batch_size", "grad_accum", "max_steps", "keep_last", "log_every", "vocab_size")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise UserError("--lr must be positive and --min_lr_ratio in [0, 1]")
+        if not 0 <= self.variable_length_prob <= 1:
+            raise UserError(f"--variable_length_prob must be in [0, 1], got {self.variable_length_prob}")
+        if not 0 <= self.eps < 1:
+            raise UserError(f"--eps must be in [0, 1), got {self.eps}")
+        if self.warmup_steps < 0 or self.eval_every < 0 or self.save_every < 0:
+            raise UserError("--warmup_steps, --eval_every and --save_every must be >= 0")
+        if self.model not in PRESETS and not Path(self.model).expanduser().is_dir() and "/" not in self.model:
+            raise UserError(f"--model {self.model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory")
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.model in PRESETS
+
+
+# ------------------------------------------------------------------------------------------ schedule
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr over warmup_steps, then cosine decay to lr * min_lr_ratio at max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def step_generator(seed: int, step: int, micro: int = 0, salt: int = 0) -> torch.Generator:
+    """The noise generator of optimizer step `step`, micro-batch `micro`: a pure function of its inputs."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 1_009 + micro * 17 + salt) % (2**63))
+
+
+# -------------------------------------------------------------------------------------------- data
+
+
+class BatchPlan:
+    """Which examples form each micro-batch: a deterministic function of (seed, step).
+
+    The stream of example indices is the concatenation of per-epoch permutations seeded by
+    (seed, epoch); optimizer step s consumes positions [s*G, (s+1)*G) with G the global batch
+    (batch_size * grad_accum * processes); process r's micro-batch m takes its own slice.
+    """
+
+    def __init__(self, n_examples: int, global_batch: int, seed: int):
+        if n_examples == 0:
+            raise UserError("the training set is empty after packing/rendering; provide more data or lower --seq_len")
+        self.n, self.global_batch, self.seed = n_examples, global_batch, seed
+        self._perm: dict[int, torch.Tensor] = {}
+
+    def _epoch(self, e: int) -> torch.Tensor:
+        if e not in self._perm:
+            self._perm = {e: torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + e))}
+        return self._perm[e]
+
+    def global_indices(self, step: int) -> list[int]:
+        start = step * self.global_batch
+        out = []
+        for pos in range(start, start + self.global_batch):
+            out.append(int(self._epoch(pos // self.n)[pos % self.n]))
+        return out
+
+    def epoch_of(self, step: int) -> float:
+        return step * self.global_batch / self.n
+
+
+# --------------------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Runs a TrainConfig: builds model, tokenizer and data, trains, evaluates, checkpoints."""
+
+    def __init__(self, cfg: TrainConfig):
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.out = Path(cfg.out_dir)
+        mp = cfg.mixed_precision
+        if mp == "auto":
+            mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        self.acc = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+        self.world = self.acc.num_processes
+        self.rank = self.acc.process_index
+        self.global_batch = cfg.batch_size * cfg.grad_accum * self.world
+        self.step = 0
+        self._clean_temporaries()
+        self._build()
+
+    # --------------------------------------------------------------------------------- building
+    def _build(self) -> None:
+        cfg = self.cfg
+        resume_dir = self._find_resume()
+        self._load_data_sources()
+        if resume_dir is not None:
+            self._check_compatible(resume_dir)
+        if cfg.from_scratch:
+            from llada.tokenizer import config_ids, train_tokenizer
+
+            tok_dir = self.out / "tokenizer"
+            if resume_dir is not None:
+                from transformers import AutoTokenizer
+
+                self.tokenizer = AutoTokenizer.from_pretrained(resume_dir)
+            elif tok_dir.exists():
+                from transformers import AutoTokenizer
+
+                self.tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+            else:
+                sample = self.texts_for_tokenizer()
+                self.tokenizer = train_tokenizer(sample, vocab_size=cfg.vocab_size)
+                if self.acc.is_main_process:
+                    self.tokenizer.save_pretrained(tok_dir)
+            overrides = {**config_ids(self.tokenizer), "max_sequence_length": max(cfg.seq_len, 256),
+                         "causal": cfg.objective == "ar", **cfg.overrides}
+            model_config = preset(cfg.model, **overrides)
+            torch.manual_seed(cfg.seed)
+            from llada.model import LLaDAModel
+
+            model = LLaDAModel(model_config)
+        else:
+            from llada.checkpoint import load
+
+            bundle = load(cfg.model)
+            model, self.tokenizer = bundle.model, bundle.tokenizer
+            if (cfg.objective == "ar") != model.config.causal:
+                raise UserError(f"--objective {cfg.objective} does not match {cfg.model} "
+                                f"(causal={model.config.causal})")
+        self.model_config: ModelConfig = model.config
+        if cfg.seq_len > self.model_config.max_sequence_length:
+            logger.warning("seq_len %d exceeds the model's max_sequence_length %d", cfg.seq_len,
+                           self.model_config.max_sequence_length)
+        self.base = model.train()
+        if resume_dir is not None:
+            from llada.checkpoint import load_model
+
+            self.base = load_model(resume_dir).train()
+            self.model_config = self.base.config
+        self._prepare_data()
+
+        from llada.runtime import prepare_model
+
+        module = prepare_model(self.base, lora_r=cfg.lora_r, activation_checkpointing=cfg.activation_checkpointing,
+                               compile=cfg.compile)
+        params = [p for p in module.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        fused = torch.cuda.is_available()
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / cfg.lr)
+        # The scheduler is not passed through prepare(): accelerate would advance it once per process
+        # per step. It follows the optimizer step count here and is checkpointed alongside.
+        self.module, self.opt = self.acc.prepare(module, opt)
+        self.sched = sched
+        self.acc.register_for_checkpointing(self.sched)
+        if resume_dir is not None:
+            self.acc.load_state(str(resume_dir / "trainer"))
+            self.step = json.loads((resume_dir / "trainer" / "state.json").read_text())["step"]
+            self._truncate_metrics(self.step)
+            logger.info("resumed from %s at step %d", resume_dir, self.step)
+
+    def texts_for_tokenizer(self) -> list[str]:
+        if self.cfg.stage == "sft":
+            return ["\n".join(m["content"] for m in c) for c in self.train_conversations]
+        return [t for t in self.train_texts.select(range(min(len(self.train_texts), 200_000)))["text"]]
+
+    def _load_data_sources(self) -> None:
+        cfg = self.cfg
+        if cfg.stage == "pretrain":
+            from llada.data.pretrain import load_texts
+
+            self.train_texts = load_texts(cfg.data, split="train", seed=cfg.seed)
+            self.eval_texts = load_texts(cfg.data, split="validation", seed=cfg.seed)
+        else:
+            from llada.data.sft import load_conversations
+
+            self.train_conversations = load_conversations(cfg.data, split="train", seed=cfg.seed)
+            self.eval_conversations = load_conversations(cfg.data, split="validation", seed=cfg.seed)
+
+    def _prepare_data(self) -> None:
+        cfg = self.cfg
+        if cfg.stage == "pretrain":
+            from llada.data.pretrain import pack
+
+            with self.acc.main_process_first():
+                self.train_rows = torch.tensor(pack(self.tokenizer, self.train_texts, cfg.seq_len)["input_ids"])
+                self.eval_rows = torch.tensor(pack(self.tokenizer, self.eval_texts, cfg.seq_len)["input_ids"])
+            n = len(self.train_rows)
+        else:
+            from llada.data.sft import SFTCollator, render_all
+
+            self.train_rows = render_all(self.tokenizer, self.train_conversations)
+            self.eval_rows = render_all(self.tokenizer, self.eval_conversations)
+            self.collate = SFTCollator(self.tokenizer.eos_token_id, cfg.seq_len, cfg.truncation)
+            n = len(self.train_rows)
+        self.plan = BatchPlan(n, self.global_batch, cfg.seed)
+
+    def _batch(self, indices: list[int], rows: Any) -> dict[str, torch.Tensor]:
+        if self.cfg.stage == "pretrain":
+            return {"input_ids": rows[torch.tensor(indices)]}
+        return self.collate([rows[i] for i in indices])
+
+    # ------------------------------------------------------------------------------------- loss
+    def _noised(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> diffusion.NoisedBatch | None:
+        """Noise the whole global batch of a step at once, so that the noise of every example is
+        the same whatever the number of processes and micro-batches it is split into."""
+        if self.cfg.objective == "ar":
+            return None
+        maskable = batch["response_mask"].bool() if self.cfg.stage == "sft" else None
+        return diffusion.forward_process(batch["input_ids"], self.model_config.mask_token_id, maskable=maskable,
+                                         eps=self.cfg.eps, antithetic=self.cfg.antithetic, generator=gen)
+
+    def _loss(self, batch: dict[str, torch.Tensor], noised: diffusion.NoisedBatch | None,
+              rows: slice) -> diffusion.LossOutput:
+        """The loss of rows `rows` of the global batch (this process's share of one micro-batch)."""
+        cfg, device = self.cfg, self.acc.device
+        x0 = batch["input_ids"][rows].to(device)
+        response = batch["response_mask"][rows].to(device) if cfg.stage == "sft" else None
+        if noised is None:  # the autoregressive baseline
+            return diffusion.ar_loss(self.module, x0, loss_mask=response)
+        local = diffusion.NoisedBatch(*(x[rows].to(device) for x in noised))
+        logits = self.module(local.noisy_ids)
+        if cfg.stage == "sft":
+            return diffusion.sft_loss_from_logits(logits, x0, local, response)
+        return diffusion.pretrain_loss_from_logits(logits, x0, local)
+
+    def _global_batch(self, step: int, rows_source: Any, crop: bool) -> dict[str, torch.Tensor]:
+        batch = self._batch(self.plan.global_indices(step), rows_source)
+        if crop and self.cfg.stage == "pretrain":  # variable length: one decision per step, on every process
+            length = diffusion.crop_length(self.cfg.seq_len, self.cfg.variable_length_prob,
+                                           step_generator(self.cfg.seed, step, salt=1))
+            batch["input_ids"] = batch["input_ids"][:, :length]
+        return batch
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over grad_accum micro-batches; returns host-side metrics."""
+        cfg, B = self.cfg, self.cfg.batch_size
+        batch = self._global_batch(self.step, self.train_rows, crop=True)
+        noised = self._noised(batch, step_generator(cfg.seed, self.step))
+        total = torch.zeros((), device=self.acc.device)
+        for micro in range(cfg.grad_accum):
+            first = (micro * self.world + self.rank) * B  # this process's rows of this micro-batch
+            last = micro == cfg.grad_accum - 1
+            with (nullcontext() if last else self.acc.no_sync(self.module)), self.acc.autocast():
+                out = self._loss(batch, noised, slice(first, first + B))
+                self.acc.backward(out.loss / cfg.grad_accum)
+            total += out.loss.detach() / cfg.grad_accum
+        grad_norm = self.acc.clip_grad_norm_(self.module.parameters(), cfg.max_grad_norm) \
+            if cfg.max_grad_norm > 0 else _grad_norm(self.module)
+        if not torch.isfinite(grad_norm) or not torch.isfinite(total):
+            raise TrainingDiverged(
+                f"step {self.step}: the loss or gradient is {float(total):.3g}/{float(grad_norm):.3g} (not finite); "
+                "the last checkpoint is intact. Lower --lr, raise --warmup_steps, set --max_grad_norm, "
+                "or train in full precision (--mixed_precision no)")
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        loss = self.acc.reduce(total, reduction="mean")
+        return {"loss": float(loss), "grad_norm": float(grad_norm), "lr": self.sched.get_last_lr()[0],
+                "tokens": batch["input_ids"].numel()}
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Held-out loss on fixed batches with fixed noise, so evaluations are comparable."""
+        cfg, B = self.cfg, self.cfg.batch_size
+        n = len(self.eval_rows)
+        if n == 0:
+            return float("nan")
+        self.module.eval()
+        losses = []
+        for k in range(cfg.eval_batches):
+            batch = self._batch([(k * B * self.world + j) % n for j in range(B * self.world)], self.eval_rows)
+            noised = self._noised(batch, step_generator(cfg.seed, 10**6 + k, salt=2))
+            with self.acc.autocast():
+                out = self._loss(batch, noised, slice(self.rank * B, (self.rank + 1) * B))
+            losses.append(self.acc.reduce(out.loss.detach().float(), reduction="mean"))
+        self.module.train()
+        return float(torch.stack(losses).mean())
+
+    # -------------------------------------------------------------------------------- checkpoints
+    @property
+    def ckpt_root(self) -> Path:
+        return self.out / "checkpoints"
+
+    def _clean_temporaries(self) -> None:
+        if self.acc.is_main_process and self.ckpt_root.exists():
+            for tmp in self.ckpt_root.glob(".tmp-*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def checkpoints(self) -> list[Path]:
+        if not self.ckpt_root.exists():
+            return []
+        return sorted(p for p in self.ckpt_root.glob("step-*") if (p / "trainer" / "state.json").exists())
+
+    def _find_resume(self) -> Path | None:
+        cfg = self.cfg
+        if cfg.resume is None:
+            if self.checkpoints():
+                raise UserError(f"{self.out} already holds checkpoints; use --resume auto to continue "
+                                "or choose another --out_dir")
+            return None
+        if cfg.resume == "auto":
+            found = self.checkpoints()
+            return found[-1] if found else None
+        path = Path(cfg.resume)
+        if not (path / "trainer" / "state.json").exists():
+            raise UserError(f"--resume {path}: not a checkpoint (no trainer/state.json)")
+        return path
+
+    def _check_compatible(self, ckpt: Path) -> None:
+        saved = json.loads((ckpt / "trainer" / "state.json").read_text())["config"]
+        keys = ("model", "stage", "objective", "seq_len", "seed", "data", "lora_r", "vocab_size", "overrides")
+        diff = {k: (saved.get(k), getattr(self.cfg, k)) for k in keys if saved.get(k) != getattr(self.cfg, k)}
+        if diff:
+            shown = "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+            raise CheckpointError(f"cannot resume from {ckpt}: it was made with different settings ({shown}). "
+                                  "Use the same settings, another --out_dir, or --resume with a matching checkpoint; "
+                                  "the checkpoint is left as it is")
+        if self.global_batch != saved.get("_global_batch", self.global_batch):
+            logger.warning("the global batch changed since %s; the data order will differ from the original run", ckpt)
+
+    def save_checkpoint(self) -> Path:
+        """Write checkpoints/step-N atomically (temp dir, fsync, rename) and prune old ones."""
+        final = self.ckpt_root / f"step-{self.step:06d}"
+        tmp = self.ckpt_root / f".tmp-step-{self.step:06d}"
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp / "trainer"))  # optimizer, scheduler, RNG, model state (sharded under FSDP)
+        self._save_model_dir(tmp)
+        if self.acc.is_main_process:
+            state = {"step": self.step, "config": dataclasses.asdict(self.cfg), "time": time.time()}
+            state["config"]["_global_batch"] = self.global_batch
+            (tmp / "trainer" / "state.json").write_text(json.dumps(state, indent=2))
+            _fsync_tree(tmp)
+            os.replace(tmp, final)
+            for old in self.checkpoints()[: -self.cfg.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.acc.wait_for_everyone()
+        return final
+
+    def _save_model_dir(self, path: Path) -> None:
+        from llada.checkpoint import KEY_PREFIX, save_state_dict
+        from llada.runtime import base_model
+
+        unwrapped = self.acc.unwrap_model(self.module)
+        if self.cfg.lora_r:
+            # keep training's adapters in the trainer state; the model directory gets merged weights
+            import copy
+
+            from llada.runtime import merge_lora
+
+            merged = merge_lora(copy.deepcopy(unwrapped))
+            state = {KEY_PREFIX + k: v.detach().cpu() for k, v in merged.state_dict().items()}
+        else:
+            full = self.acc.get_state_dict(self.module)
+            prefix = _common_prefix(full, base_model(unwrapped))
+            state = {KEY_PREFIX + k[len(prefix):]: v.detach().cpu() for k, v in full.items()}
+        if self.acc.is_main_process:
+            save_state_dict(path, state, self.model_config, self.tokenizer)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metrics a killed run logged after the checkpoint it resumes from."""
+        path = self.out / "metrics.jsonl"
+        if self.acc.is_main_process and path.exists():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    # ---------------------------------------------------------------------------------------- run
+    def fit(self) -> Path:
+        """Train to max_steps; returns the final model directory."""
+        cfg = self.cfg
+        main = self.acc.is_main_process
+        self.out.mkdir(parents=True, exist_ok=True)
+        writer = self._tensorboard() if main else None
+        metrics = open(self.out / "metrics.jsonl", "a") if main else None  # noqa: SIM115
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (main and cfg.progress),
+                   desc=f"{cfg.stage} {cfg.objective}", unit="step", dynamic_ncols=True)
+        window_tokens, window_start = 0, time.perf_counter()
+        try:
+            while self.step < cfg.max_steps:
+                try:
+                    m = self.train_step()
+                except torch.OutOfMemoryError:
+                    raise UserError(f"out of memory at step {self.step} (micro-batch {cfg.batch_size} x "
+                                    f"{cfg.seq_len} tokens): lower --batch_size and raise --grad_accum, lower "
+                                    "--seq_len, set --activation_checkpointing true or --mixed_precision bf16") from None
+                window_tokens += m["tokens"]
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    elapsed = time.perf_counter() - window_start
+                    m["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
+                    m["epoch"] = self.plan.epoch_of(self.step)
+                    window_tokens, window_start = 0, time.perf_counter()
+                    bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{m['tokens_per_s']:,.0f}")
+                    self._log(metrics, writer, {"step": self.step, **m})
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps):
+                    ev = self.evaluate()
+                    self._log(metrics, writer, {"step": self.step, "eval_loss": ev})
+                    bar.write(f"step {self.step}: held-out loss {ev:.4f}")
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.max_steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            if metrics:
+                metrics.close()
+            if writer:
+                writer.close()
+        final = self.out / "model"
+        tmp = self.out / ".tmp-model"
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._save_model_dir(tmp)
+        if main:
+            _fsync_tree(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            if cfg.stage == "sft" and self.collate.truncated:
+                logger.warning("%d conversation(s) were truncated to seq_len=%d", self.collate.truncated, cfg.seq_len)
+            plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
+        self.acc.wait_for_everyone()
+        return final
+
+    def _tensorboard(self) -> Any:
+        if not self.cfg.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            logger.warning("tensorboard is not installed; metrics go to metrics.jsonl only")
+            return None
+        return SummaryWriter(str(self.out / "tb"))
+
+    def _log(self, metrics: Any, writer: Any, record: dict[str, Any]) -> None:
+        if metrics is None:
+            return
+        metrics.write(json.dumps(record) + "\n")
+        metrics.flush()
+        if writer is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, float | int):
+                    writer.add_scalar(k, v, record["step"])
+        if self.cfg.wandb:
+            import wandb
+
+            if wandb.run is None:
+                wandb.init(project="llada", config=dataclasses.asdict(self.cfg))
+            wandb.log(record, step=record["step"])
+
+
+def _grad_norm(module: torch.nn.Module) -> torch.Tensor:
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return torch.stack(norms).norm() if norms else torch.zeros(())
+
+
+def _common_prefix(state: dict[str, torch.Tensor], model: torch.nn.Module) -> str:
+    """The prefix wrappers (compile, peft, DDP) put before the LLaDAModel's own parameter names."""
+    own = next(iter(model.state_dict()))
+    for key in state:
+        if key.endswith(own):
+            return key[: len(key) - len(own)]
+    return ""
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def plot_curves(metrics_path: Path, png: Path) -> None:
+    """Training and held-out loss against step, as a PNG (matplotlib, no display needed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed; no %s", png)
+        return
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    held = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", lw=1)
+    if held:
+        ax.plot(*zip(*held, strict=True), "o-", label="held-out loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (Eq. 3/5 bound, nats per token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def run(cfg: TrainConfig) -> Path:
+    """Train with `cfg` and return the final model directory."""
+    return Trainer(cfg).fit()
+
+
+def train(cfg: TrainConfig) -> None:
+    """Pretrain with the masked diffusion objective (Eq. 3), or the AR baseline with --objective ar."""
+    cfg = dataclasses.replace(cfg, stage="pretrain")
+    print(f"model written to {run(cfg)}")
+
+
+def sft(cfg: TrainConfig) -> None:
+    """Supervised fine-tuning on chat data (Eq. 5): --model is a model directory (or a preset)."""
+    cfg = dataclasses.replace(cfg, stage="sft")
+    print(f"model written to {run(cfg)}")
+
+
+train.config_class = TrainConfig  # type: ignore[attr-defined]
+sft.config_class = TrainConfig  # type: ignore[attr-defined]

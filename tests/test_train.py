@@ -1,0 +1,215 @@
+"""The trainer: schedule, accumulation, exact resume after SIGKILL, DDP, divergence, atomic checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import llada
+from llada.data.world import World
+from llada.errors import CheckpointError, UserError
+from llada.train import TrainConfig, Trainer, TrainingDiverged, lr_at
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    w = World(seed=0, n_people=30, n_stories=60, n_sums=400)
+    path.write_text("\n\n".join(w.pretrain_documents()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def chats(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "chat.jsonl"
+    w = World(seed=0, n_people=30, n_stories=10, n_sums=100)
+    path.write_text("\n".join(json.dumps(c) for c in w.sft_conversations()))
+    return path
+
+
+def _cfg(tmp_path, corpus, **kw) -> TrainConfig:
+    base = dict(model="debug", data=str(corpus), out_dir=str(tmp_path / "run"), seq_len=32, batch_size=4,
+                max_steps=6, warmup_steps=2, lr=3e-3, eval_every=0, save_every=0, log_every=1, vocab_size=300,
+                progress=False, tensorboard=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def _losses(out_dir: Path) -> list[float]:
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def test_schedule_warmup_then_cosine():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1, progress=False)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the cosine
+    assert lr_at(110, cfg) == pytest.approx(0.1)
+    assert lr_at(35, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.25)))
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path, corpus):
+    a = Trainer(_cfg(tmp_path / "a", corpus, batch_size=2, grad_accum=2, max_steps=2))
+    b = Trainer(_cfg(tmp_path / "b", corpus, batch_size=4, grad_accum=1, max_steps=2))
+    ma, mb = a.train_step(), b.train_step()
+    assert ma["loss"] == pytest.approx(mb["loss"], rel=1e-5)
+    for (n, p), q in zip(a.base.named_parameters(), b.base.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=n)
+
+
+def test_pretrain_writes_everything(tmp_path, corpus):
+    cfg = _cfg(tmp_path, corpus, max_steps=6, save_every=2, keep_last=2, eval_every=3, tensorboard=True)
+    final = Trainer(cfg).fit()
+    run = Path(cfg.out_dir)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
+    assert (run / "curves.png").stat().st_size > 1000 and any((run / "tb").iterdir())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows if "eval_loss" in r] == [3, 6]
+    bundle = llada.load(final)
+    ids = bundle.tokenizer("Zeryth lives in", return_tensors="pt").input_ids
+    assert bundle.model(ids).shape[-1] == bundle.config.embedding_size
+    assert bundle.config.mask_token_id == bundle.tokenizer.mask_token_id  # ids come from the tokenizer
+
+
+def _run_cli(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "llada", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_sigkill_then_resume_retraces_the_loss_curve(tmp_path, corpus):
+    args = ["train", "--model", "debug", "--data", str(corpus), "--seq_len", "32", "--batch_size", "4",
+            "--max_steps", "40", "--save_every", "4", "--keep_last", "3", "--log_every", "1", "--eval_every", "0",
+            "--vocab_size", "300", "--progress", "false", "--tensorboard", "false", "--variable_length_prob", "0.2"]
+    ref = _run_cli([*args, "--out_dir", str(tmp_path / "ref")])
+    killed = _run_cli([*args, "--out_dir", str(tmp_path / "killed")])
+    ckpt = tmp_path / "killed" / "checkpoints" / "step-000008"
+    deadline = time.time() + 120
+    while not ckpt.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    resumed = _run_cli([*args, "--out_dir", str(tmp_path / "killed")])
+    assert resumed.wait() == 0, resumed.stderr.read()
+    assert ref.wait() == 0, ref.stderr.read()
+    assert _losses(tmp_path / "killed") == _losses(tmp_path / "ref")  # exactly, step for step
+    a = load_file(tmp_path / "killed" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "ref" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_ddp_matches_one_process(tmp_path, corpus):
+    common = ["train", "--model", "debug", "--data", str(corpus), "--seq_len", "32", "--max_steps", "3",
+              "--log_every", "1", "--eval_every", "0", "--save_every", "0", "--vocab_size", "300",
+              "--progress", "false", "--tensorboard", "false", "--warmup_steps", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "llada",
+                          *common, "--batch_size", "2", "--out_dir", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "llada", *common, "--batch_size", "4", "--out_dir",
+                          str(tmp_path / "one")], env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    l1, l2 = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert l1 == pytest.approx(l2, rel=1e-5)
+    a = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    for k in a:  # equal up to the order in which the all-reduce sums
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0, msg=k)
+
+
+def test_divergence_stops_and_keeps_the_last_checkpoint(tmp_path, corpus, monkeypatch):
+    cfg = _cfg(tmp_path, corpus, max_steps=10, save_every=2)
+    trainer = Trainer(cfg)
+    original = Trainer._loss
+
+    def poisoned(self, batch, noised, rows):
+        out = original(self, batch, noised, rows)
+        return out._replace(loss=out.loss * float("nan")) if self.step == 5 else out
+
+    monkeypatch.setattr(Trainer, "_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="step 5: the loss or gradient is nan/nan \\(not finite\\); the last checkpoint is intact"):
+        trainer.fit()
+    ckpts = sorted(p.name for p in (Path(cfg.out_dir) / "checkpoints").iterdir())
+    assert ckpts == ["step-000002", "step-000004"]
+    assert llada.load(Path(cfg.out_dir) / "checkpoints" / "step-000004").model is not None
+
+
+def test_crash_during_save_leaves_previous_checkpoints_whole(tmp_path, corpus, monkeypatch):
+    cfg = _cfg(tmp_path, corpus, max_steps=6, save_every=2)
+    import llada.checkpoint as ck
+
+    calls = {"n": 0}
+    real = ck.save_state_dict
+
+    def flaky(path, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            (Path(path) / "model.safetensors").write_bytes(b"half")
+            raise OSError("disk full")
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(ck, "save_state_dict", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        Trainer(cfg).fit()
+    root = Path(cfg.out_dir) / "checkpoints"
+    assert [p.name for p in root.glob("step-*")] == ["step-000002"]
+    assert list(root.glob(".tmp-*"))  # the half-written one is only a temporary
+    monkeypatch.setattr(ck, "save_state_dict", real)
+    trainer = Trainer(cfg)  # resumes from step 2 and cleans the temporary
+    assert trainer.step == 2 and not list(root.glob(".tmp-*"))
+
+
+def test_incompatible_resume_is_refused(tmp_path, corpus):
+    Trainer(_cfg(tmp_path, corpus, max_steps=2, save_every=1)).fit()
+    with pytest.raises(CheckpointError, match="different settings \\(seq_len: checkpoint 32 vs now 64\\)"):
+        Trainer(_cfg(tmp_path, corpus, max_steps=4, seq_len=64))
+    assert (tmp_path / "run" / "checkpoints" / "step-000001").exists()
+    with pytest.raises(UserError, match="already holds checkpoints"):
+        Trainer(_cfg(tmp_path, corpus, max_steps=4, resume=None))
+
+
+def test_sft_and_lora(tmp_path, corpus, chats):
+    base = Trainer(_cfg(tmp_path / "pt", corpus, max_steps=2)).fit()
+    before = llada.load(base).model.state_dict()
+    cfg = _cfg(tmp_path / "sft", chats, model=str(base), stage="sft", max_steps=3, lora_r=4, lr=1e-2, seq_len=64)
+    trainer = Trainer(cfg)
+    trainer.fit()
+    for name, p in trainer.module.named_parameters():
+        if "lora_" not in name:
+            assert not p.requires_grad
+            assert torch.equal(p.detach(), before[name.split("base_model.model.")[-1].replace(".base_layer", "")]), name
+    merged = llada.load(Path(cfg.out_dir) / "model")
+    ids = torch.randint(0, 200, (1, 12))
+    with torch.no_grad():
+        assert torch.allclose(merged.model(ids), trainer.module(ids), atol=1e-5)
+        assert not torch.allclose(merged.model(ids), llada.load(base).model(ids), atol=1e-4)
+
+
+def test_autoregressive_baseline_trains(tmp_path, corpus):
+    final = Trainer(_cfg(tmp_path, corpus, objective="ar", max_steps=3)).fit()
+    assert llada.load(final).config.causal
+
+
+def test_bad_config_messages(tmp_path):
+    with pytest.raises(UserError, match="--batch_size must be positive"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(UserError, match="neither a preset"):
+        TrainConfig(model="no-such-preset")
+    with pytest.raises(UserError, match="the file is empty"):
+        empty = tmp_path / "e.txt"
+        empty.write_text("")
+        Trainer(TrainConfig(model="debug", data=str(empty), out_dir=str(tmp_path / "r"), progress=False))
