@@ -1,0 +1,349 @@
+"""The reverse process: start from a fully masked response and unmask it step by step.
+
+    canvas  [prompt | M M M M M M M M]         blocks of `block_length`, left to right
+    step:   predict every M at once ──▶ score each prediction (remasking strategy)
+            ──▶ keep the best k (k from the transfer schedule, or all above a threshold)
+            ──▶ the rest stay M for the next step
+
+Parameters keep the names and meaning of LLaDA's reference `generate.py` (steps, gen_length,
+block_length, temperature, cfg_scale, remasking); at temperature 0 the output is the reference's
+token for token. Fast-dLLM's speed-ups are options: confidence-threshold and `factor` parallel
+decoding, and a prefix or dual (prefix + suffix) key/value cache refreshed at each block start.
+
+Everything is vectorised over the batch: rows with prompts of different lengths (left padded, with
+an attention mask) advance independently, and the fixed-step path has no host synchronisation
+inside its step loop. Threshold and factor decoding check once per step whether the block is
+done (their step count is data dependent); early exit checks once per block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from llada.errors import GenerationError
+from llada.model import KV, LLaDAModel
+from llada.sampling.remasking import REMASKING
+from llada.sampling.schedule import num_transfer_tokens
+
+CACHES = (None, "prefix", "dual")
+
+
+@dataclass
+class GenerateStats:
+    """Forward passes and throughput of one call."""
+
+    full_forwards: int = 0  # passes over the whole canvas
+    cached_forwards: int = 0  # passes over a block (and suffix) against cached keys/values
+    tokens: int = 0  # response tokens generated, summed over rows
+    steps: int = 0  # denoising steps taken
+
+    @property
+    def forwards(self) -> int:
+        return self.full_forwards + self.cached_forwards
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return self.tokens / max(1, self.forwards)
+
+
+@dataclass
+class GenerateOutput:
+    sequences: Tensor  # (B, P + gen_length): prompt (as given, left padded) then the response
+    prompt_length: int
+    stats: GenerateStats = field(default_factory=GenerateStats)
+
+    @property
+    def responses(self) -> Tensor:
+        return self.sequences[:, self.prompt_length:]
+
+
+@dataclass
+class StepState:
+    """What a streaming consumer sees after each step."""
+
+    canvas: Tensor  # (B, L) current ids, masks included
+    transferred: Tensor  # (B, L) bool, positions unmasked at this step
+    block: int
+    step: int  # step index over the whole call
+    prompt_length: int
+
+
+def add_gumbel_noise(logits: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
+    """Gumbel-max sampling in float64 (low precision hurts quality): argmax of the result is a
+    sample from softmax(logits / temperature); temperature 0 returns the logits (greedy)."""
+    if temperature == 0:
+        return logits
+    logits = logits.to(torch.float64)
+    gen_device = generator.device if generator is not None else logits.device
+    u = torch.rand(logits.shape, dtype=torch.float64, generator=generator, device=gen_device).to(logits.device)
+    return logits.exp() / (-torch.log(u)) ** temperature
+
+
+def validate(*, prompt_length: int, gen_length: int, block_length: int, steps: int, temperature: float,
+             cfg_scale: float, remasking: str, threshold: float | None, factor: float | None, cache: str | None,
+             max_length: int) -> None:
+    """Refuse parameters the sampler cannot honour, naming the parameter and what is allowed."""
+    if prompt_length <= 0:
+        raise GenerationError("the prompt is empty; give at least one token (for unconditional text, start with BOS)")
+    if gen_length <= 0:
+        raise GenerationError(f"gen_length must be positive, got {gen_length}")
+    if prompt_length + gen_length > max_length:
+        raise GenerationError(f"prompt ({prompt_length} tokens) + gen_length ({gen_length}) = "
+                              f"{prompt_length + gen_length} exceeds the model's max_sequence_length {max_length}")
+    if block_length <= 0 or gen_length % block_length:
+        raise GenerationError(f"gen_length ({gen_length}) must be a multiple of block_length ({block_length})")
+    blocks = gen_length // block_length
+    if steps <= 0 or steps % blocks:
+        raise GenerationError(f"steps ({steps}) must be a positive multiple of the number of blocks "
+                              f"gen_length / block_length = {blocks}")
+    if remasking not in REMASKING:
+        raise GenerationError(f"unknown remasking {remasking!r}; choose one of: {', '.join(REMASKING)}")
+    if temperature < 0:
+        raise GenerationError(f"temperature must be >= 0, got {temperature}")
+    if cfg_scale < 0:
+        raise GenerationError(f"cfg_scale must be >= 0, got {cfg_scale}")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise GenerationError(f"threshold must be in (0, 1], got {threshold}")
+    if factor is not None and factor <= 0:
+        raise GenerationError(f"factor must be positive, got {factor}")
+    if threshold is not None and factor is not None:
+        raise GenerationError("give threshold or factor, not both")
+    if cache not in CACHES:
+        raise GenerationError(f"unknown cache {cache!r}; choose one of: none, prefix, dual")
+
+
+# -------------------------------------------------------------------------------------- selection
+
+
+def select_quota(confidence: Tensor, k: Tensor) -> Tensor:
+    """The k[b] most confident positions of each row (B, T): rank by a stable descending sort, so
+    the row-wise k needs no Python loop."""
+    order = confidence.argsort(dim=-1, descending=True, stable=True)
+    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1], device=order.device)
+                                             .expand_as(order))
+    return ranks < k[:, None]
+
+
+def select_threshold(confidence: Tensor, masked: Tensor, threshold: float) -> Tensor:
+    """Every masked position with confidence >= threshold, and always the most confident one."""
+    top = torch.zeros_like(masked).scatter_(-1, confidence.argmax(-1, keepdim=True), True)
+    return masked & ((confidence >= threshold) | top)
+
+
+def select_factor(confidence: Tensor, masked: Tensor, factor: float) -> Tensor:
+    """Fast-dLLM's factor rule: take the n most confident where the r-th (1-based) has confidence
+    >= 1 - factor / (r + 1); always at least one."""
+    values, order = confidence.sort(dim=-1, descending=True, stable=True)
+    ranks = torch.arange(1, values.shape[-1] + 1, device=values.device, dtype=torch.float64)
+    need = 1.0 - factor / (ranks + 1.0)
+    need[0] = -1.0
+    accept = values.double() >= need
+    k = torch.minimum(accept.sum(-1), masked.sum(-1))
+    keep_sorted = torch.arange(values.shape[-1], device=values.device)[None] < k[:, None]
+    return torch.zeros_like(masked).scatter_(-1, order, keep_sorted) & masked
+
+
+# ------------------------------------------------------------------------------------------ forward
+
+
+class _Forward:
+    """Runs the model for one step, with or without a key/value cache, with or without CFG.
+
+    Returns the logits of the current block only: the rest of the canvas never receives tokens
+    in this step, so its logits are not needed (and the output head is the costliest layer).
+    """
+
+    def __init__(self, model: LLaDAModel, attention_mask: Tensor | None, cfg_scale: float, cache: str | None,
+                 prompt_mask: Tensor, mask_id: int, stats: GenerateStats):
+        self.model, self.am, self.cfg_scale, self.cache = model, attention_mask, cfg_scale, cache
+        self.prompt_mask, self.mask_id, self.stats = prompt_mask, mask_id, stats
+        self.past: list[KV] | None = None
+        self.past_mask: Tensor | None = None
+
+    def _inputs(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.cfg_scale <= 0:
+            return x, self.am
+        # unsupervised CFG: the unconditional row sees the prompt replaced by masks; one batched pass
+        uncond = torch.where(self.prompt_mask, torch.full_like(x, self.mask_id), x)
+        am = None if self.am is None else torch.cat([self.am, self.am])
+        return torch.cat([x, uncond]), am
+
+    def _guide(self, logits: Tensor) -> Tensor:
+        if self.cfg_scale <= 0:
+            return logits
+        cond, uncond = logits.chunk(2)
+        return uncond + (self.cfg_scale + 1) * (cond - uncond)
+
+    def __call__(self, x: Tensor, start: int, end: int, refresh: bool) -> Tensor:
+        ids, am = self._inputs(x)
+        if self.cache is None:
+            self.stats.full_forwards += 1
+            return self._guide(self.model(ids, attention_mask=am, output_positions=slice(start, end)))
+        if refresh:  # block start: a full pass that also fills the cache
+            self.stats.full_forwards += 1
+            logits, kvs = self.model.forward_kv(ids, attention_mask=am, output_positions=slice(start, end))
+            if self.cache == "prefix":
+                self.past = [(k[:, :, :start], v[:, :, :start]) for k, v in kvs]
+                self.past_mask = None if am is None else am[:, :start]
+            else:  # dual: everything outside the block
+                self.past = [(torch.cat([k[:, :, :start], k[:, :, end:]], 2),
+                              torch.cat([v[:, :, :start], v[:, :, end:]], 2)) for k, v in kvs]
+                self.past_mask = None if am is None else torch.cat([am[:, :start], am[:, end:]], 1)
+            return self._guide(logits)
+        self.stats.cached_forwards += 1
+        stop = ids.shape[1] if self.cache == "prefix" else end  # prefix: block + suffix are re-run
+        run = ids[:, start:stop]
+        pos = torch.arange(start, stop, device=ids.device).expand(ids.shape[0], -1)
+        mask = None
+        if am is not None:
+            mask = torch.cat([self.past_mask, am[:, start:stop]], 1)
+        logits = self.model(run, attention_mask=mask, position_ids=pos, past_key_values=self.past,
+                            output_positions=slice(0, end - start))
+        return self._guide(logits)
+
+
+# --------------------------------------------------------------------------------------------- loop
+
+
+def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int, steps: int,
+            attention_mask: Tensor | None = None, temperature: float = 0.0, cfg_scale: float = 0.0,
+            remasking: str = "low_confidence", threshold: float | None = None, factor: float | None = None,
+            cache: str | None = None, logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
+            early_exit: bool = False, generator: torch.Generator | None = None,
+            stats: GenerateStats | None = None, refresh_every_step: bool = False) -> Iterator[StepState]:
+    """Unmask the masked positions of `canvas[:, start:]` block by block, yielding after each step.
+
+    `canvas` (B, L) is updated in place. `steps` is the total over all blocks. Positions before
+    `start` are the prompt (they condition, and CFG masks them in the unconditional pass).
+    refresh_every_step rebuilds the cache at every step instead of every block (a check: it must
+    reproduce the uncached output).
+    """
+    cfg = model.config
+    mask_id, eos_id, eot_id = cfg.mask_token_id, cfg.eos_token_id, cfg.eot_token_id
+    B, L = canvas.shape
+    num_blocks = (L - start) // block_length
+    steps_per_block = steps // num_blocks
+    score = REMASKING[remasking]
+    stats = stats if stats is not None else GenerateStats()
+    prompt_mask = torch.zeros_like(canvas, dtype=torch.bool)
+    prompt_mask[:, :start] = canvas[:, :start] != mask_id
+    forward = _Forward(model, attention_mask, cfg_scale, cache, prompt_mask, mask_id, stats)
+    fixed_steps = threshold is None and factor is None
+    step = 0
+    for block in range(num_blocks):
+        s, e = start + block * block_length, start + (block + 1) * block_length
+        masked = canvas[:, s:e] == mask_id  # (B, T)
+        quota = num_transfer_tokens(masked.sum(-1), steps_per_block)  # (B, steps_per_block)
+        # fixed steps: exactly steps_per_block; threshold/factor: until the block is unmasked
+        max_steps = steps_per_block if fixed_steps else block_length
+        for i in range(max_steps):
+            masked = canvas[:, s:e] == mask_id
+            logits = forward(canvas, s, e, refresh=i == 0 or refresh_every_step)  # (B, T, V)
+            if logits_eos_inf:
+                logits[..., eos_id] = float("-inf")
+            x0 = add_gumbel_noise(logits, temperature, generator).argmax(-1)  # (B, T)
+            if confidence_eos_eot_inf:  # an EOS/EOT prediction is kept last (App. B.4)
+                logits = logits.clone()
+                logits[..., eos_id] = float("-inf")
+                if eot_id is not None:
+                    logits[..., eot_id] = float("-inf")
+            confidence = score(logits, x0, generator)
+            confidence = torch.where(masked, confidence, torch.tensor(float("-inf"), dtype=confidence.dtype,
+                                                                        device=confidence.device))
+            if threshold is not None:
+                transfer = select_threshold(confidence, masked, threshold)
+            elif factor is not None:
+                transfer = select_factor(confidence, masked, factor)
+            else:
+                transfer = select_quota(confidence, quota[:, i]) & masked
+            canvas[:, s:e] = torch.where(transfer, x0, canvas[:, s:e])
+            stats.steps += 1
+            full = torch.zeros_like(canvas, dtype=torch.bool)
+            full[:, s:e] = transfer
+            yield StepState(canvas, full, block, step, start)
+            step += 1
+            if not fixed_steps and not bool((canvas[:, s:e] == mask_id).any()):
+                break  # one host check per step: the step count is data dependent here
+        if early_exit and block < num_blocks - 1:
+            ended = (canvas[:, start:e] == eos_id) | ((canvas[:, start:e] == eot_id) if eot_id is not None else False)
+            if bool(ended.any(-1).all()):  # one host check per block
+                canvas[:, e:] = torch.where(canvas[:, e:] == mask_id, eos_id, canvas[:, e:])
+                return
+
+
+# ------------------------------------------------------------------------------------------- public
+
+
+@torch.no_grad()
+def generate(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None = None, *, steps: int = 128,
+             gen_length: int = 128, block_length: int | None = None, temperature: float = 0.0,
+             cfg_scale: float = 0.0, remasking: str = "low_confidence", threshold: float | None = None,
+             factor: float | None = None, cache: str | None = None, logits_eos_inf: bool = False,
+             confidence_eos_eot_inf: bool = False, early_exit: bool = False,
+             generator: torch.Generator | None = None, callback: Callable[[StepState], None] | None = None,
+             refresh_every_step: bool = False) -> GenerateOutput:
+    """Sample `gen_length` tokens after each prompt row of `input_ids` (B, P), left padded with
+    `attention_mask` (B, P) when rows differ in length.
+
+    steps: total denoising steps (split evenly over the blocks); block_length: None = gen_length
+    (one block); semi-autoregressive when smaller. threshold / factor: Fast-dLLM parallel decoding
+    (then steps bounds nothing: each block runs until unmasked). cache: None, "prefix" or "dual".
+    callback: called with a StepState after every step (streaming).
+    """
+    block_length = gen_length if block_length is None else block_length
+    B, P = input_ids.shape
+    validate(prompt_length=P, gen_length=gen_length, block_length=block_length, steps=steps,
+             temperature=temperature, cfg_scale=cfg_scale, remasking=remasking, threshold=threshold, factor=factor,
+             cache=cache, max_length=model.config.max_sequence_length)
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise GenerationError(f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}")
+    device = model.device
+    canvas = torch.full((B, P + gen_length), model.config.mask_token_id, dtype=torch.long, device=device)
+    canvas[:, :P] = input_ids.to(device)
+    am = None
+    if attention_mask is not None and not bool(attention_mask.all()):
+        am = torch.cat([attention_mask.to(device).long(), torch.ones(B, gen_length, dtype=torch.long, device=device)], 1)
+    stats = GenerateStats()
+    for state in denoise(model, canvas, start=P, block_length=block_length, steps=steps, attention_mask=am,
+                         temperature=temperature, cfg_scale=cfg_scale, remasking=remasking, threshold=threshold,
+                         factor=factor, cache=cache, logits_eos_inf=logits_eos_inf,
+                         confidence_eos_eot_inf=confidence_eos_eot_inf, early_exit=early_exit,
+                         generator=generator, stats=stats, refresh_every_step=refresh_every_step):
+        if callback is not None:
+            callback(state)
+    stats.tokens = B * gen_length
+    return GenerateOutput(canvas, P, stats)
+
+
+@torch.no_grad()
+def infill(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None = None, *, steps: int | None = None,
+           temperature: float = 0.0, remasking: str = "low_confidence", generator: torch.Generator | None = None,
+           callback: Callable[[StepState], None] | None = None) -> GenerateOutput:
+    """Fill the mask tokens of `input_ids` wherever they are (the model sees both sides).
+
+    One block spans the sequence; `steps` defaults to the largest number of masks in a row (one
+    token per step); rows with fewer masks spread theirs over the same steps.
+    """
+    mask_id = model.config.mask_token_id
+    masks = (input_ids == mask_id).sum(-1)
+    if not bool((masks > 0).all()):
+        raise GenerationError("every row to infill needs at least one mask token")
+    L = input_ids.shape[1]
+    steps = int(masks.max()) if steps is None else steps
+    if steps <= 0:
+        raise GenerationError(f"steps must be positive, got {steps}")
+    if remasking not in REMASKING:
+        raise GenerationError(f"unknown remasking {remasking!r}; choose one of: {', '.join(REMASKING)}")
+    canvas = input_ids.clone().to(model.device)
+    am = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.to(model.device)
+    stats = GenerateStats()
+    for state in denoise(model, canvas, start=0, block_length=L, steps=steps, attention_mask=am,
+                         temperature=temperature, remasking=remasking, generator=generator, stats=stats):
+        if callback is not None:
+            callback(state)
+    stats.tokens = int(masks.sum())
+    return GenerateOutput(canvas, 0, stats)
