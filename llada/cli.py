@@ -18,6 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("llada.train:sft", "supervised fine-tuning on chat data (Eq. 5)"),
     "generate": ("llada.sampling.commands:generate", "sample a response with the reverse process"),
     "chat": ("llada.sampling.commands:chat", "multi-turn chat in the terminal"),
+    "eval": ("llada.evaluation.commands:evaluate",
+             "score a model on the built-in tasks (ablations, AR baseline), write a report"),
+    "lm-eval": ("llada.evaluation.harness:main", "lm-evaluation-harness with the `llada` model registered"),
     "convert": ("llada.checkpoint:convert", "re-save a model directory (dtype, shard size)"),
     "info": ("llada.checkpoint:info", "print a model directory's config and parameter count"),
 }
@@ -52,9 +55,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from llada.errors import UserError
 
-    func = resolve(name)
     try:
-        if hasattr(func, "config_class"):  # flags are the fields of a config dataclass
+        func = resolve(name)
+    except ModuleNotFoundError as e:  # an optional extra that is not installed
+        print(f"llada {name}: needs {e.name!r}; install it with pip install 'llada[eval,serve]'", file=sys.stderr)
+        return 2
+    try:
+        if name == "lm-eval":  # lm-eval parses its own flags
+            func(rest)
+        elif hasattr(func, "config_class"):  # flags are the fields of a config dataclass
             _run_with_config_class(func, rest, name)
         else:
             CLI(func, args=rest, prog=f"llada {name}", as_positional=True)

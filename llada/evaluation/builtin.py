@@ -1,0 +1,203 @@
+"""The built-in tasks on the built-in world, for a diffusion model or its autoregressive baseline.
+
+    fact_forward   "What did P invent?"        facts of group B, seen in pretraining only
+    fact_reverse   "Who invented the T?"       the same facts asked backwards (the reversal curse)
+    arithmetic     "What is 81 - 24?"          held-out sums
+    infill         "P lives in ___. P works as a ..."  fill the middle (the AR model sees the left only)
+
+Each task is scored two ways: generation (the expected answer appears in the decoded response)
+and multiple choice (the option with the highest log-likelihood: Eq. 6 for diffusion, exact for AR).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from llada.data.world import EVAL_TASKS, World
+from llada.errors import UserError
+from llada.likelihood import choose, nll_bound
+from llada.sampling import generate, infill
+from llada.sampling.autoregressive import generate_autoregressive
+from llada.sampling.text import decode_response, encode_prompts
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of an ablation grid (sampler options of the diffusion model)."""
+
+    steps: int = 32
+    gen_length: int = 32
+    block_length: int = 32
+    remasking: str = "low_confidence"
+    cfg_scale: float = 0.0
+    temperature: float = 0.0
+
+    def label(self) -> str:
+        return (f"steps={self.steps} block={self.block_length} {self.remasking}"
+                + (f" cfg={self.cfg_scale:g}" if self.cfg_scale else "")
+                + (f" T={self.temperature:g}" if self.temperature else ""))
+
+
+@dataclass
+class TaskResult:
+    model: str
+    kind: str  # "diffusion" or "autoregressive"
+    task: str
+    setting: dict[str, Any]
+    n: int
+    generation_accuracy: float
+    choice_accuracy: float | None = None
+    seconds: float = 0.0
+    forwards: int = 0
+    examples: list[dict[str, str]] = field(default_factory=list)
+
+
+def check_tasks(tasks: list[str]) -> list[str]:
+    unknown = [t for t in tasks if t not in EVAL_TASKS]
+    if unknown:
+        raise UserError(f"unknown task(s) {', '.join(unknown)}; built-in tasks are {', '.join(EVAL_TASKS)}")
+    return tasks
+
+
+def grid(steps: list[int], block_length: list[int], remasking: list[str], cfg_scale: list[float],
+         gen_length: int, temperature: float = 0.0) -> list[Setting]:
+    """Every combination of the given ablation values (block lengths longer than gen_length dropped)."""
+    out = []
+    for s, b, r, c in itertools.product(steps, block_length, remasking, cfg_scale):
+        b = min(b, gen_length)
+        if gen_length % b or s % (gen_length // b):
+            raise UserError(f"steps={s}, block_length={b} do not fit gen_length={gen_length}: gen_length must be "
+                            f"divisible by block_length and steps by the number of blocks ({gen_length // b})")
+        out.append(Setting(s, gen_length, b, r, c, temperature))
+    return list(dict.fromkeys(out))
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _chat_prompt(tokenizer: Any, question: str) -> list[int]:
+    text = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                         add_generation_prompt=True)
+    return _encode(tokenizer, text)
+
+
+def _bos(tokenizer: Any) -> list[int]:
+    return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+
+
+@torch.no_grad()
+def run_task(bundle: Any, task: str, setting: Setting, *, limit: int | None = None, seed: int = 0,
+             mc_num: int = 32, batch_size: int = 16, choice: bool = True, name: str = "model") -> TaskResult:
+    """Score `bundle` (a loaded model directory) on one built-in task."""
+    model, tok = bundle.model, bundle.tokenizer
+    causal = model.config.causal
+    items = World(seed=seed).eval_items(task, limit=limit)
+    stops = (model.config.eos_token_id, model.config.eot_token_id)
+    started = time.perf_counter()
+    forwards = 0
+    texts: list[str] = []
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    for lo in range(0, len(items), batch_size):
+        chunk = items[lo: lo + batch_size]
+        if task == "infill":
+            texts_chunk, f = _infill(model, tok, chunk, setting, causal, gen)
+        else:
+            ids, am = encode_prompts(tok, [it["prompt"] for it in chunk], chat=True)
+            if causal:
+                out = generate_autoregressive(model, ids, am, gen_length=setting.gen_length,
+                                              temperature=setting.temperature, generator=gen)
+            else:
+                out = generate(model, ids, am, steps=setting.steps, gen_length=setting.gen_length,
+                               block_length=setting.block_length, remasking=setting.remasking,
+                               cfg_scale=setting.cfg_scale, temperature=setting.temperature, generator=gen)
+            texts_chunk = [decode_response(tok, r, stops) for r in out.responses]
+            f = out.stats.forwards
+        texts += texts_chunk
+        forwards += f
+    hits = [it["answer"].lower() in t.lower() for it, t in zip(items, texts, strict=True)]
+
+    choice_acc = None
+    if choice:
+        correct = 0
+        g = torch.Generator().manual_seed(seed)
+        for it in items:
+            if task == "infill":
+                prompt = _bos(tok) + _encode(tok, it["prefix"].rstrip())
+                suffix = _encode(tok, it["suffix"])
+                opts = [_encode(tok, " " + o) + suffix for o in it["options"]]
+            else:
+                prompt = _chat_prompt(tok, it["prompt"])
+                opts = [_encode(tok, o) for o in it["options"]]
+            pick = choose(model, prompt, opts, mc_num=mc_num, batch_size=max(mc_num, 32),
+                          cfg_scale=setting.cfg_scale if not causal else 0.0, generator=g)
+            correct += pick.index == it["label"]
+        choice_acc = correct / len(items)
+
+    return TaskResult(name, "autoregressive" if causal else "diffusion", task,
+                      asdict(setting) if not causal else {"gen_length": setting.gen_length}, len(items),
+                      sum(hits) / len(items), choice_acc, time.perf_counter() - started, forwards,
+                      [{"prompt": it["prompt"], "answer": it["answer"], "response": t}
+                       for it, t in list(zip(items, texts, strict=True))[:3]])
+
+
+def _infill(model: Any, tok: Any, chunk: list[dict], setting: Setting, causal: bool,
+            gen: torch.Generator) -> tuple[list[str], int]:
+    """Fill the city between prefix and suffix. Diffusion: as many masks as the answer has tokens,
+    both sides visible. AR: continue the prefix for that many tokens (it cannot see the suffix)."""
+    prefixes = [_bos(tok) + _encode(tok, it["prefix"].rstrip()) for it in chunk]
+    spans = [len(_encode(tok, " " + it["answer"])) for it in chunk]
+    mask_id = model.config.mask_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if causal:
+        width = max(map(len, prefixes))
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        am = torch.zeros_like(ids)
+        for i, p in enumerate(prefixes):
+            ids[i, width - len(p):], am[i, width - len(p):] = torch.tensor(p), 1
+        out = generate_autoregressive(model, ids, am, gen_length=max(spans), generator=gen)
+        texts = [tok.decode(out.responses[i, : spans[i]].tolist(), skip_special_tokens=True).strip()
+                 for i in range(len(chunk))]
+        return texts, out.stats.forwards
+    rows = [p + [mask_id] * n + _encode(tok, it["suffix"]) for p, n, it in zip(prefixes, spans, chunk, strict=True)]
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    am = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):], am[i, width - len(r):] = torch.tensor(r), 1
+    out = infill(model, ids, am, remasking=setting.remasking, temperature=setting.temperature, generator=gen)
+    texts = []
+    for i, (p, n) in enumerate(zip(prefixes, spans, strict=True)):
+        start = width - len(rows[i]) + len(p)
+        texts.append(tok.decode(out.sequences[i, start: start + n].tolist(), skip_special_tokens=True).strip())
+    return texts, out.stats.forwards
+
+
+@torch.no_grad()
+def heldout_likelihood(bundle: Any, *, seed: int = 0, limit: int = 64, mc_num: int = 32,
+                       batch_size: int = 32) -> dict[str, float]:
+    """Negative log-likelihood of held-out world documents: an upper bound (Eq. 4) for diffusion,
+    exact for AR. Per token, as perplexity and as bits per byte."""
+    model, tok = bundle.model, bundle.tokenizer
+    docs = World(seed=seed).pretrain_documents("validation")[:limit]
+    max_len = model.config.max_sequence_length - 1
+    texts = [_encode(tok, d)[:max_len] for d in docs]
+    nbytes = sum(len(tok.decode(t).encode()) for t in texts)
+    rep = nll_bound(model, texts, bytes_total=nbytes, prefix=_bos(tok), mc_num=mc_num, batch_size=batch_size,
+                    generator=torch.Generator().manual_seed(seed))
+    return {"nll_per_token": rep.nll_per_token, "stderr_per_token": rep.stderr / max(1, rep.tokens),
+            "perplexity": rep.perplexity, "bits_per_byte": rep.bits_per_byte, "tokens": rep.tokens,
+            "exact": bool(model.config.causal)}
+
+
+def summary_line(r: TaskResult) -> str:
+    mc = "-" if r.choice_accuracy is None else f"{r.choice_accuracy:.3f}"
+    return f"{r.model:<12} {r.task:<13} gen {r.generation_accuracy:.3f}  choice {mc}  ({r.n} items, {r.seconds:.1f}s)"
+
+
+__all__ = ["Setting", "TaskResult", "check_tasks", "grid", "heldout_likelihood", "run_task", "summary_line"]

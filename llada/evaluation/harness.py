@@ -1,0 +1,198 @@
+"""lm-evaluation-harness adapter: the model `llada` (needs the `eval` extra).
+
+    llada lm-eval --model llada --model_args pretrained=DIR,mc_num=128,steps=64 --tasks arc_easy
+    accelerate launch -m llada lm-eval --model llada --model_args pretrained=DIR --tasks ...   # data parallel
+
+`llada lm-eval` is lm-eval's own command line with this model registered (lm-eval has no plugin
+discovery); from Python, `import llada.evaluation.harness` and then `lm_eval.simple_evaluate(model="llada")`.
+
+- loglikelihood: the Eq. 6 Monte-Carlo estimate (exact for an autoregressive baseline); `is_greedy`
+  by one-token-per-step deterministic decoding over exactly the continuation's length.
+- loglikelihood_rolling: the Eq. 4 upper bound, windows of `max_length` tokens, each window
+  conditioned on up to `rolling_context` tokens before it.
+- generate_until: the reverse process; every sampler option (steps, gen_length, block_length,
+  remasking, temperature, cfg_scale, threshold, factor, cache, ...) can be given in --model_args, and
+  max_gen_toks / until from the task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from tqdm import tqdm
+
+from llada.checkpoint import load
+from llada.errors import UserError
+from llada.likelihood import is_greedy, log_likelihoods
+from llada.sampling import generate
+from llada.sampling.autoregressive import generate_autoregressive
+
+SAMPLER_KEYS = ("steps", "gen_length", "block_length", "remasking", "temperature", "cfg_scale", "threshold",
+                "factor", "cache", "logits_eos_inf", "confidence_eos_eot_inf", "early_exit")
+
+
+@register_model("llada")
+class LLaDAEvalLM(TemplateLM):
+    """A llada model directory (ours or GSAI-ML/LLaDA-8B-*) as an lm-eval model."""
+
+    def __init__(self, pretrained: str, dtype: str = "auto", device: str | None = None, batch_size: int | str = 8,
+                 mc_num: int = 128, mc_batch_size: int = 32, cfg_scale: float = 0.0, is_greedy_check: bool = True,
+                 rolling_context: int = 0, seed: int = 1234, max_length: int | None = None,
+                 **sampler: Any) -> None:
+        super().__init__()
+        unknown = sorted(set(sampler) - set(SAMPLER_KEYS))
+        if unknown:
+            raise UserError(f"unknown --model_args {', '.join(unknown)}; sampler options are {', '.join(SAMPLER_KEYS)}")
+        import accelerate
+
+        self.accelerator = accelerate.Accelerator()
+        self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
+        if device is None or self._world_size > 1:
+            device = str(self.accelerator.device)
+        bundle = load(pretrained, dtype=dtype, device=device)
+        self.model, self.tokenizer = bundle.model.eval(), bundle.tokenizer
+        self._device = torch.device(device)
+        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
+        self.mc_num, self.mc_batch_size, self.cfg_scale = int(mc_num), int(mc_batch_size), float(cfg_scale)
+        self.greedy_check, self.rolling_context = bool(is_greedy_check), int(rolling_context)
+        self._max_length = int(max_length or self.model.config.max_sequence_length)
+        self.sampler = {"steps": 64, "gen_length": 64, "block_length": 32, **sampler}
+        self.generator = torch.Generator().manual_seed(seed + self._rank)
+
+    # ------------------------------------------------------------------ lm-eval plumbing
+    @property
+    def eot_token_id(self) -> int:
+        return self.model.config.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.eot_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name_or_path.replace("/", "__")
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        return self.tokenizer(string, add_special_tokens=bool(add_special_tokens))["input_ids"]
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.gather(tensor)
+
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
+        if self._world_size == 1:
+            return [obj]
+        out = [None] * self._world_size
+        torch.distributed.gather_object(obj, out if self._rank == dst else None, dst=dst)
+        return out if self._rank == dst else None
+
+    def barrier(self) -> None:
+        self.accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------ requests
+    def _fit(self, context: list[int], continuation: list[int]) -> tuple[list[int], list[int]]:
+        """Drop the oldest context tokens so that both fit; refuse a continuation that cannot."""
+        if len(continuation) >= self.max_length:
+            raise UserError(f"a continuation of {len(continuation)} tokens does not fit the model's "
+                            f"{self.max_length}-token context")
+        return context[-(self.max_length - len(continuation)):], continuation
+
+    def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],
+                              disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
+        out: list[tuple[float, bool]] = []
+        step = max(1, self.batch_size)
+        bar = tqdm(total=len(requests), desc="llada loglikelihood", disable=disable_tqdm or self._rank != 0)
+        for lo in range(0, len(requests), step):
+            chunk = [self._fit(ctx, cont) for _, ctx, cont in requests[lo: lo + step]]
+            estimates = log_likelihoods(self.model, chunk, mc_num=self.mc_num, batch_size=self.mc_batch_size,
+                                        cfg_scale=self.cfg_scale, generator=self.generator)
+            for (ctx, cont), est in zip(chunk, estimates, strict=True):
+                greedy = is_greedy(self.model, ctx, cont) if self.greedy_check and ctx else False
+                out.append((est.value, greedy))
+            bar.update(len(chunk))
+        bar.close()
+        return out
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        window = self.max_length - 1 - self.rolling_context
+        out = []
+        for req in tqdm(requests, desc="llada rolling", disable=disable_tqdm or self._rank != 0):
+            tokens = self.tok_encode(req.args[0])
+            pairs = []
+            for lo in range(0, len(tokens), window):
+                ctx = [self.prefix_token_id] + tokens[max(0, lo - self.rolling_context): lo]
+                pairs.append((ctx, tokens[lo: lo + window]))
+            est = log_likelihoods(self.model, pairs, mc_num=self.mc_num, batch_size=self.mc_batch_size,
+                                  generator=self.generator) if pairs else []
+            out.append(sum(e.value for e in est))
+        return out
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        out: list[str] = []
+        for req in tqdm(requests, desc="llada generate", disable=disable_tqdm or self._rank != 0):
+            context, gen_kwargs = req.args
+            gen_kwargs = dict(gen_kwargs or {})
+            until = gen_kwargs.pop("until", None) or []
+            until = [until] if isinstance(until, str) else list(until)
+            options = dict(self.sampler)
+            if "max_gen_toks" in gen_kwargs:
+                options["gen_length"] = int(gen_kwargs.pop("max_gen_toks"))
+            if "temperature" in gen_kwargs:
+                options["temperature"] = float(gen_kwargs.pop("temperature"))
+            options = _fit_blocks(options)
+            ids = self.tok_encode(context)
+            ids = ids[-(self.max_length - options["gen_length"]):]
+            x = torch.tensor([ids or [self.prefix_token_id]])
+            if self.model.config.causal:
+                res = generate_autoregressive(self.model, x, gen_length=options["gen_length"],
+                                              temperature=options.get("temperature", 0.0), generator=self.generator)
+            else:
+                res = generate(self.model, x, generator=self.generator, **options)
+            text = self.tokenizer.decode(_until_stop(res.responses[0].tolist(), self.model.config),
+                                         skip_special_tokens=True)
+            for stop in until:
+                text = text.split(stop)[0] if stop else text
+            out.append(text)
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+        return out
+
+
+def _until_stop(ids: list[int], cfg: Any) -> list[int]:
+    stops = {cfg.eos_token_id, cfg.eot_token_id} - {None}
+    for i, t in enumerate(ids):
+        if t in stops:
+            return ids[:i]
+    return ids
+
+
+def _fit_blocks(options: dict[str, Any]) -> dict[str, Any]:
+    """Round a task's max_gen_toks up to whole blocks, and steps to a multiple of the block count
+    (the documented rounding for lengths the configured block_length does not divide)."""
+    g, b = int(options["gen_length"]), int(options["block_length"])
+    b = min(b, g)
+    g = -(-g // b) * b
+    blocks = g // b
+    steps = max(blocks, -(-int(options["steps"]) // blocks) * blocks)
+    return {**options, "gen_length": g, "block_length": b, "steps": steps}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`llada lm-eval ...`: lm-eval's command line, with the `llada` model registered."""
+    import sys
+
+    from lm_eval.__main__ import cli_evaluate
+
+    if argv is not None:
+        sys.argv = ["lm-eval", *argv]
+    cli_evaluate()

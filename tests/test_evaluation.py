@@ -1,0 +1,189 @@
+"""The lm-eval adapter on local task definitions and local data, and the built-in `llada eval`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_word_tokenizer, tiny_config
+
+import llada
+from llada.model import LLaDAModel
+
+WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "who", "what", "is", "."]
+QUESTIONS = [
+    {"question": "who sat on the mat", "choices": ["the cat", "a dog", "the mat"], "label": 0, "answer": "cat"},
+    {"question": "what ran", "choices": ["a dog", "the cat"], "label": 0, "answer": "dog"},
+    {"question": "what is on the mat", "choices": ["the cat", "a dog", "the dog"], "label": 2, "answer": "cat"},
+]
+
+
+def _save_model(path: Path, causal: bool) -> Path:
+    torch.manual_seed(0)
+    model = LLaDAModel(tiny_config(causal=causal, max_sequence_length=64))
+    with torch.no_grad():
+        model.transformer.ff_out.weight.mul_(10)
+    llada.save(path, model, make_word_tokenizer(WORDS))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tasks_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tasks")
+    data = root / "qa.jsonl"
+    data.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    texts = root / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["the cat sat on the mat", "a dog ran"]))
+    common = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+    (root / "mc.yaml").write_text(
+        "task: llada_local_mc\n" + common + "output_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
+        "doc_to_target: '{{label}}'\ndoc_to_choice: '{{choices}}'\nmetric_list:\n  - metric: acc\n")
+    (root / "gen.yaml").write_text(
+        "task: llada_local_gen\n" + common + "output_type: generate_until\ndoc_to_text: '{{question}}'\n"
+        "doc_to_target: '{{answer}}'\ngeneration_kwargs:\n  until: ['.']\n  max_gen_toks: 6\n"
+        "metric_list:\n  - metric: exact_match\n")
+    (root / "ppl.yaml").write_text(
+        f"task: llada_local_ppl\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {texts}\n"
+        "test_split: test\noutput_type: loglikelihood_rolling\ndoc_to_text: ''\ndoc_to_target: '{{text}}'\n"
+        "metric_list:\n  - metric: word_perplexity\n  - metric: bits_per_byte\n")
+    return root
+
+
+def _evaluate(model_dir: Path, tasks_dir: Path, tasks: list[str], extra: str = "") -> dict:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    import llada.evaluation.harness  # noqa: F401  registers "llada"
+
+    return simple_evaluate(model="llada", model_args=f"pretrained={model_dir},device=cpu{extra}", tasks=tasks,
+                           task_manager=TaskManager(include_path=str(tasks_dir)), batch_size=2)["results"]
+
+
+def test_multiple_choice_with_the_ar_baseline_matches_exact_scores(tmp_path, tasks_dir, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    model_dir = _save_model(tmp_path / "ar", causal=True)
+    results = _evaluate(model_dir, tasks_dir, ["llada_local_mc"])
+    bundle = llada.load(model_dir)
+    tok = bundle.tokenizer
+    hits = 0
+    for q in QUESTIONS:  # exact log p(" choice" | question) for the causal model, by hand
+        ctx = tok(q["question"], add_special_tokens=False)["input_ids"]
+        scores = []
+        for c in q["choices"]:
+            seq = ctx + tok(c, add_special_tokens=False)["input_ids"]
+            logp = torch.log_softmax(bundle.model(torch.tensor([seq]))[0].double(), -1)
+            scores.append(sum(logp[i - 1, seq[i]].item() for i in range(len(ctx), len(seq))))
+        hits += max(range(len(scores)), key=scores.__getitem__) == q["label"]
+    assert results["llada_local_mc"]["acc,none"] == pytest.approx(hits / len(QUESTIONS))
+
+
+def test_diffusion_adapter_agrees_with_the_library(tmp_path, tasks_dir, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from lm_eval.api.instance import Instance
+
+    from llada.evaluation.harness import LLaDAEvalLM
+    from llada.likelihood import log_likelihoods
+    from llada.sampling import generate
+
+    model_dir = _save_model(tmp_path / "dm", causal=False)
+    lm = LLaDAEvalLM(str(model_dir), device="cpu", mc_num=8, mc_batch_size=5, seed=3, steps=4, block_length=4)
+    reqs = [Instance("loglikelihood", {}, ("who sat on", " the mat"), 0),
+            Instance("loglikelihood", {}, ("what ran", " a dog"), 0)]
+    got = lm.loglikelihood(reqs, disable_tqdm=True)
+    tok = lm.tokenizer
+    pairs = [(tok("who sat on", add_special_tokens=False)["input_ids"], tok(" the mat", add_special_tokens=False)["input_ids"]),
+             (tok("what ran", add_special_tokens=False)["input_ids"], tok(" a dog", add_special_tokens=False)["input_ids"])]
+    want = log_likelihoods(lm.model, pairs, mc_num=8, batch_size=5, generator=torch.Generator().manual_seed(3))
+    assert [g[0] for g in got] == pytest.approx([w.value for w in want])
+
+    gen = lm.generate_until([Instance("generate_until", {}, ("the cat", {"until": ["mat"], "max_gen_toks": 4}), 0)],
+                            disable_tqdm=True)
+    out = generate(lm.model, torch.tensor([tok("the cat", add_special_tokens=False)["input_ids"]]), steps=4,
+                   gen_length=4, block_length=4)
+    ids = out.responses[0].tolist()
+    stops = {lm.model.config.eos_token_id, lm.model.config.eot_token_id}
+    ids = ids[: next((i for i, t in enumerate(ids) if t in stops), len(ids))]
+    assert gen == [tok.decode(ids, skip_special_tokens=True).split("mat")[0]]
+
+
+def test_end_to_end_tasks_of_every_kind(tmp_path, tasks_dir, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    model_dir = _save_model(tmp_path / "dm", causal=False)
+    results = _evaluate(model_dir, tasks_dir, ["llada_local_mc", "llada_local_gen", "llada_local_ppl"],
+                        ",mc_num=4,steps=6,block_length=6")
+    assert 0.0 <= results["llada_local_mc"]["acc,none"] <= 1.0
+    assert results["llada_local_gen"]["exact_match,none"] in (0.0, 1 / 3, 2 / 3, 1.0)
+    bpb = results["llada_local_ppl"]["bits_per_byte,none"]
+    assert math.isfinite(bpb) and bpb > 0  # a bound on a random model's code length: positive
+
+
+def test_unknown_model_args_are_refused(tmp_path):
+    from llada.errors import UserError
+    from llada.evaluation.harness import LLaDAEvalLM
+
+    with pytest.raises(UserError, match="unknown --model_args stepz"):
+        LLaDAEvalLM(str(_save_model(tmp_path / "m", causal=False)), device="cpu", stepz=3)
+
+
+# ------------------------------------------------------------------------------------- llada eval
+@pytest.fixture(scope="module")
+def world_models(tmp_path_factory) -> tuple[Path, Path]:
+    """A random diffusion model and a random AR baseline with a BPE tokenizer trained on the world."""
+    from llada.config import preset
+    from llada.data.world import World
+    from llada.tokenizer import config_ids, train_tokenizer
+
+    root = tmp_path_factory.mktemp("world_models")
+    tok = train_tokenizer(World(seed=0).pretrain_documents()[:500], vocab_size=400)
+    out = []
+    for name, causal in (("dm", False), ("ar", True)):
+        torch.manual_seed(0)
+        model = LLaDAModel(preset("debug", causal=causal, **config_ids(tok)))
+        llada.save(root / name, model, tok)
+        out.append(root / name)
+    return out[0], out[1]
+
+
+def test_llada_eval_grid_with_baseline_writes_a_report(world_models, tmp_path):
+    from llada.evaluation.commands import evaluate
+
+    dm, ar = world_models
+    out = evaluate(str(dm), baseline=str(ar), tasks="fact_reverse,infill", steps="4,8", gen_length=8,
+                   block_length="4,8", remasking="low_confidence,random", limit=3, mc_num=2, likelihood_docs=3,
+                   out_dir=str(tmp_path / "eval"))
+    data = json.loads((out / "results.json").read_text())
+    settings = 2 * 2 * 2  # steps x block_length x remasking
+    assert len(data["tasks"]) == 2 * settings + 2  # + the AR baseline once per task
+    assert {r["kind"] for r in data["tasks"]} == {"diffusion", "autoregressive"}
+    for r in data["tasks"]:
+        assert r["n"] == 3 and 0 <= r["generation_accuracy"] <= 1 and 0 <= r["choice_accuracy"] <= 1
+    assert data["likelihood"]["autoregressive"]["exact"] and not data["likelihood"]["diffusion"]["exact"]
+    report = (out / "report.md").read_text()
+    assert "| autoregressive |" in report and "steps=8 block=4 random" in report
+    assert (out / "report.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(tasks="fact_sideways"), "unknown task"),
+    (dict(remasking="loudest"), "remasking"),
+    (dict(steps="3", gen_length=8, block_length="4"), "divisible"),
+    (dict(steps="4,x"), "integers"),
+])
+def test_llada_eval_bad_input(world_models, kwargs, match):
+    from llada.errors import UserError
+    from llada.evaluation.commands import evaluate
+
+    with pytest.raises(UserError, match=match):
+        evaluate(str(world_models[0]), **kwargs)
+
+
+def test_llada_eval_refuses_a_diffusion_baseline(world_models, tmp_path):
+    from llada.errors import UserError
+    from llada.evaluation.commands import evaluate
+
+    with pytest.raises(UserError, match="--baseline must be an autoregressive model"):
+        evaluate(str(world_models[0]), baseline=str(world_models[0]), tasks="arithmetic", limit=1, mc_num=1,
+                 likelihood_docs=0, out_dir=str(tmp_path))

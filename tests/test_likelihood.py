@@ -1,0 +1,187 @@
+"""Eq. 6 likelihood estimates against closed forms and a hand-written loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from llada.likelihood import (
+    LikelihoodError,
+    choose,
+    is_greedy,
+    log_likelihood,
+    log_likelihoods,
+    mask_exactly,
+    nll_bound,
+    stratified_counts,
+)
+from llada.model import LLaDAModel
+
+MASK = 63
+
+
+class ContextFree(torch.nn.Module):
+    """A predictor that ignores its input: position i always predicts softmax(table[i])."""
+
+    def __init__(self, length: int = 32, vocab: int = 64, scale: float = 2.0):
+        super().__init__()
+        self.config = tiny_config(max_sequence_length=length)
+        g = torch.Generator().manual_seed(1)
+        self.table = torch.randn(length, vocab, generator=g, dtype=torch.float64) * scale
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def forward(self, ids, attention_mask=None):
+        return self.table[: ids.shape[1]].expand(ids.shape[0], -1, -1)
+
+    def exact(self, prompt, response) -> float:
+        logp = torch.log_softmax(self.table, -1)
+        P = len(prompt)
+        return sum(logp[P + i, r].item() for i, r in enumerate(response))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = LLaDAModel(tiny_config(max_sequence_length=64)).double().eval()
+    with torch.no_grad():
+        m.transformer.ff_out.weight.mul_(10)
+    return m
+
+
+def test_stratified_counts_cover_every_length_equally():
+    counts = stratified_counts(8, 64, torch.Generator().manual_seed(3))
+    assert counts.min() >= 1 and counts.max() <= 8
+    assert torch.bincount(counts, minlength=9)[1:].tolist() == [8] * 8
+    masks = mask_exactly(counts, 8, torch.Generator().manual_seed(4))
+    assert masks.sum(1).tolist() == counts.tolist()
+
+
+def test_unbiased_for_a_context_free_predictor():
+    m = ContextFree()
+    prompt, response = [1, 2, 3], [5, 9, 11, 4, 7, 30, 2, 8, 1, 0]
+    est = log_likelihood(m, prompt, response, mc_num=4000, batch_size=500, generator=torch.Generator().manual_seed(0))
+    exact = m.exact(prompt, response)
+    assert abs(est.value - exact) < 4 * est.stderr
+    assert abs(est.value - exact) / abs(exact) < 0.02
+    assert est.tokens == len(response) and est.samples.shape == (4000,)
+
+
+def test_exact_count_has_lower_variance_than_bernoulli_masking():
+    m = ContextFree()
+    prompt, response = [1, 2], list(range(3, 19))
+    kw = dict(mc_num=4000, batch_size=1000)
+    eq6 = log_likelihood(m, prompt, response, generator=torch.Generator().manual_seed(0), **kw)
+    eq3 = log_likelihood(m, prompt, response, masking="bernoulli", generator=torch.Generator().manual_seed(0), **kw)
+    exact = m.exact(prompt, response)
+    assert abs(eq3.value - exact) < 4 * eq3.stderr  # also unbiased...
+    assert eq6.samples.var() < 0.5 * eq3.samples.var()  # ...but noisier
+
+
+def test_matches_a_hand_loop_and_packing_does_not_matter(model):
+    pairs = [([1, 2, 3, 4], [5, 6, 7]), ([8], [9, 10, 11, 12, 13]), ([14, 15], [16])]
+    mc = 5
+    packed = log_likelihoods(model, pairs, mc_num=mc, batch_size=4, generator=torch.Generator().manual_seed(7))
+    alone = log_likelihoods(model, pairs, mc_num=mc, batch_size=1, generator=torch.Generator().manual_seed(7))
+    for a, b in zip(packed, alone, strict=True):
+        torch.testing.assert_close(a.samples, b.samples)
+
+    # The same draws, replayed: stratified counts then exact-count masks, pair by pair.
+    g = torch.Generator().manual_seed(7)
+    for (prompt, response), est in zip(pairs, packed, strict=True):
+        L = len(response)
+        counts = stratified_counts(L, mc, g)
+        masks = mask_exactly(counts, L, g)
+        for j in range(mc):
+            x = torch.tensor(prompt + response)
+            target = x.clone()
+            for i in range(L):
+                if masks[j, i]:
+                    x[len(prompt) + i] = MASK
+            logp = torch.log_softmax(model(x[None])[0], -1)
+            total = sum(logp[len(prompt) + i, target[len(prompt) + i]].item() for i in range(L) if masks[j, i])
+            assert est.samples[j].item() == pytest.approx(L / counts[j].item() * total, rel=1e-9)
+
+
+def test_cfg_combines_a_prompt_masked_pass(model):
+    prompt, response = [1, 2, 3], [4, 5, 6, 7]
+    s = 1.5
+    est = log_likelihood(model, prompt, response, mc_num=3, cfg_scale=s, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    counts = stratified_counts(4, 3, g)
+    masks = mask_exactly(counts, 4, g)
+    for j in range(3):
+        noised = [MASK if masks[j, i] else r for i, r in enumerate(response)]
+        cond = model(torch.tensor([prompt + noised]))[0]
+        unc = model(torch.tensor([[MASK] * 3 + noised]))[0]
+        logp = torch.log_softmax(unc + (s + 1) * (cond - unc), -1)
+        total = sum(logp[3 + i, r].item() for i, r in enumerate(response) if masks[j, i])
+        assert est.samples[j].item() == pytest.approx(4 / counts[j].item() * total, rel=1e-9)
+
+
+def test_autoregressive_model_is_exact():
+    torch.manual_seed(0)
+    ar = LLaDAModel(tiny_config(causal=True, max_sequence_length=32)).double().eval()
+    prompt, response = [1, 2, 3], [4, 5, 6]
+    est = log_likelihood(ar, prompt, response)
+    seq = torch.tensor([prompt + response])
+    logp = torch.log_softmax(ar(seq)[0], -1)
+    expected = sum(logp[2 + i, r].item() for i, r in enumerate(response))
+    assert est.value == pytest.approx(expected, rel=1e-9) and est.stderr == 0.0
+    greedy = list(prompt)
+    for _ in range(3):  # greedy decoding, one token at a time
+        greedy.append(int(ar(torch.tensor([greedy]))[0, -1].argmax()))
+    assert is_greedy(ar, prompt, greedy[3:])
+    assert not is_greedy(ar, prompt, greedy[3:5] + [(greedy[5] + 1) % 50])
+
+
+def test_choose_and_greedy(model):
+    m = ContextFree(scale=4.0)
+    logp = torch.log_softmax(m.table, -1)
+    best = [int(logp[2 + i].argmax()) for i in range(3)]
+    worst = [int(logp[2 + i].argmin()) for i in range(3)]
+    pick = choose(m, [1, 2], [worst, best], mc_num=16)
+    assert pick.index == 1 and pick.scores[1] > pick.scores[0]
+
+    from llada.sampling import generate
+
+    out = generate(model, torch.tensor([[1, 2, 3]]), steps=4, gen_length=4, block_length=4)
+    greedy = out.responses[0].tolist()
+    assert is_greedy(model, [1, 2, 3], greedy)
+    other = greedy[:-1] + [(greedy[-1] + 1) % 50]
+    assert not is_greedy(model, [1, 2, 3], other)
+
+
+def test_nll_bound_units():
+    m = ContextFree()
+    texts = [[1, 2, 3, 4], [5, 6]]
+    rep = nll_bound(m, texts, bytes_total=20, mc_num=2000, batch_size=1000, generator=torch.Generator().manual_seed(0))
+    exact = -(m.exact([], texts[0]) + m.exact([], texts[1]))
+    assert abs(rep.nll - exact) < 4 * rep.stderr
+    assert rep.tokens == 6
+    assert rep.perplexity == pytest.approx(math.exp(rep.nll / 6))
+    assert rep.bits_per_byte == pytest.approx(rep.nll / math.log(2) / 20)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(prompt=[1], response=[]), "response is empty"),
+    (dict(prompt=[1] * 60, response=[2] * 10), "max_sequence_length"),
+    (dict(prompt=[1], response=[2], mc_num=0), "mc_num"),
+    (dict(prompt=[1], response=[2], masking="uniform"), "masking"),
+    (dict(prompt=[1], response=[2], cfg_scale=-1.0), "cfg_scale"),
+])
+def test_bad_input(model, kwargs, match):
+    with pytest.raises(LikelihoodError, match=match):
+        log_likelihood(model, **kwargs)
+
+
+def test_choose_rejects_empty_options(model):
+    with pytest.raises(LikelihoodError, match="option 1 is empty"):
+        choose(model, [1], [[2], []])
+    with pytest.raises(LikelihoodError, match="no options"):
+        choose(model, [1], [])
