@@ -187,3 +187,15 @@ def test_llada_eval_refuses_a_diffusion_baseline(world_models, tmp_path):
     with pytest.raises(UserError, match="--baseline must be an autoregressive model"):
         evaluate(str(world_models[0]), baseline=str(world_models[0]), tasks="arithmetic", limit=1, mc_num=1,
                  likelihood_docs=0, out_dir=str(tmp_path))
+
+
+def test_llada_eval_command_line(world_models, tmp_path, capsys):
+    from llada.cli import main
+
+    dm, ar = world_models
+    code = main(["eval", "--model", str(dm), "--baseline", str(ar), "--tasks", "arithmetic", "--limit", "2",
+                 "--steps", "4", "--gen_length", "4", "--block_length", "4", "--mc_num", "1",
+                 "--likelihood_docs", "0", "--out_dir", str(tmp_path)])
+    assert code == 0 and (tmp_path / "report.md").exists()
+    assert "autoregressive" in capsys.readouterr().out
+    assert main(["eval", "--model", str(dm), "--tasks", "nope"]) == 2

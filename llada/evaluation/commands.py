@@ -34,7 +34,8 @@ def _floats(text: str | float, name: str) -> list[float]:
         raise UserError(f"--{name} takes comma-separated numbers, got {text!r}") from None
 
 
-def evaluate(model: str, baseline: str | None = None, tasks: str = "fact_forward,fact_reverse,arithmetic,infill",
+def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = None,
+             tasks: str = "fact_forward,fact_reverse,arithmetic,infill",
              steps: str = "32", gen_length: int = 32, block_length: str = "32", remasking: str = "low_confidence",
              cfg_scale: str = "0", temperature: float = 0.0, limit: int | None = 100, mc_num: int = 16,
              choice: bool = True, likelihood_docs: int = 64, seed: int = 0, out_dir: str | None = None,

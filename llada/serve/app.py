@@ -341,7 +341,8 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
     return app
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 8000, device: str | None = None, dtype: str = "auto",
+def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", port: int = 8000,
+          device: str | None = None, dtype: str = "auto",
           max_batch: int = 8, max_queue: int = 64, timeout_s: float = 120.0, max_gen_tokens: int = 256,
           api_key: str | None = None) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, with a chat page at /.
