@@ -266,20 +266,20 @@ def save_state_dict(path: str | Path, state: dict[str, torch.Tensor], config: Mo
     (root / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(root)
-    _fsync_dir(root)
+    fsync_tree(root)
 
 
-def _fsync_dir(root: Path) -> None:
-    """Flush file contents and the directory entry so a crash right after leaves whole files."""
-    for p in root.iterdir():
-        if p.is_file():
-            with open(p, "rb") as f:
+def fsync_tree(root: Path) -> None:
+    """Flush every file and directory entry below `root`, so a crash right after leaves whole files."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
                 os.fsync(f.fileno())
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 # -------------------------------------------------------------------------------------------------- CLI

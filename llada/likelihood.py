@@ -143,8 +143,8 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
     mask_id = cfg.mask_token_id if mask_id is None else mask_id
     pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
 
-    # One job per Monte-Carlo sample: (pair index, noised sequence, target positions, weight).
-    jobs: list[tuple[int, Tensor, Tensor, float, int]] = []
+    # One row per Monte-Carlo sample, all drawn before any forward pass.
+    owner, weight, clean, noised, target, in_prompt = [], [], [], [], [], []
     for i, (prompt, response) in enumerate(pairs):
         p = torch.as_tensor(list(prompt), dtype=torch.long)
         r = torch.as_tensor(list(response), dtype=torch.long)
@@ -154,37 +154,37 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
             masks, weights = mask_exactly(counts, L, generator), (L / counts.double())
         else:
             masks, weights = mask_bernoulli(mc_num, L, generator=generator)
-        for m, w in zip(masks, weights.tolist(), strict=True):
-            noised = torch.where(m, mask_id, r)
-            jobs.append((i, torch.cat([p, noised]), torch.cat([torch.zeros_like(p, dtype=torch.bool), m]),
-                         w, p.shape[0]))
+        seq = torch.cat([p, r])
+        is_prompt = torch.arange(seq.shape[0]) < p.shape[0]
+        for m in masks:
+            clean.append(seq)
+            in_prompt.append(is_prompt)
+            noised.append(torch.cat([p, torch.where(m, mask_id, r)]))
+            target.append(torch.cat([torch.zeros_like(p, dtype=torch.bool), m]))
+        owner += [i] * mc_num
+        weight.append(weights)
 
-    values = [torch.empty(0, dtype=torch.float64) for _ in pairs]
     device = model.device
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start: start + batch_size]
-        ids, am = _pad([j[1] for j in chunk], pad_id)
-        targets, _ = _pad([torch.cat([torch.as_tensor(list(pairs[j[0]][0]), dtype=torch.long),
-                                      torch.as_tensor(list(pairs[j[0]][1]), dtype=torch.long)]) for j in chunk], pad_id)
-        where = torch.zeros_like(ids, dtype=torch.bool)
-        for row, j in enumerate(chunk):
-            where[row, : j[2].shape[0]] = j[2]
-        ids, targets, where = ids.to(device), targets.to(device), where.to(device)
+    sums = []  # (rows,) masked log-probability sums, kept on the device until the end
+    for lo in range(0, len(noised), batch_size):
+        hi = lo + batch_size
+        ids, am = _pad(noised[lo:hi], pad_id)
+        targets, _ = _pad(clean[lo:hi], pad_id)
+        where, _ = _pad(target[lo:hi], 0)
+        ids, targets, where = ids.to(device), targets.to(device), where.bool().to(device)
         am = None if am is None else am.to(device)
-        if cfg_scale > 0:
-            uncond = ids.clone()
-            for row, j in enumerate(chunk):
-                uncond[row, : j[4]] = mask_id
+        if cfg_scale > 0:  # the unconditional rows mask the prompt
+            uncond = ids.masked_fill(_pad(in_prompt[lo:hi], 0)[0].bool().to(device), mask_id)
             logits = _up(model(torch.cat([ids, uncond]), None if am is None else torch.cat([am, am])))
             cond, unc = logits.chunk(2)
             logits = unc + (cfg_scale + 1) * (cond - unc)
         else:
             logits = _up(model(ids, am))
         logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]  # (b, T)
-        per_row = (logp * where).sum(dim=1).double().cpu()
-        for row, j in enumerate(chunk):
-            values[j[0]] = torch.cat([values[j[0]], (per_row[row] * j[3]).reshape(1)])
-    return [_estimate(v, len(pairs[i][1])) for i, v in enumerate(values)]
+        sums.append((logp * where).sum(dim=1))
+    values = torch.cat(sums).double().cpu() * torch.cat(weight)
+    rows = torch.as_tensor(owner)
+    return [_estimate(values[rows == i], len(pairs[i][1])) for i in range(len(pairs))]
 
 
 def _up(logits: Tensor) -> Tensor:

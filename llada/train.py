@@ -40,6 +40,7 @@ from typing import Any, Literal
 import torch
 
 from llada import diffusion
+from llada.checkpoint import fsync_tree
 from llada.config import PRESETS, ModelConfig, preset
 from llada.errors import CheckpointError, UserError
 
@@ -460,7 +461,7 @@ class Trainer:
             state = {"step": self.step, "config": dataclasses.asdict(self.cfg), "time": time.time()}
             state["config"]["_global_batch"] = self.global_batch
             (tmp / "trainer" / "state.json").write_text(json.dumps(state, indent=2))
-            _fsync_tree(tmp)
+            fsync_tree(tmp)
             os.replace(tmp, final)
             for old in self.checkpoints()[: -self.cfg.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -542,7 +543,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
         self._save_model_dir(tmp)
         if main:
-            _fsync_tree(tmp)
+            fsync_tree(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             if cfg.stage == "sft" and self.collate.truncated:
@@ -590,18 +591,6 @@ def _common_prefix(state: dict[str, torch.Tensor], model: torch.nn.Module) -> st
         if key.endswith(own):
             return key[: len(key) - len(own)]
     return ""
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                os.fsync(f.fileno())
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def plot_curves(metrics_path: Path, png: Path) -> None:

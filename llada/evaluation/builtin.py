@@ -23,7 +23,7 @@ from llada.errors import UserError
 from llada.likelihood import choose, nll_bound
 from llada.sampling import generate, infill
 from llada.sampling.autoregressive import generate_autoregressive
-from llada.sampling.text import decode_response, encode_prompts
+from llada.sampling.text import decode_response, encode_prompts, left_pad
 
 
 @dataclass(frozen=True)
@@ -155,21 +155,14 @@ def _infill(model: Any, tok: Any, chunk: list[dict], setting: Setting, causal: b
     mask_id = model.config.mask_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if causal:
-        width = max(map(len, prefixes))
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        am = torch.zeros_like(ids)
-        for i, p in enumerate(prefixes):
-            ids[i, width - len(p):], am[i, width - len(p):] = torch.tensor(p), 1
+        ids, am = left_pad(prefixes, pad)
         out = generate_autoregressive(model, ids, am, gen_length=max(spans), generator=gen)
         texts = [tok.decode(out.responses[i, : spans[i]].tolist(), skip_special_tokens=True).strip()
                  for i in range(len(chunk))]
         return texts, out.stats.forwards
     rows = [p + [mask_id] * n + _encode(tok, it["suffix"]) for p, n, it in zip(prefixes, spans, chunk, strict=True)]
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    am = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):], am[i, width - len(r):] = torch.tensor(r), 1
+    ids, am = left_pad(rows, pad)
+    width = ids.shape[1]
     out = infill(model, ids, am, remasking=setting.remasking, temperature=setting.temperature, generator=gen)
     texts = []
     for i, (p, n) in enumerate(zip(prefixes, spans, strict=True)):

@@ -29,6 +29,8 @@ from llada.errors import UserError
 from llada.likelihood import is_greedy, log_likelihoods
 from llada.sampling import generate
 from llada.sampling.autoregressive import generate_autoregressive
+from llada.sampling.schedule import fit_blocks
+from llada.sampling.text import decode_response
 
 SAMPLER_KEYS = ("steps", "gen_length", "block_length", "remasking", "temperature", "cfg_scale", "threshold",
                 "factor", "cache", "logits_eos_inf", "confidence_eos_eot_inf", "early_exit")
@@ -61,6 +63,7 @@ class LLaDAEvalLM(TemplateLM):
         self._max_length = int(max_length or self.model.config.max_sequence_length)
         self.sampler = {"steps": 64, "gen_length": 64, "block_length": 32, **sampler}
         self.generator = torch.Generator().manual_seed(seed + self._rank)
+        self.stop_ids = (self.model.config.eos_token_id, self.model.config.eot_token_id)
 
     # ------------------------------------------------------------------ lm-eval plumbing
     @property
@@ -150,7 +153,8 @@ class LLaDAEvalLM(TemplateLM):
                 options["gen_length"] = int(gen_kwargs.pop("max_gen_toks"))
             if "temperature" in gen_kwargs:
                 options["temperature"] = float(gen_kwargs.pop("temperature"))
-            options = _fit_blocks(options)
+            options["gen_length"], options["block_length"], options["steps"] = fit_blocks(
+                int(options["gen_length"]), int(options["block_length"]), int(options["steps"]))
             ids = self.tok_encode(context)
             ids = ids[-(self.max_length - options["gen_length"]):]
             x = torch.tensor([ids or [self.prefix_token_id]])
@@ -159,32 +163,12 @@ class LLaDAEvalLM(TemplateLM):
                                               temperature=options.get("temperature", 0.0), generator=self.generator)
             else:
                 res = generate(self.model, x, generator=self.generator, **options)
-            text = self.tokenizer.decode(_until_stop(res.responses[0].tolist(), self.model.config),
-                                         skip_special_tokens=True)
+            text = decode_response(self.tokenizer, res.responses[0], self.stop_ids)
             for stop in until:
                 text = text.split(stop)[0] if stop else text
             out.append(text)
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
         return out
-
-
-def _until_stop(ids: list[int], cfg: Any) -> list[int]:
-    stops = {cfg.eos_token_id, cfg.eot_token_id} - {None}
-    for i, t in enumerate(ids):
-        if t in stops:
-            return ids[:i]
-    return ids
-
-
-def _fit_blocks(options: dict[str, Any]) -> dict[str, Any]:
-    """Round a task's max_gen_toks up to whole blocks, and steps to a multiple of the block count
-    (the documented rounding for lengths the configured block_length does not divide)."""
-    g, b = int(options["gen_length"]), int(options["block_length"])
-    b = min(b, g)
-    g = -(-g // b) * b
-    blocks = g // b
-    steps = max(blocks, -(-int(options["steps"]) // blocks) * blocks)
-    return {**options, "gen_length": g, "block_length": b, "steps": steps}
 
 
 def main(argv: list[str] | None = None) -> None:

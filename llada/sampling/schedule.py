@@ -16,3 +16,17 @@ def num_transfer_tokens(masked_count: Tensor, steps: int) -> Tensor:
     remainder = (masked_count % steps)[:, None]
     step = torch.arange(steps, device=masked_count.device)[None]  # (1, steps)
     return base + (step < remainder).long()
+
+
+def fit_blocks(gen_length: int, block_length: int, steps: int | None = None) -> tuple[int, int, int]:
+    """The documented rounding for a requested length: block_length capped at gen_length,
+    gen_length rounded up to whole blocks, steps (default: one per token) up to a multiple of the
+    number of blocks.
+
+    Returns (gen_length, block_length, steps); the answer still ends at its first EOS.
+    """
+    block = min(block_length, gen_length)
+    gen = -(-gen_length // block) * block
+    blocks = gen // block
+    steps = gen if steps is None else steps
+    return gen, block, max(blocks, -(-steps // blocks) * blocks)

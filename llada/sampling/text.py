@@ -31,24 +31,33 @@ def encode_prompts(tokenizer: Any, prompts: str | list[str] | list[list[dict[str
         else:
             bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
             rows.append(bos + tokenizer(p, add_special_tokens=False)["input_ids"])
-    P = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = torch.full((len(rows), P), pad, dtype=torch.long)
+    return left_pad(rows, pad)
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows of different lengths as (B, P) ids left padded with `pad_id`, and the attention mask."""
+    P = max(len(r) for r in rows)
+    ids = torch.full((len(rows), P), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), P), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, P - len(r):] = torch.tensor(r)
+        ids[i, P - len(r):] = torch.tensor(r, dtype=torch.long)
         mask[i, P - len(r):] = 1
     return ids, mask
 
 
-def decode_response(tokenizer: Any, ids: torch.Tensor, stop_ids: tuple[int | None, ...]) -> str:
-    """Text of a response row up to its first EOS / end-of-turn token."""
-    out = []
-    for i in ids.tolist():
+def cut_at_stop(ids: list[int], stop_ids: tuple[int | None, ...]) -> tuple[list[int], bool]:
+    """`ids` up to the first EOS / end-of-turn token, and whether one was found."""
+    for k, i in enumerate(ids):
         if i in stop_ids:
-            break
-        out.append(i)
-    return tokenizer.decode(out, skip_special_tokens=True).strip()
+            return ids[:k], True
+    return ids, False
+
+
+def decode_response(tokenizer: Any, ids: torch.Tensor | list[int], stop_ids: tuple[int | None, ...]) -> str:
+    """Text of a response row up to its first EOS / end-of-turn token."""
+    ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
+    return tokenizer.decode(cut_at_stop(ids, stop_ids)[0], skip_special_tokens=True).strip()
 
 
 def generate_text(model: LLaDAModel, tokenizer: Any, prompts: str | list[str], *, chat: bool = True,

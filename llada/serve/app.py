@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llada.errors import GenerationError
 from llada.sampling.core import validate
 from llada.sampling.remasking import REMASKING
+from llada.sampling.schedule import fit_blocks
+from llada.sampling.text import cut_at_stop
 from llada.serve.batcher import Batcher, Job, QueueFull
 
 
@@ -102,7 +104,7 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
     mcfg = model.config
     max_prompt = cfg.max_prompt_tokens or mcfg.max_sequence_length - 1  # prompt + response checked later
     pad = tok.pad_token_id if tok.pad_token_id is not None else mcfg.eos_token_id
-    stops = {t for t in (mcfg.eos_token_id, mcfg.eot_token_id) if t is not None}
+    stops = (mcfg.eos_token_id, mcfg.eot_token_id)
     batch_sizes: list[int] = []
 
     @asynccontextmanager
@@ -156,11 +158,7 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
         gen = req.max_completion_tokens or req.max_tokens or cfg.default_max_tokens
         if gen > cfg.max_gen_tokens:
             raise HTTPException(400, f"max_tokens is {gen}; this server allows at most {cfg.max_gen_tokens}")
-        block = min(req.block_length or cfg.default_block_length, gen)
-        gen = -(-gen // block) * block  # whole blocks; the answer ends at EOS anyway
-        steps = req.steps or gen
-        blocks = gen // block
-        steps = max(blocks, -(-steps // blocks) * blocks)  # a multiple of the number of blocks
+        gen, block, steps = fit_blocks(gen, req.block_length or cfg.default_block_length, req.steps)
         opts = dict(steps=steps, gen_length=gen, block_length=block, remasking=req.remasking,
                     cfg_scale=req.cfg_scale, temperature=req.temperature, threshold=req.threshold,
                     factor=req.factor, cache=req.cache)
@@ -172,11 +170,8 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
 
     def _finish(ids: list[int], stop_texts: list[str]) -> tuple[str, str]:
         """Text up to the first EOS/EOT (finish "stop") or the end ("length"), then cut at stop strings."""
-        reason = "length"
-        for i, t in enumerate(ids):
-            if t in stops:
-                ids, reason = ids[:i], "stop"
-                break
+        ids, stopped = cut_at_stop(ids, stops)
+        reason = "stop" if stopped else "length"
         text = tok.decode(ids, skip_special_tokens=True)
         for s in stop_texts:
             if s and s in text:

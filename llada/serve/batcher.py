@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from llada.sampling import StepState, generate
+from llada.sampling.text import left_pad
 
 
 class QueueFull(Exception):
@@ -105,12 +106,8 @@ class Batcher:
     def _run_batch(self, batch: list[Job]) -> None:
         if self.on_batch is not None:
             self.on_batch(len(batch))
-        P = max(len(j.prompt) for j in batch)
-        ids = torch.full((len(batch), P), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), P), dtype=torch.long)
-        for i, j in enumerate(batch):
-            ids[i, P - len(j.prompt):] = torch.tensor(j.prompt)
-            mask[i, P - len(j.prompt):] = 1
+        ids, mask = left_pad([j.prompt for j in batch], self.pad_id)
+        P = ids.shape[1]
 
         def callback(state: StepState) -> None:
             if all(j.cancelled.is_set() for j in batch):
