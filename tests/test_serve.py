@@ -207,3 +207,117 @@ def test_page_is_served(bundle):
     with running(bundle) as (url, _):
         r = httpx.get(url + "/")
         assert r.status_code == 200 and "stream_states" in r.text and "/v1/chat/completions" in r.text
+
+
+# ---- the chat page, end to end in headless Chromium ---------------------------------------------------------
+
+def _chromium():
+    """A headless Chromium driven by Selenium, or a skip saying what is missing (a failure where CI needs it)."""
+    import os
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    missing = [name for name, path in [("chromium", browser), ("chromedriver", driver)] if not path]
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing.append("selenium (pip install -e '.[dev]')")
+    if missing:
+        why = f"the page test needs {', '.join(missing)} (Debian: apt-get install chromium chromium-driver)"
+        if os.environ.get("LLADA_REQUIRE_BROWSER"):
+            pytest.fail(why)
+        pytest.skip(why)
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,800"]:
+        options.add_argument(arg)
+    return webdriver.Chrome(options=options, service=Service(driver))
+
+
+# Records, for every render of the answer canvas, how many of its positions were still masked, and the body of
+# every request the page sends.
+_WATCH_CANVAS = """
+window.maskedCounts = [];
+window.sentBodies = [];
+const pageFetch = window.fetch;
+window.fetch = (url, init) => { window.sentBodies.push(JSON.parse(init.body)); return pageFetch(url, init); };
+new MutationObserver(() => {
+  const canvas = document.querySelector('#log .turn:last-child .canvas');
+  if (canvas && canvas.children.length) window.maskedCounts.push(canvas.querySelectorAll('.mask').length);
+}).observe(document.getElementById('log'), {childList: true, subtree: true});
+"""
+
+
+def _ask(browser, wait, text, **controls):
+    from selenium.webdriver.common.by import By
+
+    for name, value in controls.items():
+        field = browser.find_element(By.ID, name)
+        field.clear()
+        field.send_keys(str(value))
+    if text is not None:
+        browser.find_element(By.ID, "prompt").send_keys(text)
+    browser.find_element(By.ID, "send").click()
+    # the button is disabled while the answer streams in; the status line then says "done" or the error
+    wait.until(lambda b: b.find_element(By.ID, "send").is_enabled())
+
+
+def test_chat_page_in_headless_chromium(bundle, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    tok = bundle.tokenizer
+    browser = _chromium()
+    # 0.1 s per forward: each denoising state reaches the page in its own network chunk
+    with running(bundle, delay=0.1) as (url, _):
+        try:
+            wait = WebDriverWait(browser, 60)
+            browser.get(url + "/")
+            browser.execute_script(_WATCH_CANVAS)
+            _ask(browser, wait, "what is two plus two", steps=8, max_tokens=8, block_length=4)
+            assert browser.find_element(By.ID, "status").text == "done"
+
+            first = [{"role": "user", "content": "what is two plus two"}]
+            want = _reference(bundle, _chat_ids(tok, first), steps=8, gen_length=8, block_length=4)
+            final = browser.find_elements(By.CSS_SELECTOR, ".answer.final")[-1]
+            assert final.get_attribute("textContent") == want
+
+            # The block filled in one token per step, and the page drew the states in between.
+            counts = browser.execute_script("return window.maskedCounts")
+            assert counts[-1] == 0
+            assert counts == sorted(counts, reverse=True)
+            assert len({c for c in counts if 0 < c < 8}) >= 3, counts
+            spans = browser.find_elements(By.CSS_SELECTOR, "#log .turn:last-child .canvas span")
+            assert len(spans) == 8
+            assert sorted(int(s.get_attribute("title").split()[1]) for s in spans) == list(range(8))
+            assert len({s.value_of_css_property("background-color") for s in spans}) == 8  # colour = step
+            browser.save_screenshot(str(tmp_path / "chat.png"))
+
+            # A second turn carries the conversation so far.
+            _ask(browser, wait, "the cat")
+            second = first + [{"role": "assistant", "content": want}, {"role": "user", "content": "the cat"}]
+            want2 = _reference(bundle, _chat_ids(tok, second), steps=8, gen_length=8, block_length=4)
+            assert browser.find_elements(By.CSS_SELECTOR, ".answer.final")[-1].get_attribute("textContent") == want2
+
+            # A control out of range: the server's 422 message is shown, the failed turn leaves the conversation
+            # and its text stays in the box; fixing the control and resending continues where the chat was.
+            _ask(browser, wait, "a dog", steps=0)
+            assert "steps" in browser.find_element(By.ID, "status").text
+            assert browser.find_element(By.ID, "prompt").get_attribute("value") == "a dog"
+            _ask(browser, wait, None, steps=8)
+            assert browser.find_element(By.ID, "status").text == "done"
+            third = second + [{"role": "assistant", "content": want2}, {"role": "user", "content": "a dog"}]
+            want3 = _reference(bundle, _chat_ids(tok, third), steps=8, gen_length=8, block_length=4)
+            answers = browser.find_elements(By.CSS_SELECTOR, "#log .answer")
+            assert [a.get_attribute("textContent") for a in answers] == [want, want2, want3]
+            sent = browser.execute_script("return window.sentBodies")
+            assert [b["messages"] for b in sent] == [first, second, third, third]
+            assert [(b["steps"], b["max_tokens"], b["block_length"], b["remasking"]) for b in sent] == [
+                (8, 8, 4, "low_confidence"), (8, 8, 4, "low_confidence"), (0, 8, 4, "low_confidence"),
+                (8, 8, 4, "low_confidence")]
+            browser.save_screenshot(str(tmp_path / "chat-after.png"))
+        finally:
+            browser.quit()
+    assert (tmp_path / "chat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
