@@ -321,3 +321,22 @@ def test_chat_page_in_headless_chromium(bundle, tmp_path):
         finally:
             browser.quit()
     assert (tmp_path / "chat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chat_page_sends_the_api_key(bundle):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = _chromium()
+    with running(bundle, api_key="sekret") as (url, _):
+        try:
+            wait = WebDriverWait(browser, 60)
+            browser.get(url + "/")  # the page itself is public; the API behind it is not
+            _ask(browser, wait, "the cat", steps=4, max_tokens=4, block_length=4)
+            assert "API key" in browser.find_element(By.ID, "status").text
+            assert browser.find_element(By.ID, "prompt").get_attribute("value") == "the cat"
+            _ask(browser, wait, None, api_key="sekret")
+            assert browser.find_element(By.ID, "status").text == "done"
+            assert len(browser.find_elements(By.CSS_SELECTOR, "#log .answer.final")) == 1
+        finally:
+            browser.quit()

@@ -13,6 +13,7 @@ large, 422 unknown or out-of-range field, 429 queue full.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 import uuid
@@ -127,7 +128,8 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
         return _error(500, f"internal error: {type(exc).__name__}", "server_error")
 
     def _check_key(request: Request) -> None:
-        if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
+        sent = request.headers.get("authorization", "")
+        if cfg.api_key and not hmac.compare_digest(sent.encode(), f"Bearer {cfg.api_key}".encode()):
             raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
 
     async def _parse(request: Request, schema: type[_Request]) -> _Request:
