@@ -10,6 +10,10 @@ offset, then evenly spaced, so every l in 1..L is covered about equally). The sa
 with Bernoulli masking (t ~ U(0, 1], each token masked with probability t, weight 1/t; the form
 of the Eq. 3 loss) has the same expectation and a much larger variance: `masking="bernoulli"`.
 
+Infilling: with a `suffix` after the response, the model sees both sides and the estimate bounds
+log p(r | p, suffix); the suffix, like the prompt, is never masked. (A causal model cannot condition
+on what follows: score r + suffix given p instead.)
+
 Unconditional (Eq. 4): the same estimate with an empty prompt bounds -log p(x) from above;
 `nll_bound` reports it as nats, perplexity and bits per byte.
 
@@ -99,13 +103,18 @@ def mask_bernoulli(n: int, length: int, eps: float = 1e-3,
 
 
 # ---------------------------------------------------------------------------------- estimates
-def _check_pairs(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], max_length: int) -> None:
+def _check_pairs(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], max_length: int,
+                 suffixes: Sequence[Sequence[int]] | None = None) -> None:
+    if suffixes is not None and len(suffixes) != len(pairs):
+        raise LikelihoodError(f"{len(suffixes)} suffixes for {len(pairs)} pairs; give one (possibly empty) per pair")
     for i, (prompt, response) in enumerate(pairs):
+        after = len(suffixes[i]) if suffixes is not None else 0
         if len(response) == 0:
             raise LikelihoodError(f"pair {i}: the response is empty; a likelihood needs at least one token")
-        if len(prompt) + len(response) > max_length:
-            raise LikelihoodError(f"pair {i}: prompt ({len(prompt)}) + response ({len(response)}) tokens exceed "
-                                  f"the model's max_sequence_length {max_length}; shorten the context")
+        if len(prompt) + len(response) + after > max_length:
+            extra = f" + suffix ({after})" if after else ""
+            raise LikelihoodError(f"pair {i}: prompt ({len(prompt)}) + response ({len(response)}){extra} tokens "
+                                  f"exceed the model's max_sequence_length {max_length}; shorten the context")
 
 
 def _pad(rows: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor | None]:
@@ -122,13 +131,15 @@ def _pad(rows: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor | None]:
 def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
                     mc_num: int = 128, batch_size: int = 32, cfg_scale: float = 0.0,
                     masking: Masking = "exact_count", generator: torch.Generator | None = None,
-                    mask_id: int | None = None) -> list[Estimate]:
+                    mask_id: int | None = None, suffixes: Sequence[Sequence[int]] | None = None) -> list[Estimate]:
     """Estimate log p(response | prompt) for each (prompt ids, response ids) pair (Eq. 6).
 
     mc_num: Monte-Carlo samples per pair (ignored for an autoregressive model: exact).
     batch_size: rows per forward pass; samples of all pairs are packed together.
-    cfg_scale: unsupervised classifier-free guidance, the unconditional pass masking the prompt.
+    cfg_scale: unsupervised classifier-free guidance, the unconditional pass masking the prompt (and suffix).
     masking: "exact_count" (Eq. 6) or "bernoulli" (the Eq. 3 form; for comparison).
+    suffixes: per pair, token ids that follow the response and stay visible (infilling:
+        log p(response | prompt, suffix)); diffusion models only.
     """
     cfg = model.config
     if mc_num < 1 or batch_size < 1:
@@ -137,30 +148,35 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
         raise LikelihoodError(f"cfg_scale must be >= 0, got {cfg_scale}")
     if masking not in ("exact_count", "bernoulli"):
         raise LikelihoodError(f"masking must be 'exact_count' or 'bernoulli', got {masking!r}")
-    _check_pairs(pairs, cfg.max_sequence_length)
+    _check_pairs(pairs, cfg.max_sequence_length, suffixes)
     if cfg.causal:
+        if suffixes is not None and any(len(s) for s in suffixes):
+            raise LikelihoodError("an autoregressive model cannot condition on tokens after the response; "
+                                  "score response + suffix after the prompt instead")
         return _autoregressive(model, pairs, batch_size)
     mask_id = cfg.mask_token_id if mask_id is None else mask_id
     pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
 
     # One row per Monte-Carlo sample, all drawn before any forward pass.
-    owner, weight, clean, noised, target, in_prompt = [], [], [], [], [], []
+    owner, weight, clean, noised, target, in_context = [], [], [], [], [], []
     for i, (prompt, response) in enumerate(pairs):
         p = torch.as_tensor(list(prompt), dtype=torch.long)
         r = torch.as_tensor(list(response), dtype=torch.long)
+        s = torch.as_tensor(list(suffixes[i]) if suffixes is not None else [], dtype=torch.long)
         L = r.shape[0]
         if masking == "exact_count":
             counts = stratified_counts(L, mc_num, generator)
             masks, weights = mask_exactly(counts, L, generator), (L / counts.double())
         else:
             masks, weights = mask_bernoulli(mc_num, L, generator=generator)
-        seq = torch.cat([p, r])
-        is_prompt = torch.arange(seq.shape[0]) < p.shape[0]
+        seq = torch.cat([p, r, s])
+        position = torch.arange(seq.shape[0])
+        is_context = (position < p.shape[0]) | (position >= p.shape[0] + L)  # what the unconditional pass hides
         for m in masks:
             clean.append(seq)
-            in_prompt.append(is_prompt)
-            noised.append(torch.cat([p, torch.where(m, mask_id, r)]))
-            target.append(torch.cat([torch.zeros_like(p, dtype=torch.bool), m]))
+            in_context.append(is_context)
+            noised.append(torch.cat([p, torch.where(m, mask_id, r), s]))
+            target.append(torch.cat([torch.zeros_like(p, dtype=torch.bool), m, torch.zeros_like(s, dtype=torch.bool)]))
         owner += [i] * mc_num
         weight.append(weights)
 
@@ -173,8 +189,8 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
         where, _ = _pad(target[lo:hi], 0)
         ids, targets, where = ids.to(device), targets.to(device), where.bool().to(device)
         am = None if am is None else am.to(device)
-        if cfg_scale > 0:  # the unconditional rows mask the prompt
-            uncond = ids.masked_fill(_pad(in_prompt[lo:hi], 0)[0].bool().to(device), mask_id)
+        if cfg_scale > 0:  # the unconditional rows mask the context (prompt and suffix)
+            uncond = ids.masked_fill(_pad(in_context[lo:hi], 0)[0].bool().to(device), mask_id)
             logits = _up(model(torch.cat([ids, uncond]), None if am is None else torch.cat([am, am])))
             cond, unc = logits.chunk(2)
             logits = unc + (cfg_scale + 1) * (cond - unc)
@@ -243,14 +259,19 @@ class Choice:
     stderrs: list[float]
 
 
-def choose(model: LLaDAModel, prompt: Sequence[int], options: Sequence[Sequence[int]], **kw) -> Choice:
-    """Multiple choice: the option with the highest estimated log p(option | prompt)."""
+def choose(model: LLaDAModel, prompt: Sequence[int], options: Sequence[Sequence[int]],
+           suffix: Sequence[int] = (), **kw) -> Choice:
+    """Multiple choice: the option with the highest estimated log p(option | prompt[, suffix]).
+
+    A non-empty `suffix` is the text after the gap (diffusion models only): the options fill the middle.
+    """
     if not options:
         raise LikelihoodError("no options to choose from")
     for k, o in enumerate(options):
         if len(o) == 0:
             raise LikelihoodError(f"option {k} is empty")
-    est = log_likelihoods(model, [(prompt, o) for o in options], **kw)
+    est = log_likelihoods(model, [(prompt, o) for o in options], suffixes=[suffix] * len(options) if suffix else None,
+                          **kw)
     scores = [e.value for e in est]
     return Choice(max(range(len(scores)), key=scores.__getitem__), scores, [e.stderr for e in est])
 

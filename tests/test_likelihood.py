@@ -185,3 +185,49 @@ def test_choose_rejects_empty_options(model):
         choose(model, [1], [[2], []])
     with pytest.raises(LikelihoodError, match="no options"):
         choose(model, [1], [])
+
+
+def test_suffix_stays_visible_and_is_never_masked(model):
+    prompt, suffix = [1, 2, 3], [20, 21, 22]
+
+    def hand(noised, masked, response, unconditional=False, s=0.0):
+        ctx = (lambda xs: [MASK] * len(xs)) if unconditional else (lambda xs: xs)
+        logits = model(torch.tensor([prompt + noised + suffix]))[0]
+        if s:
+            unc = model(torch.tensor([ctx(prompt) + noised + ctx(suffix)]))[0]
+            logits = unc + (s + 1) * (logits - unc)
+        logp = torch.log_softmax(logits, -1)
+        return sum(logp[len(prompt) + i, response[i]].item() for i in masked)
+
+    # One response token: Eq. 6 is exact, log p(r | prompt, suffix) from a single masked position.
+    est = log_likelihoods(model, [(prompt, [7])], suffixes=[suffix], mc_num=3)[0]
+    assert est.samples.tolist() == pytest.approx([hand([MASK], [0], [7])] * 3, rel=1e-9)
+    assert est.stderr == pytest.approx(0.0, abs=1e-12)
+
+    # Two tokens: every draw is one of the three (l, S) cases, weighted L / l; their mean is the closed form.
+    r = [7, 9]
+    first, second, both = 2 * hand([MASK, 9], [0], r), 2 * hand([7, MASK], [1], r), hand([MASK, MASK], [0, 1], r)
+    est = log_likelihoods(model, [(prompt, r)], suffixes=[suffix], mc_num=800,
+                          generator=torch.Generator().manual_seed(0))[0]
+    assert all(min(abs(v - c) for c in (first, second, both)) < 1e-9 for v in est.samples.tolist())
+    # l = 1 or 2 with probability 1/2 each; for l = 1 either position with probability 1/2
+    assert est.value == pytest.approx((first + second) / 4 + both / 2, abs=4 * est.stderr + 1e-9)
+
+    # Classifier-free guidance: the unconditional pass hides the suffix as well as the prompt.
+    est = log_likelihoods(model, [(prompt, [7])], suffixes=[suffix], mc_num=1, cfg_scale=1.5)[0]
+    assert est.value == pytest.approx(hand([MASK], [0], [7], unconditional=True, s=1.5), rel=1e-9)
+
+    # choose() with a suffix picks the option the model ranks highest in the gap.
+    logp = torch.log_softmax(model(torch.tensor([prompt + [MASK] + suffix]))[0, len(prompt)], -1)
+    options = [[int(t)] for t in logp.argsort()[:4]] + [[int(logp.argmax())]]
+    assert choose(model, prompt, options, suffix=suffix, mc_num=2).index == 4
+
+
+def test_suffix_errors(model):
+    with pytest.raises(LikelihoodError, match="suffix \\(40\\)"):
+        log_likelihoods(model, [([1] * 20, [2] * 10)], suffixes=[[3] * 40])
+    with pytest.raises(LikelihoodError, match="one \\(possibly empty\\) per pair"):
+        log_likelihoods(model, [([1], [2]), ([1], [3])], suffixes=[[4]])
+    ar = LLaDAModel(tiny_config(causal=True, max_sequence_length=32)).eval()
+    with pytest.raises(LikelihoodError, match="cannot condition on tokens after"):
+        log_likelihoods(ar, [([1], [2])], suffixes=[[3]])

@@ -7,6 +7,9 @@
 
 Each task is scored two ways: generation (the expected answer appears in the decoded response)
 and multiple choice (the option with the highest log-likelihood: Eq. 6 for diffusion, exact for AR).
+For infill the diffusion model scores log p(option | prefix, suffix), seeing both sides, and the AR
+model log p(option + suffix | prefix); an exact model ranks the options the same either way, and
+the first leaves Eq. 6 only the option's few tokens to mask, so its estimate is far less noisy.
 """
 
 from __future__ import annotations
@@ -127,14 +130,18 @@ def run_task(bundle: Any, task: str, setting: Setting, *, limit: int | None = No
         correct = 0
         g = torch.Generator().manual_seed(seed)
         for it in items:
+            suffix: list[int] = []
             if task == "infill":
                 prompt = _bos(tok) + _encode(tok, it["prefix"].rstrip())
-                suffix = _encode(tok, it["suffix"])
-                opts = [_encode(tok, " " + o) + suffix for o in it["options"]]
+                opts = [_encode(tok, " " + o) for o in it["options"]]
+                if causal:  # it cannot see the suffix, so it scores option + suffix
+                    opts = [o + _encode(tok, it["suffix"]) for o in opts]
+                else:
+                    suffix = _encode(tok, it["suffix"])
             else:
                 prompt = _chat_prompt(tok, it["prompt"])
                 opts = [_encode(tok, o) for o in it["options"]]
-            pick = choose(model, prompt, opts, mc_num=mc_num, batch_size=max(mc_num, 32),
+            pick = choose(model, prompt, opts, suffix=suffix, mc_num=mc_num, batch_size=max(mc_num, 32),
                           cfg_scale=setting.cfg_scale if not causal else 0.0, generator=g)
             correct += pick.index == it["label"]
         choice_acc = correct / len(items)
