@@ -131,6 +131,42 @@ def test_stream_states_show_every_step(bundle):
     assert [s["step"] for s in states] == list(range(8))
     assert [sum(s["masked"]) for s in states] == list(range(7, -1, -1))  # one token unmasked per step
     assert sorted(states[-1]["unmasked_at"]) == list(range(8))
+    tok = bundle.tokenizer
+    ids = generate(bundle.model, torch.tensor([_chat_ids(tok, body["messages"])]), steps=8, gen_length=8,
+                   block_length=8).responses[0].tolist()
+    assert states[-1]["pieces"] == [tok.decode([t]) for t in ids]
+    assert states[-1]["special"] == [t in tok.all_special_ids for t in ids]
+
+
+class EndsEarly(torch.nn.Module):
+    """The same model, but certain of end-of-text in the last `n` positions of every sequence."""
+
+    def __init__(self, model, n):
+        super().__init__()
+        self.inner, self.n, self.config = model, n, model.config
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    def forward(self, *a, **k):
+        logits = self.inner(*a, **k).clone()
+        logits[:, -self.n:, self.config.eos_token_id] += 100.0
+        return logits
+
+
+def test_stream_states_mark_end_tokens(bundle):
+    body = {"messages": [{"role": "user", "content": "the cat"}], "max_tokens": 8, "steps": 8, "block_length": 8,
+            "stream": True, "stream_states": True}
+    ends = SimpleNamespace(model=EndsEarly(bundle.model, 3), tokenizer=bundle.tokenizer)
+    with running(ends) as (url, _):
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
+            msgs = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    final = [m["llada_state"] for m in msgs if "llada_state" in m][-1]
+    assert final["special"] == [False] * 5 + [True] * 3
+    assert final["pieces"][5:] == [bundle.tokenizer.eos_token] * 3
+    text = "".join(m["choices"][0]["delta"].get("content") or "" for m in msgs if m.get("choices"))
+    assert text == "".join(final["pieces"][:5]).strip()  # the answer stops at the first end token
 
 
 def test_dynamic_batching_groups_concurrent_requests(bundle):
@@ -291,7 +327,8 @@ def test_chat_page_in_headless_chromium(bundle, tmp_path):
             assert len({c for c in counts if 0 < c < 8}) >= 3, counts
             spans = browser.find_elements(By.CSS_SELECTOR, "#log .turn:last-child .canvas span")
             assert len(spans) == 8
-            assert sorted(int(s.get_attribute("title").split()[1]) for s in spans) == list(range(8))
+            steps = [int(s.get_attribute("title").removeprefix("step ").split(":")[0]) for s in spans]
+            assert sorted(steps) == list(range(8))
             assert len({s.value_of_css_property("background-color") for s in spans}) == 8  # colour = step
             browser.save_screenshot(str(tmp_path / "chat.png"))
 

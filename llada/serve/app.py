@@ -106,6 +106,7 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
     max_prompt = cfg.max_prompt_tokens or mcfg.max_sequence_length - 1  # prompt + response checked later
     pad = tok.pad_token_id if tok.pad_token_id is not None else mcfg.eos_token_id
     stops = (mcfg.eos_token_id, mcfg.eot_token_id)
+    special_ids = set(tok.all_special_ids) | {t for t in stops if t is not None}
     batch_sizes: list[int] = []
 
     @asynccontextmanager
@@ -295,10 +296,12 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
                             delta = ""
                         extra = None
                         if req.stream_states:
-                            pieces = ["" if t == mcfg.mask_token_id else tok.decode([t], skip_special_tokens=True)
-                                      for t in tokens]
+                            masked = [t == mcfg.mask_token_id for t in tokens]
+                            special = [not m and t in special_ids for t, m in zip(tokens, masked, strict=True)]
+                            pieces = ["" if m else tok.decode([t], skip_special_tokens=False)
+                                      for t, m in zip(tokens, masked, strict=True)]
                             extra = {"llada_state": {"step": step, "pieces": pieces, "unmasked_at": unmasked_at,
-                                                     "masked": [t == mcfg.mask_token_id for t in tokens]}}
+                                                     "masked": masked, "special": special}}
                         if delta or extra:
                             yield chunk(delta, None, extra)
                     if kind == "done":
