@@ -35,29 +35,36 @@ def bundle():
     return SimpleNamespace(model=model, tokenizer=tok)
 
 
-class Slow(torch.nn.Module):
-    """The same model, `delay` seconds slower per forward (to make queues and timeouts observable)."""
+class Rigged(torch.nn.Module):
+    """The same model, `delay` seconds slower per forward (to make queues and timeouts observable) and, with
+    `ends` > 0, certain of end-of-text in the last `ends` positions of every sequence (uncached forward)."""
 
-    def __init__(self, model, delay):
+    def __init__(self, model, delay=0.0, ends=0):
         super().__init__()
-        self.inner, self.delay, self.config = model, delay, model.config
+        self.inner, self.delay, self.ends, self.config = model, delay, ends, model.config
 
     @property
     def device(self):
         return self.inner.device
 
+    def _rig(self, logits):
+        if self.ends:
+            logits = logits.clone()
+            logits[:, -self.ends:, self.config.eos_token_id] += 100.0
+        return logits
+
     def forward(self, *a, **k):
         time.sleep(self.delay)
-        return self.inner(*a, **k)
+        return self._rig(self.inner(*a, **k))
 
-    def forward_kv(self, *a, **k):
+    def forward_kv(self, *a, **k):  # the cached path is only slowed
         time.sleep(self.delay)
         return self.inner.forward_kv(*a, **k)
 
 
 @contextmanager
-def running(bundle, delay: float = 0.0, **config):
-    model = Slow(bundle.model, delay) if delay else bundle.model
+def running(bundle, delay: float = 0.0, ends: int = 0, **config):
+    model = Rigged(bundle.model, delay, ends) if delay or ends else bundle.model
     app = create_app(SimpleNamespace(model=model, tokenizer=bundle.tokenizer), ServeConfig(**config))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,28 +145,10 @@ def test_stream_states_show_every_step(bundle):
     assert states[-1]["special"] == [t in tok.all_special_ids for t in ids]
 
 
-class EndsEarly(torch.nn.Module):
-    """The same model, but certain of end-of-text in the last `n` positions of every sequence."""
-
-    def __init__(self, model, n):
-        super().__init__()
-        self.inner, self.n, self.config = model, n, model.config
-
-    @property
-    def device(self):
-        return self.inner.device
-
-    def forward(self, *a, **k):
-        logits = self.inner(*a, **k).clone()
-        logits[:, -self.n:, self.config.eos_token_id] += 100.0
-        return logits
-
-
 def test_stream_states_mark_end_tokens(bundle):
     body = {"messages": [{"role": "user", "content": "the cat"}], "max_tokens": 8, "steps": 8, "block_length": 8,
             "stream": True, "stream_states": True}
-    ends = SimpleNamespace(model=EndsEarly(bundle.model, 3), tokenizer=bundle.tokenizer)
-    with running(ends) as (url, _):
+    with running(bundle, ends=3) as (url, _):
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
             msgs = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
     final = [m["llada_state"] for m in msgs if "llada_state" in m][-1]
