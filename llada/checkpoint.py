@@ -126,7 +126,8 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
     seen: set[str] = set()
     for file_name, keys in _weight_files(root).items():
         file_path = root / file_name
-        with safe_open(file_path, framework="pt", device=str(device)) as f:
+        # safetensors names the CPU "cpu" only (accelerate's multi-process CPU device is "cpu:0")
+        with safe_open(file_path, framework="pt", device="cpu" if device.type == "cpu" else str(device)) as f:
             for key in keys:
                 name = key[len(KEY_PREFIX):] if key.startswith(KEY_PREFIX) else key
                 if name not in expected:

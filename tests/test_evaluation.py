@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,12 +123,64 @@ def test_end_to_end_tasks_of_every_kind(tmp_path, tasks_dir, monkeypatch):
     assert math.isfinite(bpb) and bpb > 0  # a bound on a random model's code length: positive
 
 
+def _lm_eval_samples(out: Path) -> dict[tuple[str, int], list]:
+    """(task, doc_id) -> the filtered responses that `lm-eval --log_samples` wrote under `out`."""
+    rows = {}
+    for f in out.rglob("samples_*.jsonl"):
+        task = f.name[len("samples_"):].rsplit("_", 1)[0]
+        for line in f.read_text().splitlines():
+            row = json.loads(line)
+            rows[task, row["doc_id"]] = row["filtered_resps"]
+    return rows
+
+
+def test_data_parallel_over_two_processes_matches_one(tmp_path, tasks_dir):
+    """torchrun with two CPU processes (gloo): each rank scores a share, rank 0 gathers the same results."""
+    model_dir = _save_model(tmp_path / "ar", causal=True)  # exact scores and greedy text: nothing random
+    tasks = ["llada_local_mc", "llada_local_gen", "llada_local_ppl"]
+    args = ["-m", "llada", "lm-eval", "--model", "llada", "--model_args", f"pretrained={model_dir}", "--device", "cpu",
+            "--tasks", ",".join(tasks), "--include_path", str(tasks_dir), "--batch_size", "2", "--log_samples"]
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *args, "--output_path", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args,
+                          "--output_path", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "rank 1" in two.stderr  # the second process took part
+    a, b = _lm_eval_samples(tmp_path / "one"), _lm_eval_samples(tmp_path / "two")
+    assert len(a) == 2 * len(QUESTIONS) + 2 and a.keys() == b.keys()  # mc, gen: 3 docs; ppl: 2
+    for key in a:
+        assert a[key] == b[key], key
+    ra = json.loads(next((tmp_path / "one").rglob("results_*.json")).read_text())["results"]
+    rb = json.loads(next((tmp_path / "two").rglob("results_*.json")).read_text())["results"]
+    assert ra == rb
+
+
 def test_unknown_model_args_are_refused(tmp_path):
     from llada.errors import UserError
     from llada.evaluation.harness import LLaDAEvalLM
 
     with pytest.raises(UserError, match="unknown --model_args stepz"):
         LLaDAEvalLM(str(_save_model(tmp_path / "m", causal=False)), device="cpu", stepz=3)
+
+
+def test_device_choice(tmp_path, capsys):
+    from llada.errors import UserError
+    from llada.evaluation.harness import LLaDAEvalLM, _check_device
+
+    assert _check_device(None) is None and _check_device("cpu") == "cpu"
+    with pytest.raises(UserError, match="not a torch device"):
+        _check_device("gpu0")
+    # lm-eval's command line passes device="cuda:0" unless told otherwise; where that GPU is absent the
+    # model goes where accelerate puts it, as with lm-eval's own HF model
+    absent = f"cuda:{torch.cuda.device_count()}"
+    assert _check_device(absent) is None and "is not present" in capsys.readouterr().err
+    lm = LLaDAEvalLM(str(_save_model(tmp_path / "m", causal=False)), device=absent)
+    assert lm.model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device; pass --device cpu"):
+            _check_device("cuda")
 
 
 # ------------------------------------------------------------------------------------- llada eval

@@ -1,7 +1,9 @@
 """lm-evaluation-harness adapter: the model `llada` (needs the `eval` extra).
 
     llada lm-eval --model llada --model_args pretrained=DIR,mc_num=128,steps=64 --tasks arc_easy
-    accelerate launch -m llada lm-eval --model llada --model_args pretrained=DIR --tasks ...   # data parallel
+    torchrun --nproc_per_node N -m llada lm-eval --model llada --model_args pretrained=DIR --tasks ...
+        # data parallel: each rank scores a share of the requests, rank 0 gathers and reports
+        # (`accelerate launch --multi_gpu --num_processes N -m llada lm-eval ...` on GPUs does the same)
 
 `llada lm-eval` is lm-eval's own command line with this model registered (lm-eval has no plugin
 discovery); from Python, `import llada.evaluation.harness` and then `lm_eval.simple_evaluate(model="llada")`.
@@ -17,6 +19,7 @@ discovery); from Python, `import llada.evaluation.harness` and then `lm_eval.sim
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -36,6 +39,24 @@ SAMPLER_KEYS = ("steps", "gen_length", "block_length", "remasking", "temperature
                 "factor", "cache", "logits_eos_inf", "confidence_eos_eot_inf", "early_exit")
 
 
+def _check_device(device: str | None) -> str | None:
+    """The device asked for, or None (accelerate's choice) for lm-eval's default "cuda:0" where that GPU is
+    absent, as lm-eval's own HF model does; plain "cuda" without CUDA is an error."""
+    if device is None:
+        return None
+    try:
+        d = torch.device(device)
+    except RuntimeError as e:
+        raise UserError(f"device {device!r} is not a torch device (cpu, cuda, cuda:N, mps)") from e
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        print(f"llada: device {device!r} is not present; using {'cuda' if torch.cuda.is_available() else 'cpu'}",
+              file=sys.stderr)
+        return None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but this torch has no CUDA device; pass --device cpu")
+    return device
+
+
 @register_model("llada")
 class LLaDAEvalLM(TemplateLM):
     """A llada model directory (ours or GSAI-ML/LLaDA-8B-*) as an lm-eval model."""
@@ -50,7 +71,9 @@ class LLaDAEvalLM(TemplateLM):
             raise UserError(f"unknown --model_args {', '.join(unknown)}; sampler options are {', '.join(SAMPLER_KEYS)}")
         import accelerate
 
-        self.accelerator = accelerate.Accelerator()
+        device = _check_device(device)
+        # cpu=True is what makes accelerate join a torchrun/accelerate-launch process group over gloo
+        self.accelerator = accelerate.Accelerator(cpu=device == "cpu" or not torch.cuda.is_available())
         self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         if device is None or self._world_size > 1:
             device = str(self.accelerator.device)
