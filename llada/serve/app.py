@@ -112,7 +112,7 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.batcher = Batcher(model, pad, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
-                                    on_batch=batch_sizes.append)
+                                    on_batch=lambda jobs: batch_sizes.append(len(jobs)))
         yield
         app.state.batcher.close()
 
@@ -332,7 +332,7 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "queued": app.state.batcher.queue.qsize() if app.state.batcher else 0}
+        return {"status": "ok", "queued": app.state.batcher.queued() if app.state.batcher else 0}
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:

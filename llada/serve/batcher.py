@@ -10,8 +10,8 @@ whose every request is cancelled stops at its next step.
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,53 +49,60 @@ class Job:
 
 
 class Batcher:
-    """Owns the model; `submit` enqueues a Job, the worker thread runs batches of compatible jobs."""
+    """Owns the model; `submit` enqueues a Job, the worker thread runs batches of compatible jobs.
+
+    The oldest waiting job always runs next, joined by the next-oldest jobs with the same options
+    (up to max_batch); the others keep their places. A job once accepted is never dropped.
+    """
 
     def __init__(self, model: Any, pad_id: int, *, max_batch: int = 8, max_queue: int = 64,
-                 on_batch: Callable[[int], None] | None = None) -> None:
-        self.model, self.pad_id, self.max_batch = model, pad_id, max_batch
-        self.queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
+                 on_batch: Callable[[list[Job]], None] | None = None) -> None:
+        self.model, self.pad_id, self.max_batch, self.max_queue = model, pad_id, max_batch, max_queue
+        self._waiting: deque[Job] = deque()
+        self._ready = threading.Condition()
         self.on_batch = on_batch
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="llada-batcher", daemon=True)
         self._thread.start()
 
     def submit(self, job: Job) -> None:
-        try:
-            self.queue.put_nowait(job)
-        except queue.Full:
-            raise QueueFull from None
+        with self._ready:
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull
+            self._waiting.append(job)
+            self._ready.notify()
+
+    def queued(self) -> int:
+        """Jobs waiting to run (cancelled ones included until the worker passes them)."""
+        return len(self._waiting)
 
     def close(self) -> None:
         self._stop.set()
+        with self._ready:
+            self._ready.notify_all()
         self._thread.join(timeout=5)
 
     # ---------------------------------------------------------------------------- worker
     def _take(self) -> list[Job]:
-        """The oldest live job and up to max_batch - 1 more with the same options; the others go back."""
-        while not self._stop.is_set():
-            try:
-                first = self.queue.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            if first.cancelled.is_set():
-                continue
-            batch, rest = [first], []
-            while len(batch) < self.max_batch:
-                try:
-                    job = self.queue.get_nowait()
-                except queue.Empty:
+        """The oldest live job and up to max_batch - 1 of the next oldest with the same options."""
+        with self._ready:
+            while True:
+                while self._waiting and self._waiting[0].cancelled.is_set():
+                    self._waiting.popleft()
+                if self._stop.is_set():
+                    return []
+                if self._waiting:
                     break
+                self._ready.wait(timeout=0.5)
+            first = self._waiting.popleft()
+            batch, keep = [first], deque()
+            while self._waiting:
+                job = self._waiting.popleft()
                 if job.cancelled.is_set():
                     continue
-                (batch if job.key() == first.key() else rest).append(job)
-            for job in rest:  # keeps their relative order behind newer arrivals; fine for a FIFO-ish server
-                try:
-                    self.queue.put_nowait(job)
-                except queue.Full:
-                    job.emit("error", "the server is overloaded; retry later")
+                (batch if len(batch) < self.max_batch and job.key() == first.key() else keep).append(job)
+            self._waiting = keep
             return batch
-        return []
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -105,7 +112,7 @@ class Batcher:
 
     def _run_batch(self, batch: list[Job]) -> None:
         if self.on_batch is not None:
-            self.on_batch(len(batch))
+            self.on_batch(batch)
         ids, mask = left_pad([j.prompt for j in batch], self.pad_id)
         P = ids.shape[1]
 
