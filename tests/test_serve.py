@@ -168,12 +168,29 @@ def test_dynamic_batching_groups_concurrent_requests(bundle):
         assert max(app.state.batch_sizes) > 1
 
 
+def test_seeded_sampling_is_reproducible_under_load(bundle):
+    tok = bundle.tokenizer
+    seeded = {"prompt": "the cat", "max_tokens": 8, "steps": 8, "block_length": 8, "temperature": 1.0,
+              "remasking": "random", "seed": 11}
+    prompt_ids = [tok.bos_token_id] + tok("the cat", add_special_tokens=False)["input_ids"]
+    want = _reference(bundle, prompt_ids, steps=8, gen_length=8, block_length=8, temperature=1.0,
+                      remasking="random", generator=torch.Generator().manual_seed(11))
+    others = {**seeded, "seed": None}
+    with running(bundle, delay=0.02, max_batch=8) as (url, _):
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            bodies = [seeded, others, others, seeded, others, seeded]
+            rs = list(pool.map(lambda b: httpx.post(url + "/v1/completions", json=b, timeout=60), bodies))
+    assert all(r.status_code == 200 for r in rs)
+    assert [r.json()["choices"][0]["text"] for r, b in zip(rs, bodies, strict=True) if b["seed"]] == [want] * 3
+
+
 @pytest.mark.parametrize("body,status,needle", [
     (b"{not json", 400, "not valid JSON"),
     (json.dumps({"prompt": "hi", "stepz": 3}).encode(), 422, "stepz"),
     (json.dumps({"prompt": "hi", "steps": 0}).encode(), 422, "steps"),
     (json.dumps({"prompt": "hi", "threshold": 2}).encode(), 422, "threshold"),
     (json.dumps({"prompt": "hi", "remasking": "loudest"}).encode(), 422, "remasking"),
+    (json.dumps({"prompt": "hi", "seed": -1}).encode(), 422, "seed"),
     (json.dumps({"prompt": "hi", "max_tokens": 10_000}).encode(), 400, "max_tokens"),
     (json.dumps({"prompt": "cat " * 400}).encode(), 400, "limit"),
     (json.dumps({"prompt": "x" * 3000}).encode(), 413, "exceeds"),

@@ -5,7 +5,8 @@
 Routes: GET / (the chat page), GET /health, GET /v1/models, POST /v1/completions,
 POST /v1/chat/completions (both with "stream": true for server-sent events). Sampler options are
 extra request fields: steps, block_length, remasking, cfg_scale, threshold, factor, cache,
-temperature; "stream_states": true adds each intermediate canvas to the stream (the page uses it).
+temperature; "seed" makes a sampled answer reproducible (the request then runs in a batch of its own);
+"stream_states": true adds each intermediate canvas to the stream (the page uses it).
 Errors are OpenAI-shaped JSON with a 4xx status: 400 bad value, 401 key, 408 timeout, 413 body too
 large, 422 unknown or out-of-range field, 429 queue full.
 """
@@ -62,7 +63,7 @@ class _Request(BaseModel):
     stream_options: dict[str, Any] | None = None
     n: int = Field(1, ge=1, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)  # reproducible sampling (temperature > 0, random remasking)
     user: str | None = None
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)  # accepted for compatibility; not used
@@ -190,8 +191,8 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
             out.append(t)
         return out
 
-    async def _submit(prompt_ids: list[int], opts: dict[str, Any], want_states: bool) -> Job:
-        job = Job(prompt_ids, opts, asyncio.get_running_loop(), want_states=want_states)
+    async def _submit(prompt_ids: list[int], opts: dict[str, Any], want_states: bool, seed: int | None) -> Job:
+        job = Job(prompt_ids, opts, asyncio.get_running_loop(), want_states=want_states, seed=seed)
         try:
             app.state.batcher.submit(job)
         except QueueFull:
@@ -228,7 +229,7 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
         opts = _options(req, len(prompt_ids))
         stop_texts = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         deadline = time.monotonic() + cfg.timeout_s
-        job = await _submit(prompt_ids, opts, want_states=req.stream)
+        job = await _submit(prompt_ids, opts, want_states=req.stream, seed=req.seed)
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         name = req.model or cfg.model_name

@@ -2,7 +2,8 @@
 
 Requests whose sampler options agree (steps, gen_length, block_length, remasking, ...) are run
 together in one batched `generate` call, prompts left padded; each request gets its own row's
-intermediate states (for streaming) and final tokens. A full queue refuses at once (the server
+intermediate states (for streaming) and final tokens. A request with a seed runs in a batch of its own
+with its own random generator, so its sample is the same whatever else the server is doing. A full queue refuses at once (the server
 answers 429); a cancelled request (timeout, client gone) is dropped before it runs, and a batch
 whose every request is cancelled stops at its next step.
 """
@@ -39,10 +40,12 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     want_states: bool = False
+    seed: int | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def key(self) -> tuple:
-        return tuple(sorted(self.options.items()))
+        # A seeded job runs alone: its noise must not depend on which other requests share the batch.
+        return tuple(sorted(self.options.items())) + (() if self.seed is None else (("job", id(self)),))
 
     def emit(self, kind: str, payload: Any) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, payload))
@@ -125,7 +128,9 @@ class Batcher:
 
         try:
             with torch.no_grad():
-                out = generate(self.model, ids, mask, callback=callback, **batch[0].options)
+                seed = batch[0].seed
+                generator = None if seed is None else torch.Generator().manual_seed(seed)
+                out = generate(self.model, ids, mask, callback=callback, generator=generator, **batch[0].options)
         except _Cancelled:
             return
         except Exception as e:  # noqa: BLE001 - reported to each request, the worker lives on
