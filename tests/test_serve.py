@@ -122,6 +122,14 @@ def test_openai_client_completions_and_chat(bundle):
                                            extra_body={"steps": 8, "block_length": 4})
         assert "".join(ch.choices[0].text for ch in stream) == want
 
+        # stream_options.include_usage: a last chunk with no choices and the token counts
+        chunks = list(client.chat.completions.create(model="llada", messages=messages, max_tokens=8, stream=True,
+                                                     stream_options={"include_usage": True},
+                                                     extra_body={"steps": 8, "block_length": 4}))
+        assert chunks[-1].choices == [] and all(ch.usage is None for ch in chunks[:-1])
+        assert chunks[-1].usage.prompt_tokens == len(_chat_ids(tok, messages))
+        assert chunks[-1].usage.completion_tokens == len(tok(want_chat, add_special_tokens=False)["input_ids"])
+
 
 def test_stream_states_show_every_step(bundle):
     body = {"messages": [{"role": "user", "content": "the cat"}], "max_tokens": 8, "steps": 8, "block_length": 8,
@@ -191,6 +199,7 @@ def test_seeded_sampling_is_reproducible_under_load(bundle):
     (json.dumps({"prompt": "hi", "threshold": 2}).encode(), 422, "threshold"),
     (json.dumps({"prompt": "hi", "remasking": "loudest"}).encode(), 422, "remasking"),
     (json.dumps({"prompt": "hi", "seed": -1}).encode(), 422, "seed"),
+    (json.dumps({"prompt": "hi", "top_p": 0.9}).encode(), 422, "nucleus"),
     (json.dumps({"prompt": "hi", "max_tokens": 10_000}).encode(), 400, "max_tokens"),
     (json.dumps({"prompt": "cat " * 400}).encode(), 400, "limit"),
     (json.dumps({"prompt": "x" * 3000}).encode(), 413, "exceeds"),

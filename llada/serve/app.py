@@ -66,7 +66,7 @@ class _Request(BaseModel):
     seed: int | None = Field(None, ge=0, lt=2**63)  # reproducible sampling (temperature > 0, random remasking)
     user: str | None = None
     temperature: float = Field(0.0, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)  # accepted for compatibility; not used
+    top_p: float | None = Field(None, gt=0.0, le=1.0)  # only 1 (no nucleus sampling): see _options
     # llada sampler options
     steps: int | None = Field(None, ge=1, le=4096)
     block_length: int | None = Field(None, ge=1)
@@ -153,6 +153,9 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
             raise HTTPException(422, problems) from None
 
     def _options(req: _Request, prompt_len: int) -> dict[str, Any]:
+        if req.top_p is not None and req.top_p < 1:
+            raise HTTPException(422, f"top_p: {req.top_p} asks for nucleus sampling, which the diffusion sampler "
+                                     "does not do; leave it out (or 1) and use temperature")
         if req.remasking not in REMASKING:
             raise HTTPException(422, f"remasking: {req.remasking!r} is not one of {', '.join(REMASKING)}")
         if prompt_len > max_prompt:
@@ -234,6 +237,10 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
         created = int(time.time())
         name = req.model or cfg.model_name
 
+        def _usage(text: str) -> dict[str, int]:
+            done = len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
+            return {"prompt_tokens": len(prompt_ids), "completion_tokens": done, "total_tokens": len(prompt_ids) + done}
+
         def chunk(delta: str | None, reason: str | None, extra: dict | None = None) -> str:
             if chat:
                 d = {} if delta is None else {"content": delta}
@@ -259,8 +266,7 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
                 job.cancelled.set()
             ids, forwards = payload
             text, reason = _finish(ids, stop_texts)
-            usage = {"prompt_tokens": len(prompt_ids), "completion_tokens": len(tok(text)["input_ids"]) if text else 0}
-            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            usage = _usage(text)
             choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
                       if chat else {"index": 0, "text": text, "finish_reason": reason, "logprobs": None})
             return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
@@ -309,6 +315,10 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
                         text, reason = _finish(payload[0], stop_texts)
                         rest = text[len(sent):] if text.startswith(sent) else ""
                         yield chunk(rest, reason)
+                        if (req.stream_options or {}).get("include_usage"):  # OpenAI's last chunk: usage only
+                            usage = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+                                     "created": created, "model": name, "choices": [], "usage": _usage(text)}
+                            yield f"data: {json.dumps(usage)}\n\n"
                         yield "data: [DONE]\n\n"
                         return
             finally:
