@@ -30,32 +30,38 @@ def bundle():
     tok = train_tokenizer(TEXTS, vocab_size=300)
     torch.manual_seed(0)
     model = LLaDAModel(preset("debug", **config_ids(tok))).eval()
-    with torch.no_grad():
-        model.transformer.ff_out.weight.mul_(10)
+    with torch.no_grad():  # larger weights than the default init, so that answers depend on the prompt
+        for w in model.parameters():
+            if w.dim() == 2:
+                w.normal_(0, 0.2)
     return SimpleNamespace(model=model, tokenizer=tok)
 
 
 class Rigged(torch.nn.Module):
-    """The same model, `delay` seconds slower per forward (to make queues and timeouts observable) and, with
-    `ends` > 0, certain of end-of-text in the last `ends` positions of every sequence (uncached forward)."""
+    """The same model, `delay` seconds slower per forward (to make queues and timeouts observable) and
+    certain of the token `tail[i]` at the i-th of the last len(tail) positions of every sequence
+    (uncached forward; None leaves a position to the model)."""
 
-    def __init__(self, model, delay=0.0, ends=0):
+    def __init__(self, model, delay=0.0, tail=()):
         super().__init__()
-        self.inner, self.delay, self.ends, self.config = model, delay, ends, model.config
+        self.inner, self.delay, self.tail, self.config = model, delay, list(tail), model.config
 
     @property
     def device(self):
         return self.inner.device
 
     def _rig(self, logits):
-        if self.ends:
+        if self.tail:
             logits = logits.clone()
-            logits[:, -self.ends:, self.config.eos_token_id] += 100.0
+            for i, token in enumerate(self.tail):
+                if token is not None:
+                    logits[:, i - len(self.tail), token] += 100.0
         return logits
 
-    def forward(self, *a, **k):
+    def forward(self, *a, output_positions=None, **k):
         time.sleep(self.delay)
-        return self._rig(self.inner(*a, **k))
+        logits = self._rig(self.inner(*a, **k))
+        return logits if output_positions is None else logits[:, output_positions]
 
     def forward_kv(self, *a, **k):  # the cached path is only slowed
         time.sleep(self.delay)
@@ -63,8 +69,8 @@ class Rigged(torch.nn.Module):
 
 
 @contextmanager
-def running(bundle, delay: float = 0.0, ends: int = 0, **config):
-    model = Rigged(bundle.model, delay, ends) if delay or ends else bundle.model
+def running(bundle, delay: float = 0.0, tail=(), **config):
+    model = Rigged(bundle.model, delay, tail) if delay or tail else bundle.model
     app = create_app(SimpleNamespace(model=model, tokenizer=bundle.tokenizer), ServeConfig(**config))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,7 +92,7 @@ def _reference(bundle, prompt_ids, **opts) -> str:
     ids = out.responses[0].tolist()
     stops = {bundle.model.config.eos_token_id, bundle.model.config.eot_token_id}
     ids = ids[: next((i for i, t in enumerate(ids) if t in stops), len(ids))]
-    return bundle.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return bundle.tokenizer.decode(ids, skip_special_tokens=True).lstrip()
 
 
 def _chat_ids(tok, messages):
@@ -156,7 +162,7 @@ def test_stream_states_show_every_step(bundle):
 def test_stream_states_mark_end_tokens(bundle):
     body = {"messages": [{"role": "user", "content": "the cat"}], "max_tokens": 8, "steps": 8, "block_length": 8,
             "stream": True, "stream_states": True}
-    with running(bundle, ends=3) as (url, _):
+    with running(bundle, tail=[bundle.tokenizer.eos_token_id] * 3) as (url, _):
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
             msgs = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
     final = [m["llada_state"] for m in msgs if "llada_state" in m][-1]
@@ -164,6 +170,37 @@ def test_stream_states_mark_end_tokens(bundle):
     assert final["pieces"][5:] == [bundle.tokenizer.eos_token] * 3
     text = "".join(m["choices"][0]["delta"].get("content") or "" for m in msgs if m.get("choices"))
     assert text == "".join(final["pieces"][:5]).strip()  # the answer stops at the first end token
+
+
+def test_stream_never_sends_what_it_would_take_back(bundle):
+    """Left-to-right (block_length 1) through a two-byte character and towards a stop string: no chunk
+    carries half a character or the start of a stop string, and the stream adds up to the plain answer."""
+    tok = bundle.tokenizer
+    say = tok(" café olé", add_special_tokens=False)["input_ids"]
+    assert len(say) > len(" café olé".split()) + 2  # the accented letters are split across tokens
+    n = len(say) + 1
+    body = {"messages": [{"role": "user", "content": "the cat"}], "max_tokens": n, "steps": n, "block_length": 1}
+    with running(bundle, tail=say + [tok.eos_token_id]) as (url, _):
+        for stop, want in [(None, "café olé"), (["lé"], "café o"), (["é o"], "caf")]:
+            plain = httpx.post(url + "/v1/chat/completions", json={**body, "stop": stop}, timeout=30).json()
+            assert "choices" in plain, plain
+            assert plain["choices"][0]["message"]["content"] == want
+            with httpx.stream("POST", url + "/v1/chat/completions", json={**body, "stop": stop, "stream": True},
+                              timeout=30) as r:
+                msgs = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+            deltas = [m["choices"][0]["delta"].get("content") or "" for m in msgs]
+            assert "".join(deltas) == want and not any("\ufffd" in d for d in deltas)
+            assert len([d for d in deltas if d]) >= 3  # it did stream, piece by piece
+
+
+def test_sendable_prefix():
+    from llada.serve.app import _sendable
+
+    assert _sendable("caf\ufffd", []) == "caf"
+    assert _sendable("a\ufffdb", []) == "a\ufffdb"  # an invalid byte inside the text is final
+    assert _sendable("abc#", ["###"]) == "abc" and _sendable("abc##", ["###"]) == "abc"
+    assert _sendable("abc###def", ["###"]) == "abc" and _sendable("a#b", ["###"]) == "a#b"
+    assert _sendable("end.", ["\n\n", "."]) == "end"
 
 
 def test_dynamic_batching_groups_concurrent_requests(bundle):
@@ -174,6 +211,21 @@ def test_dynamic_batching_groups_concurrent_requests(bundle):
         assert all(r.status_code == 200 for r in rs)
         assert len({r.json()["choices"][0]["text"] for r in rs}) == 1  # same prompt, same answer in any batch
         assert max(app.state.batch_sizes) > 1
+
+
+def test_batched_requests_get_the_answers_they_would_get_alone(bundle):
+    """Different prompts (and lengths) batched together: each answer equals the sampler run on that prompt alone."""
+    tok = bundle.tokenizer
+    prompts = ["the cat", "what is two plus two", "a dog ran to the park", "four"]
+    opts = {"max_tokens": 8, "steps": 8, "block_length": 4}
+    with running(bundle, delay=0.05, max_batch=8) as (url, app):
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            rs = list(pool.map(lambda p: httpx.post(url + "/v1/completions", json={"prompt": p, **opts}, timeout=60),
+                               prompts * 2))
+        assert max(app.state.batch_sizes) > 1
+    for p, r in zip(prompts * 2, rs, strict=True):
+        ids = [tok.bos_token_id] + tok(p, add_special_tokens=False)["input_ids"]
+        assert r.json()["choices"][0]["text"] == _reference(bundle, ids, steps=8, gen_length=8, block_length=4), p
 
 
 def test_seeded_sampling_is_reproducible_under_load(bundle):

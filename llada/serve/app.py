@@ -94,6 +94,18 @@ class ChatRequest(_Request):
     messages: list[Message] = Field(min_length=1)
 
 
+def _sendable(text: str, stop_texts: list[str]) -> str:
+    """The part of a partial answer that can be streamed now and never changes later: not an
+    incomplete UTF-8 character at the end (it decodes as U+FFFD until its next byte arrives), nothing
+    from a stop string on, and not an end that could still become a stop string."""
+    for stop in stop_texts:
+        if stop and stop in text:
+            text = text[: text.index(stop)]
+    text = text.rstrip("\ufffd")
+    hold = max((k for stop in stop_texts for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
+    return text[: len(text) - hold]
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status)
 
@@ -183,7 +195,7 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
         for s in stop_texts:
             if s and s in text:
                 text, reason = text.split(s)[0], "stop"
-        return text.strip(), reason
+        return text.lstrip(), reason  # trailing whitespace stays: a stream cannot take back what it sent
 
     def _settled_prefix(tokens: list[int]) -> list[int]:
         """The response tokens already final: up to the first mask, or the first stop token."""
@@ -295,12 +307,11 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
                         for i, moved in enumerate(transferred):
                             if moved:
                                 unmasked_at[i] = step
-                        text = tok.decode(_settled_prefix(tokens), skip_special_tokens=True).lstrip()
-                        delta = text[len(sent):] if text.startswith(sent) else ""
-                        if delta and not any(s and s in text for s in stop_texts):
-                            sent = text
-                        else:
-                            delta = ""
+                        text = _sendable(tok.decode(_settled_prefix(tokens), skip_special_tokens=True).lstrip(),
+                                         stop_texts)
+                        delta = ""
+                        if text.startswith(sent) and len(text) > len(sent):
+                            delta, sent = text[len(sent):], text
                         extra = None
                         if req.stream_states:
                             masked = [t == mcfg.mask_token_id for t in tokens]
