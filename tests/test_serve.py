@@ -155,7 +155,7 @@ def test_stream_states_show_every_step(bundle):
     tok = bundle.tokenizer
     ids = generate(bundle.model, torch.tensor([_chat_ids(tok, body["messages"])]), steps=8, gen_length=8,
                    block_length=8).responses[0].tolist()
-    assert states[-1]["pieces"] == [tok.decode([t]) for t in ids]
+    assert "".join(states[-1]["pieces"]) == tok.decode(ids)
     assert states[-1]["special"] == [t in tok.all_special_ids for t in ids]
 
 

@@ -74,13 +74,51 @@ def generate_ids(model: LLaDAModel, tokenizer: Any, prompts: Any, *, chat: bool 
     return generate(model, ids, mask, **options)
 
 
+def token_pieces(tokenizer: Any, ids: list[int], hidden: list[bool], special: set[int] = frozenset()) -> list[str]:
+    """The text each token adds to a partly masked canvas (hidden positions give "").
+
+    Token i's piece is the text of tokens j..i less the text of j..i-1, where j is a character
+    boundary one whole token or more back: so a character whose UTF-8 bytes span several tokens
+    belongs to the token that completes it (the ones before show "" where alone they would decode
+    as U+FFFD), and a tokenizer that drops a leading space when decoding a lone word piece still
+    gets its spaces. Tokens in `special` show their names and, like masks, start a new run. Bytes
+    of a character cut short by a mask wait (""); cut short by a special token or the end of the
+    canvas they can no longer complete and show as U+FFFD, as the decoded answer has them.
+    """
+    def text(a: int, b: int) -> str:
+        return tokenizer.decode(ids[a:b], skip_special_tokens=False) if b > a else ""
+
+    pieces: list[str] = []
+    bounds = [0]  # the last two positions in this run before which every character is complete
+    tail = ""  # U+FFFD held back at the end of the run so far: bytes of a character not yet whole
+    for i, (t, h) in enumerate(zip(ids, hidden, strict=True)):
+        if h or t in special:
+            if tail and not h:  # a special token ends the run: those bytes will never complete
+                pieces[-1] += tail
+            pieces.append("" if h else text(i, i + 1))
+            bounds, tail = [i + 1], ""
+            continue
+        j = bounds[0]
+        if i - j > 8:  # a long run of invalid bytes: a bounded window
+            j = i - 4
+        raw = text(j, i + 1)
+        longer, shorter = raw.rstrip("\ufffd"), text(j, i).rstrip("\ufffd")
+        pieces.append(longer[len(shorter):] if longer.startswith(shorter) else text(i, i + 1).rstrip("\ufffd"))
+        tail = raw[len(longer):]
+        if not tail:
+            bounds = [bounds[-1], i + 1]
+    if tail:  # nothing follows: the bytes are as they will stay
+        pieces[-1] += tail
+    return pieces
+
+
 def render_canvas(tokenizer: Any, state: StepState, row: int = 0, mask_text: str = "░") -> str:
     """The response part of a canvas as text, masks drawn as `mask_text`."""
     mask_id = tokenizer.convert_tokens_to_ids("<|mdm_mask|>")
-    pieces = []
-    for i in state.canvas[row, state.prompt_length:].tolist():
-        pieces.append(mask_text if i == mask_id else tokenizer.decode([i], skip_special_tokens=False))
-    return "".join(pieces)
+    ids = state.canvas[row, state.prompt_length:].tolist()
+    hidden = [i == mask_id for i in ids]
+    pieces = token_pieces(tokenizer, ids, hidden, set(tokenizer.all_special_ids))
+    return "".join(mask_text if h else p for p, h in zip(pieces, hidden, strict=True))
 
 
 def stream_text(model: LLaDAModel, tokenizer: Any, prompt: str | list[dict[str, str]], *, chat: bool = True,

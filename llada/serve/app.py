@@ -32,7 +32,7 @@ from llada.errors import GenerationError
 from llada.sampling.core import validate
 from llada.sampling.remasking import REMASKING
 from llada.sampling.schedule import fit_blocks
-from llada.sampling.text import cut_at_stop
+from llada.sampling.text import cut_at_stop, token_pieces
 from llada.serve.batcher import Batcher, Job, QueueFull
 
 
@@ -316,8 +316,7 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
                         if req.stream_states:
                             masked = [t == mcfg.mask_token_id for t in tokens]
                             special = [not m and t in special_ids for t, m in zip(tokens, masked, strict=True)]
-                            pieces = ["" if m else tok.decode([t], skip_special_tokens=False)
-                                      for t, m in zip(tokens, masked, strict=True)]
+                            pieces = token_pieces(tok, tokens, masked, special_ids)
                             extra = {"llada_state": {"step": step, "pieces": pieces, "unmasked_at": unmasked_at,
                                                      "masked": masked, "special": special}}
                         if delta or extra:
