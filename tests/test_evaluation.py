@@ -257,7 +257,7 @@ def test_llada_eval_command_line(world_models, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_generate_until_in_batches_matches_one_prompt_at_a_time(tmp_path, causal):
+def test_generate_until_in_batches_matches_one_prompt_at_a_time(tmp_path, causal, capsys):
     from lm_eval.api.instance import Instance
 
     from llada.evaluation.harness import LLaDAEvalLM
@@ -290,3 +290,9 @@ def test_generate_until_in_batches_matches_one_prompt_at_a_time(tmp_path, causal
         want.append(tok.decode(ids, skip_special_tokens=True).strip().split("\n\n")[0])
     assert got == want
     assert len(set(want)) >= 4  # the answers differ, so a mix-up between rows would show
+
+    # do_sample=False means greedy whatever the temperature (as in transformers); top_k is named as ignored
+    greedy = Instance("generate_until", {}, ("the cat", {"until": ["\n\n"], "max_gen_toks": 8, "do_sample": False,
+                                                         "temperature": 0.7, "top_k": 5}), 0)
+    assert lm.generate_until([greedy], disable_tqdm=True) == want[:1]
+    assert "top_k have no meaning" in capsys.readouterr().err

@@ -88,6 +88,7 @@ class LLaDAEvalLM(TemplateLM):
         self.sampler = {"steps": 64, "gen_length": 64, "block_length": 32, **sampler}
         self.generator = torch.Generator().manual_seed(seed + self._rank)
         self.stop_ids = (self.model.config.eos_token_id, self.model.config.eot_token_id)
+        self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ lm-eval plumbing
     @property
@@ -208,6 +209,13 @@ class LLaDAEvalLM(TemplateLM):
             options["gen_length"] = int(gen_kwargs.pop("max_gen_toks"))
         if "temperature" in gen_kwargs:
             options["temperature"] = float(gen_kwargs.pop("temperature"))
+        if gen_kwargs.pop("do_sample", None) is False:  # as in transformers: greedy whatever the temperature
+            options["temperature"] = 0.0
+        ignored = sorted(set(gen_kwargs) - self._warned)
+        if ignored:
+            self._warned.update(ignored)
+            print(f"llada: generation kwargs {', '.join(ignored)} have no meaning for this sampler and are ignored "
+                  f"(it takes until, max_gen_toks, temperature, do_sample; the rest via --model_args)", file=sys.stderr)
         options["gen_length"], options["block_length"], options["steps"] = fit_blocks(
             int(options["gen_length"]), int(options["block_length"]), int(options["steps"]))
         return options, until
