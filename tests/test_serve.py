@@ -181,7 +181,7 @@ def test_stream_never_sends_what_it_would_take_back(bundle):
     n = len(say) + 1
     body = {"messages": [{"role": "user", "content": "the cat"}], "max_tokens": n, "steps": n, "block_length": 1}
     with running(bundle, tail=say + [tok.eos_token_id]) as (url, _):
-        for stop, want in [(None, "café olé"), (["lé"], "café o"), (["é o"], "caf")]:
+        for stop, want in [(None, "café olé"), (["lé"], "café o"), (["é o"], "caf"), ([" c"], "")]:
             plain = httpx.post(url + "/v1/chat/completions", json={**body, "stop": stop}, timeout=30).json()
             assert "choices" in plain, plain
             assert plain["choices"][0]["message"]["content"] == want
@@ -190,7 +190,7 @@ def test_stream_never_sends_what_it_would_take_back(bundle):
                 msgs = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
             deltas = [m["choices"][0]["delta"].get("content") or "" for m in msgs]
             assert "".join(deltas) == want and not any("\ufffd" in d for d in deltas)
-            assert len([d for d in deltas if d]) >= 3  # it did stream, piece by piece
+            assert len([d for d in deltas if d]) >= min(3, len(want))  # it did stream, piece by piece
 
 
 def test_sendable_prefix():

@@ -307,8 +307,9 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
                         for i, moved in enumerate(transferred):
                             if moved:
                                 unmasked_at[i] = step
-                        text = _sendable(tok.decode(_settled_prefix(tokens), skip_special_tokens=True).lstrip(),
-                                         stop_texts)
+                        # the same order as _finish: cut at stop strings, then drop leading whitespace
+                        text = _sendable(tok.decode(_settled_prefix(tokens), skip_special_tokens=True),
+                                         stop_texts).lstrip()
                         delta = ""
                         if text.startswith(sent) and len(text) > len(sent):
                             delta, sent = text[len(sent):], text
