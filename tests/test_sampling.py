@@ -247,3 +247,10 @@ def test_token_pieces_keep_characters_and_spaces_whole():
     m = sp.convert_tokens_to_ids("<m>")
     pieces = token_pieces(sp, ids[:2] + [m] + ids[2:], [False] * (len(ids) + 1), special={m})
     assert pieces[2] == "<m>" and "".join(pieces[:2]) == sp.decode(ids[:2])
+
+
+def test_cut_at_stop_texts_takes_the_earliest():
+    from llada.sampling.text import cut_at_stop_texts
+
+    assert cut_at_stop_texts("a. b\n\nc", ["\n\n", "."]) == ("a", True)
+    assert cut_at_stop_texts("abc", ["", "x"]) == ("abc", False)

@@ -34,7 +34,7 @@ from llada.likelihood import is_greedy, log_likelihoods
 from llada.sampling import generate
 from llada.sampling.autoregressive import generate_autoregressive
 from llada.sampling.schedule import fit_blocks
-from llada.sampling.text import decode_response, left_pad
+from llada.sampling.text import cut_at_stop_texts, decode_response, left_pad
 
 SAMPLER_KEYS = ("steps", "gen_length", "block_length", "remasking", "temperature", "cfg_scale", "threshold",
                 "factor", "cache", "logits_eos_inf", "confidence_eos_eot_inf", "early_exit")
@@ -176,10 +176,11 @@ class LLaDAEvalLM(TemplateLM):
         out: list[str] = [""] * len(requests)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
         bar = tqdm(total=len(requests), desc="llada generate", disable=disable_tqdm or self._rank != 0)
+        step = max(1, self.batch_size)
         for members in groups.values():
             options = plans[members[0]][0]
-            for lo in range(0, len(members), max(1, self.batch_size)):
-                chunk = members[lo: lo + max(1, self.batch_size)]
+            for lo in range(0, len(members), step):
+                chunk = members[lo: lo + step]
                 rows = [self.tok_encode(requests[i].args[0])[-(self.max_length - options["gen_length"]):]
                         or [self.prefix_token_id] for i in chunk]
                 x, mask = left_pad(rows, pad)
@@ -191,9 +192,7 @@ class LLaDAEvalLM(TemplateLM):
                     res = generate(self.model, x, mask, generator=self.generator, **options)
                 for row, i in enumerate(chunk):
                     text = decode_response(self.tokenizer, res.responses[row], self.stop_ids)
-                    for stop in plans[i][1]:
-                        text = text.split(stop)[0] if stop else text
-                    out[i] = text
+                    out[i] = text = cut_at_stop_texts(text, plans[i][1])[0]
                     self.cache_hook.add_partial("generate_until", requests[i].args, text)
                 bar.update(len(chunk))
         bar.close()

@@ -54,6 +54,12 @@ def cut_at_stop(ids: list[int], stop_ids: tuple[int | None, ...]) -> tuple[list[
     return ids, False
 
 
+def cut_at_stop_texts(text: str, stops: list[str]) -> tuple[str, bool]:
+    """`text` up to the earliest of the stop strings (empty ones ignored), and whether one was found."""
+    cut = min((text.index(s) for s in stops if s and s in text), default=None)
+    return (text, False) if cut is None else (text[:cut], True)
+
+
 def decode_response(tokenizer: Any, ids: torch.Tensor | list[int], stop_ids: tuple[int | None, ...]) -> str:
     """Text of a response row up to its first EOS / end-of-turn token."""
     ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
@@ -89,24 +95,25 @@ def token_pieces(tokenizer: Any, ids: list[int], hidden: list[bool], special: se
         return tokenizer.decode(ids[a:b], skip_special_tokens=False) if b > a else ""
 
     pieces: list[str] = []
-    bounds = [0]  # the last two positions in this run before which every character is complete
+    start = last = 0  # the last two positions of this run before which every character is complete
+    prev = (0, "")  # (window start, text) of the previous token's window: this token's shorter text
     tail = ""  # U+FFFD held back at the end of the run so far: bytes of a character not yet whole
     for i, (t, h) in enumerate(zip(ids, hidden, strict=True)):
         if h or t in special:
             if tail and not h:  # a special token ends the run: those bytes will never complete
                 pieces[-1] += tail
             pieces.append("" if h else text(i, i + 1))
-            bounds, tail = [i + 1], ""
+            start = last = i + 1
+            tail = ""
             continue
-        j = bounds[0]
-        if i - j > 8:  # a long run of invalid bytes: a bounded window
-            j = i - 4
+        j = start if i - start <= 8 else i - 4  # a long run of invalid bytes: a bounded window
         raw = text(j, i + 1)
-        longer, shorter = raw.rstrip("\ufffd"), text(j, i).rstrip("\ufffd")
+        longer = raw.rstrip("\ufffd")
+        shorter = (prev[1] if prev[0] == j and i > j else text(j, i)).rstrip("\ufffd")
         pieces.append(longer[len(shorter):] if longer.startswith(shorter) else text(i, i + 1).rstrip("\ufffd"))
-        tail = raw[len(longer):]
+        prev, tail = (j, raw), raw[len(longer):]
         if not tail:
-            bounds = [bounds[-1], i + 1]
+            start, last = last, i + 1
     if tail:  # nothing follows: the bytes are as they will stay
         pieces[-1] += tail
     return pieces

@@ -32,7 +32,7 @@ from llada.errors import GenerationError
 from llada.sampling.core import validate
 from llada.sampling.remasking import REMASKING
 from llada.sampling.schedule import fit_blocks
-from llada.sampling.text import cut_at_stop, token_pieces
+from llada.sampling.text import cut_at_stop, cut_at_stop_texts, token_pieces
 from llada.serve.batcher import Batcher, Job, QueueFull
 
 
@@ -98,10 +98,7 @@ def _sendable(text: str, stop_texts: list[str]) -> str:
     """The part of a partial answer that can be streamed now and never changes later: not an
     incomplete UTF-8 character at the end (it decodes as U+FFFD until its next byte arrives), nothing
     from a stop string on, and not an end that could still become a stop string."""
-    for stop in stop_texts:
-        if stop and stop in text:
-            text = text[: text.index(stop)]
-    text = text.rstrip("\ufffd")
+    text = cut_at_stop_texts(text, stop_texts)[0].rstrip("\ufffd")
     hold = max((k for stop in stop_texts for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
     return text[: len(text) - hold]
 
@@ -191,11 +188,8 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
         """Text up to the first EOS/EOT (finish "stop") or the end ("length"), then cut at stop strings."""
         ids, stopped = cut_at_stop(ids, stops)
         reason = "stop" if stopped else "length"
-        text = tok.decode(ids, skip_special_tokens=True)
-        for s in stop_texts:
-            if s and s in text:
-                text, reason = text.split(s)[0], "stop"
-        return text.lstrip(), reason  # trailing whitespace stays: a stream cannot take back what it sent
+        text, cut = cut_at_stop_texts(tok.decode(ids, skip_special_tokens=True), stop_texts)
+        return text.lstrip(), "stop" if cut else reason  # trailing whitespace stays: a stream cannot take back what it sent
 
     def _settled_prefix(tokens: list[int]) -> list[int]:
         """The response tokens already final: up to the first mask, or the first stop token."""

@@ -2,10 +2,10 @@
 
 Requests whose sampler options agree (steps, gen_length, block_length, remasking, ...) are run
 together in one batched `generate` call, prompts left padded; each request gets its own row's
-intermediate states (for streaming) and final tokens. A request with a seed runs in a batch of its own
-with its own random generator, so its sample is the same whatever else the server is doing. A full queue refuses at once (the server
-answers 429); a cancelled request (timeout, client gone) is dropped before it runs, and a batch
-whose every request is cancelled stops at its next step.
+intermediate states (for streaming) and final tokens. A request with a seed runs in a batch of its
+own with its own random generator, so its sample is the same whatever else the server is doing. A
+full queue refuses at once (the server answers 429); a cancelled request (timeout, client gone) is
+dropped before it runs, and a batch whose every request is cancelled stops at its next step.
 """
 
 from __future__ import annotations
