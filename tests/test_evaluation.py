@@ -165,6 +165,16 @@ def test_unknown_model_args_are_refused(tmp_path):
         LLaDAEvalLM(str(_save_model(tmp_path / "m", causal=False)), device="cpu", stepz=3)
 
 
+def test_cfg_scale_reaches_the_sampler(tmp_path):
+    """--model_args cfg_scale guides generate_until too, not only the likelihood estimates."""
+    from llada.evaluation.harness import LLaDAEvalLM
+
+    lm = LLaDAEvalLM(str(_save_model(tmp_path / "m", causal=False)), device="cpu", cfg_scale=0.5, steps=4,
+                     block_length=4)
+    options, _ = lm._plan({"max_gen_toks": 4})
+    assert (lm.cfg_scale, options["cfg_scale"], options["gen_length"]) == (0.5, 0.5, 4)
+
+
 def test_device_choice(tmp_path, capsys):
     from llada.errors import UserError
     from llada.evaluation.harness import LLaDAEvalLM, _check_device

@@ -85,7 +85,8 @@ class LLaDAEvalLM(TemplateLM):
         self.mc_num, self.mc_batch_size, self.cfg_scale = int(mc_num), int(mc_batch_size), float(cfg_scale)
         self.greedy_check, self.rolling_context = bool(is_greedy_check), int(rolling_context)
         self._max_length = int(max_length or self.model.config.max_sequence_length)
-        self.sampler = {"steps": 64, "gen_length": 64, "block_length": 32, **sampler}
+        # cfg_scale guides generation as well as the likelihood estimates
+        self.sampler = {"steps": 64, "gen_length": 64, "block_length": 32, "cfg_scale": self.cfg_scale, **sampler}
         self.generator = torch.Generator().manual_seed(seed + self._rank)
         self.stop_ids = (self.model.config.eos_token_id, self.model.config.eot_token_id)
         self._warned: set[str] = set()
