@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("llada.evaluation.commands:evaluate",
              "score a model on the built-in tasks (ablations, AR baseline), write a report"),
     "lm-eval": ("llada.evaluation.harness:main", "lm-evaluation-harness with the `llada` model registered"),
+    "poem": ("llada.evaluation.poem:poem_eval", "the reversal-poem task (Table 4): forward and reverse accuracy"),
     "serve": ("llada.serve.app:serve", "an OpenAI-compatible HTTP server with a chat page that shows the denoising"),
     "convert": ("llada.checkpoint:convert", "re-save a model directory (dtype, shard size)"),
     "info": ("llada.checkpoint:info", "print a model directory's config and parameter count"),

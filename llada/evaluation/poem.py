@@ -1,0 +1,244 @@
+"""The reversal-poem task (LLaDA paper, Table 4): the reversal curse on Chinese poem couplets.
+
+Forward: given a line, give the next one. Reverse: given a line, give the one before. An
+autoregressive model learns the forward direction far better than the reverse; a masked
+diffusion model sees both sides in training, and the paper reports the two close together.
+
+The data is a JSON list of couplets, each an object with the two lines as strings, in the format
+of the reference `data/poem_data.json` (github.com/ML-GSAI/LLaDA):
+
+    [{"first": "<line 1>", "second": "<line 2>", "source": "<poem, optional>"}, ...]
+
+The file is the user's to supply; nothing is downloaded. Following the reference
+`eval_reverse.py`: each item is one user turn rendered with the chat template, asking in Chinese
+for the next (forward) or previous (reverse) line and to answer with the line alone; the answer is
+decoded greedily with gen_length = steps = block_length = 28, no CFG, and the EOS logit set to -inf
+(`--eos_inf`, as EVAL.md runs it). An item counts as correct when the expected line appears in the
+response (the reference's rule); `exact`, stricter, asks the response to equal the line once
+whitespace and punctuation are removed from both.
+
+Two ways to run it:
+
+    llada poem MODEL_DIR poem_data.json --out_dir runs/poem       # results.json + report.md
+
+    LLADA_POEM_DATA=poem_data.json llada lm-eval --model llada \\
+        --model_args pretrained=GSAI-ML/LLaDA-8B-Instruct --preset llada-8b-instruct \\
+        --tasks reversal_poem_forward,reversal_poem_reverse
+        # or --metadata poem_data=poem_data.json instead of the environment variable; without
+        # --preset add --include_path llada/evaluation/tasks --apply_chat_template and the
+        # sampler settings in --model_args (gen_length=28,steps=28,block_length=28,logits_eos_inf=True)
+
+lm-eval task configs cannot take a data path from the command line themselves, so the lm-eval
+tasks (llada/evaluation/tasks/reversal_poem/) read it from lm-eval's --metadata key `poem_data` or,
+failing that, the environment variable LLADA_POEM_DATA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import unicodedata
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llada.errors import DataError, UserError
+
+# The question wording of the reference eval_reverse.py: "<line>: what is the next / previous line?"
+# followed by "just output the sentence directly". Kept verbatim so that scores are comparable.
+QUESTION = {"forward": "的下一句是什么？", "reverse": "的上一句是什么？"}
+INSTRUCTION = " 直接输出句子即可。"
+DIRECTIONS = ("forward", "reverse")
+DATA_ENV = "LLADA_POEM_DATA"
+
+
+@dataclass(frozen=True)
+class Couplet:
+    first: str
+    second: str
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class PoemItem:
+    direction: str  # "forward" (given first, answer second) or "reverse" (given second, answer first)
+    prompt: str  # the user message, before the chat template
+    answer: str  # the expected line
+    source: str = ""
+
+
+def load_couplets(path: str | Path) -> list[Couplet]:
+    """Couplets of a JSON file in the reference's format; DataError naming the file and entry otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; give a JSON list of {{\"first\": ..., \"second\": ...}} couplets")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid UTF-8 JSON ({e})") from None
+    if not isinstance(records, list) or not records:
+        raise DataError(f"{path}: expected a non-empty JSON list of couplets, got {type(records).__name__}")
+    out = []
+    for i, r in enumerate(records):
+        if not (isinstance(r, dict) and isinstance(r.get("first"), str) and isinstance(r.get("second"), str)
+                and r["first"].strip() and r["second"].strip()):
+            raise DataError(f"{path}: entry {i} needs non-empty string fields \"first\" and \"second\", got {r!r}")
+        out.append(Couplet(r["first"].strip(), r["second"].strip(), str(r.get("source", ""))))
+    return out
+
+
+def build_items(couplets: list[Couplet], direction: str) -> list[PoemItem]:
+    """One item per couplet: forward asks for the second line given the first, reverse the reverse."""
+    if direction not in DIRECTIONS:
+        raise UserError(f"unknown direction {direction!r}; choose one of: {', '.join(DIRECTIONS)}")
+    given, wanted = ("first", "second") if direction == "forward" else ("second", "first")
+    return [PoemItem(direction, getattr(c, given) + QUESTION[direction] + INSTRUCTION, getattr(c, wanted), c.source)
+            for c in couplets]
+
+
+def normalize(text: str) -> str:
+    """`text` without whitespace and punctuation (Unicode categories P*, Z* and control characters)."""
+    return "".join(ch for ch in text if not ch.isspace() and unicodedata.category(ch)[0] not in "PZC")
+
+
+def score(response: str, answer: str) -> tuple[bool, bool]:
+    """(hit, exact): hit = the answer appears in the response (the reference's rule); exact = the two
+    are equal once whitespace and punctuation are removed."""
+    return answer in response, normalize(response) == normalize(answer) != ""
+
+
+def accuracy(flags: list[bool]) -> tuple[float, float]:
+    """(p, standard error sqrt(p (1 - p) / n)) of a list of 0/1 outcomes."""
+    if not flags:
+        return float("nan"), float("nan")
+    p = sum(flags) / len(flags)
+    return p, math.sqrt(p * (1 - p) / len(flags))
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per direction: n, accuracy and its standard error, exact and its standard error."""
+    out = {}
+    for d in DIRECTIONS:
+        rows = [r for r in records if r["direction"] == d]
+        acc, acc_se = accuracy([r["hit"] for r in rows])
+        exact, exact_se = accuracy([r["exact"] for r in rows])
+        out[d] = {"n": len(rows), "accuracy": acc, "accuracy_se": acc_se, "exact": exact, "exact_se": exact_se}
+    return out
+
+
+def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int = 28, steps: int | None = None,
+              block_length: int | None = None, cfg_scale: float = 0.0, logits_eos_inf: bool = True,
+              batch_size: int = 16, limit: int | None = None, device: str | None = None,
+              dtype: str | None = None) -> dict[str, dict[str, float]]:
+    """Forward and reverse accuracy of a model on poem couplets (Table 4); writes results.json and report.md.
+
+    Args:
+        model: a model directory or Hub name (e.g. GSAI-ML/LLaDA-8B-Instruct)
+        data: a JSON list of {"first", "second"} couplets (the format of the reference data/poem_data.json)
+        out_dir: where results.json (settings, accuracies, every answer) and report.md go
+        gen_length: answer length in tokens (28 in the reference)
+        steps: denoising steps (default gen_length, as in the reference)
+        block_length: semi-autoregressive block (default gen_length: one block)
+        cfg_scale: unsupervised classifier-free guidance (0 in the reference)
+        logits_eos_inf: never generate EOS (the reference's --eos_inf, used in EVAL.md)
+        batch_size: prompts answered together (left padded; greedy answers do not depend on it)
+        limit: use only the first LIMIT couplets
+        device: cpu or cuda (default: cuda when available)
+        dtype: float32, bfloat16 or float16 (default: as stored)
+
+    Returns {"forward": {...}, "reverse": {...}} with n, accuracy, accuracy_se, exact, exact_se.
+    Raises DataError for a bad data file, UserError / GenerationError for bad settings.
+    """
+    import torch
+
+    from llada.checkpoint import load
+    from llada.sampling.autoregressive import generate_autoregressive
+    from llada.sampling.text import decode_response, encode_prompts, generate_text
+
+    couplets = load_couplets(data)
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"limit must be >= 1, got {limit}")
+        couplets = couplets[:limit]
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    steps = gen_length if steps is None else steps
+    block_length = gen_length if block_length is None else block_length
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    bundle = load(model, dtype=dtype, device=device)
+    net, tok = bundle.model.eval(), bundle.tokenizer
+    stops = (net.config.eos_token_id, net.config.eot_token_id)
+
+    items = [it for d in DIRECTIONS for it in build_items(couplets, d)]
+    responses: list[str] = []
+    for lo in range(0, len(items), batch_size):
+        prompts = [it.prompt for it in items[lo: lo + batch_size]]
+        if net.config.causal:  # the autoregressive baseline: same prompts, greedy left to right
+            ids, mask = encode_prompts(tok, prompts, chat=True)
+            out = generate_autoregressive(net, ids, mask, gen_length=gen_length)
+            responses += [decode_response(tok, row, stops) for row in out.responses]
+        else:
+            responses += generate_text(net, tok, prompts, chat=True, steps=steps, gen_length=gen_length,
+                                       block_length=block_length, cfg_scale=cfg_scale, logits_eos_inf=logits_eos_inf)
+
+    records = []
+    for it, resp in zip(items, responses, strict=True):
+        hit, exact = score(resp, it.answer)
+        records.append({**asdict(it), "response": resp, "hit": hit, "exact": exact})
+    summary = summarize(records)
+    settings = {"model": model, "data": str(data), "gen_length": gen_length, "steps": steps,
+                "block_length": block_length, "cfg_scale": cfg_scale, "logits_eos_inf": logits_eos_inf,
+                "temperature": 0.0, "chat_template": True, "couplets": len(couplets)}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"settings": settings, "summary": summary, "items": records},
+                                                 ensure_ascii=False, indent=2), encoding="utf-8")
+    (out / "report.md").write_text(report(settings, summary), encoding="utf-8")
+    for d in DIRECTIONS:
+        s = summary[d]
+        print(f"{d:>8}: {s['accuracy']:.3f} ± {s['accuracy_se']:.3f}  (exact {s['exact']:.3f}, n={s['n']})")
+    print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+    return summary
+
+
+def report(settings: dict[str, Any], summary: dict[str, dict[str, float]]) -> str:
+    """A short Markdown report: the settings and one row per direction."""
+    lines = ["# Reversal poems (Table 4)", "",
+             f"Model `{settings['model']}`, {settings['couplets']} couplets from `{settings['data']}`; "
+             f"gen_length {settings['gen_length']}, steps {settings['steps']}, block_length "
+             f"{settings['block_length']}, cfg_scale {settings['cfg_scale']}, logits_eos_inf "
+             f"{settings['logits_eos_inf']}, greedy, chat template.", "",
+             "| direction | n | accuracy (line in answer) | exact (punctuation and spaces removed) |",
+             "|---|---|---|---|"]
+    for d in DIRECTIONS:
+        s = summary[d]
+        lines.append(f"| {d} | {s['n']} | {s['accuracy']:.3f} ± {s['accuracy_se']:.3f} "
+                     f"| {s['exact']:.3f} ± {s['exact_se']:.3f} |")
+    lines += ["", "± is one standard error, sqrt(p (1 - p) / n)."]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ lm-eval task helpers
+
+def data_path(poem_data: str | None = None) -> str:
+    """The couplet file for the lm-eval tasks: lm-eval's --metadata poem_data=..., else $LLADA_POEM_DATA."""
+    path = poem_data or os.environ.get(DATA_ENV)
+    if not path:
+        raise UserError(f"the reversal_poem tasks need the couplet file: pass --metadata poem_data=FILE "
+                        f"or set {DATA_ENV}=FILE (a JSON list of {{\"first\", \"second\"}} couplets)")
+    return path
+
+
+def lm_eval_dataset(direction: str, poem_data: str | None = None, **_: Any) -> Any:
+    """A datasets.DatasetDict with one split "test" of items (prompt, answer, source) for lm-eval."""
+    import datasets
+
+    items = build_items(load_couplets(data_path(poem_data)), direction)
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list([asdict(it) for it in items])})
+
+
+def lm_eval_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    """lm-eval process_results: acc (the reference's rule) and exact for one generated answer."""
+    hit, exact = score(results[0], doc["answer"])
+    return {"acc": float(hit), "exact": float(exact)}
