@@ -4,6 +4,8 @@
     torchrun --nproc_per_node N -m llada lm-eval --model llada --model_args pretrained=DIR --tasks ...
         # data parallel: each rank scores a share of the requests, rank 0 gathers and reports
         # (`accelerate launch --multi_gpu --num_processes N -m llada lm-eval ...` on GPUs does the same)
+    llada lm-eval --model llada --model_args pretrained=GSAI-ML/LLaDA-8B-Instruct --preset llada-8b-instruct --tasks gsm8k
+        # the paper's settings for each task (llada/evaluation/presets.py); explicit flags win
 
 `llada lm-eval` is lm-eval's own command line with this model registered (lm-eval has no plugin
 discovery); from Python, `import llada.evaluation.harness` and then `lm_eval.simple_evaluate(model="llada")`.
@@ -222,11 +224,22 @@ class LLaDAEvalLM(TemplateLM):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`llada lm-eval ...`: lm-eval's command line, with the `llada` model registered."""
-    import sys
+    """`llada lm-eval ...`: lm-eval's command line, with the `llada` model registered.
 
+    `--preset NAME` (llada/evaluation/presets.py) applies the paper's settings to each task of
+    --tasks; flags given explicitly win over the preset's. Tasks that need different settings run
+    as separate lm-eval runs, one after another, each printing its own results table.
+    """
     from lm_eval.__main__ import cli_evaluate
 
-    if argv is not None:
-        sys.argv = ["lm-eval", *argv]
-    cli_evaluate()
+    from llada.evaluation.presets import PRESET_HELP, preset_argv
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(PRESET_HELP)
+    runs = preset_argv(argv)
+    for i, run in enumerate(runs):
+        if len(runs) > 1:
+            print(f"llada lm-eval: run {i + 1} of {len(runs)}: lm-eval {' '.join(run)}", file=sys.stderr)
+        sys.argv = ["lm-eval", *run]
+        cli_evaluate()
