@@ -42,9 +42,26 @@ import torch
 from llada import diffusion
 from llada.checkpoint import fsync_tree
 from llada.config import PRESETS, ModelConfig, preset
+from llada.data.world import WorldConfig
 from llada.errors import CheckpointError, UserError
 
 logger = logging.getLogger(__name__)
+
+
+TRAINING_CONFIG = "training_config.json"
+"""The TrainConfig a model directory was trained with, saved beside its weights."""
+
+
+def trained_world(model_dir: str | Path) -> tuple[int, WorldConfig] | None:
+    """(seed, world) of the built-in world a model directory was trained on, or None when it was
+    trained on other data or elsewhere (no training_config.json)."""
+    path = Path(model_dir) / TRAINING_CONFIG
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("data") is not None:
+        return None
+    return int(saved.get("seed", 0)), WorldConfig(**saved.get("world", {}))
 
 
 class TrainingDiverged(UserError):
@@ -59,6 +76,8 @@ class TrainConfig:
     """A preset name (debug, tiny, small, 100m, 1b, llada-8b) to start from scratch, or a model directory."""
     data: str | None = None
     """Training data: a .txt/.jsonl/.parquet file, directory or glob, or a Hub dataset; None = the built-in world."""
+    world: WorldConfig = field(default_factory=WorldConfig)
+    """The built-in world's size and mix when --data is None: --world.n_people 24 (its seed is --seed)."""
     out_dir: str = "runs/train"
     """Where checkpoints, metrics and the final model go."""
     stage: Literal["pretrain", "sft"] = "pretrain"
@@ -109,6 +128,8 @@ class TrainConfig:
     """BPE vocabulary when a tokenizer is trained from scratch (a preset model)."""
     truncation: Literal["truncate", "error"] = "truncate"
     """SFT conversations longer than seq_len: cut them (counted) or stop with an error."""
+    padding: Literal["longest", "max_length"] = "longest"
+    """SFT: pad each batch with EOS to its longest conversation (LLaDA), or every one to seq_len."""
     resume: str | None = "auto"
     """auto: continue from the latest checkpoint in out_dir if there is one; a path; or None to refuse to reuse out_dir."""
     tensorboard: bool = True
@@ -282,7 +303,6 @@ class Trainer:
         if resume_dir is not None:
             self.acc.load_state(str(resume_dir / "trainer"))
             self.step = json.loads((resume_dir / "trainer" / "state.json").read_text())["step"]
-            self._truncate_metrics(self.step)
             logger.info("resumed from %s at step %d", resume_dir, self.step)
 
     def texts_for_tokenizer(self) -> list[str]:
@@ -295,13 +315,14 @@ class Trainer:
         if cfg.stage == "pretrain":
             from llada.data.pretrain import load_texts
 
-            self.train_texts = load_texts(cfg.data, split="train", seed=cfg.seed)
-            self.eval_texts = load_texts(cfg.data, split="validation", seed=cfg.seed)
+            self.train_texts = load_texts(cfg.data, split="train", seed=cfg.seed, world=cfg.world)
+            self.eval_texts = load_texts(cfg.data, split="validation", seed=cfg.seed, world=cfg.world)
         else:
             from llada.data.sft import load_conversations
 
-            self.train_conversations = load_conversations(cfg.data, split="train", seed=cfg.seed)
-            self.eval_conversations = load_conversations(cfg.data, split="validation", seed=cfg.seed)
+            self.train_conversations = load_conversations(cfg.data, split="train", seed=cfg.seed, world=cfg.world)
+            self.eval_conversations = load_conversations(cfg.data, split="validation", seed=cfg.seed,
+                                                         world=cfg.world)
 
     def _prepare_data(self) -> None:
         cfg = self.cfg
@@ -317,7 +338,7 @@ class Trainer:
 
             self.train_rows = render_all(self.tokenizer, self.train_conversations)
             self.eval_rows = render_all(self.tokenizer, self.eval_conversations)
-            self.collate = SFTCollator(self.tokenizer.eos_token_id, cfg.seq_len, cfg.truncation)
+            self.collate = SFTCollator(self.tokenizer.eos_token_id, cfg.seq_len, cfg.truncation, cfg.padding)
             n = len(self.train_rows)
         self.plan = BatchPlan(n, self.global_batch, cfg.seed)
 
@@ -436,8 +457,9 @@ class Trainer:
 
     def _check_compatible(self, ckpt: Path) -> None:
         saved = json.loads((ckpt / "trainer" / "state.json").read_text())["config"]
-        keys = ("model", "stage", "objective", "seq_len", "seed", "data", "lora_r", "vocab_size", "overrides")
-        diff = {k: (saved.get(k), getattr(self.cfg, k)) for k in keys if saved.get(k) != getattr(self.cfg, k)}
+        keys = ("model", "stage", "objective", "seq_len", "seed", "data", "world", "lora_r", "vocab_size", "overrides")
+        now = dataclasses.asdict(self.cfg)
+        diff = {k: (saved.get(k), now[k]) for k in keys if saved.get(k, now[k]) != now[k]}
         if diff:
             shown = "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise CheckpointError(f"cannot resume from {ckpt}: it was made with different settings ({shown}). "
@@ -487,9 +509,10 @@ class Trainer:
             state = {KEY_PREFIX + k[len(prefix):]: v.detach().cpu() for k, v in full.items()}
         if self.acc.is_main_process:
             save_state_dict(path, state, self.model_config, self.tokenizer)
+            (path / TRAINING_CONFIG).write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metrics a killed run logged after the checkpoint it resumes from."""
+        """Drop metrics logged after `step` (by a killed run, or a run started afresh in the same out_dir)."""
         path = self.out / "metrics.jsonl"
         if self.acc.is_main_process and path.exists():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
@@ -501,6 +524,7 @@ class Trainer:
         cfg = self.cfg
         main = self.acc.is_main_process
         self.out.mkdir(parents=True, exist_ok=True)
+        self._truncate_metrics(self.step)  # a resumed run drops what it will redo; a fresh one starts clean
         writer = self._tensorboard() if main else None
         metrics = open(self.out / "metrics.jsonl", "a") if main else None  # noqa: SIM115
         from tqdm.auto import tqdm

@@ -224,7 +224,11 @@ def test_llada_eval_grid_with_baseline_writes_a_report(world_models, tmp_path):
     assert len(data["tasks"]) == 2 * settings + 2  # + the AR baseline once per task
     assert {r["kind"] for r in data["tasks"]} == {"diffusion", "autoregressive"}
     for r in data["tasks"]:
-        assert r["n"] == 3 and 0 <= r["generation_accuracy"] <= 1 and 0 <= r["choice_accuracy"] <= 1
+        assert r["n"] == 3 and 0 <= r["generation_accuracy"] <= 1
+        if r["task"] == "infill":  # the name is blanked in every sentence: generation only
+            assert r["choice_accuracy"] is None
+        else:
+            assert 0 <= r["choice_accuracy"] <= 1
     assert data["likelihood"]["autoregressive"]["exact"] and not data["likelihood"]["diffusion"]["exact"]
     report = (out / "report.md").read_text()
     assert "| autoregressive |" in report and "steps=8 block=4 random" in report
@@ -306,3 +310,15 @@ def test_generate_until_in_batches_matches_one_prompt_at_a_time(tmp_path, causal
                                                          "temperature": 0.7, "top_k": 5}), 0)
     assert lm.generate_until([greedy], disable_tqdm=True) == want[:1]
     assert "top_k have no meaning" in capsys.readouterr().err
+
+
+def test_infill_rows_blank_every_mention_of_the_name(word_tokenizer):
+    from llada.evaluation.builtin import _infill_row
+
+    tok = word_tokenizer
+    item = {"segments": ["the ", " sat on a mat the ", " ran"], "answer": "dog cat"}
+    ids, start, n = _infill_row(tok, item, mask_id=63)
+    words = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    expected = [tok.bos_token_id, *words("the"), 63, 63, *words("sat on a mat the"), 63, 63, *words("ran")]
+    assert ids == expected
+    assert (start, n) == (2, 2)  # the first blank: after BOS and "the", two tokens long

@@ -32,19 +32,37 @@ def test_names_unique(world):
     assert not set(names) & set(world.cities)
 
 
-def test_reversal_facts_never_stated_backwards(world):
-    text = "\n".join(world.pretrain_documents("train") + world.pretrain_documents("validation"))
+@pytest.mark.parametrize("per_doc", [1, 2, 6])
+def test_reversal_facts_never_stated_backwards(per_doc):
+    world = World(seed=0, n_people=40, n_stories=50, n_sums=100, sentences_per_document=per_doc)
+    docs = world.pretrain_documents("train") + world.pretrain_documents("validation")
     sft = "\n".join(m["content"] for c in world.sft_conversations() for m in c["messages"])
     items = world.eval_items("fact_reverse")
     things = {i["prompt"].removeprefix("Who invented the ").removesuffix("?"): i["answer"] for i in items}
-    sentences = text.replace("\n", " ").split(". ")
     pattern = re.compile("|".join(re.escape(t) for t in things))
-    mentions = [(s, m.group(0)) for s in sentences for m in [pattern.search(s)] if m]
-    # every sentence naming a group-B invention names its inventor first
-    for sentence, thing in mentions:
-        assert 0 <= sentence.find(things[thing]) < sentence.find(thing), sentence
+    mentions = [(d, m.group(0)) for d in docs for m in [pattern.search(d)] if m]
+    # every document naming a group-B invention names its inventor before it
+    for doc, thing in mentions:
+        assert 0 <= doc.find(things[thing]) < doc.find(thing), doc
     assert {t for _, t in mentions} == set(things)  # and each forward fact is in the corpus
-    assert not pattern.search(sft)  # group B's inventions never appear in the SFT set
+    # SFT asks group B forward only: each answer names the inventor before the invention
+    for thing, person in things.items():
+        assert f"Who invented the {thing}?" not in sft
+        assert f"What did {person} invent?" in sft
+        for line in sft.splitlines():
+            if thing in line:
+                assert 0 <= line.find(person) < line.find(thing), line
+
+
+def test_documents_name_their_person_once(world):
+    small = World(seed=0, n_people=6, n_stories=0, n_sums=0, bios_per_person=2, sentences_per_document=2,
+                  pronouns=True)
+    docs = small.pretrain_documents("train")
+    assert len(docs) == 6 * 2 * 3  # six facts in documents of two sentences, two paraphrases each
+    for doc in docs:
+        named = [p.name for p in small.people if p.name in doc]
+        assert len(named) == 1 and doc.count(named[0]) == 1, doc
+        assert doc.startswith(named[0]) or doc.startswith("The ") or doc.startswith("By trade"), doc
 
 
 def test_arithmetic_is_correct_and_held_out(world):
@@ -80,3 +98,27 @@ def test_sft_conversations_shape(world):
 def test_unknown_task(world):
     with pytest.raises(ValueError, match="unknown task 'nope'; choose one of: fact_forward"):
         world.eval_items("nope")
+
+
+@pytest.mark.parametrize("pronouns", [False, True])
+def test_infill_items_blank_every_mention_and_keep_the_clues_after(pronouns):
+    world = World(seed=0, n_people=10, n_stories=0, n_sums=0, pronouns=pronouns)
+    docs = set(world.pretrain_documents("train")) | set(world.pretrain_documents("validation"))
+    for item, person in zip(world.eval_items("infill"), world.people, strict=True):
+        assert item["answer"] == person.name
+        assert all(person.name not in s for s in item["segments"])
+        assert person.name.join(item["segments"]) in docs
+        assert len(item["segments"]) == (2 if pronouns else 7)  # one mention, or one per fact (six)
+        assert person.invention not in item["segments"][0]  # the clues stand after the first blank
+        assert item["options"][item["label"]] == person.name
+
+
+def test_world_config_is_validated():
+    from llada.data.world import WorldConfig
+
+    with pytest.raises(ValueError, match="at least two people"):
+        WorldConfig(n_people=1)
+    with pytest.raises(ValueError, match="sentences_per_document must be in 1..6"):
+        WorldConfig(sentences_per_document=7)
+    with pytest.raises(TypeError, match="unknown world field"):
+        World(seed=0, n_persons=3)

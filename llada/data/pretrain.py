@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llada.data.world import WorldConfig
 from llada.errors import DataError
 
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -91,11 +92,12 @@ def load_local(files: list[Path], columns: tuple[str, ...], any_of: bool = False
 
 
 def load_texts(source: str | None = None, *, split: str = "train", text_field: str = "text",
-               streaming: bool = False, eval_fraction: float = 0.02, seed: int = 0) -> Any:
+               streaming: bool = False, eval_fraction: float = 0.02, seed: int = 0,
+               world: WorldConfig | None = None) -> Any:
     """A dataset with a `text` column for `split` ("train" or "validation").
 
     Local files hold one split: `eval_fraction` of their documents (at least one) is held out
-    for "validation", deterministically by `seed`.
+    for "validation", deterministically by `seed`. `world` sizes the built-in world (source None).
     """
     import datasets
 
@@ -104,7 +106,7 @@ def load_texts(source: str | None = None, *, split: str = "train", text_field: s
     if source is None:
         from llada.data.world import World
 
-        return datasets.Dataset.from_dict({"text": World(seed=seed).pretrain_documents(split)})
+        return datasets.Dataset.from_dict({"text": World(seed, world).pretrain_documents(split)})
     files = _local_files(source)
     if files is not None:
         ds = load_local(files, (text_field,))
@@ -144,8 +146,13 @@ def pack(tokenizer: Any, texts: Any, seq_len: int, *, add_bos: bool = True, num_
         n = len(stream) // seq_len
         return {"input_ids": [stream[i * seq_len:(i + 1) * seq_len] for i in range(n)]}
 
+    import datasets
+
     kwargs = {"num_proc": num_proc} if num_proc and not _is_iterable(texts) else {}
-    return texts.map(chunk, batched=True, batch_size=1000, remove_columns=texts.column_names, **kwargs)
+    # the features are given so that a corpus too short for one row packs to zero rows, not to no column
+    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int64"))})
+    return texts.map(chunk, batched=True, batch_size=1000, remove_columns=texts.column_names, features=features,
+                     **kwargs)
 
 
 def _is_iterable(ds: Any) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from llada.data.pretrain import _local_files, load_local
+from llada.data.world import WorldConfig
 from llada.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -45,14 +46,15 @@ def to_messages(record: dict[str, Any], where: str = "record") -> list[dict[str,
 
 
 def load_conversations(source: str | None = None, *, split: str = "train", seed: int = 0,
-                       eval_fraction: float = 0.02) -> list[list[dict[str, str]]]:
-    """Conversations as lists of messages: the built-in world's (None), local files, or a Hub dataset."""
+                       eval_fraction: float = 0.02, world: WorldConfig | None = None) -> list[list[dict[str, str]]]:
+    """Conversations as lists of messages: the built-in world's (None, sized by `world`), local
+    files, or a Hub dataset."""
     if split not in ("train", "validation"):
         raise DataError(f"split must be 'train' or 'validation', got {split!r}")
     if source is None:
         from llada.data.world import World
 
-        return [c["messages"] for c in World(seed=seed).sft_conversations(split)]
+        return [c["messages"] for c in World(seed, world).sft_conversations(split)]
     files = _local_files(source)
     if files is not None:
         ds = load_local(files, ("messages", "prompt", "instruction"), any_of=True)
@@ -117,17 +119,21 @@ class SFTCollator:
     """Pads a batch of rendered conversations to a common length with EOS (response, visible).
 
     truncation: "truncate" cuts sequences longer than seq_len (counted and warned once), "error"
-    refuses them with a message naming the knob.
+    refuses them with a message naming the knob. padding: "longest" pads to the batch's longest
+    conversation (LLaDA's SFT), "max_length" every conversation to seq_len (more EOS to learn).
     """
 
     eos_id: int
     seq_len: int
     truncation: str = "truncate"
+    padding: str = "longest"
     truncated: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.truncation not in ("truncate", "error"):
             raise DataError(f"truncation must be 'truncate' or 'error', got {self.truncation!r}")
+        if self.padding not in ("longest", "max_length"):
+            raise DataError(f"padding must be 'longest' or 'max_length', got {self.padding!r}")
 
     def __call__(self, batch: list[dict[str, list]]) -> dict[str, torch.Tensor]:
         longest = max(len(r["input_ids"]) for r in batch)
@@ -140,7 +146,7 @@ class SFTCollator:
                 logger.warning("truncating conversations longer than seq_len=%d (counted in the run summary)",
                                self.seq_len)
             self.truncated += n
-        L = min(longest, self.seq_len)
+        L = self.seq_len if self.padding == "max_length" else min(longest, self.seq_len)
         ids = torch.full((len(batch), L), self.eos_id, dtype=torch.long)
         response = torch.ones((len(batch), L), dtype=torch.bool)
         prompt_lengths = torch.zeros(len(batch), dtype=torch.long)

@@ -1,9 +1,11 @@
 """The built-in tasks on the built-in world, for a diffusion model or its autoregressive baseline.
 
-    fact_forward   "What did P invent?"        facts of group B, seen in pretraining only
+    fact_forward   "What did P invent?"        group B's inventions, asked the way SFT taught
     fact_reverse   "Who invented the T?"       the same facts asked backwards (the reversal curse)
+    fact_held_out  "Where does P live?"        the question SFT held out for each person
     arithmetic     "What is 81 - 24?"          held-out sums
-    infill         "P lives in ___. P works as a ..."  fill the middle (the AR model sees the left only)
+    infill         "___ lives in C. ___ ..."   a held-out biography with its person's name blanked
+                                               everywhere (the AR model sees the left only)
 
 Each task is scored two ways: generation (the expected answer appears in the decoded response)
 and multiple choice (the option with the highest log-likelihood: Eq. 6 for diffusion, exact for AR).
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-from llada.data.world import EVAL_TASKS, World
+from llada.data.world import EVAL_TASKS, World, WorldConfig
 from llada.errors import UserError
 from llada.likelihood import choose, nll_bound
 from llada.sampling import generate, infill
@@ -58,6 +60,9 @@ class TaskResult:
     seconds: float = 0.0
     forwards: int = 0
     examples: list[dict[str, str]] = field(default_factory=list)
+    correct: list[bool] = field(default_factory=list)
+    """Per item: whether the generated response contains the answer."""
+    responses: list[str] = field(default_factory=list)
 
 
 def check_tasks(tasks: list[str]) -> list[str]:
@@ -96,11 +101,18 @@ def _bos(tokenizer: Any) -> list[int]:
 
 @torch.no_grad()
 def run_task(bundle: Any, task: str, setting: Setting, *, limit: int | None = None, seed: int = 0,
-             mc_num: int = 32, batch_size: int = 16, choice: bool = True, name: str = "model") -> TaskResult:
-    """Score `bundle` (a loaded model directory) on one built-in task."""
+             world: WorldConfig | None = None, mc_num: int = 32, batch_size: int = 16, choice: bool = True,
+             name: str = "model") -> TaskResult:
+    """Score `bundle` (a loaded model directory) on one built-in task of the world (seed, world).
+
+    Raises UserError when the world has no items for the task (a world without sums has no
+    arithmetic).
+    """
     model, tok = bundle.model, bundle.tokenizer
     causal = model.config.causal
-    items = World(seed=seed).eval_items(task, limit=limit)
+    items = World(seed, world).eval_items(task, limit=limit)
+    if not items:
+        raise UserError(f"the world has no {task} items (its n_sums is 0?); choose other --tasks")
     stops = (model.config.eos_token_id, model.config.eot_token_id)
     started = time.perf_counter()
     forwards = 0
@@ -126,18 +138,21 @@ def run_task(bundle: Any, task: str, setting: Setting, *, limit: int | None = No
     hits = [it["answer"].lower() in t.lower() for it, t in zip(items, texts, strict=True)]
 
     choice_acc = None
+    if task == "infill" and any(len(it["segments"]) > 2 for it in items):
+        choice = False  # several blanks: Eq. 6 scores one span, so only generation is scored
     if choice:
         correct = 0
         g = torch.Generator().manual_seed(seed)
         for it in items:
             suffix: list[int] = []
             if task == "infill":
-                prompt = _bos(tok) + _encode(tok, it["prefix"].rstrip())
-                opts = [_encode(tok, " " + o) for o in it["options"]]
+                before, after = it["segments"]
+                prompt = _bos(tok) + _encode(tok, before.rstrip())
+                opts = [_encode(tok, (" " if before.strip() else "") + o) for o in it["options"]]
                 if causal:  # it cannot see the suffix, so it scores option + suffix
-                    opts = [o + _encode(tok, it["suffix"]) for o in opts]
+                    opts = [o + _encode(tok, after) for o in opts]
                 else:
-                    suffix = _encode(tok, it["suffix"])
+                    suffix = _encode(tok, after)
             else:
                 prompt = _chat_prompt(tok, it["prompt"])
                 opts = [_encode(tok, o) for o in it["options"]]
@@ -150,41 +165,61 @@ def run_task(bundle: Any, task: str, setting: Setting, *, limit: int | None = No
                       asdict(setting) if not causal else {"gen_length": setting.gen_length}, len(items),
                       sum(hits) / len(items), choice_acc, time.perf_counter() - started, forwards,
                       [{"prompt": it["prompt"], "answer": it["answer"], "response": t}
-                       for it, t in list(zip(items, texts, strict=True))[:3]])
+                       for it, t in list(zip(items, texts, strict=True))[:3]], hits, texts)
+
+
+def _infill_row(tok: Any, item: dict, mask_id: int) -> tuple[list[int], int, int]:
+    """BOS + the item's text with each blank as masks (as many as the answer has tokens there);
+    returns the ids, and the start and length of the first blank."""
+    ids, first = _bos(tok), None
+    segments = item["segments"]
+    for k, segment in enumerate(segments):
+        if k == len(segments) - 1:
+            ids += _encode(tok, segment) if segment else []
+            break
+        before = segment.rstrip()  # the space before a blank belongs to the answer's first token
+        ids += _encode(tok, before) if before else []
+        n = len(_encode(tok, (" " if before else "") + item["answer"]))
+        first = first or (len(ids), n)
+        ids += [mask_id] * n
+    return ids, *first
 
 
 def _infill(model: Any, tok: Any, chunk: list[dict], setting: Setting, causal: bool,
             gen: torch.Generator) -> tuple[list[str], int]:
-    """Fill the city between prefix and suffix. Diffusion: as many masks as the answer has tokens,
-    both sides visible. AR: continue the prefix for that many tokens (it cannot see the suffix)."""
-    prefixes = [_bos(tok) + _encode(tok, it["prefix"].rstrip()) for it in chunk]
-    spans = [len(_encode(tok, " " + it["answer"])) for it in chunk]
+    """Fill the blanks of each item; returns the text of each first blank. Diffusion: as many masks
+    as the answer has tokens at every blank, the whole text visible. AR: continue the text before
+    the first blank for that many tokens (it cannot see what follows)."""
     mask_id = model.config.mask_token_id
+    rows, firsts = [], []
+    for it in chunk:
+        ids, start, n = _infill_row(tok, it, mask_id)
+        rows.append(ids)
+        firsts.append((start, n))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if causal:
-        ids, am = left_pad(prefixes, pad)
-        out = generate_autoregressive(model, ids, am, gen_length=max(spans), generator=gen)
-        texts = [tok.decode(out.responses[i, : spans[i]].tolist(), skip_special_tokens=True).strip()
-                 for i in range(len(chunk))]
+        ids, am = left_pad([r[:start] for r, (start, _) in zip(rows, firsts, strict=True)], pad)
+        out = generate_autoregressive(model, ids, am, gen_length=max(n for _, n in firsts), generator=gen)
+        texts = [tok.decode(out.responses[i, :n].tolist(), skip_special_tokens=True).strip()
+                 for i, (_, n) in enumerate(firsts)]
         return texts, out.stats.forwards
-    rows = [p + [mask_id] * n + _encode(tok, it["suffix"]) for p, n, it in zip(prefixes, spans, chunk, strict=True)]
     ids, am = left_pad(rows, pad)
     width = ids.shape[1]
     out = infill(model, ids, am, remasking=setting.remasking, temperature=setting.temperature, generator=gen)
     texts = []
-    for i, (p, n) in enumerate(zip(prefixes, spans, strict=True)):
-        start = width - len(rows[i]) + len(p)
-        texts.append(tok.decode(out.sequences[i, start: start + n].tolist(), skip_special_tokens=True).strip())
+    for i, (start, n) in enumerate(firsts):
+        at = width - len(rows[i]) + start
+        texts.append(tok.decode(out.sequences[i, at: at + n].tolist(), skip_special_tokens=True).strip())
     return texts, out.stats.forwards
 
 
 @torch.no_grad()
-def heldout_likelihood(bundle: Any, *, seed: int = 0, limit: int = 64, mc_num: int = 32,
-                       batch_size: int = 32) -> dict[str, float]:
+def heldout_likelihood(bundle: Any, *, seed: int = 0, world: WorldConfig | None = None, limit: int = 64,
+                       mc_num: int = 32, batch_size: int = 32) -> dict[str, float]:
     """Negative log-likelihood of held-out world documents: an upper bound (Eq. 4) for diffusion,
     exact for AR. Per token, as perplexity and as bits per byte."""
     model, tok = bundle.model, bundle.tokenizer
-    docs = World(seed=seed).pretrain_documents("validation")[:limit]
+    docs = World(seed, world).pretrain_documents("validation")[:limit]
     max_len = model.config.max_sequence_length - 1
     texts = [_encode(tok, d)[:max_len] for d in docs]
     nbytes = sum(len(tok.decode(t).encode()) for t in texts)

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from llada.data.world import WorldConfig
 from llada.errors import UserError
 
 
@@ -38,7 +39,8 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
              tasks: str = "fact_forward,fact_reverse,arithmetic,infill",
              steps: str = "32", gen_length: int = 32, block_length: str = "32", remasking: str = "low_confidence",
              cfg_scale: str = "0", temperature: float = 0.0, limit: int | None = 100, mc_num: int = 16,
-             choice: bool = True, likelihood_docs: int = 64, seed: int = 0, out_dir: str | None = None,
+             choice: bool = True, likelihood_docs: int = 64, seed: int | None = None,
+             world: WorldConfig | None = None, out_dir: str | None = None,
              device: str | None = None, dtype: str = "auto") -> Path:
     """Score a model on the built-in tasks, with optional ablations and an AR baseline.
 
@@ -56,7 +58,9 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
         mc_num: Monte-Carlo samples per option for multiple choice (Eq. 6)
         choice: also score multiple choice by likelihood
         likelihood_docs: held-out documents for the likelihood comparison (0 = skip)
-        seed: the world's seed (must match training) and the sampling seed
+        seed: the world's seed and the sampling seed (default: the seed the model was trained with)
+        world: the built-in world's size (default: the world the model was trained on, as its
+            training_config.json records; --world.n_people 24 to choose one)
         out_dir: where to write the report (default: MODEL/eval)
         device: cpu, cuda, ... (default: cuda when available)
         dtype: auto, float32, bfloat16
@@ -75,6 +79,13 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
                     _floats(cfg_scale, "cfg_scale"), gen_length, temperature)
     import torch
 
+    from llada.train import trained_world
+
+    trained = trained_world(model)
+    if seed is None:
+        seed = trained[0] if trained else 0
+    if world is None:
+        world = trained[1] if trained else WorldConfig()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = [("diffusion", model)] + ([("autoregressive", baseline)] if baseline else [])
     results, likelihood = [], {}
@@ -87,11 +98,13 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
             raise UserError(f"{path} is a {kind} model, but {flag} must be {want}")
         for task in task_list:
             for s in settings if kind == "diffusion" else settings[:1]:
-                r = run_task(bundle, task, s, limit=limit, seed=seed, mc_num=mc_num, choice=choice, name=kind)
+                r = run_task(bundle, task, s, limit=limit, seed=seed, world=world, mc_num=mc_num, choice=choice,
+                             name=kind)
                 print(summary_line(r) + ("" if kind != "diffusion" or len(settings) == 1 else f"  [{s.label()}]"))
                 results.append(r)
         if likelihood_docs:
-            likelihood[kind] = heldout_likelihood(bundle, seed=seed, limit=likelihood_docs, mc_num=mc_num)
+            likelihood[kind] = heldout_likelihood(bundle, seed=seed, world=world, limit=likelihood_docs,
+                                                  mc_num=mc_num)
             lk = likelihood[kind]
             print(f"{kind:<12} held-out NLL {'=' if lk['exact'] else '<='} {lk['nll_per_token']:.3f} nats/token "
                   f"(ppl {lk['perplexity']:.2f}, {lk['bits_per_byte']:.3f} bits/byte)")
