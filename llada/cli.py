@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("llada.sampling.commands:chat", "multi-turn chat in the terminal"),
     "eval": ("llada.evaluation.commands:evaluate",
              "score a model on the built-in tasks (ablations, AR baseline), write a report"),
+    "reproduce": ("llada.evaluation.reproduce:reproduce",
+                  "reproduce a claim of the paper on the built-in world: report, plot and figures"),
     "lm-eval": ("llada.evaluation.harness:main", "lm-evaluation-harness with the `llada` model registered"),
     "poem": ("llada.evaluation.poem:poem_eval", "the reversal-poem task (Table 4): forward and reverse accuracy"),
     "serve": ("llada.serve.app:serve", "an OpenAI-compatible HTTP server with a chat page that shows the denoising"),
@@ -85,7 +87,7 @@ def _run_with_config_class(func, args: list[str], name: str) -> None:
     parser = ArgumentParser(prog=f"llada {name}", description=(func.__doc__ or "").strip())
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options below")
     parser.add_class_arguments(func.config_class, nested_key=None, fail_untyped=False)
-    ns = parser.parse_args(args)
+    ns = parser.instantiate_classes(parser.parse_args(args))  # nested dataclasses (--world.n_people) built
     values = {k: v for k, v in vars(ns).items() if k != "config" and not k.startswith("__")}
     func(func.config_class(**values))
 

@@ -1,26 +1,79 @@
-"""The main job on built-in data: about five minutes on a 2-core laptop, no download.
+"""The main job on built-in data: a few minutes on a 2-core laptop, no download.
 
-1. generate the built-in world and train a byte-level BPE tokenizer on it;
-2. pretrain a small mask predictor on the world's text (Eq. 3);
-3. fine-tune it on the world's questions and answers (Eq. 5);
-4. save the model directory and answer a few questions with the reverse process.
+1. generate a small built-in world and train a byte-level BPE tokenizer on it;
+2. pretrain a small mask predictor on the world's biographies (Eq. 3);
+3. fine-tune it on questions about the world (Eq. 5);
+4. answer five questions with the reverse process, one of them the reversal question: the
+   model was told "P ... They invented the T." and taught "What did P invent?", never "Who
+   invented the T?". A left-to-right model trained on the same text cannot answer it.
+
+The recipe (world size, model, steps, learning rates) is `llada.recipe.RECIPES["quickstart"]`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
+from llada.data.world import World, WorldConfig
+from llada.recipe import RECIPES
 
-def quickstart(out_dir: str = "runs/quickstart", preset: str = "tiny", pretrain_steps: int = 1500,
-               sft_steps: int = 600, batch_size: int = 16, seq_len: int = 128, vocab_size: int = 2048,
-               seed: int = 0, objective: str = "diffusion") -> None:
-    """Train a tokenizer and a small model on the built-in world, fine-tune it, answer questions.
+QUICKSTART = RECIPES["quickstart"]
+
+# The sampler settings the answers are drawn with (the paper's defaults at this size).
+ANSWER_OPTIONS = dict(steps=32, gen_length=32, block_length=16)
+
+
+def quickstart_questions(world: World) -> list[dict[str, str]]:
+    """Five questions about `world`, chosen by a fixed rule, and what each tests.
+
+    Returns dicts with "question", "expected" (a substring the correct answer contains) and
+    "tests". Four ask what the biographies state and SFT taught; the fourth is the reversal
+    question of a group-B person, which no text and no SFT conversation ever asks that way round.
+    Raises ValueError for a world of fewer than 6 people.
+    """
+    a = [p for p in world.people if p.group == "A"]
+    b = [p for p in world.people if p.group == "B"]
+    if len(a) < 2 or len(b) < 3:
+        raise ValueError("the quickstart questions need a world of at least 6 people")
+    held = {p.name: attribute for p, _, _, attribute in world.held_out_facts()}
+    asks = {"city": ("Where does {} live?", "city"), "occupation": ("What does {} do for a living?", "occupation"),
+            "pet": ("What pet does {} keep?", "pet")}
+
+    def taught(p: Any) -> dict[str, str]:  # the first of city, occupation, pet that SFT asked about p
+        attribute = next(k for k in asks if k != held[p.name])
+        return {"question": asks[attribute][0].format(p.name), "expected": str(getattr(p, attribute)),
+                "tests": f"a fact taught ({attribute})"}
+
+    return [
+        taught(a[0]),
+        taught(b[0]),
+        {"question": f"What did {b[1].name} invent?", "expected": f"the {b[1].invention}",
+         "tests": "an invention, asked the way it was taught"},
+        {"question": f"Who invented the {b[2].invention}?", "expected": b[2].name,
+         "tests": "reversal: never asked or stated this way round"},
+        taught(a[1]),
+    ]
+
+
+def quickstart(out_dir: str = "runs/quickstart", world: WorldConfig = QUICKSTART.world,
+               preset: str = QUICKSTART.preset, pretrain_steps: int = QUICKSTART.pretrain_steps,
+               sft_steps: int = QUICKSTART.sft_steps, batch_size: int = QUICKSTART.batch_size,
+               seq_len: int = QUICKSTART.seq_len, vocab_size: int = QUICKSTART.vocab_size, seed: int = 0,
+               objective: Literal["diffusion", "ar"] = "diffusion") -> dict:
+    """Train a tokenizer and a small model on the built-in world, fine-tune it, answer five questions.
+
+    Prints each answer and "answered K/5 correctly", and writes OUT_DIR/quickstart.json
+    (questions, expected, answers, correct, minutes of training, seed); returns that record.
 
     Args:
         out_dir: where the runs go (pretrain/, sft/, each with model/, metrics and curves.png)
+        world: the built-in world's size and mix (--world.n_people 40 ...)
         preset: model size (debug, tiny, small, ...)
         pretrain_steps: optimizer steps of pretraining
         sft_steps: optimizer steps of supervised fine-tuning
@@ -32,43 +85,45 @@ def quickstart(out_dir: str = "runs/quickstart", preset: str = "tiny", pretrain_
             mask, same data and steps): `llada quickstart --objective ar --out_dir runs/quickstart-ar`
     """
     from llada.checkpoint import load
-    from llada.data.world import World
+    from llada.recipe import train_recipe
     from llada.sampling.autoregressive import generate_autoregressive
     from llada.sampling.text import decode_response, encode_prompts, generate_text
-    from llada.train import TrainConfig, run
 
+    recipe = QUICKSTART.replace(world=world, preset=preset, pretrain_steps=pretrain_steps, sft_steps=sft_steps,
+                                batch_size=batch_size, seq_len=seq_len, vocab_size=vocab_size)
     started = time.perf_counter()
     out = Path(out_dir)
-    common = dict(batch_size=batch_size, seed=seed, objective=objective, eval_every=150, save_every=300, keep_last=1, log_every=10)
-    print(f"[1/3] pretraining a {preset!r} model on the built-in world ({pretrain_steps} steps)")
-    pt = run(TrainConfig(model=preset, out_dir=str(out / "pretrain"), stage="pretrain", seq_len=seq_len,
-                         max_steps=pretrain_steps, lr=3e-3, warmup_steps=50, vocab_size=vocab_size, **common))
-    print(f"[2/3] fine-tuning on the built-in questions and answers ({sft_steps} steps)")
-    ft = run(TrainConfig(model=str(pt), out_dir=str(out / "sft"), stage="sft", seq_len=96, max_steps=sft_steps,
-                         lr=1e-3, warmup_steps=20, **common))
+    print(f"[1/3] pretraining a {preset!r} model on a world of {world.n_people} people ({pretrain_steps} steps), "
+          f"[2/3] then fine-tuning it on questions about them ({sft_steps} steps)")
+    _, finetuned = train_recipe(recipe, out, objective=objective, seed=seed)
+    train_minutes = (time.perf_counter() - started) / 60
 
     print("[3/3] answering " + ("left to right (AR baseline)" if objective == "ar" else
                                 "with the reverse process (32 steps, blocks of 16, low-confidence remasking)"))
-    bundle = load(ft)
-    world = World(seed=seed)
-    group_a = [p for p in world.people if p.group == "A"][:3]
-    questions = [(f"Where does {p.name} live?", p.city) for p in group_a[:2]]
-    questions += [(f"What did {group_a[2].name} invent?", group_a[2].invention)]
-    questions += [(f"What is {item['prompt'].removeprefix('What is ').rstrip('?')}?", item["answer"])
-                  for item in world.eval_items("arithmetic", limit=2)]
+    bundle = load(finetuned)
+    items = quickstart_questions(World(seed, world))
+    prompts = [it["question"] for it in items]
     torch.manual_seed(seed)
-    prompts = [q for q, _ in questions]
     if bundle.model.config.causal:  # the AR baseline answers left to right
         ids, mask = encode_prompts(bundle.tokenizer, prompts)
-        out = generate_autoregressive(bundle.model, ids, mask, gen_length=32)
+        result = generate_autoregressive(bundle.model, ids, mask, gen_length=ANSWER_OPTIONS["gen_length"])
         stops = (bundle.model.config.eos_token_id, bundle.model.config.eot_token_id)
-        answers = [decode_response(bundle.tokenizer, r, stops) for r in out.responses]
+        answers = [decode_response(bundle.tokenizer, r, stops) for r in result.responses]
     else:
-        answers = generate_text(bundle.model, bundle.tokenizer, prompts, steps=32, gen_length=32, block_length=16)
-    for (q, truth), a in zip(questions, answers, strict=True):
-        mark = "✓" if truth.lower() in a.lower() else "✗"
-        print(f"  Q: {q}\n  A: {a}   [{mark} expected: {truth}]")
-    minutes = (time.perf_counter() - started) / 60
-    print(f"done in {minutes:.1f} min. The model is in {ft}; try:\n"
-          f"  llada generate --model {ft} \"Where does {group_a[0].name} live?\" --trace true\n"
-          f"  llada chat --model {ft}")
+        answers = generate_text(bundle.model, bundle.tokenizer, prompts, **ANSWER_OPTIONS)
+    for it, answer in zip(items, answers, strict=True):
+        it["answer"] = answer
+        it["correct"] = it["expected"].lower() in answer.lower()
+        mark = "✓" if it["correct"] else "✗"
+        print(f"  Q: {it['question']}   ({it['tests']})\n  A: {answer}   [{mark} expected: {it['expected']}]")
+    correct = sum(it["correct"] for it in items)
+    record = {"answered": correct, "questions": items, "minutes_training": round(train_minutes, 2),
+              "minutes_total": round((time.perf_counter() - started) / 60, 2), "seed": seed,
+              "objective": objective, "recipe": dataclasses.asdict(recipe),
+              "model": str(finetuned), "sampler": ANSWER_OPTIONS}
+    (out / "quickstart.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"answered {correct}/{len(items)} correctly")
+    print(f"done in {record['minutes_total']:.1f} min. The model is in {finetuned}; try:\n"
+          f"  llada generate --model {finetuned} \"{items[3]['question']}\" --trace true\n"
+          f"  llada chat --model {finetuned}")
+    return record

@@ -1,0 +1,105 @@
+"""Training recipes on the built-in world: a world, a model size and a budget, chosen together.
+
+A recipe is what `llada quickstart` and `llada reproduce` train: pretraining (Eq. 3, or the AR
+baseline's loss) on the world's text, then SFT (Eq. 5) on its questions. How the named recipes
+were found, and what each scores, is in BENCHMARKS.md ("The quickstart recipe").
+
+    from llada.recipe import RECIPES, train_recipe
+    pretrained, finetuned = train_recipe(RECIPES["quickstart"], "runs/qs", objective="diffusion")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llada.data.world import WorldConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A world and a training budget for it; every step count is in optimizer steps."""
+
+    world: WorldConfig = field(default_factory=WorldConfig)
+    preset: str = "tiny"
+    pretrain_steps: int = 1500
+    sft_steps: int = 600
+    batch_size: int = 16
+    seq_len: int = 128
+    """Pretraining sequence length (documents are packed)."""
+    sft_seq_len: int = 96
+    vocab_size: int = 1024
+    pretrain_lr: float = 3e-3
+    sft_lr: float = 1e-3
+    pretrain_warmup: int = 50
+    sft_warmup: int = 20
+
+    def replace(self, **changes: Any) -> Recipe:
+        return dataclasses.replace(self, **changes)
+
+
+# Twelve people's biographies, each a document naming its person in every sentence; no stories or sums.
+# (How this was chosen, and what larger worlds and other formats gave: BENCHMARKS.md.)
+_SMALL_WORLD = WorldConfig(n_people=12, n_cities=8, n_countries=4, n_stories=0, n_sums=0, sft_sums=0)
+
+RECIPES: dict[str, Recipe] = {
+    # seconds: for the test suite (answers nothing, exercises every stage)
+    "test": Recipe(world=WorldConfig(n_people=8, n_cities=4, n_countries=2, n_stories=0, n_sums=0, sft_sums=0),
+                   preset="debug", pretrain_steps=30, sft_steps=20, batch_size=8, seq_len=64, sft_seq_len=64,
+                   vocab_size=300),
+    # about four minutes of training on 2 CPU cores
+    "quickstart": Recipe(world=_SMALL_WORLD),
+    # `llada reproduce`'s default: the same, so that each claim fits 15 minutes on 2 CPU cores
+    "reproduce": Recipe(world=_SMALL_WORLD),
+    # `llada reproduce --size large`: a world of 200 people and a 17M-parameter model, for a GPU
+    "large": Recipe(world=dataclasses.replace(_SMALL_WORLD, n_people=200, n_cities=20), preset="small",
+                    pretrain_steps=6000, sft_steps=2000, batch_size=64, pretrain_lr=1e-3, sft_lr=5e-4),
+}
+
+# The sampler settings the world's questions are answered with: the reverse process with the
+# paper's low-confidence remasking, one token per step, in two semi-autoregressive blocks.
+SAMPLER: dict[str, Any] = {"steps": 32, "gen_length": 32, "block_length": 16, "remasking": "low_confidence"}
+
+
+def _done(model_dir: Path, cfg: Any) -> bool:
+    """Whether model_dir is the finished result of training with exactly `cfg`."""
+    from llada.train import TRAINING_CONFIG
+
+    saved = model_dir / TRAINING_CONFIG
+    return saved.is_file() and json.loads(saved.read_text()) == json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def train_recipe(recipe: Recipe, out_dir: str | Path, *, objective: Literal["diffusion", "ar"] = "diffusion",
+                 seed: int = 0, sft: dict[str, Any] | None = None, pretrained: Path | None = None,
+                 progress: bool = True) -> tuple[Path, Path]:
+    """Pretrain and fine-tune one model with `recipe`; returns (pretrained, fine-tuned) model dirs.
+
+    out_dir/pretrain and out_dir/sft hold the two runs. A stage whose model directory was already
+    trained with the same settings is reused, not retrained (so several claims can share models);
+    `pretrained` skips pretraining and fine-tunes that model directory instead. `sft` overrides
+    fields of the SFT stage's TrainConfig (for example padding="max_length").
+    """
+    from llada.train import TrainConfig, run
+
+    out = Path(out_dir)
+    common = dict(batch_size=recipe.batch_size, seed=seed, objective=objective, world=recipe.world,
+                  eval_every=max(1, recipe.pretrain_steps // 10), save_every=0, keep_last=1, log_every=10,
+                  progress=progress, tensorboard=False)
+    pt_cfg = TrainConfig(model=recipe.preset, out_dir=str(out / "pretrain"), stage="pretrain", seq_len=recipe.seq_len,
+                         max_steps=recipe.pretrain_steps, lr=recipe.pretrain_lr, warmup_steps=recipe.pretrain_warmup,
+                         vocab_size=recipe.vocab_size, **common)
+    if pretrained is None:
+        pretrained = out / "pretrain" / "model"
+        if not _done(pretrained, pt_cfg):
+            pretrained = run(pt_cfg)
+    common["eval_every"] = max(1, recipe.sft_steps // 5)
+    sft_cfg = TrainConfig(model=str(pretrained), out_dir=str(out / "sft"), stage="sft", seq_len=recipe.sft_seq_len,
+                          max_steps=recipe.sft_steps, lr=recipe.sft_lr, warmup_steps=recipe.sft_warmup,
+                          **{**common, **(sft or {})})
+    finetuned = out / "sft" / "model"
+    if not _done(finetuned, sft_cfg):
+        finetuned = run(sft_cfg)
+    return pretrained, finetuned

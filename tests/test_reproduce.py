@@ -1,0 +1,115 @@
+"""Recipes, the quickstart and `llada reproduce` at the test size: files, figures and their arithmetic."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from llada.evaluation.reproduce import CLAIMS, Accuracy, paired_difference, reproduce
+from llada.recipe import RECIPES, train_recipe
+
+
+def test_accuracy_and_paired_difference_against_direct_formulas():
+    rng = random.Random(0)
+    a = [rng.random() < 0.7 for _ in range(50)]
+    b = [rng.random() < 0.4 for _ in range(50)]
+    acc = Accuracy.of(a)
+    p = sum(a) / 50
+    assert acc.value == p and math.isclose(acc.stderr, math.sqrt(p * (1 - p) / 50))
+    d = [int(x) - int(y) for x, y in zip(a, b, strict=True)]
+    mean = sum(d) / 50
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 49)
+    got, se = paired_difference(a, b)
+    assert math.isclose(got, mean) and math.isclose(se, sd / math.sqrt(50))
+    with pytest.raises(ValueError):
+        paired_difference([True], [True, False])
+
+
+def test_train_recipe_reuses_a_finished_stage_and_retrains_a_changed_one(tmp_path, monkeypatch):
+    import llada.train
+
+    recipe = RECIPES["test"].replace(pretrain_steps=4, sft_steps=2)
+    pt, ft = train_recipe(recipe, tmp_path, progress=False)
+    assert (pt / "model.safetensors").exists() and (ft / "model.safetensors").exists()
+    cfg = json.loads((ft / "training_config.json").read_text())
+    assert cfg["stage"] == "sft" and cfg["world"]["n_people"] == recipe.world.n_people
+
+    calls = []
+    real_run = llada.train.run
+    monkeypatch.setattr(llada.train, "run", lambda c: calls.append(c.stage) or real_run(c))
+    assert train_recipe(recipe, tmp_path, progress=False) == (pt, ft)
+    assert calls == []  # both stages were reused
+    train_recipe(recipe.replace(sft_steps=3), tmp_path, progress=False)
+    assert calls == ["sft"]  # only the changed stage ran again
+
+
+def test_reproduce_every_claim_at_the_test_size(tmp_path):
+    written = reproduce("all", out_dir=str(tmp_path), size="test", progress=False)
+    assert [p.name for p in written] == list(CLAIMS)
+    for name in CLAIMS:
+        out = tmp_path / name
+        report = (out / "report.md").read_text()
+        assert report.startswith(f"# `llada reproduce {name}`")
+        assert "**Paper.**" in report and "**Ours.**" in report and "**Result:" in report
+        assert (out / f"{name}.png").stat().st_size > 1000
+        res = json.loads((out / "results.json").read_text())
+        assert res["claim"] == name and res["size"] == "test" and res["recipe"]["world"]["n_people"] == 8
+    rev = json.loads((tmp_path / "reversal" / "results.json").read_text())["results"]
+    n_group_b = RECIPES["test"].world.n_people // 2
+    for key in ("diffusion/fact_forward", "diffusion/fact_reverse", "ar/fact_forward", "ar/fact_reverse"):
+        assert rev[key]["n"] == n_group_b and 0 <= rev[key]["value"] <= 1
+    # the models were trained once and shared: one diffusion, one AR, one EOS-padded SFT run
+    models = tmp_path / "models" / "test-seed0"
+    assert sorted(p.name for p in models.iterdir()) == ["ar", "diffusion", "diffusion-eos"]
+    sft = json.loads((models / "diffusion-eos" / "sft" / "model" / "training_config.json").read_text())
+    assert sft["padding"] == "max_length" and sft["model"] == str(models / "diffusion" / "pretrain" / "model")
+
+
+def test_reproduce_refuses_bad_input(tmp_path):
+    from llada.errors import UserError
+
+    with pytest.raises(UserError, match="unknown claim 'nope'; choose one of: reversal"):
+        reproduce("nope", out_dir=str(tmp_path))
+    with pytest.raises(UserError, match="--size must be one of"):
+        reproduce("reversal", out_dir=str(tmp_path), size="huge")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="not a model directory"):
+        reproduce("reversal", out_dir=str(tmp_path), diffusion=str(tmp_path / "missing"))
+
+
+def test_quickstart_answers_five_questions_and_records_them(tmp_path, capsys):
+    from llada.quickstart import quickstart
+
+    recipe = RECIPES["test"]
+    record = quickstart(out_dir=str(tmp_path), world=recipe.world, preset=recipe.preset, pretrain_steps=6,
+                        sft_steps=4, batch_size=recipe.batch_size, seq_len=recipe.seq_len,
+                        vocab_size=recipe.vocab_size, seed=3)
+    printed = capsys.readouterr().out
+    saved = json.loads((tmp_path / "quickstart.json").read_text())
+    assert saved == json.loads(json.dumps(record))
+    assert len(saved["questions"]) == 5 and saved["seed"] == 3
+    assert saved["answered"] == sum(q["correct"] for q in saved["questions"])
+    for q in saved["questions"]:
+        assert q["correct"] == (q["expected"].lower() in q["answer"].lower())
+    assert f"answered {saved['answered']}/5 correctly" in printed
+    assert "reversal" in saved["questions"][3]["tests"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_quickstart_questions_are_taught_except_the_reverse_one(seed):
+    from llada.data.world import World
+    from llada.quickstart import quickstart_questions
+
+    world = World(seed, RECIPES["quickstart"].world)
+    sft = {m["content"] for c in world.sft_conversations() for m in c["messages"]}
+    text = "\n".join(world.pretrain_documents("train"))
+    questions = quickstart_questions(world)
+    assert [q["question"] in sft for q in questions] == [True, True, True, False, True]
+    reverse = questions[3]
+    person = next(p for p in world.people if p.name == reverse["expected"])
+    assert person.group == "B" and reverse["question"] == f"Who invented the {person.invention}?"
+    assert f"{person.name} invented the {person.invention}" in text or \
+        f"{person.name} is the one who invented the {person.invention}" in text
+    assert f"the {person.invention} was invented by" not in text.lower()
