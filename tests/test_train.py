@@ -65,7 +65,9 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, corpus):
     ma, mb = a.train_step(), b.train_step()
     assert ma["loss"] == pytest.approx(mb["loss"], rel=1e-5)
     for (n, p), q in zip(a.base.named_parameters(), b.base.parameters(), strict=True):
-        torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=n)
+        # float32 sums in another order differ by ~1e-7 and Adam's first step rescales them; a wrong
+        # accumulation moves weights by ~lr (3e-3)
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=0, msg=n)
 
 
 def test_pretrain_writes_everything(tmp_path, corpus):

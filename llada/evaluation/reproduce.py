@@ -170,17 +170,31 @@ def _examples(result: Any, label: str, k: int = 3) -> list[str]:
             for ex in result.examples[:k]]
 
 
+def _taught_sentence(item: dict, task: str) -> str:
+    """The answer sentence SFT teaches for an invention question: "P invented the T."."""
+    if task == "fact_forward":
+        return f"{item['prompt'].removeprefix('What did ').removesuffix(' invent?')} invented {item['answer']}."
+    return f"{item['answer']} invented the {item['prompt'].removeprefix('Who invented the ').removesuffix('?')}."
+
+
 def claim_reversal(models: Models) -> tuple[Report, Callable]:
-    rows, res, hits, examples = [], {}, {}, []
+    from llada.data.world import World
+
+    world = World(models.seed, models.recipe.world)
+    rows, res, hits, strict, examples = [], {}, {}, {}, []
     for kind in ("diffusion", "ar"):
         for task in ("fact_forward", "fact_reverse"):
             r = _task(models, kind, task)
             hits[kind, task] = r.correct
+            strict[kind, task] = [t.strip() == _taught_sentence(it, task)
+                                  for it, t in zip(world.eval_items(task), r.responses, strict=True)]
             res[f"{kind}/{task}"] = Accuracy.of(r.correct).to_dict()
+            res[f"{kind}/{task}/whole_sentence"] = Accuracy.of(strict[kind, task]).to_dict()
             examples += _examples(r, f"{kind} · {task}", 2)
     acc = {k: Accuracy.of(v) for k, v in hits.items()}
     for kind in ("diffusion", "ar"):
-        rows.append([kind, str(acc[kind, "fact_forward"]), str(acc[kind, "fact_reverse"])])
+        rows.append([kind, str(acc[kind, "fact_forward"]), str(acc[kind, "fact_reverse"]),
+                     str(Accuracy.of(strict[kind, "fact_forward"])), str(Accuracy.of(strict[kind, "fact_reverse"]))])
     adv, adv_se = paired_difference(hits["diffusion", "fact_reverse"], hits["ar", "fact_reverse"])
     gap = {k: [f - r for f, r in zip(hits[k, "fact_forward"], hits[k, "fact_reverse"], strict=True)]
            for k in ("diffusion", "ar")}
@@ -199,11 +213,17 @@ def claim_reversal(models: Models) -> tuple[Report, Callable]:
         (f"Held: the diffusion model beats AR on the reverse questions by {adv:.2f} ± {adv_se:.2f} and its "
          f"forward-reverse gap is smaller by {gap_diff:.2f} ± {gap_se:.2f}." if held else
          f"Did not hold at this scale: reverse advantage {adv:.2f} ± {adv_se:.2f}, gap reduction "
-         f"{gap_diff:.2f} ± {gap_se:.2f} (two standard errors needed for each)."),
-        [["model", "forward (taught)", "reverse (never seen)"], *rows], res,
+         f"{gap_diff:.2f} ± {gap_se:.2f} (two standard errors needed for each).")
+        + f" Counted by the whole sentence SFT teaches, the reverse answers score "
+          f"{Accuracy.of(strict['diffusion', 'fact_reverse'])} (diffusion) and "
+          f"{Accuracy.of(strict['ar', 'fact_reverse'])} (AR).",
+        [["model", "forward (taught)", "reverse (never seen)", "forward, whole sentence", "reverse, whole sentence"],
+         *rows], res,
         notes=["Forward: \"What did P invent?\", asked in SFT for every person. Reverse: \"Who invented the "
                "T?\", asked in SFT only for group A; the items are group B. No text names an invention "
-               "before its inventor. Generation, exact match of the expected answer in the response."],
+               "before its inventor. Generation; the first two columns count a response that contains the "
+               "expected answer (the invention, or the inventor's name), the last two only the exact sentence "
+               "SFT teaches for both questions, \"P invented the T.\"."],
         examples=examples)
 
     def plot(ax_fig: Any) -> None:
@@ -257,7 +277,10 @@ def claim_remasking(models: Models) -> tuple[Report, Callable]:
         + "; ".join(f"{s} steps {d:+.2f} ± {se:.2f}" for s, (d, se) in diffs.items()) + " (low-confidence − random).",
         table, res,
         notes=[f"Items: {', '.join(tasks)} ({len(hits['random', gen])} in all), answered by the SFT model with "
-               f"gen_length {gen}, block_length {SAMPLER['block_length']}; exact match."])
+               f"gen_length {gen}, block_length {SAMPLER['block_length']}; exact match. Per task and strategy "
+               "in results.json. An answer the model has memorised comes out in any order, and one it does not "
+               "know in none, so the order of unmasking can only matter on the items in between; the paper's "
+               "gap is on multi-step reasoning (GSM8K), which a model of this size has no share of."])
 
     def plot(ax_fig: Any) -> None:
         _, ax = ax_fig
@@ -353,6 +376,7 @@ def claim_bound(models: Models) -> tuple[Report, Callable]:
         final[kind] = heldout_likelihood(models.load(f"{kind}-pretrain"), seed=models.seed, world=models.recipe.world,
                                          limit=64, mc_num=64)
     d, a = final["diffusion"], final["ar"]
+    best_ar = min(curves["ar"], key=lambda p: p[1]) if curves["ar"] else None
     lower = "the AR model's exact NLL" if a["nll_per_token"] < d["nll_per_token"] else "the diffusion bound"
     gap = d["nll_per_token"] - a["nll_per_token"]
     gap_se = d["stderr_per_token"]
@@ -369,12 +393,17 @@ def claim_bound(models: Models) -> tuple[Report, Callable]:
         "the same size at scale; the paper reports the bound, never an exact NLL.",
         f"held-out: diffusion ≤ {d['nll_per_token'] * bits:.3f} bits/token, AR = {a['nll_per_token'] * bits:.3f}",
         None,
-        (f"Lower: {lower}, by {abs(gap) * bits:.3f} ± {gap_se * bits:.3f} bits/token. The diffusion "
-         "figure is a bound, so the model's true NLL may be lower; the comparison says how far the bound "
-         "is from an exact AR likelihood at this budget, not which model is better."),
+        (f"Lower: {lower}, by {abs(gap) * bits:.3f} ± {gap_se * bits:.3f} bits/token. "
+         + ("The bound is at least the diffusion model's true NLL, so that model's held-out NLL is below the AR "
+            "model's. " if gap < 0 else
+            "The diffusion figure is a bound, so its true NLL may be lower; which model is better is not settled. ")
+         + (f"The AR model's held-out loss was lowest at step {best_ar[0]} ({best_ar[1] * bits:.3f} bits/token) and "
+            "rose afterwards: with this many passes over a small corpus it overfits, where the diffusion "
+            "model's does not rise as much (as Prabhudesai et al. 2025 report in data-constrained settings)."
+            if best_ar and curves["ar"] and best_ar[0] < curves["ar"][-1][0] else "")),
         table, {"final": final, "curves": curves},
         notes=["Curves: the held-out loss logged during pretraining (Eq. 3 with fixed noise for diffusion, "
-               "teacher-forced cross-entropy for AR), in nats per token. Final: the pretrained models on the "
+               "teacher-forced cross-entropy for AR), in bits per token. Final: the pretrained models on the "
                "world's held-out paraphrases."])
 
     def plot(ax_fig: Any) -> None:
@@ -402,9 +431,12 @@ def claim_any_order(models: Models) -> tuple[Report, Callable]:
                               _task(models, "ar-pretrain", "infill").correct)
     held = d > 2 * se
     n_people = models.recipe.world.n_people
-    table = [["model", "generation (exact name)", "multiple choice of 4 (likelihood)"],
-             ["diffusion (sees both sides)", str(acc["diffusion"]), f"{choice['diffusion']:.2f}"],
-             ["autoregressive (left side only)", str(acc["ar"]), f"{choice['ar']:.2f}"]]
+    def mc(kind: str) -> str:
+        return "—" if choice[kind] is None else f"{choice[kind]:.2f}"
+
+    table = [["model", "generation (exact name)", "multiple choice of 4 (likelihood; one blank only)"],
+             ["diffusion (sees both sides)", str(acc["diffusion"]), mc("diffusion")],
+             ["autoregressive (left side only)", str(acc["ar"]), mc("ar")]]
     report = Report(
         "any-order",
         "A masked diffusion model fills a blank from the text on both sides; a left-to-right model "
@@ -415,11 +447,12 @@ def claim_any_order(models: Models) -> tuple[Report, Callable]:
         (f"Held: the diffusion model fills the name {d:.2f} ± {se:.2f} more often." if held else
          f"Did not hold at this scale: difference {d:+.2f} ± {se:.2f}."),
         table, res,
-        notes=[f"Items: one biography document per person ({n_people}), its person's name blanked; the name "
-               "comes first, so every clue stands after the blank. Generation: as many masks as the name "
-               "has tokens (diffusion); the AR model continues the text before the blank. Multiple choice: "
-               "log p(name | both sides) by Eq. 6 for diffusion, log p(name + rest | before) exactly for AR; "
-               "an exact model of the text ranks the options the same either way."],
+        notes=[f"Items: one held-out biography document per person ({n_people}), every mention of its person's "
+               "name blanked; the name comes first, so every clue stands after the first blank. Generation: "
+               "as many masks as the name has tokens at each blank (diffusion), scored at the first; the AR "
+               "model continues the text before the first blank. Multiple choice (only when the name is "
+               "mentioned once): log p(name | both sides) by Eq. 6 for diffusion, log p(name + rest | before) "
+               "exactly for AR."],
         examples=examples)
 
     def plot(ax_fig: Any) -> None:
@@ -528,7 +561,8 @@ def reproduce(name: str, out_dir: str = "runs/reproduce", size: Literal["test", 
         print(f"reproduce {n}: training what it needs, then measuring")
         report, plot = CLAIMS[n](models)
         context = {"size": size, "seed": seed, "device": device, "torch": torch.__version__,
-                   "minutes": round((time.perf_counter() - started) / 60, 2),
+                   "minutes (training models not yet trained, then measuring)":
+                       round((time.perf_counter() - started) / 60, 2),
                    "date": time.strftime("%Y-%m-%d"), "recipe": asdict(recipe),
                    "command": "llada reproduce " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["reproduce"] else [n])}
         write(report, plot, root / n, context)
