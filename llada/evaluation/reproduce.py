@@ -419,16 +419,16 @@ def claim_bound(models: Models) -> tuple[Report, Callable]:
 
 
 def claim_any_order(models: Models) -> tuple[Report, Callable]:
-    res, acc, choice = {}, {}, {}
+    res, acc, choice, hits = {}, {}, {}, {}
     examples: list[str] = []
     for kind in ("diffusion", "ar"):
         r = _task(models, f"{kind}-pretrain", "infill", choice=True)
+        hits[kind] = r.correct
         acc[kind] = Accuracy.of(r.correct)
         choice[kind] = r.choice_accuracy
         res[kind] = {**acc[kind].to_dict(), "choice_accuracy": r.choice_accuracy}
         examples += _examples(r, kind, 3)
-    d, se = paired_difference(_task(models, "diffusion-pretrain", "infill").correct,
-                              _task(models, "ar-pretrain", "infill").correct)
+    d, se = paired_difference(hits["diffusion"], hits["ar"])
     held = d > 2 * se
     n_people = models.recipe.world.n_people
     def mc(kind: str) -> str:
