@@ -5,13 +5,83 @@
     logits = bundle.model(input_ids)                 # (B, L, vocab): predicts every masked token
     llada.save("out/model", bundle.model, bundle.tokenizer)
 
-Importing the package registers `model_type: "llada"` with transformers' Auto classes.
+`import llada` is light: torch and transformers load when a name below is first used (PEP 562),
+so `llada --help` does not pay for them. The transformers Auto classes learn `model_type: "llada"`
+(llada.hf) as soon as transformers is imported in a process that imported llada, whichever came
+first, so `AutoModel.from_pretrained(dir)` works after `import llada` as before.
 """
 
-from llada import hf as _hf  # noqa: F401  (registers the Auto classes)
-from llada.checkpoint import Bundle, load, save
-from llada.config import ModelConfig, preset
-from llada.model import LLaDAModel
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; imported on first attribute access
+_LAZY: dict[str, str] = {
+    "Bundle": "llada.checkpoint",
+    "load": "llada.checkpoint",
+    "save": "llada.checkpoint",
+    "ModelConfig": "llada.config",
+    "preset": "llada.config",
+    "LLaDAModel": "llada.model",
+    # the sampler API (llada.sampling) goes here once it exports `sample`/`SamplerOptions`
+}
 
 __all__ = ["Bundle", "LLaDAModel", "ModelConfig", "load", "preset", "save"]
-__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llada' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _RegisterWithTransformers:
+    """A meta-path finder that registers llada.hf right after `transformers` itself is imported.
+
+    It stays in place until that import runs: libraries probe `importlib.util.find_spec("transformers")`
+    without importing it, and those probes must not use it up.
+    """
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "transformers":
+            return None
+        for finder in sys.meta_path:
+            if finder is not self and hasattr(finder, "find_spec"):
+                spec = finder.find_spec(name, path, target)
+                if spec is not None:
+                    break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module: Any) -> None:
+            exec_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            importlib.import_module("llada.hf")
+
+        spec.loader.exec_module = exec_then_register  # this spec's own loader instance only
+        return spec
+
+
+def _register_auto_classes() -> None:
+    if "transformers" in sys.modules:  # already paid for: register now
+        importlib.import_module("llada.hf")
+    elif not any(isinstance(f, _RegisterWithTransformers) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterWithTransformers())
+
+
+_register_auto_classes()

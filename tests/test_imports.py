@@ -1,0 +1,89 @@
+"""`import llada` and `llada --help` stay light; the lazy names and the Auto-class registration still work.
+
+Each check runs in a fresh interpreter: this one has torch and transformers loaded already.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = ["torch", "transformers", "datasets", "accelerate", "fastapi", "lm_eval"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args, "-c", code] if code else [sys.executable, *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def loaded_heavy_modules(code: str) -> list[str]:
+    """The heavy top-level packages in sys.modules after running `code` in a fresh interpreter."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
+    out = run_python(probe)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_llada_loads_no_heavy_packages():
+    assert loaded_heavy_modules("import llada") == []
+
+
+def test_lazy_names_resolve_and_are_listed():
+    code = """
+import llada
+assert set(llada.__all__) <= set(dir(llada)), dir(llada)
+from llada import Bundle, LLaDAModel, ModelConfig, load, preset, save
+import llada.checkpoint, llada.config, llada.model
+assert (llada.load, llada.save, llada.Bundle) == (llada.checkpoint.load, llada.checkpoint.save, llada.checkpoint.Bundle)
+assert (llada.ModelConfig, llada.preset, llada.LLaDAModel) == (llada.config.ModelConfig, llada.config.preset, llada.model.LLaDAModel)
+try:
+    llada.no_such_name
+except AttributeError as e:
+    assert "no_such_name" in str(e)
+else:
+    raise AssertionError("llada.no_such_name resolved")
+print("ok")
+"""
+    out = run_python(code)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_help_prints_usage_without_heavy_imports():
+    out = run_python("", "-m", "llada", "--help")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: llada <command>") and "quickstart" in out.stdout
+    code = "from llada.cli import main\nassert main(['--help']) == 0\nassert main(['no-such-command', '--help']) == 2"
+    assert loaded_heavy_modules(code) == []
+
+
+def test_auto_model_opens_a_saved_directory_after_import_llada(tmp_path):
+    """The README's promise, in a process that only does `import llada` and then uses transformers.
+
+    A `find_spec("transformers")` probe (as accelerate, peft and lm-eval do) must not use up the
+    registration hook before the real import.
+    """
+    import torch
+
+    import llada
+    from llada.config import preset
+
+    model = llada.LLaDAModel(preset("debug", vocab_size=64, mask_token_id=63, eos_token_id=62, pad_token_id=62,
+                                    bos_token_id=61, eot_token_id=60))
+    llada.save(tmp_path / "m", model)
+    ids = torch.randint(0, 60, (1, 6))
+    torch.save({"ids": ids, "logits": model(ids).detach()}, tmp_path / "expected.pt")
+    code = f"""
+import importlib.util, torch, llada
+assert importlib.util.find_spec("transformers") is not None
+from transformers import AutoModel, AutoModelForCausalLM
+want = torch.load({str(tmp_path / "expected.pt")!r})
+for auto in (AutoModel, AutoModelForCausalLM):
+    got = auto.from_pretrained({str(tmp_path / "m")!r})(want["ids"]).logits
+    torch.testing.assert_close(got, want["logits"])
+print("ok")
+"""
+    out = run_python(code)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
