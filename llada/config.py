@@ -104,17 +104,28 @@ class ModelConfig:
     """Keys of the source config.json we do not use, kept so that saving loses nothing."""
 
     def __post_init__(self) -> None:
+        self._fill_derived_sizes()
+        self._check_sizes()
+        self._check_head_layout()
+        self._check_options()
+        self._check_token_ids()
+
+    def _fill_derived_sizes(self) -> None:
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.mlp_hidden_size is None:
             self.mlp_hidden_size = self.mlp_ratio * self.d_model
         if self.embedding_size is None:
             self.embedding_size = self.vocab_size
+
+    def _check_sizes(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size", "vocab_size",
                      "embedding_size", "max_sequence_length"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
+
+    def _check_head_layout(self) -> None:
         if self.d_model % self.n_heads:
             raise ConfigError(f"`d_model` ({self.d_model}) must be divisible by `n_heads` ({self.n_heads})")
         if (self.d_model // self.n_heads) % 2:
@@ -124,6 +135,8 @@ class ModelConfig:
         if self.embedding_size < self.vocab_size:
             raise ConfigError(
                 f"`embedding_size` ({self.embedding_size}) must be at least `vocab_size` ({self.vocab_size})")
+
+    def _check_options(self) -> None:
         for name, allowed in _ALLOWED.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"`{name}` is {getattr(self, name)!r}; supported: {', '.join(allowed)}")
@@ -132,6 +145,8 @@ class ModelConfig:
         for name in ("attention_dropout", "residual_dropout", "embedding_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"`{name}` must be in [0, 1), got {getattr(self, name)}")
+
+    def _check_token_ids(self) -> None:
         for name in ("mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "eot_token_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.embedding_size:
