@@ -87,11 +87,15 @@ def test_context_free_expectation_equals_mean_token_cross_entropy():
     se = per_seq.std().item() / math.sqrt(len(per_seq))
     assert out.loss.item() == pytest.approx(per_seq.mean().item(), rel=1e-5)
     assert abs(out.loss.item() - exact) < 4 * se
-    # and in closed form: E_t[ E[masked | t] / t ] = E_t[t / t] = 1, so integrating over t gives
-    # exactly the mean CE; check the quadrature of t -> P(masked|t)/t on the (1-eps)u+eps grid.
-    u = (torch.arange(100000, dtype=torch.float64) + 0.5) / 100000
-    t = (1 - 1e-3) * u + 1e-3
-    assert (t / t).mean().item() == pytest.approx(1.0)
+    # Why it is unbiased: the forward process masks each token with probability t, so the weight
+    # 1(masked) / t has expectation E_t[P(masked | t) / t] = E_t[t / t] = 1 for every position.
+    # Check it on the masks forward_process actually drew (a process masking with probability
+    # 1 - t, or t², would give E_t[(1 - t) / t] ≈ 5.9 or E[t] = 0.5 here).
+    weight = noised.masked.double() / noised.t.double()[:, None]  # (B, L)
+    per_row = weight.mean(1)
+    se_w = per_row.std().item() / math.sqrt(len(per_row))
+    assert abs(per_row.mean().item() - 1.0) < 4 * se_w
+    assert se_w < 0.02  # the check is tight enough to tell 1 from 0.5 or 5.9
 
 
 def test_antithetic_t_is_stratified_and_lowers_variance():
@@ -219,3 +223,63 @@ def test_padding_is_never_masked_and_not_counted():
     out = pretrain_loss(model, x0, MASK, attention_mask=am, t=torch.tensor([1.0, 1.0]))
     assert not (model.seen[1, :5] == MASK).any()
     assert out.num_masked.item() == am.sum().item()
+
+
+def test_pretrain_loss_with_padding_matches_loop():
+    """Eq. 3 on left- and right-padded rows: Σ over masked real tokens of CE / t, divided by the
+    number of real tokens (not B · L), against a per-token loop over the same masks."""
+    model = Recorder(LLaDAModel(tiny_config()))
+    B, L, PAD = 3, 12, 62
+    x0 = torch.randint(0, 60, (B, L))
+    am = torch.ones_like(x0)
+    am[1, :5] = 0  # left padded
+    am[2, 9:] = 0  # right padded
+    x0[am == 0] = PAD
+    t = torch.tensor([0.3, 0.6, 1.0])  # fixed t: row 2 masks every real token
+    out = pretrain_loss(model, x0, MASK, attention_mask=am, t=t, generator=torch.Generator().manual_seed(5))
+
+    # The same uniforms, redrawn: a token is masked where u < t and it is a real token.
+    u = torch.rand((B, L), generator=torch.Generator().manual_seed(5))
+    total, real, masked = 0.0, 0, 0
+    for b in range(B):
+        for i in range(L):
+            if am[b, i] == 0:
+                assert model.seen[b, i] == PAD  # padding is never masked
+                continue
+            real += 1
+            if u[b, i] < t[b]:
+                assert model.seen[b, i] == MASK
+                masked += 1
+                total += -torch.log_softmax(model.logits[b, i].double(), -1)[x0[b, i]].item() / t[b].item()
+            else:
+                assert model.seen[b, i] == x0[b, i]
+    assert real == 28 and 0 < masked < real
+    assert out.loss.item() == pytest.approx(total / real, rel=1e-6)
+    assert out.loss.item() != pytest.approx(total / (B * L), rel=1e-3)  # the denominator matters
+    assert out.num_masked.item() == masked
+    assert out.token_nll.item() == pytest.approx(
+        sum(-torch.log_softmax(model.logits[b, i].double(), -1)[x0[b, i]].item()
+            for b in range(B) for i in range(L) if model.seen[b, i] == MASK) / masked, rel=1e-6)
+
+
+def test_pretrain_loss_from_logits_hand_masks():
+    """pretrain_loss_from_logits on a hand-made NoisedBatch: masks and t chosen here, no RNG."""
+    from llada.diffusion import NoisedBatch, pretrain_loss_from_logits
+
+    B, L, V = 2, 5, 7
+    logits = torch.randn(B, L, V)
+    x0 = torch.randint(0, V, (B, L))
+    am = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    masked = torch.tensor([[False, False, True, False, True], [True, False, False, True, True]])
+    t = torch.tensor([0.5, 0.25])
+    noised = NoisedBatch(torch.where(masked, MASK, x0), masked, t)
+    out = pretrain_loss_from_logits(logits, x0, noised, am)
+
+    def ce(b: int, i: int) -> float:  # cross-entropy of one position, with math
+        return -math.log(math.exp(logits[b, i, x0[b, i]].item()) / sum(math.exp(v) for v in logits[b, i].tolist()))
+
+    expected = (ce(0, 2) / 0.5 + ce(0, 4) / 0.5 + (ce(1, 0) + ce(1, 3) + ce(1, 4)) / 0.25) / 8  # 8 real tokens
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert out.num_tokens.item() == 5
+    no_pad = pretrain_loss_from_logits(logits, x0, noised)  # without a mask: B · L = 10
+    assert no_pad.loss.item() == pytest.approx(expected * 8 / 10, rel=1e-5)
