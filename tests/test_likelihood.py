@@ -148,13 +148,38 @@ def test_choose_and_greedy(model):
     pick = choose(m, [1, 2], [worst, best], mc_num=16)
     assert pick.index == 1 and pick.scores[1] > pick.scores[0]
 
-    from llada.sampling import generate
+    for prompt, length in [([1, 2, 3], 4), ([7, 30, 12, 5, 9], 6)]:
+        greedy = greedy_decode_loop(model, prompt, length)
+        assert is_greedy(model, prompt, greedy)
+        for i in (0, length - 1):  # a different token anywhere: not what greedy decoding gives
+            other = list(greedy)
+            other[i] = (other[i] + 1) % 50
+            assert not is_greedy(model, prompt, other)
+        # the left-to-right argmax is a different decode: the order of unmasking matters
+        assert greedy != left_to_right_loop(model, prompt, length)
 
-    out = generate(model, torch.tensor([[1, 2, 3]]), steps=4, gen_length=4, block_length=4)
-    greedy = out.responses[0].tolist()
-    assert is_greedy(model, [1, 2, 3], greedy)
-    other = greedy[:-1] + [(greedy[-1] + 1) % 50]
-    assert not is_greedy(model, [1, 2, 3], other)
+
+def greedy_decode_loop(model, prompt: list[int], length: int) -> list[int]:
+    """The reverse process written plainly: `length` masks after the prompt, one token per step,
+    the masked position whose argmax token is most probable is filled with that token."""
+    x = list(prompt) + [MASK] * length
+    for _ in range(length):
+        probs = torch.softmax(model(torch.tensor([x]))[0], -1)
+        best = None  # (probability, position, token)
+        for i in range(len(prompt), len(x)):
+            if x[i] == MASK:
+                p, token = probs[i].max(-1)
+                if best is None or p.item() > best[0]:
+                    best = (p.item(), i, int(token))
+        x[best[1]] = best[2]
+    return x[len(prompt):]
+
+
+def left_to_right_loop(model, prompt: list[int], length: int) -> list[int]:
+    x = list(prompt) + [MASK] * length
+    for i in range(len(prompt), len(x)):
+        x[i] = int(model(torch.tensor([x]))[0, i].argmax())
+    return x[len(prompt):]
 
 
 def test_nll_bound_units():
