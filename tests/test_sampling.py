@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_config
 
+import llada.sampling.core as core
 from llada.errors import GenerationError
 from llada.model import LLaDAModel
 from llada.sampling import REMASKING, generate, infill
@@ -118,16 +122,26 @@ def test_cache_refreshed_every_step_reproduces_uncached(model, cache, extra):
 @torch.no_grad()
 def test_threshold_decoding(model):
     prompt = torch.randint(0, 55, (2, 5))
-    seen = []
-    out = generate(model, prompt, steps=4, gen_length=16, block_length=8, threshold=0.2,
-                   callback=lambda s: seen.append(s.transferred.sum(-1).clone()))
-    assert (out.responses != MASK).all()
-    assert all((n >= 1).all() or (n >= 0).all() for n in seen)
+    canvas = torch.cat([prompt, torch.full((2, 16), MASK)], 1)
+    stats, before, seen = core.GenerateStats(), canvas.clone(), []
+    for state in core.denoise(model, canvas, start=5, block_length=8, steps=4, threshold=0.2, stats=stats):
+        lo = 5 + 8 * state.block
+        left = (before[:, lo:lo + 8] == MASK).sum(-1)  # masks of this block before the step
+        n = state.transferred.sum(-1)
+        # a row with masks left in its block unmasks at least one of them; a finished row none
+        assert torch.equal(n >= 1, left > 0) and (n <= left).all()
+        assert not state.transferred[:, :lo].any() and not state.transferred[:, lo + 8:].any()
+        seen.append(n)
+        before = canvas.clone()
+    assert (canvas != MASK).all()
     assert int(torch.stack(seen).sum()) == 2 * 16  # every response token unmasked exactly once
-    assert out.stats.steps == len(seen) <= 16
-    low = generate(model, prompt, steps=4, gen_length=16, block_length=8, threshold=1e-9)
-    assert low.stats.steps == 2  # everything above the threshold: one step per block
-    assert low.stats.tokens_per_forward == pytest.approx(32 / 2)
+    assert stats.steps == len(seen) <= 16
+    canvas = torch.cat([prompt, torch.full((2, 16), MASK)], 1)
+    low = core.GenerateStats()
+    for _ in core.denoise(model, canvas, start=5, block_length=8, steps=4, threshold=1e-9, stats=low):
+        pass
+    assert low.steps == low.forwards == 2  # everything above the threshold: one step per block
+    assert (canvas != MASK).all()
 
 
 def test_factor_rule_matches_its_definition():
@@ -254,3 +268,231 @@ def test_cut_at_stop_texts_takes_the_earliest():
 
     assert cut_at_stop_texts("a. b\n\nc", ["\n\n", "."]) == ("a", True)
     assert cut_at_stop_texts("abc", ["", "x"]) == ("abc", False)
+
+
+# ---- the reverse process inside `denoise`, against plain restatements ------------------------------------------
+
+def reference_num_transfer(n: int, steps: int) -> list[int]:
+    """LLaDA's `get_num_transfer_tokens` for one row: n // steps per step, the first n % steps one more."""
+    base, remainder = n // steps, n % steps
+    return [base + 1 if i < remainder else base for i in range(steps)]
+
+
+def reference_low_confidence(model, canvas, start: int, block_length: int, steps: int):
+    """Low-confidence remasking at temperature 0, row by row and step by step: predict every
+    position, keep the quota of masked positions of the block whose argmax is most probable."""
+    x = canvas.clone()
+    blocks = (x.shape[1] - start) // block_length
+    for r in range(x.shape[0]):
+        row = x[r:r + 1]  # a view: writes land in x
+        for b in range(blocks):
+            lo, hi = start + b * block_length, start + (b + 1) * block_length
+            for k in reference_num_transfer(int((row[0, lo:hi] == MASK).sum()), steps // blocks):
+                confidence, predicted = F.softmax(model(row)[0], -1).max(-1)
+                masked = [i for i in range(lo, hi) if row[0, i] == MASK]
+                for i in sorted(masked, key=lambda i: (-confidence[i].item(), i))[:k]:
+                    row[0, i] = predicted[i]
+    return x
+
+
+@pytest.mark.parametrize("gen_length,block_length,steps", [
+    (8, 8, 6), (8, 8, 3), (16, 16, 5),  # one block, steps not dividing its tokens
+    (16, 8, 6), (24, 8, 9), (16, 8, 10),  # several blocks, each with an uneven share of the steps
+])
+@torch.no_grad()
+def test_uneven_schedule_inside_denoise(model, gen_length, block_length, steps):
+    P, B = 5, 3
+    g = torch.Generator().manual_seed(gen_length * 100 + steps)
+    canvas = torch.full((B, P + gen_length), MASK)
+    canvas[:, :P] = torch.randint(0, 55, (B, P), generator=g)
+    # rows with fewer masks in a block get their own quota: row 1 knows two tokens of block 0,
+    # row 2 all of block 0 but its first and last (2 masks: a quota of 0 in some steps)
+    canvas[1, [P + 1, P + 4]] = torch.randint(0, 55, (2,), generator=g)
+    canvas[2, P + 1:P + block_length - 1] = torch.randint(0, 55, (block_length - 2,), generator=g)
+    if gen_length > block_length:
+        canvas[1, P + block_length + 2] = 7
+    start = canvas.clone()
+    blocks = gen_length // block_length
+    expected = []  # per step, per row: how many positions the reference schedule unmasks
+    for b in range(blocks):
+        lo, hi = P + b * block_length, P + (b + 1) * block_length
+        quotas = [reference_num_transfer(int((start[r, lo:hi] == MASK).sum()), steps // blocks) for r in range(B)]
+        expected += [[q[i] for q in quotas] for i in range(steps // blocks)]
+
+    seen, before = [], canvas.clone()
+    for state in core.denoise(model, canvas, start=P, block_length=block_length, steps=steps):
+        lo = P + state.block * block_length
+        outside = state.transferred.clone()
+        outside[:, lo:lo + block_length] = False
+        assert not outside.any()  # only the current block changes
+        assert (before[state.transferred] == MASK).all()  # only masks are unmasked...
+        assert torch.equal(canvas[~state.transferred], before[~state.transferred])  # ...and nothing else moves
+        seen.append(state.transferred.sum(-1).tolist())
+        before = canvas.clone()
+    assert seen == expected
+    assert expected != [[gen_length // steps] * B] * steps  # the case is uneven
+    assert (canvas != MASK).all()
+    assert torch.equal(canvas, reference_low_confidence(model, start, P, block_length, steps))
+
+
+class FixedLogits(torch.nn.Module):
+    """A context-free stand-in for the model: the same logits (L, V) whatever the input."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table, self.config = table, tiny_config()
+
+    def forward(self, ids, attention_mask=None, output_positions=None, **_):
+        out = self.table[: ids.shape[1]].expand(ids.shape[0], -1, -1)
+        return out if output_positions is None else out[:, output_positions]
+
+
+# Three positions whose distributions each strategy ranks differently (probabilities of the top tokens):
+DESIGNED = [[0.50, 0.45, 0.03, 0.02],  # the most probable argmax: low_confidence keeps it first
+            [0.40, 0.20, 0.20, 0.20],  # the widest top-1 minus top-2 gap: margin keeps it first
+            [0.49, 0.48, 0.02, 0.01]]  # the lowest entropy: entropy keeps it first
+
+
+def _designed_logits() -> torch.Tensor:
+    """(2 + 3, 64) logits: two prompt positions, then the designed three; each position's top
+    token is a different id, the other 60 ids get probability ~e^-20."""
+    table = torch.full((5, 64), -20.0)
+    for j, probs in enumerate(DESIGNED):
+        for rank, p in enumerate(probs):
+            table[2 + j, (10 * j + rank) % 55] = math.log(p)
+    return table
+
+
+@pytest.mark.parametrize("name", ["low_confidence", "margin", "entropy"])
+@torch.no_grad()
+def test_remasking_strategies_match_their_definitions(name):
+    table = _designed_logits()
+    p = np.exp(table.double().numpy())
+    p /= p.sum(-1, keepdims=True)  # (5, 64) softmax, computed apart from torch
+    top2 = np.sort(p, -1)[:, ::-1][:, :2]
+    expected = {"low_confidence": top2[:, 0], "margin": top2[:, 0] - top2[:, 1],
+                "entropy": (p * np.log(p)).sum(-1)}[name][2:]  # higher is kept first
+    x0 = table[2:].argmax(-1)[None]
+    got = REMASKING[name](table[2:][None], x0, None)[0].double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    first = {"low_confidence": 0, "margin": 1, "entropy": 2}[name]
+    assert int(np.argmax(expected)) == first  # the designed case separates the strategies
+
+    # inside denoise, one token per step: the positions are unmasked in that order, with their argmax
+    canvas = torch.tensor([[1, 2, MASK, MASK, MASK]])
+    order = []
+    for state in core.denoise(FixedLogits(table), canvas, start=2, block_length=3, steps=3, remasking=name):
+        order += (state.transferred[0].nonzero()[:, 0] - 2).tolist()
+    assert order == list(np.argsort(-expected, kind="stable"))
+    assert canvas[0, 2:].tolist() == x0[0].tolist()
+
+
+# ---- selection rules on hand-made confidences --------------------------------------------------------------------
+
+NEG = float("-inf")
+
+
+def reference_threshold(confidence, masked, threshold: float) -> list[list[bool]]:
+    """Every masked position at or above the threshold, and the most confident masked one."""
+    out = []
+    for c, m in zip(confidence.tolist(), masked.tolist(), strict=True):
+        row = [mi and ci >= threshold for ci, mi in zip(c, m, strict=True)]
+        candidates = [i for i in range(len(c)) if m[i]]
+        if candidates:
+            row[max(candidates, key=lambda i: (c[i], -i))] = True
+        out.append(row)
+    return out
+
+
+def test_threshold_rule_hand_cases():
+    T, F_ = True, False
+    masked = torch.tensor([[T, T, T, F_, T, F_],  # three at or above 0.5, one of them exactly at it
+                           [T, T, F_, T, F_, F_],  # none reaches 0.5: only the most confident masked one
+                           [F_, F_, F_, F_, F_, F_]])  # nothing masked: nothing selected
+    # unmasked positions carry -inf, as denoise passes them
+    conf = torch.tensor([[0.75, 0.5, 0.25, NEG, 0.875, NEG],
+                         [0.125, 0.375, NEG, 0.25, NEG, NEG],
+                         [NEG] * 6])
+    assert core.select_threshold(conf, masked, 0.5).tolist() == [[T, T, F_, F_, T, F_],
+                                                                  [F_, T, F_, F_, F_, F_], [F_] * 6]
+    assert core.select_threshold(conf, masked, 1.0).tolist() == [[F_, F_, F_, F_, T, F_],
+                                                                  [F_, T, F_, F_, F_, F_], [F_] * 6]
+    assert core.select_threshold(conf, masked, 0.2).tolist() == [[T, T, T, F_, T, F_],
+                                                                  [F_, T, F_, T, F_, F_], [F_] * 6]
+    g = torch.Generator().manual_seed(0)
+    masked = torch.rand((200, 10), generator=g) < 0.6
+    conf = torch.rand((200, 10), generator=g).masked_fill(~masked, NEG)
+    for threshold in (0.05, 0.5, 0.9, 1.0):
+        got = core.select_threshold(conf, masked, threshold)
+        assert got.tolist() == reference_threshold(conf, masked, threshold)
+        assert not (got & ~masked).any()
+        assert torch.equal(got.any(-1), masked.any(-1))  # at least one wherever a mask is left
+
+
+@pytest.mark.xfail(strict=True, reason="select_threshold takes its 'always one' position from the argmax over "
+                   "all positions: when an unmasked position's confidence is finite and highest, no masked "
+                   "position is selected (denoise hides this by setting unmasked confidences to -inf first)")
+def test_threshold_rule_ignores_confidence_of_unmasked_positions():
+    masked = torch.tensor([[False, True, True]])
+    conf = torch.tensor([[0.99, 0.3, 0.4]])  # position 0 is already decoded; its confidence is stale
+    assert core.select_threshold(conf, masked, 0.5).tolist() == [[False, False, True]]
+
+
+@pytest.mark.xfail(strict=True, reason="select_factor ranks all positions, masked or not: an unmasked position "
+                   "with a finite, higher confidence takes the rank-1 slot and no masked position is selected")
+def test_factor_rule_ignores_confidence_of_unmasked_positions():
+    masked = torch.tensor([[False, True, True]])
+    conf = torch.tensor([[0.99, 0.3, 0.4]])
+    assert core.select_factor(conf, masked, 1e-6).tolist() == [[False, False, True]]
+
+
+def test_quota_rule_takes_the_k_most_confident():
+    conf = torch.tensor([[0.1, 0.9, 0.5, NEG, 0.7], [0.3, 0.3, 0.2, 0.8, NEG]])
+    got = core.select_quota(conf, torch.tensor([2, 3]))
+    assert got.tolist() == [[False, True, False, False, True], [True, True, False, True, False]]  # ties: first
+    assert core.select_quota(conf, torch.tensor([0, 0])).sum() == 0
+
+
+# ---- temperature: Gumbel-max sampling against softmax(logits / T) ------------------------------------------------
+
+CHI2_CRITICAL_DF5 = 20.515  # chi-square critical value for df = 5 (six categories) at p = 0.001
+
+
+def _chi2(counts: list[int], probs: list[float]) -> float:
+    n = sum(counts)
+    return sum((c - n * p) ** 2 / (n * p) for c, p in zip(counts, probs, strict=True))
+
+
+def _softmax(xs: list[float], temperature: float) -> list[float]:
+    e = [math.exp(x / temperature) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+def test_gumbel_sampling_follows_softmax_over_temperature():
+    logits = [1.0, 0.5, 0.0, -0.5, -1.0, -2.0]
+    n = 200_000
+    table = torch.tensor(logits).expand(n, -1)
+    for temperature in (0.5, 1.0, 2.0):
+        draws = core.add_gumbel_noise(table, temperature, torch.Generator().manual_seed(0)).argmax(-1)
+        counts = torch.bincount(draws, minlength=6).tolist()
+        assert _chi2(counts, _softmax(logits, temperature)) < CHI2_CRITICAL_DF5
+        for wrong in {0.5, 1.0, 2.0} - {temperature}:  # the same test rejects another temperature's formula
+            assert _chi2(counts, _softmax(logits, wrong)) > 10 * CHI2_CRITICAL_DF5
+    assert torch.equal(core.add_gumbel_noise(table[:3], 0.0), table[:3])  # temperature 0: the logits (greedy)
+
+
+@torch.no_grad()
+def test_denoise_samples_at_its_temperature():
+    """Through denoise: one masked position per row, fixed logits; the tokens follow softmax(logits / T)."""
+    logits = [1.0, 0.5, 0.0, -0.5, -1.0, -2.0]
+    table = torch.full((2, 64), -1e4)
+    table[1, :6] = torch.tensor(logits)
+    n = 50_000
+    canvas = torch.tensor([[1, MASK]]).repeat(n, 1)
+    for _ in core.denoise(FixedLogits(table), canvas, start=1, block_length=1, steps=1, temperature=0.5,
+                          generator=torch.Generator().manual_seed(1)):
+        pass
+    counts = torch.bincount(canvas[:, 1], minlength=64).tolist()
+    assert sum(counts[:6]) == n
+    assert _chi2(counts[:6], _softmax(logits, 0.5)) < CHI2_CRITICAL_DF5
+    assert _chi2(counts[:6], _softmax(logits, 1.0)) > 10 * CHI2_CRITICAL_DF5
