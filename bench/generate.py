@@ -64,7 +64,7 @@ def prompts(args, model: LLaDAModel, tokenizer, batch: int) -> tuple[torch.Tenso
     from llada.sampling.text import encode_prompts
 
     items = World(seed=0).eval_items("arithmetic", limit=batch)
-    ids, mask = encode_prompts(tokenizer, [it["prompt"] for it in items])
+    ids, mask = encode_prompts(tokenizer, [it["prompt"] for it in items], pad_id=model.config.roles.pad)
     return ids, mask, items
 
 

@@ -234,6 +234,40 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def roles(self) -> TokenRoles:
+        """The special tokens by role; every other module asks here, never by id or string."""
+        pad = self.pad_token_id if self.pad_token_id is not None else self.eos_token_id
+        return TokenRoles(self.mask_token_id, self.eos_token_id, pad, self.bos_token_id, self.eot_token_id)
+
+    @property
+    def kind(self) -> str:
+        """"diffusion" for a mask predictor, "autoregressive" for the causal baseline: what
+        `llada.sample` and the likelihood estimators dispatch on."""
+        return "autoregressive" if self.causal else "diffusion"
+
+
+@dataclass(frozen=True)
+class TokenRoles:
+    """The special token ids of a model, by role (read from its config, which took them from
+    its tokenizer: see `llada.tokenizer.config_ids`)."""
+
+    mask: int
+    """The absorbing [MASK] of the forward process."""
+    eos: int
+    """End of text; pads SFT responses and generated rows after they end."""
+    pad: int
+    """Left padding of batched prompts (EOS when the config names none, as LLaDA does)."""
+    bos: int | None
+    """Beginning of text, or None."""
+    eot: int | None
+    """End of a chat turn, or None for a model without a chat format."""
+
+    @property
+    def stops(self) -> tuple[int, ...]:
+        """The ids that end a response: EOS, and end-of-turn when the model has one."""
+        return (self.eos,) if self.eot is None else (self.eos, self.eot)
+
 
 # Named shapes. Token ids are placeholders here: a model trained here takes them from its tokenizer.
 PRESETS: dict[str, dict[str, Any]] = {

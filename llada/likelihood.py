@@ -155,7 +155,7 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
                                   "score response + suffix after the prompt instead")
         return _autoregressive(model, pairs, batch_size)
     mask_id = cfg.mask_token_id if mask_id is None else mask_id
-    pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
+    pad_id = cfg.roles.pad
 
     # One row per Monte-Carlo sample, all drawn before any forward pass.
     owner, weight, clean, noised, target, in_context = [], [], [], [], [], []
@@ -218,7 +218,7 @@ def _autoregressive(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
                     batch_size: int) -> list[Estimate]:
     """Exact log p(response | prompt) by teacher forcing (the causal baseline)."""
     cfg = model.config
-    pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
+    pad_id = cfg.roles.pad
     bos = cfg.bos_token_id if cfg.bos_token_id is not None else cfg.eos_token_id
     out: list[Estimate] = []
     for start in range(0, len(pairs), batch_size):
@@ -292,10 +292,10 @@ def is_greedy(model: LLaDAModel, prompt: Sequence[int], response: Sequence[int])
         P = seq.shape[1] - L
         pred = model(seq).argmax(-1)[0, P - 1: P - 1 + L]
         return bool((pred == seq[0, P:]).all())
-    from llada.sampling import generate
+    from llada.sampling import sample
 
     ids = torch.as_tensor(list(prompt), dtype=torch.long)[None]
-    out = generate(model, ids, steps=L, gen_length=L, block_length=L)
+    out = sample(model, ids, gen_length=L, steps=L, block_length=None)
     return out.responses[0].tolist() == list(response)
 
 

@@ -21,12 +21,9 @@ from typing import Any, Literal
 import torch
 
 from llada.data.world import World, WorldConfig
-from llada.recipe import RECIPES
+from llada.recipe import RECIPES, SAMPLER
 
 QUICKSTART = RECIPES["quickstart"]
-
-# The sampler settings the answers are drawn with (the paper's defaults at this size).
-ANSWER_OPTIONS = dict(steps=32, gen_length=32, block_length=16)
 
 
 def quickstart_questions(world: World) -> list[dict[str, str]]:
@@ -86,8 +83,7 @@ def quickstart(out_dir: str = "runs/quickstart", world: WorldConfig = QUICKSTART
     """
     from llada.checkpoint import load
     from llada.recipe import train_recipe
-    from llada.sampling.autoregressive import generate_autoregressive
-    from llada.sampling.text import decode_response, encode_prompts, generate_text
+    from llada.sampling import sample_text
 
     recipe = QUICKSTART.replace(world=world, preset=preset, pretrain_steps=pretrain_steps, sft_steps=sft_steps,
                                 batch_size=batch_size, seq_len=seq_len, vocab_size=vocab_size)
@@ -99,18 +95,13 @@ def quickstart(out_dir: str = "runs/quickstart", world: WorldConfig = QUICKSTART
     train_minutes = (time.perf_counter() - started) / 60
 
     print("[3/3] answering " + ("left to right (AR baseline)" if objective == "ar" else
-                                "with the reverse process (32 steps, blocks of 16, low-confidence remasking)"))
+                                f"with the reverse process ({SAMPLER.num_steps} steps, blocks of {SAMPLER.block_size}, "
+                                f"{SAMPLER.remasking.replace('_', '-')} remasking)"))
     bundle = load(finetuned)
     items = quickstart_questions(World(seed, world))
     prompts = [it["question"] for it in items]
     torch.manual_seed(seed)
-    if bundle.model.config.causal:  # the AR baseline answers left to right
-        ids, mask = encode_prompts(bundle.tokenizer, prompts)
-        result = generate_autoregressive(bundle.model, ids, mask, gen_length=ANSWER_OPTIONS["gen_length"])
-        stops = (bundle.model.config.eos_token_id, bundle.model.config.eot_token_id)
-        answers = [decode_response(bundle.tokenizer, r, stops) for r in result.responses]
-    else:
-        answers = generate_text(bundle.model, bundle.tokenizer, prompts, **ANSWER_OPTIONS)
+    answers = sample_text(bundle.model, bundle.tokenizer, prompts, SAMPLER)  # left to right for the AR baseline
     for it, answer in zip(items, answers, strict=True):
         it["answer"] = answer
         it["correct"] = it["expected"].lower() in answer.lower()
@@ -120,7 +111,7 @@ def quickstart(out_dir: str = "runs/quickstart", world: WorldConfig = QUICKSTART
     record = {"answered": correct, "questions": items, "minutes_training": round(train_minutes, 2),
               "minutes_total": round((time.perf_counter() - started) / 60, 2), "seed": seed,
               "objective": objective, "recipe": dataclasses.asdict(recipe),
-              "model": str(finetuned), "sampler": ANSWER_OPTIONS}
+              "model": str(finetuned), "sampler": SAMPLER.to_dict()}
     (out / "quickstart.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"answered {correct}/{len(items)} correctly")
     print(f"done in {record['minutes_total']:.1f} min. The model is in {finetuned}; try:\n"

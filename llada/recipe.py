@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llada.data.world import WorldConfig
+from llada.sampling.options import SamplerOptions
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ RECIPES: dict[str, Recipe] = {
 
 # The sampler settings the world's questions are answered with: the reverse process with the
 # paper's low-confidence remasking, one token per step, in two semi-autoregressive blocks.
-SAMPLER: dict[str, Any] = {"steps": 32, "gen_length": 32, "block_length": 16, "remasking": "low_confidence"}
+SAMPLER = SamplerOptions(gen_length=32, block_length=16)
 
 
 def _done(model_dir: Path, cfg: Any) -> bool:

@@ -172,7 +172,7 @@ def test_cfg_scale_reaches_the_sampler(tmp_path):
     lm = LLaDAEvalLM(str(_save_model(tmp_path / "m", causal=False)), device="cpu", cfg_scale=0.5, steps=4,
                      block_length=4)
     options, _ = lm._plan({"max_gen_toks": 4})
-    assert (lm.cfg_scale, options["cfg_scale"], options["gen_length"]) == (0.5, 0.5, 4)
+    assert (lm.cfg_scale, options.cfg_scale, options.gen_length) == (0.5, 0.5, 4)
 
 
 def test_device_choice(tmp_path, capsys):
@@ -238,7 +238,7 @@ def test_llada_eval_grid_with_baseline_writes_a_report(world_models, tmp_path):
 @pytest.mark.parametrize("kwargs,match", [
     (dict(tasks="fact_sideways"), "unknown task"),
     (dict(remasking="loudest"), "remasking"),
-    (dict(steps="3", gen_length=8, block_length="4"), "divisible"),
+    (dict(steps="3", gen_length=8, block_length="4"), "multiple of the number of blocks"),
     (dict(steps="4,x"), "integers"),
 ])
 def test_llada_eval_bad_input(world_models, kwargs, match):

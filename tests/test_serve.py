@@ -18,7 +18,7 @@ import uvicorn
 
 from llada.config import preset
 from llada.model import LLaDAModel
-from llada.sampling import generate
+from llada.sampling import SamplerOptions, generate
 from llada.serve.app import ServeConfig, create_app
 from llada.tokenizer import config_ids, train_tokenizer
 
@@ -465,7 +465,7 @@ def test_batcher_keeps_arrival_order_across_option_groups(bundle):
     loop = asyncio.new_event_loop()
     batcher = Batcher(bundle.model, tok.pad_token_id, max_batch=2, max_queue=8, on_batch=record)
     try:
-        jobs = {n: Job(prompt[n], {"steps": 1 if n[0] == "b" else 2, "gen_length": 2, "block_length": 2}, loop)
+        jobs = {n: Job(prompt[n], SamplerOptions(steps=1 if n[0] == "b" else 2, gen_length=2, block_length=2), loop)
                 for n in names}
         batcher.submit(jobs["x0"])
         while not batches:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,26 +26,18 @@ import torch
 from llada.data.world import EVAL_TASKS, World, WorldConfig
 from llada.errors import UserError
 from llada.likelihood import choose, nll_bound
-from llada.sampling import generate, infill
+from llada.sampling import SamplerOptions, infill, sample
+from llada.sampling.api import options_used
 from llada.sampling.autoregressive import generate_autoregressive
 from llada.sampling.text import decode_response, encode_prompts, left_pad
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One point of an ablation grid (sampler options of the diffusion model)."""
-
-    steps: int = 32
-    gen_length: int = 32
-    block_length: int = 32
-    remasking: str = "low_confidence"
-    cfg_scale: float = 0.0
-    temperature: float = 0.0
-
-    def label(self) -> str:
-        return (f"steps={self.steps} block={self.block_length} {self.remasking}"
-                + (f" cfg={self.cfg_scale:g}" if self.cfg_scale else "")
-                + (f" T={self.temperature:g}" if self.temperature else ""))
+def label(options: SamplerOptions) -> str:
+    """A short name of one point of an ablation grid."""
+    o = options.explicit()
+    return (f"steps={o.steps} block={o.block_length} {o.remasking}"
+            + (f" cfg={o.cfg_scale:g}" if o.cfg_scale else "")
+            + (f" T={o.temperature:g}" if o.temperature else ""))
 
 
 @dataclass
@@ -73,15 +65,12 @@ def check_tasks(tasks: list[str]) -> list[str]:
 
 
 def grid(steps: list[int], block_length: list[int], remasking: list[str], cfg_scale: list[float],
-         gen_length: int, temperature: float = 0.0) -> list[Setting]:
-    """Every combination of the given ablation values (block lengths longer than gen_length dropped)."""
-    out = []
-    for s, b, r, c in itertools.product(steps, block_length, remasking, cfg_scale):
-        b = min(b, gen_length)
-        if gen_length % b or s % (gen_length // b):
-            raise UserError(f"steps={s}, block_length={b} do not fit gen_length={gen_length}: gen_length must be "
-                            f"divisible by block_length and steps by the number of blocks ({gen_length // b})")
-        out.append(Setting(s, gen_length, b, r, c, temperature))
+         gen_length: int, temperature: float = 0.0) -> list[SamplerOptions]:
+    """Every combination of the given ablation values (block lengths longer than gen_length mean
+    one block); GenerationError names a combination the sampler cannot run."""
+    out = [SamplerOptions(gen_length=gen_length, steps=s, block_length=min(b, gen_length), remasking=r,
+                          cfg_scale=c, temperature=temperature)
+           for s, b, r, c in itertools.product(steps, block_length, remasking, cfg_scale)]
     return list(dict.fromkeys(out))
 
 
@@ -100,7 +89,7 @@ def _bos(tokenizer: Any) -> list[int]:
 
 
 @torch.no_grad()
-def run_task(bundle: Any, task: str, setting: Setting, *, limit: int | None = None, seed: int = 0,
+def run_task(bundle: Any, task: str, setting: SamplerOptions, *, limit: int | None = None, seed: int = 0,
              world: WorldConfig | None = None, mc_num: int = 32, batch_size: int = 16, choice: bool = True,
              name: str = "model") -> TaskResult:
     """Score `bundle` (a loaded model directory) on one built-in task of the world (seed, world).
@@ -109,11 +98,11 @@ def run_task(bundle: Any, task: str, setting: Setting, *, limit: int | None = No
     arithmetic).
     """
     model, tok = bundle.model, bundle.tokenizer
-    causal = model.config.causal
+    causal = model.config.kind == "autoregressive"  # infill and choice are posed differently to it
     items = World(seed, world).eval_items(task, limit=limit)
     if not items:
         raise UserError(f"the world has no {task} items (its n_sums is 0?); choose other --tasks")
-    stops = (model.config.eos_token_id, model.config.eot_token_id)
+    roles = model.config.roles
     started = time.perf_counter()
     forwards = 0
     texts: list[str] = []
@@ -123,15 +112,9 @@ def run_task(bundle: Any, task: str, setting: Setting, *, limit: int | None = No
         if task == "infill":
             texts_chunk, f = _infill(model, tok, chunk, setting, causal, gen)
         else:
-            ids, am = encode_prompts(tok, [it["prompt"] for it in chunk], chat=True)
-            if causal:
-                out = generate_autoregressive(model, ids, am, gen_length=setting.gen_length,
-                                              temperature=setting.temperature, generator=gen)
-            else:
-                out = generate(model, ids, am, steps=setting.steps, gen_length=setting.gen_length,
-                               block_length=setting.block_length, remasking=setting.remasking,
-                               cfg_scale=setting.cfg_scale, temperature=setting.temperature, generator=gen)
-            texts_chunk = [decode_response(tok, r, stops) for r in out.responses]
+            ids, am = encode_prompts(tok, [it["prompt"] for it in chunk], pad_id=roles.pad, chat=True)
+            out = sample(model, ids, setting, attention_mask=am, generator=gen)
+            texts_chunk = [decode_response(tok, r, roles.stops) for r in out.responses]
             f = out.stats.forwards
         texts += texts_chunk
         forwards += f
@@ -161,8 +144,7 @@ def run_task(bundle: Any, task: str, setting: Setting, *, limit: int | None = No
             correct += pick.index == it["label"]
         choice_acc = correct / len(items)
 
-    return TaskResult(name, "autoregressive" if causal else "diffusion", task,
-                      asdict(setting) if not causal else {"gen_length": setting.gen_length}, len(items),
+    return TaskResult(name, model.config.kind, task, options_used(model, setting), len(items),
                       sum(hits) / len(items), choice_acc, time.perf_counter() - started, forwards,
                       [{"prompt": it["prompt"], "answer": it["answer"], "response": t}
                        for it, t in list(zip(items, texts, strict=True))[:3]], hits, texts)
@@ -185,18 +167,18 @@ def _infill_row(tok: Any, item: dict, mask_id: int) -> tuple[list[int], int, int
     return ids, *first
 
 
-def _infill(model: Any, tok: Any, chunk: list[dict], setting: Setting, causal: bool,
+def _infill(model: Any, tok: Any, chunk: list[dict], setting: SamplerOptions, causal: bool,
             gen: torch.Generator) -> tuple[list[str], int]:
     """Fill the blanks of each item; returns the text of each first blank. Diffusion: as many masks
     as the answer has tokens at every blank, the whole text visible. AR: continue the text before
     the first blank for that many tokens (it cannot see what follows)."""
-    mask_id = model.config.mask_token_id
+    mask_id = model.config.roles.mask
     rows, firsts = [], []
     for it in chunk:
         ids, start, n = _infill_row(tok, it, mask_id)
         rows.append(ids)
         firsts.append((start, n))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = model.config.roles.pad
     if causal:
         ids, am = left_pad([r[:start] for r, (start, _) in zip(rows, firsts, strict=True)], pad)
         out = generate_autoregressive(model, ids, am, gen_length=max(n for _, n in firsts), generator=gen)
@@ -227,7 +209,7 @@ def heldout_likelihood(bundle: Any, *, seed: int = 0, world: WorldConfig | None 
                     generator=torch.Generator().manual_seed(seed))
     return {"nll_per_token": rep.nll_per_token, "stderr_per_token": rep.stderr / max(1, rep.tokens),
             "perplexity": rep.perplexity, "bits_per_byte": rep.bits_per_byte, "tokens": rep.tokens,
-            "exact": bool(model.config.causal)}
+            "exact": model.config.kind == "autoregressive"}
 
 
 def summary_line(r: TaskResult) -> str:
@@ -235,4 +217,4 @@ def summary_line(r: TaskResult) -> str:
     return f"{r.model:<12} {r.task:<13} gen {r.generation_accuracy:.3f}  choice {mc}  ({r.n} items, {r.seconds:.1f}s)"
 
 
-__all__ = ["Setting", "TaskResult", "check_tasks", "grid", "heldout_likelihood", "run_task", "summary_line"]
+__all__ = ["TaskResult", "label", "check_tasks", "grid", "heldout_likelihood", "run_task", "summary_line"]

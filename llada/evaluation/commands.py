@@ -66,7 +66,7 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
         dtype: auto, float32, bfloat16
     """
     from llada.checkpoint import load
-    from llada.evaluation.builtin import check_tasks, grid, heldout_likelihood, run_task, summary_line
+    from llada.evaluation.builtin import check_tasks, grid, heldout_likelihood, label, run_task, summary_line
     from llada.evaluation.report import write_report
     from llada.sampling.remasking import REMASKING
 
@@ -89,18 +89,18 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = [("diffusion", model)] + ([("autoregressive", baseline)] if baseline else [])
     results, likelihood = [], {}
-    for label, path in models:
+    for wanted, path in models:
         bundle = load(path, dtype=dtype, device=device)
-        kind = "autoregressive" if bundle.model.config.causal else "diffusion"
-        if kind != label:
-            flag, want = ("--model", "a diffusion model") if label == "diffusion" else \
+        kind = bundle.model.config.kind
+        if kind != wanted:
+            flag, want = ("--model", "a diffusion model") if wanted == "diffusion" else \
                 ("--baseline", "an autoregressive model (trained with --objective ar)")
             raise UserError(f"{path} is a {kind} model, but {flag} must be {want}")
         for task in task_list:
             for s in settings if kind == "diffusion" else settings[:1]:
                 r = run_task(bundle, task, s, limit=limit, seed=seed, world=world, mc_num=mc_num, choice=choice,
                              name=kind)
-                print(summary_line(r) + ("" if kind != "diffusion" or len(settings) == 1 else f"  [{s.label()}]"))
+                print(summary_line(r) + ("" if kind != "diffusion" or len(settings) == 1 else f"  [{label(s)}]"))
                 results.append(r)
         if likelihood_docs:
             likelihood[kind] = heldout_likelihood(bundle, seed=seed, world=world, limit=likelihood_docs,

@@ -14,10 +14,11 @@ discovery); from Python, `import llada.evaluation.harness` and then `lm_eval.sim
   by one-token-per-step deterministic decoding over exactly the continuation's length.
 - loglikelihood_rolling: the Eq. 4 upper bound, windows of `max_length` tokens, each window
   conditioned on up to `rolling_context` tokens before it.
-- generate_until: the reverse process; every sampler option (steps, gen_length, block_length,
-  remasking, temperature, cfg_scale, threshold, factor, cache, ...) can be given in --model_args, and
-  max_gen_toks / until from the task; requests with equal settings run `batch_size` prompts at a
-  time, left padded.
+- generate_until: `llada.sample` (the reverse process; left to right for an AR baseline); every
+  `SamplerOptions` field (steps, block_length, remasking, temperature, cfg_scale, threshold, factor,
+  cache, ...) and a sampler `preset` (reference, fast, quality) can be given in --model_args, and
+  max_gen_toks / until / temperature / do_sample from the task; requests with equal settings run
+  `batch_size` prompts at a time, left padded.
 """
 
 from __future__ import annotations
@@ -33,13 +34,11 @@ from tqdm import tqdm
 from llada.checkpoint import load
 from llada.errors import UserError
 from llada.likelihood import is_greedy, log_likelihoods
-from llada.sampling import generate
-from llada.sampling.autoregressive import generate_autoregressive
-from llada.sampling.schedule import fit_blocks
+from llada.sampling import SamplerOptions, sample
+from llada.sampling.options import OPTION_NAMES
 from llada.sampling.text import cut_at_stop_texts, decode_response, left_pad
 
-SAMPLER_KEYS = ("steps", "gen_length", "block_length", "remasking", "temperature", "cfg_scale", "threshold",
-                "factor", "cache", "logits_eos_inf", "confidence_eos_eot_inf", "early_exit")
+SAMPLER_KEYS = ("preset", *OPTION_NAMES)  # --model_args that configure generate_until
 
 
 def _check_device(device: str | None) -> str | None:
@@ -65,7 +64,7 @@ class LLaDAEvalLM(TemplateLM):
     """A llada model directory (ours or GSAI-ML/LLaDA-8B-*) as an lm-eval model."""
 
     def __init__(self, pretrained: str, dtype: str = "auto", device: str | None = None, batch_size: int | str = 8,
-                 mc_num: int = 128, mc_batch_size: int = 32, cfg_scale: float = 0.0, is_greedy_check: bool = True,
+                 mc_num: int = 128, mc_batch_size: int = 32, is_greedy_check: bool = True,
                  rolling_context: int = 0, seed: int = 1234, max_length: int | None = None,
                  **sampler: Any) -> None:
         super().__init__()
@@ -84,19 +83,25 @@ class LLaDAEvalLM(TemplateLM):
         self.model, self.tokenizer = bundle.model.eval(), bundle.tokenizer
         self._device = torch.device(device)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
-        self.mc_num, self.mc_batch_size, self.cfg_scale = int(mc_num), int(mc_batch_size), float(cfg_scale)
+        self.mc_num, self.mc_batch_size = int(mc_num), int(mc_batch_size)
         self.greedy_check, self.rolling_context = bool(is_greedy_check), int(rolling_context)
         self._max_length = int(max_length or self.model.config.max_sequence_length)
-        # cfg_scale guides generation as well as the likelihood estimates
-        self.sampler = {"steps": 64, "gen_length": 64, "block_length": 32, "cfg_scale": self.cfg_scale, **sampler}
+        # the sampler's options; cfg_scale guides the likelihood estimates as well. Each generation
+        # call draws its noise from `seed`, as `llada generate --seed` and a request's "seed" do.
+        # (applied to each task's max_gen_toks in _plan, so steps and blocks fit the final length)
+        preset = sampler.pop("preset", None)
+        self._base = SamplerOptions.from_dict({"preset": preset}) if preset else SamplerOptions()
+        self._given = {"seed": seed, **sampler}
+        self.options = self._base.fitted(None, **self._given)  # refuses a bad value now, not mid-run
+        self.cfg_scale = self.options.cfg_scale
         self.generator = torch.Generator().manual_seed(seed + self._rank)
-        self.stop_ids = (self.model.config.eos_token_id, self.model.config.eot_token_id)
+        self.stop_ids = self.model.config.roles.stops
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ lm-eval plumbing
     @property
     def eot_token_id(self) -> int:
-        return self.model.config.eos_token_id
+        return self.model.config.roles.eos
 
     @property
     def prefix_token_id(self) -> int:
@@ -173,26 +178,19 @@ class LLaDAEvalLM(TemplateLM):
         """Requests with the same generation settings run `batch_size` at a time, prompts left padded
         (at temperature 0 the answers are those of one-at-a-time runs)."""
         plans = [self._plan(req.args[1]) for req in requests]
-        groups: dict[tuple, list[int]] = {}
+        groups: dict[SamplerOptions, list[int]] = {}
         for i, (options, _) in enumerate(plans):
-            groups.setdefault(tuple(sorted(options.items())), []).append(i)
+            groups.setdefault(options, []).append(i)
         out: list[str] = [""] * len(requests)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
         bar = tqdm(total=len(requests), desc="llada generate", disable=disable_tqdm or self._rank != 0)
         step = max(1, self.batch_size)
-        for members in groups.values():
-            options = plans[members[0]][0]
+        for options, members in groups.items():
             for lo in range(0, len(members), step):
                 chunk = members[lo: lo + step]
-                rows = [self.tok_encode(requests[i].args[0])[-(self.max_length - options["gen_length"]):]
+                rows = [self.tok_encode(requests[i].args[0])[-(self.max_length - options.gen_length):]
                         or [self.prefix_token_id] for i in chunk]
-                x, mask = left_pad(rows, pad)
-                if self.model.config.causal:
-                    res = generate_autoregressive(self.model, x, mask, gen_length=options["gen_length"],
-                                                  temperature=options.get("temperature", 0.0),
-                                                  generator=self.generator)
-                else:
-                    res = generate(self.model, x, mask, generator=self.generator, **options)
+                x, mask = left_pad(rows, self.model.config.roles.pad)
+                res = sample(self.model, x, options, attention_mask=mask, generator=self.generator)
                 for row, i in enumerate(chunk):
                     text = decode_response(self.tokenizer, res.responses[row], self.stop_ids)
                     out[i] = text = cut_at_stop_texts(text, plans[i][1])[0]
@@ -201,26 +199,24 @@ class LLaDAEvalLM(TemplateLM):
         bar.close()
         return out
 
-    def _plan(self, gen_kwargs: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
-        """Sampler options and stop strings for one request's generation kwargs."""
+    def _plan(self, gen_kwargs: dict[str, Any] | None) -> tuple[SamplerOptions, list[str]]:
+        """Sampler options and stop strings for one request's generation kwargs: max_gen_toks sets
+        gen_length (blocks and steps fitted to it), temperature and do_sample as in transformers."""
         gen_kwargs = dict(gen_kwargs or {})
         until = gen_kwargs.pop("until", None) or []
         until = [until] if isinstance(until, str) else list(until)
-        options = dict(self.sampler)
-        if "max_gen_toks" in gen_kwargs:
-            options["gen_length"] = int(gen_kwargs.pop("max_gen_toks"))
+        given = dict(self._given)
         if "temperature" in gen_kwargs:
-            options["temperature"] = float(gen_kwargs.pop("temperature"))
+            given["temperature"] = float(gen_kwargs.pop("temperature"))
         if gen_kwargs.pop("do_sample", None) is False:  # as in transformers: greedy whatever the temperature
-            options["temperature"] = 0.0
+            given["temperature"] = 0.0
+        max_gen = gen_kwargs.pop("max_gen_toks", None)
         ignored = sorted(set(gen_kwargs) - self._warned)
         if ignored:
             self._warned.update(ignored)
             print(f"llada: generation kwargs {', '.join(ignored)} have no meaning for this sampler and are ignored "
                   f"(it takes until, max_gen_toks, temperature, do_sample; the rest via --model_args)", file=sys.stderr)
-        options["gen_length"], options["block_length"], options["steps"] = fit_blocks(
-            int(options["gen_length"]), int(options["block_length"]), int(options["steps"]))
-        return options, until
+        return self._base.fitted(None if max_gen is None else int(max_gen), **given), until
 
 
 def main(argv: list[str] | None = None) -> None:

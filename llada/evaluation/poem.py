@@ -153,8 +153,7 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
     import torch
 
     from llada.checkpoint import load
-    from llada.sampling.autoregressive import generate_autoregressive
-    from llada.sampling.text import decode_response, encode_prompts, generate_text
+    from llada.sampling import SamplerOptions, sample_text
 
     couplets = load_couplets(data)
     if limit is not None:
@@ -163,33 +162,25 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
         couplets = couplets[:limit]
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    steps = gen_length if steps is None else steps
-    block_length = gen_length if block_length is None else block_length
+    options = SamplerOptions(gen_length=gen_length, steps=steps, block_length=block_length, cfg_scale=cfg_scale,
+                             logits_eos_inf=logits_eos_inf)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     bundle = load(model, dtype=dtype, device=device)
     net, tok = bundle.model.eval(), bundle.tokenizer
-    stops = (net.config.eos_token_id, net.config.eot_token_id)
 
     items = [it for d in DIRECTIONS for it in build_items(couplets, d)]
     responses: list[str] = []
     for lo in range(0, len(items), batch_size):
         prompts = [it.prompt for it in items[lo: lo + batch_size]]
-        if net.config.causal:  # the autoregressive baseline: same prompts, greedy left to right
-            ids, mask = encode_prompts(tok, prompts, chat=True)
-            out = generate_autoregressive(net, ids, mask, gen_length=gen_length)
-            responses += [decode_response(tok, row, stops) for row in out.responses]
-        else:
-            responses += generate_text(net, tok, prompts, chat=True, steps=steps, gen_length=gen_length,
-                                       block_length=block_length, cfg_scale=cfg_scale, logits_eos_inf=logits_eos_inf)
+        responses += sample_text(net, tok, prompts, options, chat=True)  # left to right for an AR baseline
 
     records = []
     for it, resp in zip(items, responses, strict=True):
         hit, exact = score(resp, it.answer)
         records.append({**asdict(it), "response": resp, "hit": hit, "exact": exact})
     summary = summarize(records)
-    settings = {"model": model, "data": str(data), "gen_length": gen_length, "steps": steps,
-                "block_length": block_length, "cfg_scale": cfg_scale, "logits_eos_inf": logits_eos_inf,
-                "temperature": 0.0, "chat_template": True, "couplets": len(couplets)}
+    settings = {"model": model, "data": str(data), **options.to_dict(), "steps": options.num_steps,
+                "block_length": options.block_size, "chat_template": True, "couplets": len(couplets)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"settings": settings, "summary": summary, "items": records},

@@ -114,10 +114,11 @@ class Models:
 
         if name not in self._loaded:
             bundle = load(self.path(name), device=self.device)  # type: ignore[arg-type]
-            if bundle.model.config.causal != name.startswith("ar"):
+            kind, want = bundle.model.config.kind, "autoregressive" if name.startswith("ar") else "diffusion"
+            if kind != want:
                 flag = "--ar" if name.startswith("ar") else "--diffusion"
-                raise UserError(f"{self.path(name)} is {'an autoregressive' if bundle.model.config.causal else 'a diffusion'}"
-                                f" model; {flag} needs {'an autoregressive' if flag == '--ar' else 'a diffusion'} one")
+                raise UserError(f"{self.path(name)} is {'an' if kind[0] == 'a' else 'a'} {kind} model; "
+                                f"{flag} needs {'an' if want[0] == 'a' else 'a'} {want} one")
             self._loaded[name] = bundle
         return self._loaded[name]
 
@@ -152,10 +153,9 @@ class Report:
 
 
 def _setting(**changes: Any) -> Any:
-    from llada.evaluation.builtin import Setting
     from llada.recipe import SAMPLER
 
-    return Setting(**{**SAMPLER, **changes})
+    return SAMPLER.replace(**changes)
 
 
 def _task(models: Models, name: str, task: str, setting: Any = None, choice: bool = False) -> Any:
@@ -246,7 +246,7 @@ def claim_reversal(models: Models) -> tuple[Report, Callable]:
 def claim_remasking(models: Models) -> tuple[Report, Callable]:
     from llada.recipe import SAMPLER
 
-    gen = SAMPLER["gen_length"]
+    gen = SAMPLER.gen_length
     steps = sorted({max(1, gen // 4), gen // 2, gen})
     strategies = ("low_confidence", "random", "margin", "entropy")
     tasks = ("fact_held_out", "fact_forward", "fact_reverse")
@@ -277,7 +277,7 @@ def claim_remasking(models: Models) -> tuple[Report, Callable]:
         + "; ".join(f"{s} steps {d:+.2f} ± {se:.2f}" for s, (d, se) in diffs.items()) + " (low-confidence − random).",
         table, res,
         notes=[f"Items: {', '.join(tasks)} ({len(hits['random', gen])} in all), answered by the SFT model with "
-               f"gen_length {gen}, block_length {SAMPLER['block_length']}; exact match. Per task and strategy "
+               f"gen_length {gen}, block_length {SAMPLER.block_size}; exact match. Per task and strategy "
                "in results.json. An answer the model has memorised comes out in any order, and one it does not "
                "know in none, so the order of unmasking can only matter on the items in between; the paper's "
                "gap is on multi-step reasoning (GSM8K), which a model of this size has no share of."])
@@ -300,7 +300,7 @@ def claim_remasking(models: Models) -> tuple[Report, Callable]:
 def claim_semi_ar(models: Models) -> tuple[Report, Callable]:
     from llada.recipe import SAMPLER
 
-    gen = 2 * SAMPLER["gen_length"]
+    gen = 2 * SAMPLER.gen_length
     blocks = [b for b in (gen, gen // 2, gen // 4, gen // 8) if b >= 4]
     tasks = ("fact_forward", "fact_held_out")
     bundle = models.load("diffusion-eos")

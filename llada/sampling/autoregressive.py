@@ -1,58 +1,63 @@
 """Left-to-right decoding for the autoregressive baseline (a model with `config.causal`).
 
 Only for comparisons with the diffusion model: greedy or temperature sampling with a key/value
-cache, prompts left padded with an attention mask, rows stopping at EOS / end-of-turn.
+cache, prompts left padded with an attention mask, rows stopping at EOS / end-of-turn. It yields
+the same `StepState`s as the reverse process (one token per step, the positions still to come
+shown as masks), so every consumer of `llada.sample_steps` streams it the same way.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
 from llada.errors import GenerationError
 from llada.model import LLaDAModel
-from llada.sampling.core import GenerateOutput, GenerateStats
+from llada.sampling.core import GenerateOutput, GenerateStats, StepState
+from llada.sampling.options import SamplerOptions
 
 
 @torch.no_grad()
-def generate_autoregressive(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None = None, *,
-                            gen_length: int = 128, temperature: float = 0.0,
-                            generator: torch.Generator | None = None) -> GenerateOutput:
-    """Append `gen_length` tokens to each row of `input_ids` (B, P); finished rows pad with EOS."""
+def autoregressive_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOptions,
+                         attention_mask: Tensor | None = None,
+                         generator: torch.Generator | None = None) -> Iterator[StepState]:
+    """Append `options.gen_length` tokens to each row of `input_ids` (B, P), one per step, reading
+    only gen_length and temperature; finished rows pad with EOS. Call through `llada.sample`."""
     cfg = model.config
+    roles = cfg.roles
     if not cfg.causal:
-        raise GenerationError("generate_autoregressive needs a causal model (the AR baseline); "
-                              "use llada.sampling.generate for a diffusion model")
+        raise GenerationError("autoregressive decoding needs a causal model (the AR baseline); "
+                              "llada.sample picks the reverse process for a diffusion model")
     B, P = input_ids.shape
-    if P == 0:
-        raise GenerationError("the prompt is empty; give at least one token")
-    if P + gen_length > cfg.max_sequence_length:
-        raise GenerationError(f"prompt ({P}) + gen_length ({gen_length}) exceeds max_sequence_length "
-                              f"{cfg.max_sequence_length}")
-    if temperature < 0:
-        raise GenerationError(f"temperature must be >= 0, got {temperature}")
-    device = model.device
+    gen_length, device = options.gen_length, model.device
     ids = input_ids.to(device)
     am = torch.ones_like(ids) if attention_mask is None else attention_mask.to(device).long()
     positions = (am.cumsum(1) - 1).clamp(min=0)
-    stops = torch.tensor([t for t in (cfg.eos_token_id, cfg.eot_token_id) if t is not None], device=device)
+    stops = torch.tensor(roles.stops, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    out = torch.full((B, gen_length), cfg.eos_token_id, dtype=torch.long, device=device)
-    stats = GenerateStats()
+    canvas = torch.cat([ids, torch.full((B, gen_length), roles.mask, dtype=torch.long, device=device)], 1)
+    stats = GenerateStats(tokens=B * gen_length)
 
     logits, past = model.forward_kv(ids, am, positions, output_positions=slice(-1, None))
     stats.full_forwards += 1
     next_pos = positions[:, -1:] + 1
     for i in range(gen_length):
-        scores = logits[:, -1].double()
-        if temperature > 0:
-            probs = torch.softmax(scores / temperature, -1)
+        scores = logits[:, -1].double()  # (B, V)
+        if options.temperature > 0:
+            probs = torch.softmax(scores / options.temperature, -1)
             token = torch.multinomial(probs, 1, generator=generator)[:, 0]
         else:
             token = scores.argmax(-1)
-        token = torch.where(done, cfg.eos_token_id, token)
-        out[:, i] = token
+        token = torch.where(done, roles.eos, token)
+        canvas[:, P + i] = token
         done |= torch.isin(token, stops)
+        stats.steps += 1
+        moved = torch.zeros_like(canvas, dtype=torch.bool)
+        moved[:, P + i] = True
+        yield StepState(canvas, moved, 0, i, P, stats)
         if i + 1 == gen_length or bool(done.all()):
             break
         am = torch.cat([am, torch.ones(B, 1, dtype=am.dtype, device=device)], 1)
@@ -60,6 +65,15 @@ def generate_autoregressive(model: LLaDAModel, input_ids: Tensor, attention_mask
         past = [(torch.cat((pk, nk), 2), torch.cat((pv, nv), 2)) for (pk, pv), (nk, nv) in zip(past, new, strict=True)]
         next_pos = next_pos + 1
         stats.cached_forwards += 1
-    stats.tokens = B * gen_length
-    stats.steps = stats.forwards
-    return GenerateOutput(torch.cat([ids, out], 1), P, stats)
+    canvas[:, P:] = torch.where(canvas[:, P:] == roles.mask, roles.eos, canvas[:, P:])  # rows all stopped early
+    yield StepState(canvas, torch.zeros_like(canvas, dtype=torch.bool), 0, stats.steps - 1, P, stats, final=True)
+
+
+def generate_autoregressive(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None = None, *,
+                            gen_length: int = 128, temperature: float = 0.0,
+                            generator: torch.Generator | None = None) -> GenerateOutput:
+    """Append `gen_length` tokens to each row of `input_ids` (B, P) left to right; finished rows
+    pad with EOS. Returns sequences (B, P + gen_length)."""
+    options = SamplerOptions(gen_length=gen_length, block_length=None, temperature=temperature)
+    state = deque(autoregressive_steps(model, input_ids, options, attention_mask, generator), maxlen=1)[0]
+    return GenerateOutput(state.canvas, state.prompt_length, state.stats)

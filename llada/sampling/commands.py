@@ -1,94 +1,99 @@
-"""`llada generate` and `llada chat`."""
+"""`llada generate` and `llada chat`. Their sampler flags (`--steps`, `--preset fast`, ...) are
+generated from `SamplerOptions`, so they are the options of every other surface, by name."""
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
-
-import torch
+from collections.abc import Callable
+from typing import Any
 
 from llada.errors import GenerationError
 
 
+def sampler_flags(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give `func(..., **options)` one keyword flag per `SamplerOptions` field, plus `--preset`,
+    each defaulting to None ("as the preset, else the default"), with its help text; `func` turns
+    them into options with `options_from_flags`."""
+    from llada.sampling.options import OPTION_NAMES, SAMPLER_PRESETS, SamplerOptions
+
+    defaults, helps = SamplerOptions().to_dict(), SamplerOptions.help()
+    kinds = {f: type(v) if v is not None else str for f, v in defaults.items()}
+    kinds.update({"steps": int, "block_length": int, "threshold": float, "factor": float, "seed": int})
+    params = [p for p in inspect.signature(func).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    lines = [f"        preset: sampler preset applied under the flags given: {', '.join(SAMPLER_PRESETS)}"]
+    params.append(inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None))
+    for name in OPTION_NAMES:
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=kinds[name] | None))
+        shown = "" if defaults[name] is None else f" (default: {defaults[name]})"
+        lines.append(f"        {name}: {helps[name]}{shown}")
+    func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    func.__doc__ = (func.__doc__ or "").rstrip() + "\n" + "\n".join(lines) + "\n"
+    return func
+
+
+def options_from_flags(flags: dict[str, Any]) -> Any:
+    """The SamplerOptions of the flags given (None: not given)."""
+    from llada.sampling.options import SamplerOptions
+
+    return SamplerOptions.from_dict({k: v for k, v in flags.items() if v is not None})
+
+
 def _load(model: str, device: str | None, dtype: str | None):
+    import torch
+
     from llada.checkpoint import load
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return load(model, dtype=dtype, device=device)
 
 
-def generate(prompt: str, model: str = "runs/quickstart/sft/model", steps: int = 64, gen_length: int = 64,
-             block_length: int = 32, temperature: float = 0.0, cfg_scale: float = 0.0,
-             remasking: str = "low_confidence", threshold: float | None = None, cache: str | None = None,
-             trace: bool = False, chat: bool = True, device: str | None = None, dtype: str | None = None,
-             seed: int = 0) -> None:
-    """Sample a response to PROMPT with the reverse process.
+@sampler_flags
+def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool = False, chat: bool = True,
+             device: str | None = None, dtype: str | None = None, **options: Any) -> None:
+    """Sample a response to PROMPT (the reverse process; left to right for an autoregressive model).
 
     Args:
         prompt: the user message (or plain text with --chat false)
         model: a model directory
-        steps: denoising steps in total (a multiple of gen_length / block_length)
-        gen_length: response length in tokens
-        block_length: semi-autoregressive block size (gen_length for one block)
-        temperature: 0 for greedy; >0 samples with Gumbel noise
-        cfg_scale: unsupervised classifier-free guidance (0 = off)
-        remasking: low_confidence, random, margin or entropy
-        threshold: confidence-threshold parallel decoding in (0, 1]
-        cache: none, prefix or dual key/value caching
-        trace: show the canvas denoise step by step
+        trace: show the canvas step by step
         chat: wrap the prompt in the chat template
         device: cpu or cuda (default: cuda when available)
         dtype: float32, bfloat16 or float16 (default: as stored)
-        seed: random seed for temperature > 0 and random remasking
     """
-    from llada.sampling.text import decode_response, generate_ids, stream_text
+    from llada.sampling.text import decode_response, stream_text
 
+    opts = options_from_flags(options)
     bundle = _load(model, device, dtype)
-    cache = None if cache in (None, "none") else cache
-    options = dict(steps=steps, gen_length=gen_length, block_length=block_length, temperature=temperature,
-                   cfg_scale=cfg_scale, remasking=remasking, threshold=threshold, cache=cache,
-                   generator=torch.Generator(device=bundle.model.device).manual_seed(seed))
-    stops = (bundle.config.eos_token_id, bundle.config.eot_token_id)
-    if trace:
-        final = None
-        for state, text in stream_text(bundle.model, bundle.tokenizer, prompt, chat=chat, **options):
-            sys.stdout.write(f"\x1b[2K\rstep {state.step + 1:>3}  {_one_line(text)}")
+    state = None
+    for state, text in stream_text(bundle.model, bundle.tokenizer, prompt, opts, chat=chat):
+        if trace and not state.final:
+            sys.stdout.write(f"\x1b[2K\rstep {state.step + 1:>3}  {text.replace(chr(10), '⏎')}")
             sys.stdout.flush()
-            final = state
             time.sleep(0.02)
+    if trace:
         sys.stdout.write("\n")
-        if final is not None:
-            print(decode_response(bundle.tokenizer, final.canvas[0, final.prompt_length:], stops))
-        return
-    out = generate_ids(bundle.model, bundle.tokenizer, prompt, chat=chat, **options)
-    print(decode_response(bundle.tokenizer, out.responses[0], stops))
-    s = out.stats
+    print(decode_response(bundle.tokenizer, state.canvas[0, state.prompt_length:], bundle.config.roles.stops))
+    s = state.stats
     print(f"[{s.forwards} forward passes ({s.full_forwards} full, {s.cached_forwards} cached), "
           f"{s.tokens_per_forward:.2f} tokens per forward]", file=sys.stderr)
 
 
-def _one_line(text: str) -> str:
-    return text.replace("\n", "⏎")
-
-
-def chat(model: str = "runs/quickstart/sft/model", steps: int = 64, gen_length: int = 64, block_length: int = 32,
-         temperature: float = 0.0, remasking: str = "low_confidence", threshold: float | None = None,
-         device: str | None = None, dtype: str | None = None) -> None:
+@sampler_flags
+def chat(model: str = "runs/quickstart/sft/model", device: str | None = None, dtype: str | None = None,
+         **options: Any) -> None:
     """Multi-turn chat in the terminal; an empty line, `exit` or end of input quits.
 
     Args:
         model: a model directory
-        steps: denoising steps per answer
-        gen_length: answer length in tokens
-        block_length: semi-autoregressive block size
-        temperature: 0 for greedy
-        remasking: low_confidence, random, margin or entropy
-        threshold: confidence-threshold parallel decoding in (0, 1]
         device: cpu or cuda
         dtype: float32, bfloat16 or float16
     """
-    from llada.sampling.text import generate_text
+    from llada.sampling.text import sample_text
 
+    opts = options_from_flags(options)
     bundle = _load(model, device, dtype)
     messages: list[dict[str, str]] = []
     print("chat with the model; an empty line or `exit` quits")
@@ -101,9 +106,7 @@ def chat(model: str = "runs/quickstart/sft/model", steps: int = 64, gen_length: 
             break
         messages.append({"role": "user", "content": line})
         try:
-            reply = generate_text(bundle.model, bundle.tokenizer, [messages], steps=steps, gen_length=gen_length,
-                                  block_length=block_length, temperature=temperature, remasking=remasking,
-                                  threshold=threshold)[0]
+            reply = sample_text(bundle.model, bundle.tokenizer, [messages], opts)[0]
         except GenerationError as e:
             print(f"error: {e}")
             messages.pop()

@@ -18,7 +18,8 @@ done (their step count is data dependent); early exit checks once per block.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -26,10 +27,9 @@ from torch import Tensor
 
 from llada.errors import GenerationError
 from llada.model import KV, LLaDAModel
+from llada.sampling.options import SamplerOptions
 from llada.sampling.remasking import REMASKING
 from llada.sampling.schedule import num_transfer_tokens
-
-CACHES = (None, "prefix", "dual")
 
 
 @dataclass
@@ -63,13 +63,16 @@ class GenerateOutput:
 
 @dataclass
 class StepState:
-    """What a streaming consumer sees after each step."""
+    """What a consumer of `sample_steps` sees after each step. `canvas` is the sampler's own
+    buffer, updated in place by the next step: copy it to keep it."""
 
     canvas: Tensor  # (B, L) current ids, masks included
     transferred: Tensor  # (B, L) bool, positions unmasked at this step
     block: int
     step: int  # step index over the whole call
     prompt_length: int
+    stats: GenerateStats = field(default_factory=GenerateStats)  # forwards so far
+    final: bool = False  # the last state of the call: canvas is the finished output
 
 
 def add_gumbel_noise(logits: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
@@ -81,39 +84,6 @@ def add_gumbel_noise(logits: Tensor, temperature: float, generator: torch.Genera
     gen_device = generator.device if generator is not None else logits.device
     u = torch.rand(logits.shape, dtype=torch.float64, generator=generator, device=gen_device).to(logits.device)
     return logits.exp() / (-torch.log(u)) ** temperature
-
-
-def validate(*, prompt_length: int, gen_length: int, block_length: int, steps: int, temperature: float,
-             cfg_scale: float, remasking: str, threshold: float | None, factor: float | None, cache: str | None,
-             max_length: int) -> None:
-    """Refuse parameters the sampler cannot honour, naming the parameter and what is allowed."""
-    if prompt_length <= 0:
-        raise GenerationError("the prompt is empty; give at least one token (for unconditional text, start with BOS)")
-    if gen_length <= 0:
-        raise GenerationError(f"gen_length must be positive, got {gen_length}")
-    if prompt_length + gen_length > max_length:
-        raise GenerationError(f"prompt ({prompt_length} tokens) + gen_length ({gen_length}) = "
-                              f"{prompt_length + gen_length} exceeds the model's max_sequence_length {max_length}")
-    if block_length <= 0 or gen_length % block_length:
-        raise GenerationError(f"gen_length ({gen_length}) must be a multiple of block_length ({block_length})")
-    blocks = gen_length // block_length
-    if steps <= 0 or steps % blocks:
-        raise GenerationError(f"steps ({steps}) must be a positive multiple of the number of blocks "
-                              f"gen_length / block_length = {blocks}")
-    if remasking not in REMASKING:
-        raise GenerationError(f"unknown remasking {remasking!r}; choose one of: {', '.join(REMASKING)}")
-    if temperature < 0:
-        raise GenerationError(f"temperature must be >= 0, got {temperature}")
-    if cfg_scale < 0:
-        raise GenerationError(f"cfg_scale must be >= 0, got {cfg_scale}")
-    if threshold is not None and not 0 < threshold <= 1:
-        raise GenerationError(f"threshold must be in (0, 1], got {threshold}")
-    if factor is not None and factor <= 0:
-        raise GenerationError(f"factor must be positive, got {factor}")
-    if threshold is not None and factor is not None:
-        raise GenerationError("give threshold or factor, not both")
-    if cache not in CACHES:
-        raise GenerationError(f"unknown cache {cache!r}; choose one of: none, prefix, dual")
 
 
 # -------------------------------------------------------------------------------------- selection
@@ -129,14 +99,17 @@ def select_quota(confidence: Tensor, k: Tensor) -> Tensor:
 
 
 def select_threshold(confidence: Tensor, masked: Tensor, threshold: float) -> Tensor:
-    """Every masked position with confidence >= threshold, and always the most confident one."""
+    """Every masked position with confidence >= threshold, and always the most confident masked one
+    (confidence, masked: (B, T); unmasked positions are never chosen, whatever their confidence)."""
+    confidence = confidence.masked_fill(~masked, float("-inf"))
     top = torch.zeros_like(masked).scatter_(-1, confidence.argmax(-1, keepdim=True), True)
     return masked & ((confidence >= threshold) | top)
 
 
 def select_factor(confidence: Tensor, masked: Tensor, factor: float) -> Tensor:
     """Fast-dLLM's factor rule: take the n most confident where the r-th (1-based) has confidence
-    >= 1 - factor / (r + 1); always at least one."""
+    >= 1 - factor / (r + 1); always at least one. Ranks count masked positions only."""
+    confidence = confidence.masked_fill(~masked, float("-inf"))
     values, order = confidence.sort(dim=-1, descending=True, stable=True)
     ranks = torch.arange(1, values.shape[-1] + 1, device=values.device, dtype=torch.float64)
     need = 1.0 - factor / (ranks + 1.0)
@@ -209,6 +182,7 @@ class _Forward:
 # --------------------------------------------------------------------------------------------- loop
 
 
+@torch.no_grad()
 def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int, steps: int,
             attention_mask: Tensor | None = None, temperature: float = 0.0, cfg_scale: float = 0.0,
             remasking: str = "low_confidence", threshold: float | None = None, factor: float | None = None,
@@ -251,9 +225,7 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
                 logits[..., eos_id] = float("-inf")
                 if eot_id is not None:
                     logits[..., eot_id] = float("-inf")
-            confidence = score(logits, x0, generator)
-            confidence = torch.where(masked, confidence, torch.tensor(float("-inf"), dtype=confidence.dtype,
-                                                                        device=confidence.device))
+            confidence = score(logits, x0, generator).masked_fill(~masked, float("-inf"))  # (B, T)
             if threshold is not None:
                 transfer = select_threshold(confidence, masked, threshold)
             elif factor is not None:
@@ -264,7 +236,7 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
             stats.steps += 1
             full = torch.zeros_like(canvas, dtype=torch.bool)
             full[:, s:e] = transfer
-            yield StepState(canvas, full, block, step, start)
+            yield StepState(canvas, full, block, step, start, stats)
             step += 1
             if not fixed_steps and not bool((canvas[:, s:e] == mask_id).any()):
                 break  # one host check per step: the step count is data dependent here
@@ -279,50 +251,39 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
 
 
 @torch.no_grad()
-def generate(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None = None, *, steps: int = 128,
-             gen_length: int = 128, block_length: int | None = None, temperature: float = 0.0,
-             cfg_scale: float = 0.0, remasking: str = "low_confidence", threshold: float | None = None,
-             factor: float | None = None, cache: str | None = None, logits_eos_inf: bool = False,
-             confidence_eos_eot_inf: bool = False, early_exit: bool = False,
-             generator: torch.Generator | None = None, callback: Callable[[StepState], None] | None = None,
-             refresh_every_step: bool = False) -> GenerateOutput:
-    """Sample `gen_length` tokens after each prompt row of `input_ids` (B, P), left padded with
-    `attention_mask` (B, P) when rows differ in length.
+def diffusion_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOptions,
+                    attention_mask: Tensor | None = None,
+                    generator: torch.Generator | None = None) -> Iterator[StepState]:
+    """The reverse process after each prompt row of `input_ids` (B, P), left padded with
+    `attention_mask` (B, P) when rows differ in length: yields the state after every step, then a
+    final state whose canvas (B, P + gen_length) is the output. Call through `llada.sample`.
 
-    steps: total denoising steps (split evenly over the blocks); block_length: None = gen_length
-    (one block); semi-autoregressive when smaller. threshold / factor: Fast-dLLM parallel decoding
-    (then steps bounds nothing: each block runs until unmasked). cache: None, "prefix" or "dual".
-    callback: called with a StepState after every step (streaming).
+    Follows LLaDA's `generate.py` (low-confidence remasking, semi-autoregressive blocks, CFG) and
+    Fast-dLLM's `generate.py` (threshold / factor decoding, prefix and dual caches).
     """
-    block_length = gen_length if block_length is None else block_length
     B, P = input_ids.shape
-    validate(prompt_length=P, gen_length=gen_length, block_length=block_length, steps=steps,
-             temperature=temperature, cfg_scale=cfg_scale, remasking=remasking, threshold=threshold, factor=factor,
-             cache=cache, max_length=model.config.max_sequence_length)
-    if attention_mask is not None and attention_mask.shape != input_ids.shape:
-        raise GenerationError(f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}")
-    device = model.device
+    gen_length, device = options.gen_length, model.device
     canvas = torch.full((B, P + gen_length), model.config.mask_token_id, dtype=torch.long, device=device)
     canvas[:, :P] = input_ids.to(device)
     am = None
     if attention_mask is not None and not bool(attention_mask.all()):
         am = torch.cat([attention_mask.to(device).long(), torch.ones(B, gen_length, dtype=torch.long, device=device)], 1)
-    stats = GenerateStats()
-    for state in denoise(model, canvas, start=P, block_length=block_length, steps=steps, attention_mask=am,
-                         temperature=temperature, cfg_scale=cfg_scale, remasking=remasking, threshold=threshold,
-                         factor=factor, cache=cache, logits_eos_inf=logits_eos_inf,
-                         confidence_eos_eot_inf=confidence_eos_eot_inf, early_exit=early_exit,
-                         generator=generator, stats=stats, refresh_every_step=refresh_every_step):
-        if callback is not None:
-            callback(state)
-    stats.tokens = B * gen_length
-    return GenerateOutput(canvas, P, stats)
+    stats = GenerateStats(tokens=B * gen_length)
+    state = StepState(canvas, torch.zeros_like(canvas, dtype=torch.bool), 0, -1, P, stats)
+    for state in denoise(model, canvas, start=P, block_length=options.block_size, steps=options.num_steps,
+                         attention_mask=am, temperature=options.temperature, cfg_scale=options.cfg_scale,
+                         remasking=options.remasking, threshold=options.threshold, factor=options.factor,
+                         cache=options.cache, logits_eos_inf=options.logits_eos_inf,
+                         confidence_eos_eot_inf=options.confidence_eos_eot_inf,
+                         early_exit=options.early_exit, generator=generator, stats=stats):
+        yield state
+    yield StepState(canvas, torch.zeros_like(canvas, dtype=torch.bool), state.block, state.step, P, stats, final=True)
 
 
 @torch.no_grad()
 def infill(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None = None, *, steps: int | None = None,
-           temperature: float = 0.0, remasking: str = "low_confidence", generator: torch.Generator | None = None,
-           callback: Callable[[StepState], None] | None = None) -> GenerateOutput:
+           temperature: float = 0.0, remasking: str = "low_confidence",
+           generator: torch.Generator | None = None) -> GenerateOutput:
     """Fill the mask tokens of `input_ids` wherever they are (the model sees both sides).
 
     One block spans the sequence; `steps` defaults to the largest number of masks in a row (one
@@ -341,9 +302,7 @@ def infill(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None =
     canvas = input_ids.clone().to(model.device)
     am = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.to(model.device)
     stats = GenerateStats()
-    for state in denoise(model, canvas, start=0, block_length=L, steps=steps, attention_mask=am,
-                         temperature=temperature, remasking=remasking, generator=generator, stats=stats):
-        if callback is not None:
-            callback(state)
+    deque(denoise(model, canvas, start=0, block_length=L, steps=steps, attention_mask=am, temperature=temperature,
+                  remasking=remasking, generator=generator, stats=stats), maxlen=0)  # run to the end
     stats.tokens = int(masks.sum())
     return GenerateOutput(canvas, 0, stats)

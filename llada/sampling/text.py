@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from llada.model import LLaDAModel
-from llada.sampling.core import GenerateOutput, StepState, generate
+from llada.sampling.api import sample, sample_steps
+from llada.sampling.core import GenerateOutput, StepState
+from llada.sampling.options import SamplerOptions
 
 
-def encode_prompts(tokenizer: Any, prompts: str | list[str] | list[list[dict[str, str]]], *,
+def encode_prompts(tokenizer: Any, prompts: str | list[str] | list[list[dict[str, str]]], *, pad_id: int,
                    chat: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids (B, P) left padded with EOS, and the attention mask.
+    """Token ids (B, P) left padded with `pad_id` (the model's `config.roles.pad`), and the
+    attention mask (B, P).
 
     With chat=True each prompt is a user message (or a whole list of messages) rendered with the
-    tokenizer's chat template and the assistant header appended.
+    tokenizer's chat template and the assistant header appended; otherwise BOS + the text.
     """
     if isinstance(prompts, str) or (prompts and isinstance(prompts[0], dict)):
         prompts = [prompts]  # type: ignore[list-item]
@@ -31,8 +32,7 @@ def encode_prompts(tokenizer: Any, prompts: str | list[str] | list[list[dict[str
         else:
             bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
             rows.append(bos + tokenizer(p, add_special_tokens=False)["input_ids"])
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return left_pad(rows, pad)
+    return left_pad(rows, pad_id)
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,18 +66,20 @@ def decode_response(tokenizer: Any, ids: torch.Tensor | list[int], stop_ids: tup
     return tokenizer.decode(cut_at_stop(ids, stop_ids)[0], skip_special_tokens=True).strip()
 
 
-def generate_text(model: LLaDAModel, tokenizer: Any, prompts: str | list[str], *, chat: bool = True,
-                  **options: Any) -> list[str]:
-    """Answer each prompt; `options` are `generate`'s (steps, gen_length, block_length, ...)."""
-    out = generate_ids(model, tokenizer, prompts, chat=chat, **options)
-    stops = (model.config.eos_token_id, model.config.eot_token_id)
-    return [decode_response(tokenizer, row, stops) for row in out.responses]
+def sample_text(model: LLaDAModel, tokenizer: Any, prompts: str | list[str] | list[list[dict[str, str]]],
+                options: SamplerOptions | None = None, *, chat: bool = True, generator: torch.Generator | None = None,
+                **overrides: Any) -> list[str]:
+    """`llada.sample` at the text level: the answer to each prompt, decoded up to its first
+    EOS / end-of-turn. `options` and `overrides` as for `sample`."""
+    out = sample_ids(model, tokenizer, prompts, options, chat=chat, generator=generator, **overrides)
+    return [decode_response(tokenizer, row, model.config.roles.stops) for row in out.responses]
 
 
-def generate_ids(model: LLaDAModel, tokenizer: Any, prompts: Any, *, chat: bool = True,
-                 **options: Any) -> GenerateOutput:
-    ids, mask = encode_prompts(tokenizer, prompts, chat=chat)
-    return generate(model, ids, mask, **options)
+def sample_ids(model: LLaDAModel, tokenizer: Any, prompts: Any, options: SamplerOptions | None = None, *,
+               chat: bool = True, generator: torch.Generator | None = None, **overrides: Any) -> GenerateOutput:
+    """`llada.sample` on encoded prompts: the token output of `sample_text`."""
+    ids, mask = encode_prompts(tokenizer, prompts, pad_id=model.config.roles.pad, chat=chat)
+    return sample(model, ids, options, attention_mask=mask, generator=generator, **overrides)
 
 
 def token_pieces(tokenizer: Any, ids: list[int], hidden: list[bool], special: set[int] = frozenset()) -> list[str]:
@@ -119,41 +121,20 @@ def token_pieces(tokenizer: Any, ids: list[int], hidden: list[bool], special: se
     return pieces
 
 
-def render_canvas(tokenizer: Any, state: StepState, row: int = 0, mask_text: str = "░") -> str:
-    """The response part of a canvas as text, masks drawn as `mask_text`."""
-    mask_id = tokenizer.convert_tokens_to_ids("<|mdm_mask|>")
+def render_canvas(tokenizer: Any, state: StepState, mask_id: int, row: int = 0, mask_text: str = "░") -> str:
+    """The response part of a canvas as text, masks (`mask_id`) drawn as `mask_text`."""
     ids = state.canvas[row, state.prompt_length:].tolist()
     hidden = [i == mask_id for i in ids]
     pieces = token_pieces(tokenizer, ids, hidden, set(tokenizer.all_special_ids))
     return "".join(mask_text if h else p for p, h in zip(pieces, hidden, strict=True))
 
 
-def stream_text(model: LLaDAModel, tokenizer: Any, prompt: str | list[dict[str, str]], *, chat: bool = True,
-                **options: Any) -> Iterator[tuple[StepState, str]]:
-    """Yield (state, canvas text with masks shown) after every step, then return.
-
-    The sampler runs in a worker thread and hands each step over a queue, so the consumer sees the
-    canvas as it changes (for a terminal trace, a chat page or a server stream).
-    """
-    q: queue.Queue = queue.Queue(maxsize=2)
-    done = object()
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            generate_ids(model, tokenizer, prompt, chat=chat,
-                         callback=lambda s: q.put((StepState(s.canvas.clone(), s.transferred.clone(), s.block,
-                                                             s.step, s.prompt_length), None)), **options)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-            failure.append(e)
-        finally:
-            q.put((done, None))
-
-    threading.Thread(target=work, daemon=True).start()
-    while True:
-        state, _ = q.get()
-        if state is done:
-            break
-        yield state, render_canvas(tokenizer, state)
-    if failure:
-        raise failure[0]
+def stream_text(model: LLaDAModel, tokenizer: Any, prompt: str | list[dict[str, str]],
+                options: SamplerOptions | None = None, *, chat: bool = True, generator: torch.Generator | None = None,
+                **overrides: Any) -> Iterator[tuple[StepState, str]]:
+    """`llada.sample_steps` at the text level: (state, response text with masks shown) after every
+    step; the last state has `final=True`. For a terminal trace, a chat page or a server stream."""
+    ids, mask = encode_prompts(tokenizer, prompt, pad_id=model.config.roles.pad, chat=chat)
+    mask_id = model.config.roles.mask
+    for state in sample_steps(model, ids, options, attention_mask=mask, generator=generator, **overrides):
+        yield state, render_canvas(tokenizer, state, mask_id)

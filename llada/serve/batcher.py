@@ -1,9 +1,9 @@
 """Dynamic batching: requests wait in a bounded queue; one worker thread runs them in batches.
 
-Requests whose sampler options agree (steps, gen_length, block_length, remasking, ...) are run
-together in one batched `generate` call, prompts left padded; each request gets its own row's
-intermediate states (for streaming) and final tokens. A request with a seed runs in a batch of its
-own with its own random generator, so its sample is the same whatever else the server is doing. A
+Requests whose `SamplerOptions` are equal are run together in one batched `llada.sample_steps`
+call, prompts left padded; each request gets its own row's intermediate states (for streaming) and
+final tokens. A request with a seed runs in a batch of its own with its own random generator, so
+its sample is the same whatever else the server is doing. A
 full queue refuses at once (the server answers 429); a cancelled request (timeout, client gone) is
 dropped before it runs, and a batch whose every request is cancelled stops at its next step.
 """
@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from llada.sampling import StepState, generate
+from llada.sampling.api import sample_steps
+from llada.sampling.options import SamplerOptions
 from llada.sampling.text import left_pad
 
 
@@ -27,25 +28,20 @@ class QueueFull(Exception):
     """The request queue is at capacity."""
 
 
-class _Cancelled(Exception):
-    pass
-
-
 @dataclass
 class Job:
     """One request: prompt ids and sampler options; results arrive on `events` (an asyncio queue)."""
 
     prompt: list[int]
-    options: dict[str, Any]
+    options: SamplerOptions
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     want_states: bool = False
-    seed: int | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def key(self) -> tuple:
         # A seeded job runs alone: its noise must not depend on which other requests share the batch.
-        return tuple(sorted(self.options.items())) + (() if self.seed is None else (("job", id(self)),))
+        return (self.options,) if self.options.seed is None else (self.options, id(self))
 
     def emit(self, kind: str, payload: Any) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, payload))
@@ -118,24 +114,25 @@ class Batcher:
             self.on_batch(batch)
         ids, mask = left_pad([j.prompt for j in batch], self.pad_id)
         P = ids.shape[1]
-
-        def callback(state: StepState) -> None:
-            if all(j.cancelled.is_set() for j in batch):
-                raise _Cancelled
-            for i, j in enumerate(batch):
-                if j.want_states and not j.cancelled.is_set():
-                    j.emit("state", (state.step, state.canvas[i, P:].tolist(), state.transferred[i, P:].tolist()))
-
         try:
             with torch.no_grad():
-                seed = batch[0].seed
-                generator = None if seed is None else torch.Generator().manual_seed(seed)
-                out = generate(self.model, ids, mask, callback=callback, generator=generator, **batch[0].options)
-        except _Cancelled:
-            return
+                for state in sample_steps(self.model, ids, batch[0].options, attention_mask=mask):
+                    if all(j.cancelled.is_set() for j in batch):
+                        return  # every client went away: stop at this step
+                    if not state.final:
+                        self._emit_states(batch, state, P)
         except Exception as e:  # noqa: BLE001 - reported to each request, the worker lives on
             for j in batch:
                 j.emit("error", f"generation failed: {e}")
             return
         for i, j in enumerate(batch):
-            j.emit("done", (out.responses[i].tolist(), out.stats.forwards))
+            j.emit("done", (state.canvas[i, P:].tolist(), state.stats.forwards))
+
+    @staticmethod
+    def _emit_states(batch: list[Job], state: Any, P: int) -> None:
+        watching = [i for i, j in enumerate(batch) if j.want_states and not j.cancelled.is_set()]
+        if not watching:
+            return
+        canvas, moved = state.canvas[:, P:].tolist(), state.transferred[:, P:].tolist()  # one copy per step
+        for i in watching:
+            batch[i].emit("state", (state.step, canvas[i], moved[i]))

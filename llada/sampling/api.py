@@ -1,0 +1,95 @@
+"""The one way to ask a model for a sample: `sample_steps` (every state) and `sample` (the result).
+
+    out = llada.sample(model, input_ids, SamplerOptions(gen_length=64), attention_mask=mask)
+    for state in llada.sample_steps(model, input_ids, preset("fast")):   # streaming
+        ...
+
+The model decides how it is sampled (`config.kind`): a mask predictor runs the reverse process
+(`core.diffusion_steps`), the autoregressive baseline decodes left to right
+(`autoregressive.autoregressive_steps`). Every surface (CLI, server, lm-eval, built-in evaluation,
+quickstart) goes through here, so none of them checks what kind of model it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from llada.errors import GenerationError
+from llada.model import LLaDAModel
+from llada.sampling.autoregressive import autoregressive_steps
+from llada.sampling.core import GenerateOutput, StepState, diffusion_steps
+from llada.sampling.options import OPTION_NAMES, SamplerOptions
+
+Steps = Callable[[LLaDAModel, Tensor, SamplerOptions, "Tensor | None", "torch.Generator | None"], Iterator[StepState]]
+SAMPLERS: dict[str, Steps] = {"diffusion": diffusion_steps, "autoregressive": autoregressive_steps}
+# The options each kind of sampler reads (the others configure the reverse process only).
+READS: dict[str, tuple[str, ...]] = {"diffusion": OPTION_NAMES, "autoregressive": ("gen_length", "temperature", "seed")}
+
+
+def options_used(model: LLaDAModel, options: SamplerOptions) -> dict[str, Any]:
+    """The options that shape `model`'s samples, by name (steps and blocks resolved): what a
+    report should record."""
+    values = options.explicit().to_dict()
+    return {k: values[k] for k in READS[model.config.kind]}
+
+
+def _check_prompt(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None, gen_length: int) -> None:
+    if input_ids.ndim != 2:
+        raise GenerationError(f"input_ids must be (batch, prompt_length), got shape {tuple(input_ids.shape)}")
+    P, limit = input_ids.shape[1], model.config.max_sequence_length
+    if P == 0:
+        raise GenerationError("the prompt is empty; give at least one token (for unconditional text, start with BOS)")
+    if P + gen_length > limit:
+        raise GenerationError(f"prompt ({P} tokens) + gen_length ({gen_length}) = {P + gen_length} exceeds the "
+                              f"model's max_sequence_length {limit}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise GenerationError(f"attention_mask has shape {tuple(attention_mask.shape)}, "
+                              f"input_ids {tuple(input_ids.shape)}")
+
+
+def sample_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOptions | None = None, *,
+                 attention_mask: Tensor | None = None, generator: torch.Generator | None = None,
+                 **overrides: Any) -> Iterator[StepState]:
+    """Sample after each prompt row of `input_ids` (B, P) (left padded, `attention_mask` (B, P),
+    when rows differ in length), yielding a `StepState` after every step; the last one has
+    `final=True` and its canvas (B, P + gen_length) is the output.
+
+    options: a `SamplerOptions` (default: the paper's settings); `overrides` replace fields of it
+    (`steps=64`). generator: the random source for temperature > 0 and random remasking; when
+    None and `options.seed` is set, one seeded on the model's device.
+    Raises GenerationError for options or a prompt the sampler cannot honour.
+    """
+    options = options if options is not None else SamplerOptions()
+    if overrides:
+        options = options.replace(**overrides)
+    _check_prompt(model, input_ids, attention_mask, options.gen_length)
+    if generator is None and options.seed is not None:
+        generator = torch.Generator(device=model.device).manual_seed(options.seed)
+    return SAMPLERS[model.config.kind](model, input_ids, options, attention_mask, generator)
+
+
+def sample(model: LLaDAModel, input_ids: Tensor, options: SamplerOptions | None = None, *,
+           attention_mask: Tensor | None = None, generator: torch.Generator | None = None,
+           callback: Callable[[StepState], None] | None = None, **overrides: Any) -> GenerateOutput:
+    """`sample_steps` run to the end: the sequences (B, P + gen_length), prompt then response, and
+    the call's forward-pass counts. `callback(state)` sees every step (streaming)."""
+    state = None
+    for state in sample_steps(model, input_ids, options, attention_mask=attention_mask, generator=generator,
+                              **overrides):
+        if callback is not None and not state.final:
+            callback(state)
+    assert state is not None and state.final
+    return GenerateOutput(state.canvas, state.prompt_length, state.stats)
+
+
+def generate(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None = None, *,
+             generator: torch.Generator | None = None, callback: Callable[[StepState], None] | None = None,
+             **options: Any) -> GenerateOutput:
+    """`sample` with the options as keywords, in the order of LLaDA's `generate.py`:
+    `generate(model, ids, steps=128, gen_length=128, block_length=32)`."""
+    return sample(model, input_ids, None, attention_mask=attention_mask, generator=generator, callback=callback,
+                  **options)

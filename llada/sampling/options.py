@@ -1,0 +1,223 @@
+"""Every sampling option in one place: `SamplerOptions`, its defaults and its named presets.
+
+    opts = SamplerOptions()                                   # the paper's settings
+    opts = SamplerOptions.from_dict({"preset": "fast", "gen_length": 256})
+    opts = opts.replace(temperature=0.7, seed=1)
+
+The command line (`llada generate --steps 64 --preset fast`), the server's request fields
+(`"preset": "fast", "steps": 64`), lm-eval's `--model_args` and the built-in evaluation all read
+their options from this class, so one setting gives the same tokens on every surface.
+
+Defaults follow LLaDA's reference sampler (ML-GSAI/LLaDA `generate.py`, the call in its `main`):
+128 tokens, one token per step, semi-autoregressive blocks of 32, low-confidence remasking,
+temperature 0 and no guidance (paper Sec. 2.4, App. B.3). An autoregressive model reads only
+gen_length, temperature and seed; the rest configure the reverse process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from llada.errors import GenerationError
+from llada.sampling.schedule import fit_blocks
+
+CACHES = ("prefix", "dual")  # besides None: no key/value cache
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """The options of one sampling call, validated on construction (a `GenerationError` names the
+    field and what is allowed). Immutable: derive variants with `replace`."""
+
+    gen_length: int = field(default=128, metadata=_help("response length in tokens"))
+    steps: int | None = field(default=None, metadata=_help(
+        "denoising steps in total, split evenly over the blocks; None: one token per step (gen_length)"))
+    block_length: int | None = field(default=32, metadata=_help(
+        "semi-autoregressive block length, dividing gen_length (longer or None: one block)"))
+    temperature: float = field(default=0.0, metadata=_help("0 decodes greedily; > 0 samples (Gumbel-max)"))
+    cfg_scale: float = field(default=0.0, metadata=_help("unsupervised classifier-free guidance; 0 is off"))
+    remasking: str = field(default="low_confidence", metadata=_help(
+        "which predictions to keep at each step: low_confidence, random, margin, entropy"))
+    threshold: float | None = field(default=None, metadata=_help(
+        "Fast-dLLM parallel decoding: keep every prediction with confidence >= threshold, in (0, 1]"))
+    factor: float | None = field(default=None, metadata=_help(
+        "Fast-dLLM's factor rule for parallel decoding (> 0); exclusive with threshold"))
+    cache: str | None = field(default=None, metadata=_help(
+        "key/value cache refreshed at each block: none, prefix or dual"))
+    logits_eos_inf: bool = field(default=False, metadata=_help("never predict EOS (LLaDA App. B.4)"))
+    confidence_eos_eot_inf: bool = field(default=False, metadata=_help(
+        "rank EOS and end-of-turn predictions last (LLaDA App. B.4)"))
+    early_exit: bool = field(default=False, metadata=_help(
+        "stop after the block in which every row has produced EOS, and fill the rest with EOS"))
+    seed: int | None = field(default=None, metadata=_help(
+        "random seed for temperature > 0 and random remasking; None: the caller's generator"))
+
+    def __post_init__(self) -> None:
+        if self.cache == "none":
+            object.__setattr__(self, "cache", None)
+        for check in (_check_lengths, _check_sampling, _check_parallel):
+            check(self)
+
+    # ------------------------------------------------------------------------------------ derived
+    @property
+    def num_steps(self) -> int:
+        """Total denoising steps: `steps`, or gen_length when it is None (one token per step)."""
+        return self.gen_length if self.steps is None else self.steps
+
+    @property
+    def block_size(self) -> int:
+        """The block length in tokens: `block_length` capped at gen_length (a block longer than the
+        response is one block), or gen_length when it is None."""
+        return self.gen_length if self.block_length is None else min(self.block_length, self.gen_length)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_size
+
+    # ------------------------------------------------------------------------------- conversions
+    def replace(self, **changes: Any) -> SamplerOptions:
+        """A copy with `changes` applied (validated); unknown names raise GenerationError."""
+        unknown = sorted(set(changes) - set(OPTION_NAMES))
+        if unknown:
+            raise GenerationError(f"unknown sampler option(s) {', '.join(unknown)}; "
+                                  f"the options are {', '.join(OPTION_NAMES)}")
+        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+
+    def fitted(self, gen_length: int | None = None, **changes: Any) -> SamplerOptions:
+        """These options, with `changes`, for a requested response length (the server's max_tokens,
+        lm-eval's max_gen_toks): the block capped at gen_length, gen_length rounded up to whole
+        blocks, steps up to a multiple of the number of blocks. The answer still ends at its first
+        EOS. Values the rounding cannot mend (steps 0, a negative length) raise GenerationError."""
+        unknown = sorted(set(changes) - set(OPTION_NAMES))
+        if unknown:
+            raise GenerationError(f"unknown sampler option(s) {', '.join(unknown)}; "
+                                  f"the options are {', '.join(OPTION_NAMES)}")
+        values = {**self.to_dict(), **{k: _coerce(k, v) for k, v in changes.items()}}
+        if gen_length is not None:
+            values["gen_length"] = _coerce("gen_length", gen_length)
+        gen, block, steps = values["gen_length"], values["block_length"], values["steps"]
+        if all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0) for v in (gen, block, steps)):
+            gen, fit_block, fit_steps = fit_blocks(gen, block or gen, steps)
+            values.update(gen_length=gen, block_length=None if block is None else fit_block,
+                          steps=None if steps is None else fit_steps)
+        return SamplerOptions(**values)
+
+    def explicit(self) -> SamplerOptions:
+        """The same options with steps and block_length as numbers (None resolved), for reports."""
+        return dataclasses.replace(self, steps=self.num_steps, block_length=self.block_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every option by name (JSON/YAML ready); `from_dict(to_dict())` gives the same options."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None = None, **more: Any) -> SamplerOptions:
+        """Options from a mapping (YAML, JSON, a request, `--model_args`): an optional "preset"
+        name first, then the other keys over it. Values given as strings ("0.9", "none", "true")
+        are converted to the field's type; unknown keys raise GenerationError."""
+        values = {**(data or {}), **more}
+        name = values.pop("preset", None)
+        return preset(name).replace(**values) if name not in (None, "", "none") else cls().replace(**values)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Each option's one-line description (for --help, the server's schema, the README)."""
+        return {f.name: f.metadata["help"] for f in fields(cls)}
+
+
+OPTION_NAMES = tuple(f.name for f in fields(SamplerOptions))
+
+# Named settings people use; each is applied over the defaults, and explicit options win.
+SAMPLER_PRESETS: dict[str, dict[str, Any]] = {
+    # LLaDA generate.py's own signature defaults: 128 tokens in one block, one token per step.
+    "reference": {"gen_length": 128, "steps": 128, "block_length": None},
+    # Fast-dLLM: confidence-threshold parallel decoding at 0.9 with the dual key/value cache.
+    "fast": {"threshold": 0.9, "cache": "dual"},
+    # One token per step, no parallel decoding, no approximate cache.
+    "quality": {"steps": None, "threshold": None, "factor": None, "cache": None},
+}
+
+
+def preset(name: str) -> SamplerOptions:
+    """The options of a named preset (`SAMPLER_PRESETS`) over the defaults."""
+    if name not in SAMPLER_PRESETS:
+        raise GenerationError(f"unknown sampler preset {name!r}; choose one of: {', '.join(SAMPLER_PRESETS)}")
+    return SamplerOptions().replace(**SAMPLER_PRESETS[name])
+
+
+# -------------------------------------------------------------------------------- validation
+
+
+def _check_lengths(o: SamplerOptions) -> None:
+    for name in ("gen_length", "steps", "block_length"):
+        value = getattr(o, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise GenerationError(f"{name} must be a positive integer, got {value!r}")
+    if o.gen_length % o.block_size:
+        raise GenerationError(f"gen_length ({o.gen_length}) must be a multiple of block_length ({o.block_size})")
+    if o.num_steps % o.num_blocks:
+        raise GenerationError(f"steps ({o.num_steps}) must be a positive multiple of the number of blocks "
+                              f"gen_length / block_length = {o.num_blocks}")
+
+
+def _check_sampling(o: SamplerOptions) -> None:
+    from llada.sampling.remasking import REMASKING
+
+    if o.remasking not in REMASKING:
+        raise GenerationError(f"unknown remasking {o.remasking!r}; choose one of: {', '.join(REMASKING)}")
+    if not o.temperature >= 0:
+        raise GenerationError(f"temperature must be >= 0, got {o.temperature}")
+    if not o.cfg_scale >= 0:
+        raise GenerationError(f"cfg_scale must be >= 0, got {o.cfg_scale}")
+    if o.seed is not None and (not isinstance(o.seed, int) or not 0 <= o.seed < 2**63):
+        raise GenerationError(f"seed must be an integer in [0, 2**63), got {o.seed!r}")
+
+
+def _check_parallel(o: SamplerOptions) -> None:
+    if o.threshold is not None and not 0 < o.threshold <= 1:
+        raise GenerationError(f"threshold must be in (0, 1], got {o.threshold}")
+    if o.factor is not None and not o.factor > 0:
+        raise GenerationError(f"factor must be positive, got {o.factor}")
+    if o.threshold is not None and o.factor is not None:
+        raise GenerationError("give threshold or factor, not both")
+    if o.cache not in (None, *CACHES):
+        raise GenerationError(f"unknown cache {o.cache!r}; choose one of: none, {', '.join(CACHES)}")
+
+
+_KINDS = {"gen_length": int, "steps": int, "block_length": int, "temperature": float, "cfg_scale": float,
+          "remasking": str, "threshold": float, "factor": float, "cache": str, "logits_eos_inf": bool,
+          "confidence_eos_eot_inf": bool, "early_exit": bool, "seed": int}
+_OPTIONAL = {"steps", "block_length", "threshold", "factor", "cache", "seed"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """`value` as field `name`'s type: strings from a command line or `--model_args` are parsed,
+    integral floats become ints, "none"/"null" clears an optional field."""
+    kind = _KINDS[name]
+    if isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
+        if name in _OPTIONAL:
+            return None
+        raise GenerationError(f"{name} cannot be empty")
+    if value is None or kind is str:
+        return value
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return value.strip().lower() in ("true", "1")
+            return bool(value)
+        if kind is int:
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError
+            return int(number) if not isinstance(number, bool) else number
+        return float(value)
+    except (TypeError, ValueError):
+        raise GenerationError(f"{name} must be {kind.__name__}, got {value!r}") from None
