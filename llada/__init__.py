@@ -3,6 +3,7 @@
     import llada
     bundle = llada.load("path/to/model")             # or a public LLaDA checkpoint
     logits = bundle.model(input_ids)                 # (B, L, vocab): predicts every masked token
+    out = llada.sample(bundle.model, prompt_ids, llada.SamplerOptions(gen_length=64))  # out.responses
     llada.save("out/model", bundle.model, bundle.tokenizer)
 
 `import llada` is light: torch and transformers load when a name below is first used (PEP 562),
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
 
 __version__ = "0.1.0"
 
@@ -27,13 +27,15 @@ _LAZY: dict[str, str] = {
     "ModelConfig": "llada.config",
     "preset": "llada.config",
     "LLaDAModel": "llada.model",
-    # the sampler API (llada.sampling) goes here once it exports `sample`/`SamplerOptions`
+    "SamplerOptions": "llada.sampling",
+    "sample": "llada.sampling",
+    "sample_steps": "llada.sampling",
 }
 
-__all__ = ["Bundle", "LLaDAModel", "ModelConfig", "load", "preset", "save"]
+__all__ = ["Bundle", "LLaDAModel", "ModelConfig", "SamplerOptions", "load", "preset", "sample", "sample_steps", "save"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'llada' has no attribute {name!r}")
@@ -53,7 +55,7 @@ class _RegisterWithTransformers:
     without importing it, and those probes must not use it up.
     """
 
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
         if name != "transformers":
             return None
         for finder in sys.meta_path:
@@ -67,7 +69,7 @@ class _RegisterWithTransformers:
             return spec
         exec_module = spec.loader.exec_module
 
-        def exec_then_register(module: Any) -> None:
+        def exec_then_register(module: object) -> None:
             exec_module(module)
             if self in sys.meta_path:
                 sys.meta_path.remove(self)

@@ -39,6 +39,8 @@ from llada import Bundle, LLaDAModel, ModelConfig, load, preset, save
 import llada.checkpoint, llada.config, llada.model
 assert (llada.load, llada.save, llada.Bundle) == (llada.checkpoint.load, llada.checkpoint.save, llada.checkpoint.Bundle)
 assert (llada.ModelConfig, llada.preset, llada.LLaDAModel) == (llada.config.ModelConfig, llada.config.preset, llada.model.LLaDAModel)
+import llada.sampling
+assert (llada.sample, llada.sample_steps, llada.SamplerOptions) == (llada.sampling.sample, llada.sampling.sample_steps, llada.sampling.SamplerOptions)
 try:
     llada.no_such_name
 except AttributeError as e:
