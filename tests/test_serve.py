@@ -18,7 +18,7 @@ import uvicorn
 
 from llada.config import preset
 from llada.model import LLaDAModel
-from llada.sampling import SamplerOptions, generate
+from llada.sampling import SAMPLER_PRESETS, SamplerOptions, generate
 from llada.serve.app import ServeConfig, create_app
 from llada.tokenizer import config_ids, train_tokenizer
 
@@ -310,6 +310,9 @@ def test_page_is_served(bundle):
     with running(bundle) as (url, _):
         r = httpx.get(url + "/")
         assert r.status_code == 200 and "stream_states" in r.text and "/v1/chat/completions" in r.text
+        sampler = httpx.get(url + "/v1/sampler").json()  # what the page fills its controls with
+        assert sampler["defaults"] == SamplerOptions().to_dict()
+        assert set(sampler["presets"]) == set(SAMPLER_PRESETS) and "low_confidence" in sampler["remasking"]
 
 
 # ---- the chat page, end to end in headless Chromium ---------------------------------------------------------
@@ -379,6 +382,9 @@ def test_chat_page_in_headless_chromium(bundle, tmp_path):
             wait = WebDriverWait(browser, 60)
             browser.get(url + "/")
             browser.execute_script(_WATCH_CANVAS)
+            wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#preset option")) > 1)
+            shown = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#preset option")]
+            assert shown == ["", *SAMPLER_PRESETS]  # "" is the server's default
             _ask(browser, wait, "what is two plus two", steps=8, max_tokens=8, block_length=4)
             assert browser.find_element(By.ID, "status").text == "done"
 

@@ -65,7 +65,7 @@ def check_tasks(tasks: list[str]) -> list[str]:
 
 
 def grid(steps: list[int], block_length: list[int], remasking: list[str], cfg_scale: list[float],
-         gen_length: int, temperature: float = 0.0) -> list[SamplerOptions]:
+         gen_length: int, temperature: float) -> list[SamplerOptions]:
     """Every combination of the given ablation values (block lengths longer than gen_length mean
     one block); GenerationError names a combination the sampler cannot run."""
     out = [SamplerOptions(gen_length=gen_length, steps=s, block_length=min(b, gen_length), remasking=r,

@@ -37,8 +37,9 @@ def _floats(text: str | float, name: str) -> list[float]:
 
 def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = None,
              tasks: str = "fact_forward,fact_reverse,arithmetic,infill",
-             steps: str = "32", gen_length: int = 32, block_length: str = "32", remasking: str = "low_confidence",
-             cfg_scale: str = "0", temperature: float = 0.0, limit: int | None = 100, mc_num: int = 16,
+             steps: str | None = None, gen_length: int | None = None, block_length: str | None = None,
+             remasking: str | None = None, cfg_scale: str | None = None, temperature: float | None = None,
+             limit: int | None = 100, mc_num: int = 16,
              choice: bool = True, likelihood_docs: int = 64, seed: int | None = None,
              world: WorldConfig | None = None, out_dir: str | None = None,
              device: str | None = None, dtype: str = "auto") -> Path:
@@ -54,6 +55,8 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
         remasking: comma list of low_confidence, random, margin, entropy
         cfg_scale: comma list of classifier-free guidance scales
         temperature: sampling temperature (0 = deterministic)
+            (each of these six defaults to the built-in world's sampler, llada.recipe.SAMPLER:
+            32 tokens, one per step, blocks of 16, low-confidence remasking, no guidance, greedy)
         limit: items per task (None = all)
         mc_num: Monte-Carlo samples per option for multiple choice (Eq. 6)
         choice: also score multiple choice by likelihood
@@ -68,8 +71,15 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
     from llada.checkpoint import load
     from llada.evaluation.builtin import check_tasks, grid, heldout_likelihood, label, run_task, summary_line
     from llada.evaluation.report import write_report
+    from llada.recipe import SAMPLER
     from llada.sampling.remasking import REMASKING
 
+    steps = SAMPLER.num_steps if steps is None else steps
+    gen_length = SAMPLER.gen_length if gen_length is None else gen_length
+    block_length = SAMPLER.block_size if block_length is None else block_length
+    remasking = SAMPLER.remasking if remasking is None else remasking
+    cfg_scale = SAMPLER.cfg_scale if cfg_scale is None else cfg_scale
+    temperature = SAMPLER.temperature if temperature is None else temperature
     task_list = check_tasks([t.strip() for t in tasks.split(",") if t.strip()])
     strategies = [r.strip() for r in remasking.split(",") if r.strip()]
     for r in strategies:

@@ -190,7 +190,7 @@ class LLaDAEvalLM(TemplateLM):
                 rows = [self.tok_encode(requests[i].args[0])[-(self.max_length - options.gen_length):]
                         or [self.prefix_token_id] for i in chunk]
                 x, mask = left_pad(rows, self.model.config.roles.pad)
-                res = sample(self.model, x, options, attention_mask=mask, generator=self.generator)
+                res = sample(self.model, x, options, attention_mask=mask)  # noise from options.seed
                 for row, i in enumerate(chunk):
                     text = decode_response(self.tokenizer, res.responses[row], self.stop_ids)
                     out[i] = text = cut_at_stop_texts(text, plans[i][1])[0]

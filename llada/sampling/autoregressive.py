@@ -70,7 +70,8 @@ def autoregressive_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerO
 
 
 def generate_autoregressive(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None = None, *,
-                            gen_length: int = 128, temperature: float = 0.0,
+                            gen_length: int = SamplerOptions.gen_length,
+                            temperature: float = SamplerOptions.temperature,
                             generator: torch.Generator | None = None) -> GenerateOutput:
     """Append `gen_length` tokens to each row of `input_ids` (B, P) left to right; finished rows
     pad with EOS. Returns sequences (B, P + gen_length)."""

@@ -31,6 +31,8 @@ from llada.sampling.options import SamplerOptions
 from llada.sampling.remasking import REMASKING
 from llada.sampling.schedule import num_transfer_tokens
 
+_D = SamplerOptions()  # the keyword defaults below are the options' own, defined once there
+
 
 @dataclass
 class GenerateStats:
@@ -184,8 +186,9 @@ class _Forward:
 
 @torch.no_grad()
 def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int, steps: int,
-            attention_mask: Tensor | None = None, temperature: float = 0.0, cfg_scale: float = 0.0,
-            remasking: str = "low_confidence", threshold: float | None = None, factor: float | None = None,
+            attention_mask: Tensor | None = None, temperature: float = _D.temperature,
+            cfg_scale: float = _D.cfg_scale, remasking: str = _D.remasking, threshold: float | None = None,
+            factor: float | None = None,
             cache: str | None = None, logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
             early_exit: bool = False, generator: torch.Generator | None = None,
             stats: GenerateStats | None = None, refresh_every_step: bool = False) -> Iterator[StepState]:
@@ -282,7 +285,7 @@ def diffusion_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOption
 
 @torch.no_grad()
 def infill(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None = None, *, steps: int | None = None,
-           temperature: float = 0.0, remasking: str = "low_confidence",
+           temperature: float = _D.temperature, remasking: str = _D.remasking,
            generator: torch.Generator | None = None) -> GenerateOutput:
     """Fill the mask tokens of `input_ids` wherever they are (the model sees both sides).
 

@@ -3,8 +3,9 @@
     llada serve --model runs/quickstart/sft/model            # http://127.0.0.1:8000/
     llada serve --model DIR --preset fast                     # the server's default sampler options
 
-Routes: GET / (the chat page), GET /health, GET /v1/models, POST /v1/completions,
-POST /v1/chat/completions (both with "stream": true for server-sent events). The request format
+Routes: GET / (the chat page), GET /health, GET /v1/models, GET /v1/sampler (the default options,
+presets and remasking strategies), POST /v1/completions, POST /v1/chat/completions (both with
+"stream": true for server-sent events). The request format
 and its mapping onto `SamplerOptions` are in schema.py; batching in batcher.py. Errors are
 OpenAI-shaped JSON with a 4xx status: 400 bad value, 401 key, 408 timeout, 413 body too large,
 422 unknown or out-of-range field, 429 queue full.
@@ -297,6 +298,14 @@ def _add_routes(app: FastAPI, service: Service, cfg: ServeConfig) -> None:
         check_key(request)
         return {"object": "list", "data": [{"id": cfg.model_name, "object": "model", "created": 0,
                                             "owned_by": "llada"}]}
+
+    @app.get("/v1/sampler")
+    async def sampler() -> dict[str, Any]:
+        """The server's default options, the named presets and the remasking strategies (the page's controls)."""
+        from llada.sampling.options import SAMPLER_PRESETS
+        from llada.sampling.remasking import REMASKING
+
+        return {"defaults": cfg.options.to_dict(), "presets": SAMPLER_PRESETS, "remasking": list(REMASKING)}
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
