@@ -219,3 +219,12 @@ def test_ar_model_through_serve(bundles):
 def test_ar_model_through_lm_eval(dirs, bundles):
     want = _ar_answer(bundles["ar"], [{"role": "user", "content": QUESTION}])
     assert _lm_eval_answer(dirs["ar"], bundles["ar"].tokenizer).strip() == want
+
+
+def test_readme_lists_every_option_and_preset():
+    from pathlib import Path
+
+    from llada.sampling.options import markdown_table
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert markdown_table() in readme  # regenerate the README's table from SamplerOptions when this fails

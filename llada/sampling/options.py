@@ -144,6 +144,21 @@ SAMPLER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def markdown_table() -> str:
+    """The options and presets as the README's Markdown table (a test keeps the README in step)."""
+    rows = ["| option | default | " + " | ".join(SAMPLER_PRESETS) + " | meaning |",
+            "|---|---|" + "---|" * len(SAMPLER_PRESETS) + "---|"]
+    defaults, helps = SamplerOptions().to_dict(), SamplerOptions.help()
+    for name in OPTION_NAMES:
+        cells = [_cell(p[name]) if name in p else "" for p in SAMPLER_PRESETS.values()]
+        rows.append(f"| `{name}` | {_cell(defaults[name])} | " + " | ".join(cells) + f" | {helps[name]} |")
+    return "\n".join(rows)
+
+
+def _cell(value: Any) -> str:
+    return "None" if value is None else f"`{value}`"
+
+
 def preset(name: str) -> SamplerOptions:
     """The options of a named preset (`SAMPLER_PRESETS`) over the defaults."""
     if name not in SAMPLER_PRESETS:
