@@ -169,17 +169,3 @@ def crop_length(seq_len: int, prob: float, generator: torch.Generator | None = N
     draw = torch.rand((), generator=generator).item()
     length = int(torch.randint(1, seq_len + 1, (), generator=generator).item())  # always drawn: keeps RNG in step
     return length if draw < prob else seq_len
-
-
-def random_crop(input_ids: Tensor, prob: float, generator: torch.Generator | None = None,
-                *others: Tensor) -> Tensor | tuple[Tensor, ...]:
-    """Variable-length training: with probability `prob` crop the batch to a length ~ U{1..L}.
-
-    LLaDA sets 1% of pretraining batches to a random length so the model also sees short
-    sequences. The decision is one host-side draw per batch (from `generator`, so it is
-    reproducible); tensors in `others` (e.g. an attention mask) are cropped alike.
-    """
-    length = crop_length(input_ids.shape[1], prob, generator)
-    if not others:
-        return input_ids[:, :length]
-    return (input_ids[:, :length], *(o[:, :length] for o in others))
