@@ -35,7 +35,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -44,6 +44,10 @@ from llada.checkpoint import fsync_tree
 from llada.config import PRESETS, ModelConfig, preset
 from llada.data.world import WorldConfig
 from llada.errors import CheckpointError, UserError
+from llada.objectives import objective_for
+
+if TYPE_CHECKING:
+    from llada.model import LLaDAModel
 
 logger = logging.getLogger(__name__)
 
@@ -236,55 +240,85 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.cfg
         resume_dir = self._find_resume()
-        self._load_data_sources()
+        self.objective = objective_for(cfg)
+        self.data = self.objective.data
+        self.data.load()
         if resume_dir is not None:
             self._check_compatible(resume_dir)
-        if cfg.from_scratch:
-            from llada.tokenizer import config_ids, train_tokenizer
-
-            tok_dir = self.out / "tokenizer"
-            if resume_dir is not None:
-                from transformers import AutoTokenizer
-
-                self.tokenizer = AutoTokenizer.from_pretrained(resume_dir)
-            elif tok_dir.exists():
-                from transformers import AutoTokenizer
-
-                self.tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-            else:
-                sample = self.texts_for_tokenizer()
-                self.tokenizer = train_tokenizer(sample, vocab_size=cfg.vocab_size)
-                if self.acc.is_main_process:
-                    self.tokenizer.save_pretrained(tok_dir)
-            overrides = {**config_ids(self.tokenizer), "max_sequence_length": max(cfg.seq_len, 256),
-                         "causal": cfg.objective == "ar", **cfg.overrides}
-            model_config = preset(cfg.model, **overrides)
-            torch.manual_seed(cfg.seed)
-            from llada.model import LLaDAModel
-
-            model = LLaDAModel(model_config)
-        else:
-            from llada.checkpoint import load
-
-            bundle = load(cfg.model)
-            model, self.tokenizer = bundle.model, bundle.tokenizer
-            if (cfg.objective == "ar") != model.config.causal:
-                raise UserError(f"--objective {cfg.objective} does not match {cfg.model} "
-                                f"(causal={model.config.causal})")
+        model = self._build_model(resume_dir)
         self.model_config: ModelConfig = model.config
         if cfg.seq_len > self.model_config.max_sequence_length:
             logger.warning("seq_len %d exceeds the model's max_sequence_length %d", cfg.seq_len,
                            self.model_config.max_sequence_length)
         self.base = model.train()
+        self.data.prepare(self.tokenizer, self.acc.main_process_first)
+        self.plan = BatchPlan(len(self.data.train), self.global_batch, cfg.seed)
+        self._prepare_optimization()
+        if resume_dir is not None:
+            self._load_trainer_state(resume_dir)
+
+    def _build_model(self, resume_dir: Path | None) -> LLaDAModel:
+        """The model to train, and `self.tokenizer`."""
+        cfg = self.cfg
+        if cfg.from_scratch:
+            model = self._fresh_model(resume_dir)
+        else:
+            model = self._load_dir(cfg.model)
+        if self.objective.causal != model.config.causal:
+            raise UserError(f"--objective {cfg.objective} does not match {cfg.model} "
+                            f"(causal={model.config.causal})")
         if resume_dir is not None:
             from llada.checkpoint import load_model
 
-            self.base = load_model(resume_dir).train()
-            self.model_config = self.base.config
-        self._prepare_data()
+            model = load_model(resume_dir)
+        return model
 
+    def _load_dir(self, path: str | Path) -> LLaDAModel:
+        from llada.checkpoint import load
+
+        bundle = load(path)  # weights streamed once, shard by shard
+        self.tokenizer = bundle.tokenizer
+        return bundle.model
+
+    def _fresh_model(self, resume_dir: Path | None) -> LLaDAModel:
+        """A preset's shape with the tokenizer's ids, its weights drawn from cfg.seed."""
+        from llada.model import LLaDAModel
+        from llada.tokenizer import config_ids
+
+        cfg = self.cfg
+        self.tokenizer = self._scratch_tokenizer(resume_dir)
+        overrides = {**config_ids(self.tokenizer), "max_sequence_length": max(cfg.seq_len, 256),
+                     "causal": self.objective.causal, **cfg.overrides}
+        model_config = preset(cfg.model, **overrides)
+        torch.manual_seed(cfg.seed)
+        return LLaDAModel(model_config)
+
+    def _scratch_tokenizer(self, resume_dir: Path | None) -> Any:
+        """The checkpoint's tokenizer when resuming, out_dir/tokenizer when an earlier run trained
+        one, else a BPE trained now on the stage's texts (and saved there)."""
+        from transformers import AutoTokenizer
+
+        tok_dir = self.out / "tokenizer"
+        if resume_dir is not None:
+            return AutoTokenizer.from_pretrained(resume_dir)
+        if tok_dir.exists():
+            return AutoTokenizer.from_pretrained(tok_dir)
+        from llada.tokenizer import train_tokenizer
+
+        tokenizer = train_tokenizer(self.texts_for_tokenizer(), vocab_size=self.cfg.vocab_size)
+        if self.acc.is_main_process:
+            tokenizer.save_pretrained(tok_dir)
+        return tokenizer
+
+    def texts_for_tokenizer(self) -> list[str]:
+        """What a fresh tokenizer is trained on: the stage's training texts."""
+        return self.data.tokenizer_texts()
+
+    def _prepare_optimization(self) -> None:
+        """The runtime-prepared module (LoRA, checkpointing, compile), AdamW and its schedule."""
         from llada.runtime import prepare_model
 
+        cfg = self.cfg
         module = prepare_model(self.base, lora_r=cfg.lora_r, activation_checkpointing=cfg.activation_checkpointing,
                                compile=cfg.compile)
         params = [p for p in module.parameters() if p.requires_grad]
@@ -300,89 +334,34 @@ class Trainer:
         self.module, self.opt = self.acc.prepare(module, opt)
         self.sched = sched
         self.acc.register_for_checkpointing(self.sched)
-        if resume_dir is not None:
-            self.acc.load_state(str(resume_dir / "trainer"))
-            self.step = json.loads((resume_dir / "trainer" / "state.json").read_text())["step"]
-            logger.info("resumed from %s at step %d", resume_dir, self.step)
 
-    def texts_for_tokenizer(self) -> list[str]:
-        if self.cfg.stage == "sft":
-            return ["\n".join(m["content"] for m in c) for c in self.train_conversations]
-        return [t for t in self.train_texts.select(range(min(len(self.train_texts), 200_000)))["text"]]
-
-    def _load_data_sources(self) -> None:
-        cfg = self.cfg
-        if cfg.stage == "pretrain":
-            from llada.data.pretrain import load_texts
-
-            self.train_texts = load_texts(cfg.data, split="train", seed=cfg.seed, world=cfg.world)
-            self.eval_texts = load_texts(cfg.data, split="validation", seed=cfg.seed, world=cfg.world)
-        else:
-            from llada.data.sft import load_conversations
-
-            self.train_conversations = load_conversations(cfg.data, split="train", seed=cfg.seed, world=cfg.world)
-            self.eval_conversations = load_conversations(cfg.data, split="validation", seed=cfg.seed,
-                                                         world=cfg.world)
-
-    def _prepare_data(self) -> None:
-        cfg = self.cfg
-        if cfg.stage == "pretrain":
-            from llada.data.pretrain import pack
-
-            with self.acc.main_process_first():
-                self.train_rows = torch.tensor(pack(self.tokenizer, self.train_texts, cfg.seq_len)["input_ids"])
-                self.eval_rows = torch.tensor(pack(self.tokenizer, self.eval_texts, cfg.seq_len)["input_ids"])
-            n = len(self.train_rows)
-        else:
-            from llada.data.sft import SFTCollator, render_all
-
-            self.train_rows = render_all(self.tokenizer, self.train_conversations)
-            self.eval_rows = render_all(self.tokenizer, self.eval_conversations)
-            self.collate = SFTCollator(self.tokenizer.eos_token_id, cfg.seq_len, cfg.truncation, cfg.padding)
-            n = len(self.train_rows)
-        self.plan = BatchPlan(n, self.global_batch, cfg.seed)
-
-    def _batch(self, indices: list[int], rows: Any) -> dict[str, torch.Tensor]:
-        if self.cfg.stage == "pretrain":
-            return {"input_ids": rows[torch.tensor(indices)]}
-        return self.collate([rows[i] for i in indices])
+    def _load_trainer_state(self, resume_dir: Path) -> None:
+        """Weights, optimizer, scheduler, RNG and step from checkpoints/step-N/trainer."""
+        self.acc.load_state(str(resume_dir / "trainer"))
+        self.step = json.loads((resume_dir / "trainer" / "state.json").read_text())["step"]
+        logger.info("resumed from %s at step %d", resume_dir, self.step)
 
     # ------------------------------------------------------------------------------------- loss
     def _noised(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> diffusion.NoisedBatch | None:
         """Noise the whole global batch of a step at once, so that the noise of every example is
         the same whatever the number of processes and micro-batches it is split into."""
-        if self.cfg.objective == "ar":
-            return None
-        maskable = batch["response_mask"].bool() if self.cfg.stage == "sft" else None
-        return diffusion.forward_process(batch["input_ids"], self.model_config.mask_token_id, maskable=maskable,
-                                         eps=self.cfg.eps, antithetic=self.cfg.antithetic, generator=gen)
+        return self.objective.noise(batch, self.model_config.mask_token_id, gen)
 
     def _loss(self, batch: dict[str, torch.Tensor], noised: diffusion.NoisedBatch | None,
               rows: slice) -> diffusion.LossOutput:
         """The loss of rows `rows` of the global batch (this process's share of one micro-batch)."""
-        cfg, device = self.cfg, self.acc.device
-        x0 = batch["input_ids"][rows].to(device)
-        response = batch["response_mask"][rows].to(device) if cfg.stage == "sft" else None
-        if noised is None:  # the autoregressive baseline
-            return diffusion.ar_loss(self.module, x0, loss_mask=response)
-        local = diffusion.NoisedBatch(*(x[rows].to(device) for x in noised))
-        logits = self.module(local.noisy_ids)
-        if cfg.stage == "sft":
-            return diffusion.sft_loss_from_logits(logits, x0, local, response)
-        return diffusion.pretrain_loss_from_logits(logits, x0, local)
+        return self.objective.loss(self.module, batch, noised, rows, self.acc.device)
 
-    def _global_batch(self, step: int, rows_source: Any, crop: bool) -> dict[str, torch.Tensor]:
-        batch = self._batch(self.plan.global_indices(step), rows_source)
-        if crop and self.cfg.stage == "pretrain":  # variable length: one decision per step, on every process
-            length = diffusion.crop_length(self.cfg.seq_len, self.cfg.variable_length_prob,
-                                           step_generator(self.cfg.seed, step, salt=1))
-            batch["input_ids"] = batch["input_ids"][:, :length]
-        return batch
+    def _global_batch(self, step: int) -> dict[str, torch.Tensor]:
+        """Step `step`'s global batch as it is trained on (pretraining crops 1% of them; the crop is
+        one draw per step, the same on every process)."""
+        batch = self.data.batch(self.plan.global_indices(step))
+        return self.data.crop(batch, step_generator(self.cfg.seed, step, salt=1))
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step over grad_accum micro-batches; returns host-side metrics."""
         cfg, B = self.cfg, self.cfg.batch_size
-        batch = self._global_batch(self.step, self.train_rows, crop=True)
+        batch = self._global_batch(self.step)
         noised = self._noised(batch, step_generator(cfg.seed, self.step))
         total = torch.zeros((), device=self.acc.device)
         for micro in range(cfg.grad_accum):
@@ -411,13 +390,13 @@ class Trainer:
     def evaluate(self) -> float:
         """Held-out loss on fixed batches with fixed noise, so evaluations are comparable."""
         cfg, B = self.cfg, self.cfg.batch_size
-        n = len(self.eval_rows)
+        n = len(self.data.eval)
         if n == 0:
             return float("nan")
         self.module.eval()
         losses = []
         for k in range(cfg.eval_batches):
-            batch = self._batch([(k * B * self.world + j) % n for j in range(B * self.world)], self.eval_rows)
+            batch = self.data.batch([(k * B * self.world + j) % n for j in range(B * self.world)], "eval")
             noised = self._noised(batch, step_generator(cfg.seed, 10**6 + k, salt=2))
             with self.acc.autocast():
                 out = self._loss(batch, noised, slice(self.rank * B, (self.rank + 1) * B))
@@ -570,8 +549,7 @@ class Trainer:
             fsync_tree(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            if cfg.stage == "sft" and self.collate.truncated:
-                logger.warning("%d conversation(s) were truncated to seq_len=%d", self.collate.truncated, cfg.seq_len)
+            self.data.report()
             plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
         self.acc.wait_for_everyone()
         return final
