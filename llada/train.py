@@ -319,8 +319,10 @@ class Trainer:
         from llada.runtime import prepare_model
 
         cfg = self.cfg
-        module = prepare_model(self.base, lora_r=cfg.lora_r, activation_checkpointing=cfg.activation_checkpointing,
-                               compile=cfg.compile)
+        with torch.random.fork_rng(devices=[]):  # LoRA's initial adapters: drawn from cfg.seed, not the process's history
+            torch.manual_seed(cfg.seed)
+            module = prepare_model(self.base, lora_r=cfg.lora_r,
+                                   activation_checkpointing=cfg.activation_checkpointing, compile=cfg.compile)
         params = [p for p in module.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]

@@ -310,3 +310,20 @@ def test_trainer_step_computes_the_papers_loss_on_what_the_model_sees(tmp_path, 
             expected = float(_reference_loss(reference, cfg, batch, step))
         assert loss == pytest.approx(expected, rel=1e-5, abs=1e-7), f"step {step}"
     assert masked_somewhere == (objective == "diffusion")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, corpus) -> Path:
+    return Trainer(_cfg(tmp_path_factory.mktemp("pretrained"), corpus, max_steps=2)).fit()
+
+
+def test_lora_adapters_are_drawn_from_the_seed(tmp_path, chats, pretrained):
+    """Two LoRA runs with the same settings start from the same adapters, whatever the process drew before."""
+    def cfg(out):
+        return _cfg(out, chats, model=str(pretrained), stage="sft", seq_len=64, lora_r=4)
+
+    a = Trainer(cfg(tmp_path / "a"))
+    torch.rand(1000)
+    b = Trainer(cfg(tmp_path / "b"))
+    for (name, p), q in zip(a.module.named_parameters(), b.module.parameters(), strict=True):
+        assert torch.equal(p, q), name
