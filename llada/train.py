@@ -258,19 +258,23 @@ class Trainer:
             self._load_trainer_state(resume_dir)
 
     def _build_model(self, resume_dir: Path | None) -> LLaDAModel:
-        """The model to train, and `self.tokenizer`."""
+        """The model to train, built once, and `self.tokenizer`.
+
+        Resuming without LoRA, the checkpoint's model directory holds exactly the weights being
+        trained, so the model is built from it and from nothing else. With LoRA it holds merged
+        weights, which cannot give the frozen base back: that is built from its source as a fresh
+        run builds it, and the adapters come from the trainer state (`_restore_weights`).
+        """
         cfg = self.cfg
-        if cfg.from_scratch:
+        if resume_dir is not None and not cfg.lora_r:
+            model = self._load_dir(resume_dir)
+        elif cfg.from_scratch:
             model = self._fresh_model(resume_dir)
         else:
             model = self._load_dir(cfg.model)
         if self.objective.causal != model.config.causal:
             raise UserError(f"--objective {cfg.objective} does not match {cfg.model} "
                             f"(causal={model.config.causal})")
-        if resume_dir is not None:
-            from llada.checkpoint import load_model
-
-            model = load_model(resume_dir)
         return model
 
     def _load_dir(self, path: str | Path) -> LLaDAModel:
@@ -338,10 +342,25 @@ class Trainer:
         self.acc.register_for_checkpointing(self.sched)
 
     def _load_trainer_state(self, resume_dir: Path) -> None:
-        """Weights, optimizer, scheduler, RNG and step from checkpoints/step-N/trainer."""
-        self.acc.load_state(str(resume_dir / "trainer"))
+        """Optimizer, scheduler, RNG and step from checkpoints/step-N/trainer."""
+        hook = self.acc.register_load_state_pre_hook(self._restore_weights)
+        try:
+            self.acc.load_state(str(resume_dir / "trainer"))
+        finally:
+            hook.remove()
         self.step = json.loads((resume_dir / "trainer" / "state.json").read_text())["step"]
         logger.info("resumed from %s at step %d", resume_dir, self.step)
+
+    def _restore_weights(self, models: list[torch.nn.Module], input_dir: str) -> None:
+        """accelerate's load_state pre-hook: the model already holds its weights (`_build_model`), so
+        take it out of what load_state reads from trainer/model.safetensors (a second full copy) and
+        copy in only the trainable LoRA adapters. Under FSDP accelerate loads the model's shards
+        itself and it is not in `models`: nothing changes."""
+        if not any(m is self.module for m in models):
+            return
+        models.remove(self.module)
+        if self.cfg.lora_r:
+            restore_adapters(self.module, Path(input_dir) / "model.safetensors", base=self.cfg.model)
 
     # ------------------------------------------------------------------------------------- loss
     def _noised(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> diffusion.NoisedBatch | None:
@@ -581,6 +600,35 @@ class Trainer:
             if wandb.run is None:
                 wandb.init(project="llada", config=dataclasses.asdict(self.cfg))
             wandb.log(record, step=record["step"])
+
+
+def restore_adapters(module: torch.nn.Module, path: Path, base: str = "the base model") -> None:
+    """Copy the trainable parameters (LoRA adapters) of `module` from an accelerate model-state
+    safetensors file (keys as `module.named_parameters()` names them), one tensor at a time.
+
+    The frozen parameters are not copied: the model was built with them. Its first and last frozen
+    tensors are checked against the file, so that a base model changed since the checkpoint was
+    made is refused rather than silently combined with adapters trained on another.
+    """
+    from safetensors import safe_open
+
+    params = dict(module.named_parameters())
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        stored = set(f.keys())
+        trainable = [n for n, p in params.items() if p.requires_grad]
+        frozen = [n for n, p in params.items() if not p.requires_grad and n in stored]
+        missing = [n for n in trainable if n not in stored]
+        if missing:
+            raise CheckpointError(f"{path}: no {missing[0]!r} (and {len(missing) - 1} more trainable weights); "
+                                  "it was not written by this run's settings")
+        for name in frozen[:1] + frozen[-1:]:
+            if not torch.equal(params[name].detach().cpu(), f.get_tensor(name)):
+                raise CheckpointError(f"cannot resume from {path.parent.parent}: {base} has changed since the "
+                                      f"checkpoint was made ({name} differs). Restore it, or start afresh in "
+                                      "another --out_dir")
+        with torch.no_grad():
+            for name in trainable:
+                params[name].copy_(f.get_tensor(name))
 
 
 def _grad_norm(module: torch.nn.Module) -> torch.Tensor:

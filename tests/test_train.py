@@ -327,3 +327,61 @@ def test_lora_adapters_are_drawn_from_the_seed(tmp_path, chats, pretrained):
     b = Trainer(cfg(tmp_path / "b"))
     for (name, p), q in zip(a.module.named_parameters(), b.module.parameters(), strict=True):
         assert torch.equal(p, q), name
+
+
+# ---------------------------------------------------------------------- resume builds the model once
+
+
+def _resume_cfg(tmp_path, corpus, chats, pretrained, kind: str, **kw) -> TrainConfig:
+    if kind == "pretrain":
+        return _cfg(tmp_path, corpus, **kw)
+    return _cfg(tmp_path, chats, model=str(pretrained), stage="sft", seq_len=64, lr=1e-2,
+                lora_r=4 if kind == "sft-lora" else 0, **kw)
+
+
+@pytest.mark.parametrize("kind", ["pretrain", "sft", "sft-lora"])
+def test_resume_builds_the_model_once_and_continues_exactly(tmp_path, corpus, chats, pretrained, monkeypatch,
+                                                            kind):
+    """Resuming constructs one LLaDAModel (from the checkpoint; with LoRA the frozen base from its
+    source), accelerate does not read the weights a second time, and the resumed run ends with the
+    weights of an uninterrupted one."""
+    import accelerate.checkpointing
+
+    from llada.model import LLaDAModel
+
+    whole = Trainer(_resume_cfg(tmp_path / "whole", corpus, chats, pretrained, kind, max_steps=4)).fit()
+    cfg = _resume_cfg(tmp_path / "cut", corpus, chats, pretrained, kind, max_steps=4, save_every=2)
+    first = Trainer(cfg)
+    first.train_step(), first.train_step()
+    first.save_checkpoint()
+    del first
+
+    built, reloaded = [], []
+    init = LLaDAModel.__init__
+    monkeypatch.setattr(LLaDAModel, "__init__", lambda self, *a, **k: (built.append(1), init(self, *a, **k))[1])
+    monkeypatch.setattr(accelerate.checkpointing, "load_model", lambda *a, **k: reloaded.append(a[1]))
+    resumed = Trainer(cfg)
+    assert resumed.step == 2
+    assert len(built) == 1 and reloaded == []
+    monkeypatch.undo()
+    final = resumed.fit()
+    a, b = load_file(whole / "model.safetensors"), load_file(final / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lora_resume_refuses_a_changed_base(tmp_path, chats, pretrained):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(pretrained, base)
+    cfg = _cfg(tmp_path, chats, model=str(base), stage="sft", seq_len=64, lora_r=4, max_steps=4)
+    first = Trainer(cfg)
+    first.train_step()
+    first.save_checkpoint()
+    bundle = llada.load(base)
+    with torch.no_grad():
+        for p in bundle.model.parameters():
+            p.add_(0.01)
+    bundle.save(base)  # the base was retrained since
+    with pytest.raises(CheckpointError, match="has changed since the checkpoint was made"):
+        Trainer(cfg)
