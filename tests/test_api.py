@@ -228,3 +228,91 @@ def test_readme_lists_every_option_and_preset():
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert markdown_table() in readme  # regenerate the README's table from SamplerOptions when this fails
+
+
+# ---- ids that are not text are never committed ----------------------------------------------------------------
+
+class Favouring(torch.nn.Module):
+    """The same model with +`boost` on the logit of `token` everywhere (uncached and cached paths)."""
+
+    def __init__(self, model, token: int, boost: float = 50.0):
+        super().__init__()
+        self.inner, self.token, self.boost, self.config = model, token, boost, model.config
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    def _bias(self, logits):
+        logits = logits.clone()
+        logits[..., self.token] += self.boost
+        return logits
+
+    def forward(self, *a, **k):
+        return self._bias(self.inner(*a, **k))
+
+    def forward_kv(self, *a, **k):
+        logits, kv = self.inner.forward_kv(*a, **k)
+        return self._bias(logits), kv
+
+
+MODES = [dict(), dict(threshold=0.5), dict(factor=1.0), dict(cache="prefix"), dict(cache="dual", threshold=0.5),
+         dict(temperature=1.0, seed=0), dict(cfg_scale=1.0)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_mask_id_and_padded_rows_are_never_committed(mode, causal):
+    torch.manual_seed(0)
+    cfg = model_preset("debug", vocab_size=64, embedding_size=80, mask_token_id=63, eos_token_id=62,
+                       pad_token_id=62, bos_token_id=61, eot_token_id=60, causal=causal)
+    base = LLaDAModel(cfg).eval()
+    prompt = torch.randint(0, 55, (2, 5))
+    for token in (63, 67):  # the mask id, then an id past vocab_size in the padded embedding rows
+        out = sample(Favouring(base, token), prompt, SamplerOptions(gen_length=8, steps=8, block_length=4, **mode))
+        response = out.responses
+        assert not (response == 63).any() and (response < 64).all(), (token, response)
+    # and the boost is strong enough to matter: without the rule the favoured id would be everywhere
+    assert (Favouring(base, 50)(prompt).argmax(-1) == 50).all()
+
+
+def test_right_padded_prompts_answer_as_alone(bundles):
+    """A tokenizer padding on the right puts pad slots between prompt and answer; sample re-aligns."""
+    b = bundles["diffusion"]
+    tok = b.tokenizer
+    short, long = tok("the cat").input_ids, tok("what is two plus two and a dog ran").input_ids
+    pad = b.model.config.roles.pad
+    ids = torch.full((2, len(long)), pad)
+    mask = torch.zeros_like(ids)
+    ids[0, :len(short)], mask[0, :len(short)] = torch.tensor(short), 1  # padded on the right
+    ids[1], mask[1] = torch.tensor(long), 1
+    opts = SamplerOptions(gen_length=8, steps=8, block_length=4)
+    alone = sample(b.model, torch.tensor([short]), opts).responses[0]
+    batched = sample(b.model, ids, opts, attention_mask=mask).responses[0]
+    assert torch.equal(batched, alone)
+    # the reference for the claim: taken as given, the pad slots would change the answer
+    from llada.sampling.core import diffusion_steps
+    *_, raw = diffusion_steps(b.model, ids, opts, mask)
+    assert not torch.equal(raw.canvas[0, ids.shape[1]:], alone)
+
+
+def test_lm_eval_answer_holds_at_most_max_gen_toks(dirs, bundles):
+    """max_gen_toks 5 with blocks of 4 samples 8 tokens; the answer is cut back to the 5 asked for."""
+    from lm_eval.api.instance import Instance
+
+    from llada.evaluation.harness import LLaDAEvalLM
+    from llada.sampling.text import decode_response
+
+    b = bundles["diffusion"]
+    stops = b.model.config.roles.stops
+    opts = SamplerOptions(gen_length=8, block_length=4, seed=1234)  # what max_gen_toks 5 is fitted to
+    contexts = [c for c in ("the cat sat", "a dog ran", "four is", "what is two", "the mat", "the park")
+                if not set(sample(b.model, torch.tensor([b.tokenizer(c).input_ids]), opts)
+                           .responses[0, :6].tolist()) & set(stops)]  # no stop before the cut: it matters
+    assert contexts
+    lm = LLaDAEvalLM(str(dirs["diffusion"]), device="cpu", block_length=4)
+    reqs = [Instance("generate_until", {}, (c, {"until": [], "max_gen_toks": 5}), 0) for c in contexts]
+    for context, got in zip(contexts, lm.generate_until(reqs, disable_tqdm=True), strict=True):
+        full = sample(b.model, torch.tensor([b.tokenizer(context).input_ids]), opts).responses[0]
+        assert got == decode_response(b.tokenizer, full[:5], stops)
+        assert decode_response(b.tokenizer, full, stops) != got  # the rounding up was cut back

@@ -171,7 +171,8 @@ def test_cfg_scale_reaches_the_sampler(tmp_path):
 
     lm = LLaDAEvalLM(str(_save_model(tmp_path / "m", causal=False)), device="cpu", cfg_scale=0.5, steps=4,
                      block_length=4)
-    options, _ = lm._plan({"max_gen_toks": 4})
+    options, _, asked = lm._plan({"max_gen_toks": 4})
+    assert asked == 4
     assert (lm.cfg_scale, options.cfg_scale, options.gen_length) == (0.5, 0.5, 4)
 
 

@@ -179,12 +179,12 @@ class LLaDAEvalLM(TemplateLM):
         (at temperature 0 the answers are those of one-at-a-time runs)."""
         plans = [self._plan(req.args[1]) for req in requests]
         groups: dict[SamplerOptions, list[int]] = {}
-        for i, (options, _) in enumerate(plans):
+        for i, (options, _, _) in enumerate(plans):
             groups.setdefault(options, []).append(i)
         out: list[str] = [""] * len(requests)
         bar = tqdm(total=len(requests), desc="llada generate", disable=disable_tqdm or self._rank != 0)
         step = max(1, self.batch_size)
-        for options, members in groups.items():
+        for options, members in groups.items():  # (the answer is cut back to the length asked for below)
             for lo in range(0, len(members), step):
                 chunk = members[lo: lo + step]
                 rows = [self.tok_encode(requests[i].args[0])[-(self.max_length - options.gen_length):]
@@ -192,16 +192,18 @@ class LLaDAEvalLM(TemplateLM):
                 x, mask = left_pad(rows, self.model.config.roles.pad)
                 res = sample(self.model, x, options, attention_mask=mask)  # noise from options.seed
                 for row, i in enumerate(chunk):
-                    text = decode_response(self.tokenizer, res.responses[row], self.stop_ids)
+                    asked = plans[i][2]  # blocks may have rounded gen_length up; never return more
+                    text = decode_response(self.tokenizer, res.responses[row, :asked], self.stop_ids)
                     out[i] = text = cut_at_stop_texts(text, plans[i][1])[0]
                     self.cache_hook.add_partial("generate_until", requests[i].args, text)
                 bar.update(len(chunk))
         bar.close()
         return out
 
-    def _plan(self, gen_kwargs: dict[str, Any] | None) -> tuple[SamplerOptions, list[str]]:
-        """Sampler options and stop strings for one request's generation kwargs: max_gen_toks sets
-        gen_length (blocks and steps fitted to it), temperature and do_sample as in transformers."""
+    def _plan(self, gen_kwargs: dict[str, Any] | None) -> tuple[SamplerOptions, list[str], int]:
+        """Sampler options, stop strings and the tokens asked for, for one request's generation
+        kwargs: max_gen_toks sets gen_length (blocks and steps fitted to it, so it may round up:
+        the answer is cut back), temperature and do_sample as in transformers."""
         gen_kwargs = dict(gen_kwargs or {})
         until = gen_kwargs.pop("until", None) or []
         until = [until] if isinstance(until, str) else list(until)
@@ -216,7 +218,8 @@ class LLaDAEvalLM(TemplateLM):
             self._warned.update(ignored)
             print(f"llada: generation kwargs {', '.join(ignored)} have no meaning for this sampler and are ignored "
                   f"(it takes until, max_gen_toks, temperature, do_sample; the rest via --model_args)", file=sys.stderr)
-        return self._base.fitted(None if max_gen is None else int(max_gen), **given), until
+        options = self._base.fitted(None if max_gen is None else int(max_gen), **given)
+        return options, until, options.gen_length if max_gen is None else int(max_gen)
 
 
 def main(argv: list[str] | None = None) -> None:

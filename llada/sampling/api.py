@@ -51,11 +51,24 @@ def _check_prompt(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor |
                               f"input_ids {tuple(input_ids.shape)}")
 
 
+def left_aligned(input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Prompts padded on the right (a tokenizer's `padding_side="right"`) or in the middle, moved
+    to left padding: pad slots between a prompt and its answer would change the answer with its
+    batch neighbours. Left-padded (or unpadded) input is returned as it is."""
+    if attention_mask is None:
+        return input_ids, None
+    am = attention_mask.long()
+    if not bool((am[:, :-1] > am[:, 1:]).any()):  # no 0 after a 1: left padded already
+        return input_ids, attention_mask
+    order = am.argsort(dim=1, stable=True)  # pad slots (0) first, each prompt's own order kept
+    return input_ids.gather(1, order.to(input_ids.device)), am.gather(1, order)
+
+
 def sample_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOptions | None = None, *,
                  attention_mask: Tensor | None = None, generator: torch.Generator | None = None,
                  **overrides: Any) -> Iterator[StepState]:
-    """Sample after each prompt row of `input_ids` (B, P) (left padded, `attention_mask` (B, P),
-    when rows differ in length), yielding a `StepState` after every step; the last one has
+    """Sample after each prompt row of `input_ids` (B, P) (padded, with `attention_mask` (B, P),
+    when rows differ in length; right padding is moved to the left), yielding a `StepState` after every step; the last one has
     `final=True` and its canvas (B, P + gen_length) is the output.
 
     options: a `SamplerOptions` (default: the paper's settings); `overrides` replace fields of it
@@ -67,6 +80,7 @@ def sample_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOptions |
     if overrides:
         options = options.replace(**overrides)
     _check_prompt(model, input_ids, attention_mask, options.gen_length)
+    input_ids, attention_mask = left_aligned(input_ids, attention_mask)
     if generator is None and options.seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(options.seed)
     return SAMPLERS[model.config.kind](model, input_ids, options, attention_mask, generator)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from llada.errors import GenerationError
 from llada.model import LLaDAModel
-from llada.sampling.core import GenerateOutput, GenerateStats, StepState
+from llada.sampling.core import GenerateOutput, GenerateStats, StepState, never_sampled
 from llada.sampling.options import SamplerOptions
 
 
@@ -44,8 +44,9 @@ def autoregressive_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerO
     logits, past = model.forward_kv(ids, am, positions, output_positions=slice(-1, None))
     stats.full_forwards += 1
     next_pos = positions[:, -1:] + 1
+    never = never_sampled(cfg, logits.shape[-1], device)
     for i in range(gen_length):
-        scores = logits[:, -1].double()  # (B, V)
+        scores = logits[:, -1].double().masked_fill(never, float("-inf"))  # (B, V): text ids only
         if options.temperature > 0:
             probs = torch.softmax(scores / options.temperature, -1)
             token = torch.multinomial(probs, 1, generator=generator)[:, 0]

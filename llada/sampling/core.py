@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from llada.config import ModelConfig
 from llada.errors import GenerationError
 from llada.model import KV, LLaDAModel
 from llada.sampling.options import SamplerOptions
@@ -86,6 +87,16 @@ def add_gumbel_noise(logits: Tensor, temperature: float, generator: torch.Genera
     gen_device = generator.device if generator is not None else logits.device
     u = torch.rand(logits.shape, dtype=torch.float64, generator=generator, device=gen_device).to(logits.device)
     return logits.exp() / (-torch.log(u)) ** temperature
+
+
+def never_sampled(config: ModelConfig, width: int, device: torch.device) -> Tensor:
+    """(width,) bool: the output columns no sampler may pick: the mask id (a canvas must end with
+    no mask left) and the padded embedding rows past vocab_size (ids the tokenizer cannot decode).
+    Confidences still come from the full softmax, so rankings are the reference sampler's."""
+    never = torch.zeros(width, dtype=torch.bool, device=device)
+    never[config.vocab_size:] = True
+    never[config.mask_token_id] = True
+    return never
 
 
 # -------------------------------------------------------------------------------------- selection
@@ -210,6 +221,7 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
     prompt_mask[:, :start] = canvas[:, :start] != mask_id
     forward = _Forward(model, attention_mask, cfg_scale, cache, prompt_mask, mask_id, stats)
     fixed_steps = threshold is None and factor is None
+    never = None
     step = 0
     for block in range(num_blocks):
         s, e = start + block * block_length, start + (block + 1) * block_length
@@ -222,7 +234,8 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
             logits = forward(canvas, s, e, refresh=i == 0 or refresh_every_step)  # (B, T, V)
             if logits_eos_inf:
                 logits[..., eos_id] = float("-inf")
-            x0 = add_gumbel_noise(logits, temperature, generator).argmax(-1)  # (B, T)
+            never = never_sampled(cfg, logits.shape[-1], logits.device) if never is None else never
+            x0 = add_gumbel_noise(logits.masked_fill(never, float("-inf")), temperature, generator).argmax(-1)  # (B, T)
             if confidence_eos_eot_inf:  # an EOS/EOT prediction is kept last (App. B.4)
                 logits = logits.clone()
                 logits[..., eos_id] = float("-inf")
