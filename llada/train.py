@@ -7,12 +7,17 @@
     # several nodes: the same command on every node with --num_machines N --machine_rank i
     #   --main_process_ip HOST --main_process_port PORT (or those keys in the accelerate YAML)
 
+What differs between pretraining and SFT, diffusion and the AR baseline (the data rows, the noise,
+the loss) is an `Objective` of llada/objectives.py, looked up once from (stage, objective); the
+Trainer itself is the same for all four.
+
 Reproducibility is by construction: the data order of epoch e is a permutation seeded by
 (seed, e), and the noise of optimizer step s is drawn from a generator seeded by (seed, s) for the
 whole global batch, each process keeping its rows. So the state to resume is just the weights,
 the optimizer, the scheduler and the step; a run killed at any moment and resumed from its last
 checkpoint retraces the same loss curve, and 2 processes compute what 1 process does with the
-same global batch.
+same global batch. A resumed run builds its model once, from the checkpoint (with LoRA: the frozen
+base from its source, the adapters from the checkpoint), so it needs no more memory than a fresh one.
 
 Layout of `out_dir`:
     checkpoints/step-000200/   a model directory (config.json, safetensors, tokenizer) plus
@@ -218,7 +223,11 @@ class BatchPlan:
 
 
 class Trainer:
-    """Runs a TrainConfig: builds model, tokenizer and data, trains, evaluates, checkpoints."""
+    """Runs a TrainConfig: builds model, tokenizer and data, trains, evaluates, checkpoints.
+
+    `objective` (llada.objectives) supplies the stage's data (`data`), the noise and the loss;
+    the Trainer owns the seeding, the batch plan, accumulation, processes and checkpoints.
+    """
 
     def __init__(self, cfg: TrainConfig):
         from accelerate import Accelerator
