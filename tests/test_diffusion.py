@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from llada.diffusion import (
     ar_loss,
+    crop_length,
     forward_process,
     pretrain_loss,
-    random_crop,
     sample_t,
     sft_loss,
 )
@@ -201,18 +201,19 @@ def test_ar_loss_matches_loop_and_causal_model():
     assert torch.equal(model(x1)[:, :-1], logits[:, :-1])
 
 
-def test_random_crop():
-    x = torch.arange(40).view(2, 20)
+def test_crop_length():
+    """LLaDA's variable-length batches: seq_len, or with probability prob a length ~ U{1..seq_len}."""
     g = torch.Generator().manual_seed(0)
-    assert all(random_crop(x, 0.0, g).shape == (2, 20) for _ in range(50))
-    lengths = {random_crop(x, 1.0, g).shape[1] for _ in range(200)}
-    assert min(lengths) >= 1 and max(lengths) <= 20 and len(lengths) > 10
-    a = [random_crop(x, 0.5, torch.Generator().manual_seed(7)).shape[1] for _ in range(3)]
-    assert len(set(a)) == 1
-    ids, mask = random_crop(x, 1.0, torch.Generator().manual_seed(1), torch.ones_like(x))
-    assert ids.shape == mask.shape
+    assert all(crop_length(20, 0.0, g) == 20 for _ in range(50))
+    lengths = [crop_length(20, 1.0, g) for _ in range(2000)]
+    assert min(lengths) >= 1 and max(lengths) <= 20 and len(set(lengths)) == 20  # every length reachable
+    assert abs(sum(lengths) / len(lengths) - 10.5) < 0.5  # the mean of U{1..20}
+    cropped = sum(crop_length(20, 0.25, g) < 20 for _ in range(4000)) / 4000
+    assert abs(cropped - 0.25 * 19 / 20) < 0.03  # prob 0.25, less the draws that land on 20 itself
+    a = [crop_length(20, 0.5, torch.Generator().manual_seed(7)) for _ in range(3)]
+    assert len(set(a)) == 1  # a pure function of the generator's state
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
-        random_crop(x, 2.0)
+        crop_length(20, 2.0)
 
 
 def test_padding_is_never_masked_and_not_counted():
