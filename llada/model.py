@@ -10,11 +10,12 @@ in `checkpoint.py` adds the leading `model.`), so weights load by name with no r
 
 The model is not told the diffusion time t: the count of mask tokens in the input carries it.
 
-For the caching samplers the forward also takes `past_key_values` (keys/values of positions that
-are not re-run, rotary already applied) and `position_ids` for the positions that are run, and can
-return the keys/values it computed (`forward_kv`). Attention is over [past keys | new keys];
-order does not matter to attention, so a prefix cache and a prefix+suffix ("dual") cache are the
-same mechanism.
+For the caching samplers the forward also takes a `KVCache`: preallocated keys/values of every
+position (rotary applied), into which the positions run are written in place at `cache_position`,
+attention then reading the whole buffer. Nothing grows from step to step, so a step has the same
+shapes (and addresses) each time: what CUDA graphs need. Order does not matter to attention, so a
+prefix cache and a prefix+suffix ("dual") cache are the same mechanism. `past_key_values` (keys
+and values of positions not re-run, concatenated in front) remains for callers that keep their own.
 """
 
 from __future__ import annotations
@@ -29,6 +30,20 @@ from torch.utils.checkpoint import checkpoint
 from llada.config import ModelConfig
 
 KV = tuple[Tensor, Tensor]  # (keys, values), each (B, H_kv, S, head_dim), rotary applied to keys
+
+
+class KVCache:
+    """Keys and values of `length` positions for every layer, allocated once: (B, H_kv, length,
+    head_dim) each, written in place by `LLaDAModel.forward_kv(..., kv_cache=, cache_position=)`.
+    Positions not yet written hold zeros; the caller masks them (attention_mask) or a causal model
+    never looks ahead to them."""
+
+    def __init__(self, config: ModelConfig, batch: int, length: int, device: torch.device | str,
+                 dtype: torch.dtype):
+        shape = (batch, config.n_kv_heads, length, config.head_dim)
+        self.layers: list[KV] = [(torch.zeros(shape, device=device, dtype=dtype),
+                                  torch.zeros(shape, device=device, dtype=dtype)) for _ in range(config.n_layers)]
+        self.batch, self.length = batch, length
 
 _ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
 
@@ -95,20 +110,24 @@ class Block(nn.Module):
         self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=config.include_bias)  # down
         self.act = _ACTIVATIONS[config.activation_type]
 
-    def attention(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None,
-                  past: KV | None) -> tuple[Tensor, KV]:
+    def attention(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, past: KV | None,
+                  cache: KV | None = None, at: int = 0, is_causal: bool = False) -> tuple[Tensor, KV]:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         new_kv = (k, v)
-        if past is not None:
+        if cache is not None:  # write this step's positions into the static buffers, attend over all
+            cache[0][:, :, at:at + T] = k
+            cache[1][:, :, at:at + T] = v
+            k, v = cache  # (B, Hkv, L, hd)
+        elif past is not None:
             k = torch.cat((past[0], k), dim=2)  # (B, Hkv, S + T, hd)
             v = torch.cat((past[1], v), dim=2)
         dropout = self.config.attention_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout,
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal,
             enable_gqa=self.n_kv_heads != self.n_heads,
         )  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
@@ -118,9 +137,10 @@ class Block(nn.Module):
         return self.ff_out(self.act(self.ff_proj(x)) * self.up_proj(x))
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None = None,
-                past: KV | None = None) -> tuple[Tensor, KV]:
+                past: KV | None = None, cache: KV | None = None, at: int = 0,
+                is_causal: bool = False) -> tuple[Tensor, KV]:
         p = self.config.residual_dropout if self.training else 0.0
-        a, kv = self.attention(self.attn_norm(x), cos, sin, mask, past)
+        a, kv = self.attention(self.attn_norm(x), cos, sin, mask, past, cache, at, is_causal)
         x = x + F.dropout(a, p, self.training)
         x = x + F.dropout(self.mlp(self.ff_norm(x)), p, self.training)
         return x, kv
@@ -169,40 +189,60 @@ class LLaDAModel(nn.Module):
     # ----------------------------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 position_ids: Tensor | None = None, past_key_values: list[KV] | None = None,
-                output_positions: Tensor | slice | None = None) -> Tensor:
+                output_positions: Tensor | slice | None = None, kv_cache: KVCache | None = None,
+                cache_position: int = 0) -> Tensor:
         """Logits (B, T, embedding_size) for `input_ids` (B, T).
 
-        attention_mask: (B, S + T), 1 for a real token and 0 for padding, over the cached keys (S)
-            then the new ones; None when nothing is padded.
-        position_ids: (B, T) rotary positions of the tokens run; default S..S+T-1 (left padding
-            with a mask is fine: a constant shift of positions does not change RoPE attention).
+        attention_mask: (B, K), 1 for a real token and 0 for padding, over every key attended:
+            the cached keys (S) then the new ones, or the whole `kv_cache` (K = its length);
+            None when nothing is padded.
+        position_ids: (B, T) rotary positions of the tokens run; default S..S+T-1, or
+            cache_position.. with a kv_cache (left padding with a mask is fine: a constant shift
+            of positions does not change RoPE attention).
         past_key_values: per layer (k, v) of the S positions not re-run.
+        kv_cache: a `KVCache` to write this call's keys/values into, at positions
+            cache_position..cache_position+T, attending over all of it.
         output_positions: index into T (a slice or index tensor) to compute logits only there.
         """
         return self.forward_kv(input_ids, attention_mask, position_ids, past_key_values,
-                               output_positions, return_kv=False)[0]
+                               output_positions, return_kv=False, kv_cache=kv_cache,
+                               cache_position=cache_position)[0]
+
+    def _attention_mask(self, attention_mask: Tensor | None, B: int, T: int, start: int,
+                        keys: int, device: torch.device) -> tuple[Tensor | None, bool]:
+        """The SDPA mask (B, 1, T|1, keys) for queries at positions start..start+T-1, and whether
+        SDPA's own causal flag does the job instead (no padding, no cache: the flash kernel)."""
+        mask = None  # None: every query sees every key (the diffusion model without padding)
+        if attention_mask is not None:
+            if attention_mask.shape != (B, keys):
+                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; "
+                                 f"expected (batch, keys attended) = {(B, keys)}")
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, K): which keys are visible
+        if not self.config.causal:
+            return mask, False
+        if mask is None and start == 0 and keys == T:
+            return None, True
+        # the autoregressive baseline only: the query at position start + i sees keys up to it
+        tri = torch.ones(T, keys, dtype=torch.bool, device=device).tril(start)
+        return (tri if mask is None else mask & tri), False
 
     def forward_kv(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                    position_ids: Tensor | None = None, past_key_values: list[KV] | None = None,
                    output_positions: Tensor | slice | None = None,
-                   return_kv: bool = True) -> tuple[Tensor, list[KV]]:
+                   return_kv: bool = True, kv_cache: KVCache | None = None,
+                   cache_position: int = 0) -> tuple[Tensor, list[KV]]:
         """As `forward`, and also the keys/values of the positions run, per layer (for caches)."""
         B, T = input_ids.shape
         cfg = self.config
-        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        if kv_cache is not None:
+            start, keys = cache_position, kv_cache.length
+        else:
+            start = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+            keys = start + T
         if position_ids is None:
-            position_ids = torch.arange(past_len, past_len + T, device=input_ids.device).expand(B, T)
+            position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
         cos, sin = rope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta)  # (B, 1, T, hd)
-
-        mask = None  # None: every query sees every key (the diffusion model without padding)
-        if attention_mask is not None:
-            if attention_mask.shape != (B, past_len + T):
-                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; "
-                                 f"expected (batch, cached + new) = {(B, past_len + T)}")
-            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S + T): which keys are visible
-        if cfg.causal:  # the autoregressive baseline only: query i sees keys up to past_len + i
-            tri = torch.ones(T, past_len + T, dtype=torch.bool, device=input_ids.device).tril(past_len)
-            mask = tri if mask is None else mask & tri
+        mask, is_causal = self._attention_mask(attention_mask, B, T, start, keys, input_ids.device)
 
         x = self.transformer.wte(input_ids)  # (B, T, D)
         if cfg.input_emb_norm:
@@ -212,10 +252,11 @@ class LLaDAModel(nn.Module):
         kvs: list[KV] = []
         for i, block in enumerate(self.transformer.blocks):
             past = None if past_key_values is None else past_key_values[i]
+            cache = None if kv_cache is None else kv_cache.layers[i]
             if self.activation_checkpointing and self.training:
-                x, kv = checkpoint(block, x, cos, sin, mask, past, use_reentrant=False)
+                x, kv = checkpoint(block, x, cos, sin, mask, past, cache, start, is_causal, use_reentrant=False)
             else:
-                x, kv = block(x, cos, sin, mask, past)
+                x, kv = block(x, cos, sin, mask, past, cache, start, is_causal)
             if return_kv:
                 kvs.append(kv)
 

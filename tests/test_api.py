@@ -243,6 +243,10 @@ class Favouring(torch.nn.Module):
     def device(self):
         return self.inner.device
 
+    @property
+    def dtype(self):
+        return self.inner.dtype
+
     def _bias(self, logits):
         logits = logits.clone()
         logits[..., self.token] += self.boost

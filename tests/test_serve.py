@@ -50,6 +50,10 @@ class Rigged(torch.nn.Module):
     def device(self):
         return self.inner.device
 
+    @property
+    def dtype(self):
+        return self.inner.dtype
+
     def _rig(self, logits):
         if self.tail:
             logits = logits.clone()
@@ -87,12 +91,16 @@ def running(bundle, delay: float = 0.0, tail=(), **config):
         thread.join(timeout=10)
 
 
-def _reference(bundle, prompt_ids, **opts) -> str:
+def _reference_ids(bundle, prompt_ids, **opts) -> list[int]:
+    """The sampler's answer ids up to the first EOS / end of turn, straight from `generate`."""
     out = generate(bundle.model, torch.tensor([prompt_ids]), **opts)
     ids = out.responses[0].tolist()
     stops = {bundle.model.config.eos_token_id, bundle.model.config.eot_token_id}
-    ids = ids[: next((i for i, t in enumerate(ids) if t in stops), len(ids))]
-    return bundle.tokenizer.decode(ids, skip_special_tokens=True).lstrip()
+    return ids[: next((i for i, t in enumerate(ids) if t in stops), len(ids))]
+
+
+def _reference(bundle, prompt_ids, **opts) -> str:
+    return bundle.tokenizer.decode(_reference_ids(bundle, prompt_ids, **opts), skip_special_tokens=True).lstrip()
 
 
 def _chat_ids(tok, messages):
@@ -134,7 +142,8 @@ def test_openai_client_completions_and_chat(bundle):
                                                      extra_body={"steps": 8, "block_length": 4}))
         assert chunks[-1].choices == [] and all(ch.usage is None for ch in chunks[:-1])
         assert chunks[-1].usage.prompt_tokens == len(_chat_ids(tok, messages))
-        assert chunks[-1].usage.completion_tokens == len(tok(want_chat, add_special_tokens=False)["input_ids"])
+        # the generated ids up to the stop, not the answer's text tokenised again
+        assert chunks[-1].usage.completion_tokens == len(_reference_ids(bundle, _chat_ids(tok, messages), **opts))
 
 
 def test_stream_states_show_every_step(bundle):

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from llada.errors import GenerationError
-from llada.model import LLaDAModel
+from llada.model import KVCache, LLaDAModel
 from llada.sampling.core import GenerateOutput, GenerateStats, StepState, never_sampled
 from llada.sampling.options import SamplerOptions
 
@@ -41,7 +41,11 @@ def autoregressive_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerO
     canvas = torch.cat([ids, torch.full((B, gen_length), roles.mask, dtype=torch.long, device=device)], 1)
     stats = GenerateStats(tokens=B * gen_length)
 
-    logits, past = model.forward_kv(ids, am, positions, output_positions=slice(-1, None))
+    # one static cache for prompt + answer: each step writes its position in place (keys ahead of a
+    # query are never attended by a causal model, so the unwritten ones need no mask)
+    kv = KVCache(cfg, B, P + gen_length, device, model.dtype)
+    am = torch.cat([am, torch.ones(B, gen_length, dtype=am.dtype, device=device)], 1)
+    logits = model(ids, am, positions, output_positions=slice(-1, None), kv_cache=kv)
     stats.full_forwards += 1
     next_pos = positions[:, -1:] + 1
     never = never_sampled(cfg, logits.shape[-1], device)
@@ -61,9 +65,7 @@ def autoregressive_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerO
         yield StepState(canvas, moved, 0, i, P, stats)
         if i + 1 == gen_length or bool(done.all()):
             break
-        am = torch.cat([am, torch.ones(B, 1, dtype=am.dtype, device=device)], 1)
-        logits, new = model.forward_kv(token[:, None], am, next_pos, past_key_values=past)
-        past = [(torch.cat((pk, nk), 2), torch.cat((pv, nv), 2)) for (pk, pv), (nk, nv) in zip(past, new, strict=True)]
+        logits = model(token[:, None], am, next_pos, kv_cache=kv, cache_position=P + i)
         next_pos = next_pos + 1
         stats.cached_forwards += 1
     canvas[:, P:] = torch.where(canvas[:, P:] == roles.mask, roles.eos, canvas[:, P:])  # rows all stopped early

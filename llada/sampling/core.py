@@ -27,7 +27,7 @@ from torch import Tensor
 
 from llada.config import ModelConfig
 from llada.errors import GenerationError
-from llada.model import KV, LLaDAModel
+from llada.model import KVCache, LLaDAModel
 from llada.sampling.options import SamplerOptions
 from llada.sampling.remasking import REMASKING
 from llada.sampling.schedule import num_transfer_tokens
@@ -141,14 +141,17 @@ class _Forward:
 
     Returns the logits of the current block only: the rest of the canvas never receives tokens
     in this step, so its logits are not needed (and the output head is the costliest layer).
+    With a cache, a block's first step is a full pass that fills a static `KVCache` of the whole
+    canvas; its later steps re-run only the block ("dual": the prompt and the masked suffix stay
+    as cached) or the block and everything after it ("prefix"), writing their keys/values in
+    place: no tensor is concatenated or grows from step to step.
     """
 
     def __init__(self, model: LLaDAModel, attention_mask: Tensor | None, cfg_scale: float, cache: str | None,
                  prompt_mask: Tensor, mask_id: int, stats: GenerateStats):
         self.model, self.am, self.cfg_scale, self.cache = model, attention_mask, cfg_scale, cache
         self.prompt_mask, self.mask_id, self.stats = prompt_mask, mask_id, stats
-        self.past: list[KV] | None = None
-        self.past_mask: Tensor | None = None
+        self.kv: KVCache | None = None
 
     def _inputs(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.cfg_scale <= 0:
@@ -169,25 +172,15 @@ class _Forward:
         if self.cache is None:
             self.stats.full_forwards += 1
             return self._guide(self.model(ids, attention_mask=am, output_positions=slice(start, end)))
+        if self.kv is None:
+            self.kv = KVCache(self.model.config, ids.shape[0], ids.shape[1], ids.device, self.model.dtype)
         if refresh:  # block start: a full pass that also fills the cache
             self.stats.full_forwards += 1
-            logits, kvs = self.model.forward_kv(ids, attention_mask=am, output_positions=slice(start, end))
-            if self.cache == "prefix":
-                self.past = [(k[:, :, :start], v[:, :, :start]) for k, v in kvs]
-                self.past_mask = None if am is None else am[:, :start]
-            else:  # dual: everything outside the block
-                self.past = [(torch.cat([k[:, :, :start], k[:, :, end:]], 2),
-                              torch.cat([v[:, :, :start], v[:, :, end:]], 2)) for k, v in kvs]
-                self.past_mask = None if am is None else torch.cat([am[:, :start], am[:, end:]], 1)
+            logits = self.model(ids, attention_mask=am, output_positions=slice(start, end), kv_cache=self.kv)
             return self._guide(logits)
         self.stats.cached_forwards += 1
         stop = ids.shape[1] if self.cache == "prefix" else end  # prefix: block + suffix are re-run
-        run = ids[:, start:stop]
-        pos = torch.arange(start, stop, device=ids.device).expand(ids.shape[0], -1)
-        mask = None
-        if am is not None:
-            mask = torch.cat([self.past_mask, am[:, start:stop]], 1)
-        logits = self.model(run, attention_mask=mask, position_ids=pos, past_key_values=self.past,
+        logits = self.model(ids[:, start:stop], attention_mask=am, kv_cache=self.kv, cache_position=start,
                             output_positions=slice(0, end - start))
         return self._guide(logits)
 
