@@ -189,15 +189,19 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
         where, _ = _pad(target[lo:hi], 0)
         ids, targets, where = ids.to(device), targets.to(device), where.bool().to(device)
         am = None if am is None else am.to(device)
+        # Only the masked positions reach the output head and the float32 log-softmax, as in the
+        # reference's logits[mask_index]: (N, V) for the N masked tokens, never (b, T, V).
         if cfg_scale > 0:  # the unconditional rows mask the context (prompt and suffix)
             uncond = ids.masked_fill(_pad(in_context[lo:hi], 0)[0].bool().to(device), mask_id)
-            logits = _up(model(torch.cat([ids, uncond]), None if am is None else torch.cat([am, am])))
-            cond, unc = logits.chunk(2)
+            logits = _up(model(torch.cat([ids, uncond]), None if am is None else torch.cat([am, am]),
+                               output_positions=torch.cat([where, where])))
+            cond, unc = logits.chunk(2)  # row-major selection: the conditional rows' tokens come first
             logits = unc + (cfg_scale + 1) * (cond - unc)
         else:
-            logits = _up(model(ids, am))
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]  # (b, T)
-        sums.append((logp * where).sum(dim=1))
+            logits = _up(model(ids, am, output_positions=where))  # (N, V)
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[where][:, None])[:, 0]  # (N,)
+        row = torch.arange(where.shape[0], device=device)[:, None].expand_as(where)[where]  # (N,) owner row
+        sums.append(torch.zeros(where.shape[0], dtype=logp.dtype, device=device).index_add_(0, row, logp))
     values = torch.cat(sums).double().cpu() * torch.cat(weight)
     rows = torch.as_tensor(owner)
     return [_estimate(values[rows == i], len(pairs[i][1])) for i in range(len(pairs))]

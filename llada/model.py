@@ -146,6 +146,10 @@ class Block(nn.Module):
         return x, kv
 
 
+def _is_row_mask(index: Tensor | slice, B: int, T: int) -> bool:
+    return isinstance(index, Tensor) and index.dtype == torch.bool and index.shape == (B, T)
+
+
 class LLaDAModel(nn.Module):
     """Embedding, `n_layers` blocks, final norm and output head; forward returns logits.
 
@@ -202,7 +206,9 @@ class LLaDAModel(nn.Module):
         past_key_values: per layer (k, v) of the S positions not re-run.
         kv_cache: a `KVCache` to write this call's keys/values into, at positions
             cache_position..cache_position+T, attending over all of it.
-        output_positions: index into T (a slice or index tensor) to compute logits only there.
+        output_positions: index into T (a slice or index tensor) to compute logits only there, or a
+            (B, T) bool tensor: logits (N, embedding_size) of its N True positions, row by row
+            (a likelihood scores only its masked tokens: memory grows with them, not with B * T).
         """
         return self.forward_kv(input_ids, attention_mask, position_ids, past_key_values,
                                output_positions, return_kv=False, kv_cache=kv_cache,
@@ -260,8 +266,8 @@ class LLaDAModel(nn.Module):
             if return_kv:
                 kvs.append(kv)
 
-        if output_positions is not None:
-            x = x[:, output_positions]
+        if output_positions is not None:  # (B, T, D) -> (B, T', D), or (N, D) for a (B, T) bool mask
+            x = x[output_positions] if _is_row_mask(output_positions, B, T) else x[:, output_positions]
         x = self.transformer.ln_f(x)
         head = self.transformer.wte.weight if cfg.weight_tying else self.transformer.ff_out.weight
         bias = None if cfg.weight_tying else self.transformer.ff_out.bias

@@ -36,8 +36,9 @@ class ContextFree(torch.nn.Module):
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def forward(self, ids, attention_mask=None):
-        return self.table[: ids.shape[1]].expand(ids.shape[0], -1, -1)
+    def forward(self, ids, attention_mask=None, output_positions=None):
+        logits = self.table[: ids.shape[1]].expand(ids.shape[0], -1, -1)
+        return logits if output_positions is None else logits[output_positions]  # a (B, T) bool mask
 
     def exact(self, prompt, response) -> float:
         logp = torch.log_softmax(self.table, -1)
