@@ -7,11 +7,16 @@ LLaDA-8B's special tokens, mirrored by name so chat data and samplers work the s
 
 The ids of these tokens are read from the tokenizer (`special_token_ids`) and stored in the model
 config; nothing else in the package names an id.
+
+`save_tokenizer` writes a tokenizer so that every transformers version the project allows opens it
+(see its docstring), padding on the left and knowing the model's length.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 BOS, EOS, MASK = "<|startoftext|>", "<|endoftext|>", "<|mdm_mask|>"
@@ -51,6 +56,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, min_frequency:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=EOS, mask_token=MASK,
         additional_special_tokens=[START_HEADER, END_HEADER, EOT], clean_up_tokenization_spaces=False,
+        padding_side="left",  # a prompt's pad slots go before it, never between it and the answer
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
@@ -75,3 +81,40 @@ def config_ids(tokenizer: Any) -> dict[str, int | None]:
     return {"vocab_size": max(tokenizer.get_vocab().values()) + 1, "mask_token_id": ids["mask"],
             "eos_token_id": ids["eos"], "pad_token_id": ids["pad"], "bos_token_id": ids["bos"],
             "eot_token_id": ids["eot"]}
+
+
+# tokenizer_config.json's class names for a `tokenizers`-backed tokenizer: transformers 5 writes
+# TokenizersBackend, which 4.x does not know; PreTrainedTokenizerFast is its name in both.
+_FAST_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+PORTABLE_CLASS = "PreTrainedTokenizerFast"
+
+
+def save_tokenizer(tokenizer: Any, path: str | Path, *, model_max_length: int | None = None) -> None:
+    """`tokenizer.save_pretrained(path)`, then tokenizer_config.json made to open the same on every
+    transformers version from 4.46 (the lowest pyproject.toml allows) to 5.x:
+
+    - `tokenizer_class` PreTrainedTokenizerFast instead of 5.x's TokenizersBackend (4.x has no such class);
+    - the chat template inside tokenizer_config.json, where 4.x looks, not in chat_template.jinja (5.x reads both);
+    - `additional_special_tokens`, 4.x's name for 5.x's list of `extra_special_tokens`;
+    - `padding_side: "left"`: right padding would put pad slots between a prompt and its answer;
+    - `model_max_length` from the model (`max_sequence_length`), where transformers writes 1e30 for "unknown".
+    """
+    root = Path(path)
+    tokenizer.save_pretrained(root)
+    config_path = root / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") in _FAST_CLASSES:
+        config["tokenizer_class"] = PORTABLE_CLASS
+    extra = config.get("extra_special_tokens")
+    if isinstance(extra, list):  # a dict there names model-specific tokens (4.47+); a list is 4.x's additional
+        additional = list(config.get("additional_special_tokens") or [])
+        config["additional_special_tokens"] = additional + [t for t in extra if t not in additional]
+        del config["extra_special_tokens"]
+    template = root / "chat_template.jinja"
+    if template.is_file():
+        config["chat_template"] = template.read_text(encoding="utf-8")
+        template.unlink()
+    config["padding_side"] = "left"
+    if model_max_length is not None:
+        config["model_max_length"] = model_max_length
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")

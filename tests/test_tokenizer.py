@@ -52,3 +52,32 @@ def test_save_and_reload_keeps_template(tok, tmp_path):
 def test_too_small_vocab():
     with pytest.raises(ValueError, match="at least 262"):
         train_tokenizer(CORPUS, vocab_size=100)
+
+
+def test_saved_tokenizer_config_opens_on_every_allowed_transformers(tok, tmp_path):
+    """save_tokenizer writes what transformers 4.46 (the lowest pyproject.toml allows) reads as well
+    as 5.x: the class by a name both have, the chat template inside tokenizer_config.json, 4.x's
+    name for the extra special tokens; and it pads on the left and knows the model's length.
+    (tests/test_hf.py opens such a directory in an actual 4.46 install: pytest -m slow.)"""
+    import json
+
+    from transformers import PreTrainedTokenizerFast
+
+    from llada.tokenizer import CHAT_TEMPLATE, save_tokenizer
+
+    save_tokenizer(tok, tmp_path, model_max_length=256)
+    saved = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert saved["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert saved["padding_side"] == "left" and saved["model_max_length"] == 256
+    assert saved["chat_template"] == CHAT_TEMPLATE and not (tmp_path / "chat_template.jinja").exists()
+    assert saved["additional_special_tokens"] == ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    assert not isinstance(saved.get("extra_special_tokens"), list)
+    again = PreTrainedTokenizerFast.from_pretrained(tmp_path)  # the class named, loaded directly
+    assert special_token_ids(again) == special_token_ids(tok)
+    assert again.chat_template == CHAT_TEMPLATE and again.model_max_length == 256
+    batch = again(["the cat", "the cat sat on the mat"], padding=True)
+    assert batch["attention_mask"][0][0] == 0 and batch["attention_mask"][0][-1] == 1  # pads on the left
+
+
+def test_fresh_tokenizer_pads_on_the_left(tok):
+    assert tok.padding_side == "left"
