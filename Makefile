@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 EXTRAS ?= train,eval,serve,dev
 BIN     = $(VENV)/bin
 
-.PHONY: setup quickstart test lint bench clean
+.PHONY: setup quickstart test lint bench clean test-gpu bench-gpu
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,15 @@ quickstart: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# On a CUDA machine (no venv needed: torch, transformers, safetensors, accelerate, pytest): the
+# device-portable tests in bfloat16, then `bench/gpu.sh` runs them and every GPU benchmark into $OUT.
+GPU_PYTHON ?= python3
+test-gpu:
+	LLADA_TEST_DEVICE=cuda LLADA_TEST_DTYPE=bfloat16 PYTHONPATH=. $(GPU_PYTHON) -m pytest --noconftest -q -o addopts="" tests/test_device.py
+
+bench-gpu:
+	PYTHON=$(GPU_PYTHON) bash bench/gpu.sh
 
 lint: setup
 	$(BIN)/ruff check llada tests bench

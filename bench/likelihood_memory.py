@@ -48,8 +48,9 @@ def child(args: argparse.Namespace) -> None:
     from llada.model import LLaDAModel
 
     torch.manual_seed(0)
-    model = LLaDAModel(preset(args.preset, max_sequence_length=max(args.lengths_list) + args.response_len + 8))
-    model = model.to(device=args.device, dtype=getattr(torch, args.dtype)).eval()
+    with torch.device(args.device):  # built where it runs: an 8B shape is not initialised on the CPU
+        model = LLaDAModel(preset(args.preset, max_sequence_length=max(args.lengths_list) + args.response_len + 8))
+    model = model.to(dtype=getattr(torch, args.dtype)).eval()
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, 1000, (args.length,), generator=g).tolist()
     response = torch.randint(0, 1000, (args.response_len,), generator=g).tolist()

@@ -1,0 +1,173 @@
+"""The checks that matter on an accelerator, on whatever device `LLADA_TEST_DEVICE` names.
+
+    pytest tests/test_device.py                                         # CPU, float32 (the default suite)
+    LLADA_TEST_DEVICE=cuda LLADA_TEST_DTYPE=bfloat16 pytest --noconftest tests/test_device.py   # a GPU
+
+Every tensor the samplers and estimators make must live on the model's device, and the results
+must agree with a float64 CPU run within the tolerance of the dtype under test. The file imports
+only torch and llada's core (no conftest, no CLI/serve/eval extras), so it runs on a bare GPU
+machine (`make test-gpu`, `bench/gpu.sh`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from llada.config import preset
+from llada.diffusion import forward_process, pretrain_loss_from_logits, sft_loss_from_logits
+from llada.likelihood import log_likelihoods
+from llada.model import LLaDAModel
+from llada.sampling import SamplerOptions, sample
+from llada.sampling.autoregressive import generate_autoregressive
+from llada.sampling.core import denoise
+
+DEVICE = torch.device(os.environ.get("LLADA_TEST_DEVICE", "cpu"))
+DTYPE = getattr(torch, os.environ.get("LLADA_TEST_DTYPE", "float32"))
+# agreement with float64 on the CPU: float32 differs in rounding only; bfloat16 keeps 8 bits of mantissa
+TOL = {torch.float32: 1e-4, torch.float64: 1e-9, torch.bfloat16: 5e-2, torch.float16: 1e-2}[DTYPE]
+MASK, EOS = 63, 62
+
+pytestmark = pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def _config(**overrides):
+    ids = dict(vocab_size=64, mask_token_id=MASK, eos_token_id=EOS, pad_token_id=EOS, bos_token_id=61,
+               eot_token_id=60, max_sequence_length=128)
+    return preset("debug", **{**ids, **overrides})
+
+
+def _models(causal: bool = False) -> tuple[LLaDAModel, LLaDAModel]:
+    """The same weights twice: float64 on the CPU (the reference) and DTYPE on DEVICE."""
+    torch.manual_seed(0)
+    ref = LLaDAModel(_config(causal=causal)).double().eval()
+    with torch.no_grad():  # larger weights than the init: predictions that depend on the input
+        for w in ref.parameters():
+            if w.dim() == 2:
+                w.normal_(0, 0.2)
+    test = LLaDAModel(_config(causal=causal)).eval()
+    test.load_state_dict(ref.state_dict())
+    return ref, test.to(device=DEVICE, dtype=DTYPE)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    assert (a - b).abs().max().item() <= TOL * max(1.0, b.abs().max().item()), (a - b).abs().max().item()
+
+
+def test_forward_matches_float64_on_the_cpu():
+    ref, test = _models()
+    ids = torch.randint(0, 55, (2, 24))
+    am = torch.ones_like(ids)
+    am[1, :5] = 0
+    out = test(ids.to(DEVICE), am.to(DEVICE))
+    assert out.device.type == DEVICE.type and out.dtype == DTYPE
+    _close(out, ref(ids, am))
+
+
+MODES = {"fixed": {}, "threshold": {"threshold": 0.3}, "factor": {"factor": 1.0}, "prefix": {"cache": "prefix"},
+         "dual": {"cache": "dual", "threshold": 0.3}, "cfg": {"cfg_scale": 1.0},
+         "sampled": {"temperature": 1.0, "remasking": "random", "seed": 3}}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_sampler_mode_runs_on_the_device(mode):
+    _, test = _models()
+    prompt = torch.randint(0, 55, (2, 6))
+    am = torch.ones_like(prompt)
+    am[0, :2] = 0  # rows of different lengths, left padded
+    opts = SamplerOptions(gen_length=16, steps=8, block_length=8, **MODES[mode])
+    out = sample(test, prompt.to(DEVICE), opts, attention_mask=am.to(DEVICE))
+    assert out.sequences.device.type == DEVICE.type
+    assert not (out.responses == MASK).any() and (out.responses < 64).all()
+    if mode == "sampled":  # the seed makes it reproducible on this device
+        assert torch.equal(out.sequences, sample(test, prompt.to(DEVICE), opts, attention_mask=am.to(DEVICE)).sequences)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_cache_refreshed_every_step_equals_no_cache_on_the_device(cache):
+    _, test = _models()
+    prompt = torch.randint(0, 55, (2, 6)).to(DEVICE)
+    plain = sample(test, prompt, gen_length=16, steps=8, block_length=8)
+    canvas = torch.cat([prompt, torch.full((2, 16), MASK, device=DEVICE)], 1)
+    for _ in denoise(test, canvas, start=6, block_length=8, steps=8, cache=cache, refresh_every_step=True):
+        pass
+    assert torch.equal(canvas, plain.sequences)
+
+
+def test_greedy_tokens_agree_with_float64_on_the_cpu():
+    """Token agreement of the reverse process across devices and dtypes (bfloat16 may part ways at
+    a near-tie: then the answers must still agree up to that first differing step's block)."""
+    ref, test = _models()
+    prompt = torch.randint(0, 55, (2, 6))
+    opts = SamplerOptions(gen_length=16, steps=16, block_length=8)
+    want = sample(ref, prompt, opts).responses
+    got = sample(test, prompt.to(DEVICE), opts).responses.cpu()
+    agree = (want == got).float().mean().item()
+    assert agree == 1.0 if DTYPE in (torch.float32, torch.float64) else agree >= 0.75, agree
+
+
+def test_autoregressive_decoding_on_the_device():
+    ref, test = _models(causal=True)
+    prompt = torch.randint(0, 55, (2, 6))
+    got = generate_autoregressive(test, prompt.to(DEVICE), gen_length=10).responses
+    assert got.device.type == DEVICE.type
+    if DTYPE in (torch.float32, torch.float64):
+        assert torch.equal(got.cpu(), generate_autoregressive(ref, prompt, gen_length=10).responses)
+
+
+def test_likelihood_on_the_device_matches_the_cpu():
+    ref, test = _models()
+    pairs = [([1, 2, 3, 4], [5, 6, 7]), ([9, 8], [7, 6, 5, 4])]
+    want = log_likelihoods(ref, pairs, mc_num=16, batch_size=8, generator=torch.Generator().manual_seed(1))
+    got = log_likelihoods(test, pairs, mc_num=16, batch_size=8, generator=torch.Generator().manual_seed(1))
+    for w, g in zip(want, got, strict=True):
+        assert abs(w.value - g.value) <= 20 * TOL * max(1.0, abs(w.value)), (w.value, g.value)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_training_loss_and_gradients_on_the_device(stage):
+    """Eq. 3 / Eq. 5 on the device with the noise of the CPU reference: same loss, same gradients."""
+    ref, test = _models()
+    ref.train()
+    test.train()
+    x0 = torch.randint(0, 55, (4, 32))
+    response = torch.zeros_like(x0, dtype=torch.bool)
+    response[:, 12:] = True
+    noised = forward_process(x0, MASK, maskable=response if stage == "sft" else None,
+                             generator=torch.Generator().manual_seed(2))
+    losses = []
+    for model, device in ((ref, "cpu"), (test, DEVICE)):
+        local = type(noised)(*(t.to(device) for t in noised))
+        logits = model(local.noisy_ids)
+        if stage == "sft":
+            out = sft_loss_from_logits(logits, x0.to(device), local, response.to(device))
+        else:
+            out = pretrain_loss_from_logits(logits, x0.to(device), local)
+        out.loss.backward()
+        losses.append(out.loss)
+    _close(losses[1], losses[0])
+    grad_ref = ref.transformer.wte.weight.grad
+    grad_dev = test.transformer.wte.weight.grad
+    assert grad_dev is not None and torch.isfinite(grad_dev.float()).all()
+    if DTYPE != torch.bfloat16:  # bfloat16 gradients: finite is the check
+        _close(grad_dev, grad_ref)
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="host synchronisation is counted on CUDA")
+def test_fixed_step_loop_has_no_host_sync():
+    """The fixed-step reverse process never waits for the GPU inside its step loop (issue: every
+    hidden .item()/bool() is a stall per step); torch raises on a synchronising call here."""
+    _, test = _models()
+    canvas = torch.cat([torch.randint(0, 55, (2, 6)), torch.full((2, 32), MASK)], 1).to(DEVICE)
+    steps = denoise(test, canvas, start=6, block_length=16, steps=16)
+    next(steps)  # the first step may build what the loop reuses
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in steps:
+            pass
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert not (canvas == MASK).any()
