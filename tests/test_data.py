@@ -130,3 +130,50 @@ def test_sft_records_and_errors(tmp_path):
 def test_builtin_sources():
     assert len(load_texts(None)) > 1000
     assert len(load_conversations(None)) > 1000
+
+
+# ------------------------------------------------------------ bytes and types a user's file may hold
+
+
+@pytest.mark.parametrize("kind", ["txt", "jsonl", "json"])
+def test_non_utf8_bytes_are_named_by_file_and_line(tmp_path, kind):
+    path = tmp_path / f"data.{kind}"
+    latin1 = "café".encode("latin-1")  # é is the single byte 0xe9, not UTF-8
+    if kind == "txt":
+        path.write_bytes(b"first document\n\nsecond " + latin1 + b"\n")
+        line = 3
+    elif kind == "jsonl":
+        path.write_bytes(b'{"text": "ok"}\n{"text": "' + latin1 + b'"}\n')
+        line = 2
+    else:
+        path.write_bytes(b'[\n{"text": "ok"},\n{"text": "' + latin1 + b'"}\n]\n')
+        line = 3
+    with pytest.raises(DataError, match=f"data.{kind}:{line}: not UTF-8 text \\(byte 0xe9 at column"):
+        load_texts(str(path))
+
+
+def test_a_text_that_is_not_a_string_is_named_by_file_and_line(tmp_path):
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_text(json.dumps({"text": "ok"}) + "\n" + json.dumps({"text": 5}) + "\n")
+    with pytest.raises(DataError, match="data.jsonl:2: 'text' must be a string, got int 5"):
+        load_texts(str(jsonl))
+    listed = tmp_path / "data.json"
+    listed.write_text(json.dumps([{"text": "ok"}, {"text": ["a", "list"]}]))
+    with pytest.raises(DataError, match="data.json: record 2: 'text' must be a string, got list"):
+        load_texts(str(listed))
+    numbers = tmp_path / "data.parquet"
+    pd.DataFrame({"text": [1, 2, 3]}).to_parquet(numbers)
+    with pytest.raises(DataError, match="data.parquet: the 'text' column holds int64 values, not text"):
+        load_texts(str(numbers))
+
+
+def test_sft_records_with_bad_bytes_or_types_are_named_by_file_and_line(tmp_path):
+    good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps(good) + "\n" + json.dumps({"messages": [{"role": "user", "content": 7},
+                                                                      {"role": "assistant", "content": "a"}]}) + "\n")
+    with pytest.raises(DataError, match="chat.jsonl:2: message 1 must have a string role and content, got str and int"):
+        load_conversations(str(chat))
+    chat.write_bytes(json.dumps(good).encode() + b'\n{"prompt": "\xff", "response": "a"}\n')
+    with pytest.raises(DataError, match="chat.jsonl:2: not UTF-8 text \\(byte 0xff at column 13\\)"):
+        load_conversations(str(chat))

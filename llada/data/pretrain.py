@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,27 +47,78 @@ def _local_files(source: str) -> list[Path] | None:
     return None
 
 
-def _check_jsonl(path: Path, fields: tuple[str, ...], any_of: bool = False) -> None:
-    """Report the first line that is not JSON or lacks the fields, with file and line number."""
-    if path.suffix != ".jsonl":
-        return
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a file read as UTF-8; a byte that is not UTF-8 is reported with its place."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            present = [k for k in fields if isinstance(record, dict) and k in record]
-            if (not present) if any_of else len(present) < len(fields):
-                want = " or ".join(fields) if any_of else ", ".join(fields)
-                raise DataError(f"{path}:{n}: the record has no {want!r} field "
-                                f"(it has: {', '.join(record) if isinstance(record, dict) else type(record).__name__})")
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{n}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                "re-save the file as UTF-8") from None
 
 
-def load_local(files: list[Path], columns: tuple[str, ...], any_of: bool = False) -> Any:
-    """A `datasets.Dataset` from local files of one kind, checked for empty files and fields."""
+def _check_record(record: Any, where: str, fields: tuple[str, ...], any_of: bool,
+                  check: Callable[[dict, str], Any] | None) -> None:
+    """Refuse a record without the fields (or, with `check`, one that `check` refuses), naming `where`."""
+    present = [k for k in fields if isinstance(record, dict) and k in record]
+    if (not present) if any_of else len(present) < len(fields):
+        want = " or ".join(fields) if any_of else ", ".join(fields)
+        raise DataError(f"{where}: the record has no {want!r} field "
+                        f"(it has: {', '.join(record) if isinstance(record, dict) else type(record).__name__})")
+    if check is not None:
+        check(record, where)
+
+
+def _check_file(path: Path, fields: tuple[str, ...], any_of: bool = False,
+                check: Callable[[dict, str], Any] | None = None) -> None:
+    """Report the first line that is not UTF-8, not JSON, or not a usable record, with file and line number.
+
+    .txt files are checked for UTF-8 only; a .json file holding one JSON list is checked record by record.
+    """
+    if path.suffix == ".parquet":
+        return
+    if path.suffix == ".txt":
+        for _ in _decoded_lines(path):
+            pass
+        return
+    if path.suffix == ".json" and _check_json_list(path, fields, any_of, check):
+        return
+    for n, line in _decoded_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        _check_record(record, f"{path}:{n}", fields, any_of, check)
+
+
+def _check_json_list(path: Path, fields: tuple[str, ...], any_of: bool,
+                     check: Callable[[dict, str], Any] | None) -> bool:
+    """Check a .json file that holds one JSON list; False when it holds JSON lines instead."""
+    text = "".join(line for _, line in _decoded_lines(path))
+    if not text.lstrip().startswith("["):
+        return False
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    for i, record in enumerate(records):
+        _check_record(record, f"{path}: record {i + 1}", fields, any_of, check)
+    return True
+
+
+def _check_text_field(record: dict, where: str, field: str = "text") -> None:
+    value = record.get(field)
+    if value is not None and not isinstance(value, str):
+        raise DataError(f"{where}: {field!r} must be a string, got {type(value).__name__} {json.dumps(value)[:40]}")
+
+
+def load_local(files: list[Path], columns: tuple[str, ...], any_of: bool = False,
+               check: Callable[[dict, str], Any] | None = None) -> Any:
+    """A `datasets.Dataset` from local files of one kind, checked for empty files, encoding and fields
+    (and each JSON record by `check(record, "file:line")`, which raises DataError)."""
     import datasets
 
     kinds = {f.suffix for f in files}
@@ -78,10 +130,15 @@ def load_local(files: list[Path], columns: tuple[str, ...], any_of: bool = False
     for f in files:
         if f.stat().st_size == 0:
             raise DataError(f"{f}: the file is empty")
-        _check_jsonl(f, columns, any_of)
+        _check_file(f, columns, any_of, check)
     builder = _BUILDERS[files[0].suffix]
     kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
-    ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **kwargs)
+    try:
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **kwargs)
+    except Exception as e:  # noqa: BLE001 - what the checks above cannot see (types that differ between records)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataError(f"{files[0] if len(files) == 1 else ', '.join(map(str, files))}: could not be read "
+                        f"as {builder} ({type(e).__name__}: {first})") from None
     if builder != "text":
         missing = [c for c in columns if c not in ds.column_names]
         if (len(missing) == len(columns)) if any_of else missing:
@@ -109,7 +166,8 @@ def load_texts(source: str | None = None, *, split: str = "train", text_field: s
         return datasets.Dataset.from_dict({"text": World(seed, world).pretrain_documents(split)})
     files = _local_files(source)
     if files is not None:
-        ds = load_local(files, (text_field,))
+        ds = load_local(files, (text_field,), check=lambda r, where: _check_text_field(r, where, text_field))
+        _check_string_column(ds, text_field, files[0])
         if text_field != "text":
             ds = ds.rename_column(text_field, "text")
         ds = ds.select_columns(["text"]).filter(lambda r: bool(r["text"] and r["text"].strip()))
@@ -126,7 +184,16 @@ def load_texts(source: str | None = None, *, split: str = "train", text_field: s
                         f"({type(e).__name__}: {e})") from None
     if text_field not in (ds.column_names or [text_field]):
         raise DataError(f"{source}: no column {text_field!r} (columns: {', '.join(ds.column_names)})")
+    _check_string_column(ds, text_field, source)
     return ds.rename_column(text_field, "text") if text_field != "text" else ds
+
+
+def _check_string_column(ds: Any, column: str, where: Any) -> None:
+    """Refuse a text column that does not hold strings (a parquet column of numbers, say)."""
+    feature = (getattr(ds, "features", None) or {}).get(column)
+    dtype = getattr(feature, "dtype", None)
+    if feature is not None and dtype not in ("string", "large_string"):
+        raise DataError(f"{where}: the {column!r} column holds {dtype or type(feature).__name__} values, not text")
 
 
 def pack(tokenizer: Any, texts: Any, seq_len: int, *, add_bos: bool = True, num_proc: int | None = None) -> Any:

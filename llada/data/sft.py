@@ -40,6 +40,10 @@ def to_messages(record: dict[str, Any], where: str = "record") -> list[dict[str,
     if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
                                                  for m in messages):
         raise DataError(f"{where}: 'messages' must be a list of {{'role', 'content'}} objects")
+    for i, m in enumerate(messages):
+        if not isinstance(m["role"], str) or not isinstance(m["content"], str):
+            raise DataError(f"{where}: message {i + 1} must have a string role and content, got "
+                            f"{type(m['role']).__name__} and {type(m['content']).__name__}")
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{where}: the conversation has no assistant turn, so there is nothing to learn")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
@@ -57,7 +61,7 @@ def load_conversations(source: str | None = None, *, split: str = "train", seed:
         return [c["messages"] for c in World(seed, world).sft_conversations(split)]
     files = _local_files(source)
     if files is not None:
-        ds = load_local(files, ("messages", "prompt", "instruction"), any_of=True)
+        ds = load_local(files, ("messages", "prompt", "instruction"), any_of=True, check=to_messages)
         records = ds.to_list()
         where = [f"{files[0] if len(files) == 1 else source}:{i + 1}" for i in range(len(records))]
     else:
