@@ -202,7 +202,7 @@ def test_infill_fills_only_masks(model):
     (dict(gen_length=10, block_length=4), "gen_length \\(10\\) must be a multiple of block_length \\(4\\)"),
     (dict(steps=3, gen_length=16, block_length=4), "steps \\(3\\) must be a positive multiple of the number of blocks"),
     (dict(remasking="nope"), "unknown remasking 'nope'; choose one of: low_confidence"),
-    (dict(temperature=-1.0), "temperature must be >= 0"),
+    (dict(temperature=-1.0), "temperature must be (a finite number )?>= 0"),
     (dict(threshold=1.5), "threshold must be in \\(0, 1\\]"),
     (dict(gen_length=200, block_length=200, steps=200), "exceeds the model's max_sequence_length 128"),
     (dict(cache="triple"), "unknown cache 'triple'"),
@@ -494,3 +494,15 @@ def test_denoise_samples_at_its_temperature():
     assert sum(counts[:6]) == n
     assert _chi2(counts[:6], _softmax(logits, 0.5)) < CHI2_CRITICAL_DF5
     assert _chi2(counts[:6], _softmax(logits, 1.0)) > 10 * CHI2_CRITICAL_DF5
+
+
+def test_threshold_compares_in_full_precision():
+    """A bfloat16 confidence just under the threshold must not pass because 0.9 rounds to 0.8984375."""
+    conf = torch.tensor([[0.899, 0.5]], dtype=torch.float32)
+    masked = torch.tensor([[True, True]])
+    assert torch.tensor(0.9, dtype=torch.bfloat16).item() < 0.9  # the rounding this guards against
+    assert core.select_threshold(conf, masked, 0.9).tolist() == [[True, False]]  # (the most confident: always)
+    conf = torch.tensor([[0.899, 0.95]], dtype=torch.float32)
+    assert core.select_threshold(conf, masked, 0.9).tolist() == [[False, True]]
+    conf_bf16 = torch.tensor([[0.8984375, 0.95]], dtype=torch.bfloat16)  # exactly bf16(0.9): below 0.9
+    assert core.select_threshold(conf_bf16, masked, 0.9).tolist() == [[False, True]]

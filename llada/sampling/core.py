@@ -114,7 +114,7 @@ def select_quota(confidence: Tensor, k: Tensor) -> Tensor:
 def select_threshold(confidence: Tensor, masked: Tensor, threshold: float) -> Tensor:
     """Every masked position with confidence >= threshold, and always the most confident masked one
     (confidence, masked: (B, T); unmasked positions are never chosen, whatever their confidence)."""
-    confidence = confidence.masked_fill(~masked, float("-inf"))
+    confidence = confidence.double().masked_fill(~masked, float("-inf"))  # the comparison in float64
     top = torch.zeros_like(masked).scatter_(-1, confidence.argmax(-1, keepdim=True), True)
     return masked & ((confidence >= threshold) | top)
 
@@ -234,7 +234,11 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
                 logits[..., eos_id] = float("-inf")
                 if eot_id is not None:
                     logits[..., eot_id] = float("-inf")
-            confidence = score(logits, x0, generator).masked_fill(~masked, float("-inf"))  # (B, T)
+            # Fixed steps rank in the logits' dtype, as LLaDA's generate.py does (bf16 parity); the
+            # threshold and factor rules compare against a number, in float64 as Fast-dLLM does: a
+            # bf16 confidence would read 0.9 as 0.8984375.
+            scored = logits if fixed_steps else logits.double()
+            confidence = score(scored, x0, generator).masked_fill(~masked, float("-inf"))  # (B, T)
             if threshold is not None:
                 transfer = select_threshold(confidence, masked, threshold)
             elif factor is not None:
