@@ -1,5 +1,5 @@
 """Runtime techniques applied to a finished model, in one place: LoRA, activation checkpointing,
-torch.compile. Distributed wrapping (DDP, FSDP, DeepSpeed) is accelerate's, chosen by its config
+torch.compile. Distributed wrapping (DDP, FSDP) is accelerate's, chosen by its config
 file (configs/accelerate/*.yaml) and applied by `accelerator.prepare` in the trainer.
 
 Order matters: LoRA first (it replaces Linear modules), then activation checkpointing (a flag the
