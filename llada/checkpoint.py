@@ -3,37 +3,53 @@
 A model directory holds:
     config.json                      LLaDA field names, `model_type: "llada"`
     model.safetensors                or model-0000i-of-0000n.safetensors + model.safetensors.index.json
-    tokenizer.json, tokenizer_config.json (+ chat template), special_tokens_map.json
+    tokenizer.json, tokenizer_config.json   chat template inside; opens in transformers 4.46 to 5.x
+    generation_config.json           the recommended sampler settings (SamplerOptions) and the token ids
+    README.md                        a model card, generated from what the directory holds
+    training_config.json, adapter/   written by the trainer: its settings; with LoRA the peft adapter
 
 Keys are `model.transformer.wte.weight`, `model.transformer.blocks.N.{q_proj,...}.weight`, ... —
 the `LLaDAModel` parameter names behind a `model.` prefix. Loading builds the model on the meta
 device and streams tensors one at a time from the shards into it, so an 8B checkpoint needs its
 own size in memory, not twice.
+
+Every file is read through `read_json` / `_safetensors`, which turn a damaged file (truncated, not
+UTF-8, a directory where a file should be) into one `UserError` naming it, not a traceback.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from llada.config import ConfigError, ModelConfig
-from llada.errors import CheckpointError, ModelDirError
+from llada.config import PRESETS, ConfigError, ModelConfig
+from llada.errors import CheckpointError, GenerationError, ModelDirError, UserError
 from llada.model import LLaDAModel
+from llada.sampling.options import OPTION_NAMES, SamplerOptions
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
+CARD_NAME = "README.md"
+TRAINING_CONFIG_NAME = "training_config.json"  # written by llada.train beside the weights
+EVAL_RESULTS = "eval/results.json"  # written by `llada eval` (its default --out_dir)
+ADAPTER_DIR = "adapter"  # the LoRA adapter of a LoRA run, as peft writes one
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 KEY_PREFIX = "model."  # the checkpoint's keys are those of the transformers wrapper (llada.hf)
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -49,8 +65,11 @@ class Bundle:
     tokenizer: Any  # transformers.PreTrainedTokenizerFast, or None when loaded without one
     config: ModelConfig
     path: Path | None = None
+    options: SamplerOptions = field(default_factory=SamplerOptions)
+    """The recommended sampler settings, from generation_config.json (the defaults when it has none)."""
 
     def save(self, path: str | Path, **kwargs: Any) -> None:
+        kwargs.setdefault("options", self.options)
         save(path, self.model, self.tokenizer, **kwargs)
 
 
@@ -66,34 +85,87 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     raise CheckpointError(f"unsupported dtype {dtype!r}; choose one of: auto, float32, bfloat16, float16")
 
 
-def _resolve_dir(path: str | Path) -> Path:
+def _is_hub_id(text: str) -> bool:
+    """A Hub repository id such as GSAI-ML/LLaDA-8B-Instruct (owner/name), not a local path."""
+    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).expanduser().exists()
+
+
+def _resolve_dir(path: str | Path, revision: str | None = None) -> Path:
     p = Path(path).expanduser()
     if p.is_dir():
+        if revision is not None:
+            raise ModelDirError(f"{p} is a local directory; --revision applies to a Hugging Face Hub id")
         return p
     if p.exists():
         raise ModelDirError(f"{p} is a file; a model directory (with {CONFIG_NAME} and safetensors) is needed")
     text = str(path)
-    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
-        # A Hub repository id such as GSAI-ML/LLaDA-8B-Instruct: fetch only what we read.
+    if _is_hub_id(text):
+        # fetch only what we read
         from huggingface_hub import snapshot_download
 
         try:
-            return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.jinja",
-                                                                 "tokenizer*", "*.model", "*.txt"]))
+            return Path(snapshot_download(text, revision=revision,
+                                          allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*",
+                                                          "*.model", "*.txt"]))
         except Exception as e:  # noqa: BLE001 - network and auth errors vary by hub version
-            raise ModelDirError(f"{text!r} is not a local directory and could not be fetched from "
-                                f"the Hugging Face Hub ({type(e).__name__}: {e})") from None
+            raise _hub_error(text, revision, e) from None
     raise ModelDirError(f"{p}: no such directory (expected a model directory with {CONFIG_NAME})")
+
+
+def _hub_error(repo: str, revision: str | None, e: Exception) -> ModelDirError:
+    at = f" at revision {revision!r}" if revision else ""
+    return ModelDirError(f"{repo!r}{at} is not a local directory and could not be fetched from the Hugging Face "
+                         f"Hub ({type(e).__name__}: {e})")
+
+
+def read_json(path: Path, error: type[UserError] = CheckpointError) -> Any:
+    """A JSON file of a model directory. Whatever keeps it from being read (missing, a directory,
+    not UTF-8, not JSON) is one `error` (or ModelDirError) naming the file."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ModelDirError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ModelDirError(f"{path} is a directory; a JSON file belongs there") from None
+    except OSError as e:
+        raise ModelDirError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}); the file is damaged, "
+                    "or not the JSON file it should be") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
+
+
+def read_config(root: Path) -> ModelConfig:
+    """config.json of a model directory, validated (errors name the file and the field)."""
+    path = root / CONFIG_NAME
+    data = read_json(path, ConfigError)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return ModelConfig.from_dict(data, source=str(path))
+
+
+@contextmanager
+def _safetensors(path: Path, device: str = "cpu") -> Iterator[Any]:
+    """`safe_open`, with a damaged file (truncated, not safetensors, a directory) as one CheckpointError."""
+    try:
+        with safe_open(str(path), framework="pt", device=device) as f:
+            yield f
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it may be truncated or damaged: "
+                              "download or save it again") from None
 
 
 def _weight_files(root: Path) -> dict[str, list[str]]:
     """shard file name -> keys in it, validated against the index when the model is sharded."""
     index = root / INDEX_NAME
     if index.exists():
-        try:
-            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
+        weight_map = read_json(index)
+        if not isinstance(weight_map, dict) or not isinstance(weight_map.get("weight_map"), dict):
+            raise CheckpointError(f"{index}: not a valid safetensors index (no `weight_map` object)")
+        weight_map = weight_map["weight_map"]
         files: dict[str, list[str]] = {}
         for key, name in weight_map.items():
             files.setdefault(name, []).append(key)
@@ -103,7 +175,7 @@ def _weight_files(root: Path) -> dict[str, list[str]]:
         return files
     single = root / WEIGHTS_NAME
     if single.exists():
-        with safe_open(single, framework="pt") as f:
+        with _safetensors(single) as f:
             return {WEIGHTS_NAME: list(f.keys())}
     others = sorted(p.name for p in root.glob("*.bin")) + sorted(p.name for p in root.glob("*.pt"))
     hint = f" (found {', '.join(others)}: re-save them as safetensors)" if others else ""
@@ -111,12 +183,12 @@ def _weight_files(root: Path) -> dict[str, list[str]]:
 
 
 def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
-               device: str | torch.device | None = None) -> LLaDAModel:
+               device: str | torch.device | None = None, revision: str | None = None) -> LLaDAModel:
     """The model of a model directory, in eval mode, streamed shard by shard onto `device`."""
-    root = _resolve_dir(path)
+    root = _resolve_dir(path, revision)
     if not (root / CONFIG_NAME).exists():
         raise ModelDirError(f"{root}: no {CONFIG_NAME}; is this a model directory?")
-    config = ModelConfig.from_file(root / CONFIG_NAME)
+    config = read_config(root)
     want_dtype = resolve_dtype(dtype)
     device = torch.device(device) if device is not None else torch.device("cpu")
 
@@ -127,7 +199,7 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
     for file_name, keys in _weight_files(root).items():
         file_path = root / file_name
         # safetensors names the CPU "cpu" only (accelerate's multi-process CPU device is "cpu:0")
-        with safe_open(file_path, framework="pt", device="cpu" if device.type == "cpu" else str(device)) as f:
+        with _safetensors(file_path, device="cpu" if device.type == "cpu" else str(device)) as f:
             for key in keys:
                 name = key[len(KEY_PREFIX):] if key.startswith(KEY_PREFIX) else key
                 if name not in expected:
@@ -187,18 +259,19 @@ def check_tokenizer(tokenizer: Any, config: ModelConfig, source: str = "tokenize
 
 
 def load(path: str | Path, *, dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
-         tokenizer: bool = True) -> Bundle:
+         tokenizer: bool = True, revision: str | None = None) -> Bundle:
     """Open a model directory (ours or a public LLaDA checkpoint, sharded or not, or a Hub id).
 
     dtype: None/"auto" keeps the stored dtype; "float32", "bfloat16" or "float16" converts.
     device: where the weights are streamed to (default CPU).
+    revision: a branch, tag or commit of a Hub id (None: main).
     """
-    root = _resolve_dir(path)
+    root = _resolve_dir(path, revision)
     model = load_model(root, dtype=dtype, device=device)
     tok = load_tokenizer(root, model.config) if tokenizer else None
     if tok is not None:
         fill_special_ids(model.config, tok)
-    return Bundle(model=model, tokenizer=tok, config=model.config, path=root)
+    return Bundle(model=model, tokenizer=tok, config=model.config, path=root, options=load_sampler_options(root))
 
 
 def fill_special_ids(config: ModelConfig, tokenizer: Any) -> None:
@@ -209,6 +282,48 @@ def fill_special_ids(config: ModelConfig, tokenizer: Any) -> None:
         config.bos_token_id = tokenizer.bos_token_id
     if config.eot_token_id is None and "<|eot_id|>" in vocab:
         config.eot_token_id = vocab["<|eot_id|>"]
+
+
+# ------------------------------------------------------------------------------ generation_config.json
+# transformers' names where it has one (max_new_tokens, do_sample and temperature, the token ids),
+# every other sampler option under its SamplerOptions name: transformers keeps unknown keys as
+# attributes of its GenerationConfig, so `LLaDAModelLM.generate` (llada.hf) reads them there too.
+
+
+def generation_config(options: SamplerOptions, config: ModelConfig) -> dict[str, Any]:
+    """The content of generation_config.json for `options` and the model's token ids."""
+    roles = config.roles
+    out: dict[str, Any] = {"bos_token_id": roles.bos, "eos_token_id": list(roles.stops), "pad_token_id": roles.pad,
+                           "mask_token_id": roles.mask, "max_new_tokens": options.gen_length,
+                           "do_sample": options.temperature > 0}
+    if options.temperature > 0:
+        out["temperature"] = options.temperature
+    out.update({k: v for k, v in options.to_dict().items() if k not in ("gen_length", "temperature")})
+    return out
+
+
+def sampler_options(data: dict[str, Any], source: str = GENERATION_CONFIG_NAME) -> SamplerOptions:
+    """SamplerOptions from a generation config's keys (`generation_config` inverted; keys it does
+    not name keep their defaults, so LLaDA-8B's file, which names only token ids, gives the defaults)."""
+    values = {k: data[k] for k in OPTION_NAMES if k in data and k not in ("gen_length", "temperature")}
+    if data.get("max_new_tokens") is not None:
+        values["gen_length"] = data["max_new_tokens"]
+    values["temperature"] = (data.get("temperature") or 1.0) if data.get("do_sample") else 0.0
+    try:
+        return SamplerOptions().replace(**values)
+    except GenerationError as e:
+        raise CheckpointError(f"{source}: {e}") from None
+
+
+def load_sampler_options(root: Path) -> SamplerOptions:
+    """The sampler settings a model directory recommends (generation_config.json), or the defaults."""
+    path = root / GENERATION_CONFIG_NAME
+    if not path.exists():
+        return SamplerOptions()
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return sampler_options(data, source=str(path))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,19 +341,27 @@ def state_dict_for_saving(model: LLaDAModel, dtype: torch.dtype | None = None) -
 
 
 def save(path: str | Path, model: LLaDAModel, tokenizer: Any = None, *, max_shard_size: int | str = "5GB",
-         dtype: str | torch.dtype | None = None) -> None:
+         dtype: str | torch.dtype | None = None, options: SamplerOptions | None = None,
+         push_to_hub: str | None = None) -> None:
     """Write a model directory into `path`: config.json, safetensors (sharded past max_shard_size),
-    and the tokenizer. It opens here, in `transformers.AutoModel` (after `import llada`), and in the
-    reference modeling code with `trust_remote_code=True`."""
+    the tokenizer, generation_config.json (`options`, default: SamplerOptions' defaults) and a
+    model card. It opens here, in `transformers.AutoModel` (after `import llada`), and in the
+    reference modeling code with `trust_remote_code=True`. `push_to_hub="user/name"` then uploads
+    it (`push`)."""
     want = resolve_dtype(dtype)
     save_state_dict(path, state_dict_for_saving(model, want), model.config, tokenizer,
-                    max_shard_size=max_shard_size)
+                    max_shard_size=max_shard_size, options=options)
+    if push_to_hub:
+        push(str(path), push_to_hub)
 
 
 def save_state_dict(path: str | Path, state: dict[str, torch.Tensor], config: ModelConfig, tokenizer: Any = None,
-                    *, max_shard_size: int | str = "5GB") -> None:
-    """`save` for a state dict already in checkpoint keys (e.g. gathered from FSDP ranks)."""
+                    *, max_shard_size: int | str = "5GB", options: SamplerOptions | None = None) -> None:
+    """`save` for a state dict already in checkpoint keys (e.g. gathered from FSDP ranks). Files the
+    caller wrote into `path` first (training_config.json, adapter/) are described in the model card."""
     from huggingface_hub import split_torch_state_dict_into_shards
+
+    from llada.tokenizer import save_tokenizer
 
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
@@ -265,8 +388,11 @@ def save_state_dict(path: str | Path, state: dict[str, torch.Tensor], config: Mo
         "AutoModelForCausalLM": f"{REFERENCE_CODE_REPO}--modeling_llada.LLaDAModelLM",
     }
     (root / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    gen = generation_config(options if options is not None else SamplerOptions(), config)
+    (root / GENERATION_CONFIG_NAME).write_text(json.dumps(gen, indent=2) + "\n")
     if tokenizer is not None:
-        tokenizer.save_pretrained(root)
+        save_tokenizer(tokenizer, root, model_max_length=config.max_sequence_length)
+    write_model_card(root)
     fsync_tree(root)
 
 
@@ -283,35 +409,291 @@ def fsync_tree(root: Path) -> None:
             os.close(fd)
 
 
+# ------------------------------------------------------------------------------------------ LoRA adapter
+# The adapter of a LoRA run, as peft lays one out, for the base model opened in transformers
+# (`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), dir)`, after `import llada`):
+# that model holds the LLaDAModel as `.model` (llada.hf), so the keys gain its `model.` as the
+# weights of a model directory do.
+_PEFT_PREFIX = "base_model.model."
+
+
+def save_lora_adapter(module: nn.Module, path: str | Path, base: str) -> None:
+    """Write the LoRA adapters of `module` (a peft-wrapped LLaDAModel, compiled or not) into `path`:
+    adapter_config.json (naming `base`, the model it adapts) and adapter_model.safetensors."""
+    from peft import get_peft_model_state_dict
+
+    peft_model = getattr(module, "_orig_mod", module)
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    state = get_peft_model_state_dict(peft_model)
+    state = {_PEFT_PREFIX + KEY_PREFIX + k.removeprefix(_PEFT_PREFIX): v.detach().cpu().contiguous()
+             for k, v in state.items()}
+    save_file(state, str(out / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    config = copy.copy(peft_model.peft_config["default"])
+    local = Path(base).expanduser()
+    config.base_model_name_or_path = str(local.resolve()) if local.is_dir() else base
+    config.inference_mode = True
+    config.save_pretrained(str(out))
+
+
+def load_lora_adapter(module: nn.Module, path: str | Path) -> None:
+    """Copy the adapters of a directory written by `save_lora_adapter` into `module`, a peft-wrapped
+    LLaDAModel with the same LoRA settings (a resumed run); every adapter weight must be there."""
+    from peft import set_peft_model_state_dict
+
+    peft_model = getattr(module, "_orig_mod", module)
+    file = Path(path) / ADAPTER_WEIGHTS
+    if not file.is_file():
+        raise ModelDirError(f"{file}: no such file (a checkpoint of a LoRA run keeps its adapters there)")
+    with _safetensors(file) as f:
+        state = {_PEFT_PREFIX + k.removeprefix(_PEFT_PREFIX + KEY_PREFIX): f.get_tensor(k) for k in f.keys()}
+    result = set_peft_model_state_dict(peft_model, state)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    missing = sorted(trainable & set(result.missing_keys))
+    if missing or result.unexpected_keys:
+        first = (missing or result.unexpected_keys)[0]
+        raise CheckpointError(f"{file}: its adapters do not fit this model ({len(missing)} missing, "
+                              f"{len(result.unexpected_keys)} unexpected, e.g. {first!r}); it was not written "
+                              "with this run's settings")
+
+
+def read_tensors(path: str | Path, keys: list[str]) -> dict[str, torch.Tensor]:
+    """Only `keys` of a model directory's weights (sharded or not), on the CPU."""
+    root = Path(path)
+    out: dict[str, torch.Tensor] = {}
+    for file_name, present in _weight_files(root).items():
+        wanted = set(keys) & set(present)
+        if wanted:
+            with _safetensors(root / file_name) as f:
+                out.update({k: f.get_tensor(k) for k in wanted})
+    missing = [k for k in keys if k not in out]
+    if missing:
+        raise CheckpointError(f"{root}: no weight {missing[0]!r} in its safetensors files")
+    return out
+
+
+# -------------------------------------------------------------------------------------------- model card
+# README.md of a model directory, written from its own files only (so `push` can rewrite it for
+# the repository, with an evaluation run since): what the model is, how it was trained, how it
+# scored, its special tokens, and how to open and sample it. A card without the marker line is
+# someone's own and is never overwritten.
+CARD_MARKER = "<!-- model card generated by llada"
+
+
+def write_model_card(root: Path, name: str | None = None) -> None:
+    """Write README.md into model directory `root` (unless it holds a card written by hand); `name`
+    is how the usage examples refer to it (default: the path)."""
+    path = root / CARD_NAME
+    if path.is_file() and CARD_MARKER not in path.read_text(encoding="utf-8", errors="replace"):
+        return
+    path.write_text(model_card(root, name or str(root)), encoding="utf-8")
+
+
+def _optional_json(path: Path) -> Any:
+    """A JSON file the card describes when present: None when missing or unreadable (the card says so)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)
+    except UserError:
+        return "unreadable"
+
+
+def model_card(root: Path, name: str) -> str:
+    """The model card of model directory `root` as Markdown."""
+    from llada import __version__
+
+    config = read_config(root)
+    training = _optional_json(root / TRAINING_CONFIG_NAME)
+    tags = ["llada", "masked-diffusion" if config.kind == "diffusion" else "autoregressive-baseline"]
+    front = ["---", "pipeline_tag: text-generation", "tags:"] + [f"- {t}" for t in tags]
+    if isinstance(training, dict) and _is_hub_id(str(training.get("model", ""))):
+        front.append(f"base_model: {training['model']}")
+    front.append("---")
+    what = ("A masked diffusion language model in the style of LLaDA (Nie et al., 2025): a bidirectional "
+            "Transformer that writes an answer by unmasking it step by step."
+            if config.kind == "diffusion" else
+            "An autoregressive baseline for LLaDA-style models: the same Transformer with a causal mask, "
+            "trained to predict the next token.")
+    sections = [*front, f"{CARD_MARKER} {__version__} from the files of this directory; `llada push` rewrites "
+                "it. Delete this line to keep your own edits. -->", "", f"# {Path(name).name or name}", "", what,
+                "", *_card_model(root, config), *_card_training(root, training), *_card_evaluation(root),
+                *_card_tokenizer(root, config), *_card_usage(root, name, config)]
+    return "\n".join(sections).rstrip() + "\n"
+
+
+def _card_model(root: Path, config: ModelConfig) -> list[str]:
+    try:
+        files = list(_weight_files(root))
+    except UserError:
+        files = []
+    dtype = config.extra.get("torch_dtype") or config.extra.get("dtype") or "dtype not recorded"
+    return ["## Model", "", "| | |", "|---|---|",
+            f"| parameters | {_millions(config.num_params())} ({_millions(config.num_params(embeddings=False))} "
+            "without embeddings) |",
+            f"| layers, width | {config.n_layers} x {config.d_model}, {config.n_heads} heads "
+            f"({config.n_kv_heads} key/value), MLP {config.mlp_hidden_size} |",
+            f"| vocabulary | {config.vocab_size} tokens ({config.embedding_size} embedding rows) |",
+            f"| context | {config.max_sequence_length} tokens |",
+            f"| weights | {dtype}, {', '.join(files) or 'missing'} |", ""]
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:,.1f}M" if n >= 1e5 else f"{n:,}"
+
+
+def _card_training(root: Path, training: Any) -> list[str]:
+    head = ["## Training", ""]
+    if training is None:
+        return head + [f"This directory has no {TRAINING_CONFIG_NAME}: how its weights were trained is not "
+                       "recorded here.", ""]
+    if not isinstance(training, dict):
+        return head + [f"{TRAINING_CONFIG_NAME} could not be read.", ""]
+    t = training
+    stage = {"pretrain": "pretraining (the masked diffusion loss, Eq. 3)",
+             "sft": "supervised fine-tuning on chat conversations (Eq. 5: the loss on response tokens only)"}
+    stage_text = stage.get(t.get("stage"), str(t.get("stage")))
+    if t.get("objective") == "ar":
+        stage_text = f"{t.get('stage')} with the next-token loss (the autoregressive baseline)"
+    model = str(t.get("model"))
+    start = (f"a fresh `{model}` shape, weights drawn from seed {t.get('seed')}, with a byte-level BPE of "
+             f"{t.get('vocab_size')} tokens trained on the same data" if model in PRESETS else f"`{model}`")
+    if t.get("data") is None:
+        world = ", ".join(f"{k}={v}" for k, v in (t.get("world") or {}).items())
+        data = f"the built-in synthetic world of llada.data.world (seed {t.get('seed')}; {world})"
+    else:
+        data = f"`{t['data']}`"
+    lines = head + [f"Read from {TRAINING_CONFIG_NAME}, which the llada trainer wrote.", "",
+                    f"- **Stage**: {stage_text}", f"- **Started from**: {start}", f"- **Data**: {data}",
+                    f"- **Steps**: {t.get('max_steps')} optimizer steps of {t.get('batch_size')} sequences x "
+                    f"{t.get('grad_accum')} accumulation per process, {t.get('seq_len')} tokens each",
+                    f"- **Optimizer**: AdamW, learning rate {t.get('lr')} (warm-up {t.get('warmup_steps')} steps, "
+                    f"cosine to {t.get('min_lr_ratio')} x), weight decay {t.get('weight_decay')}, "
+                    f"seed {t.get('seed')}"]
+    if t.get("lora_r"):
+        adapter = (f"; the adapter alone is in `{ADAPTER_DIR}/` (peft)" if (root / ADAPTER_DIR).is_dir() else "")
+        lines.append(f"- **LoRA**: rank {t['lora_r']} adapters on every block's linear layers, merged into these "
+                     f"weights{adapter}")
+    return lines + [""]
+
+
+def _card_evaluation(root: Path) -> list[str]:
+    head = ["## Evaluation", ""]
+    results = _optional_json(root / EVAL_RESULTS)
+    if not isinstance(results, dict):
+        return head + [f"No evaluation is recorded in this directory (`llada eval --model DIR` writes "
+                       f"{EVAL_RESULTS}).", ""]
+    lines = head + [f"From {EVAL_RESULTS} (`llada eval`, the built-in tasks):", "",
+                    "| model | task | items | generation accuracy | choice accuracy | sampler |",
+                    "|---|---|---|---|---|---|"]
+    for r in results.get("tasks", []):
+        choice = r.get("choice_accuracy")
+        setting = ", ".join(f"{k}={v}" for k, v in (r.get("setting") or {}).items())
+        lines.append(f"| {r.get('kind')} | {r.get('task')} | {r.get('n')} | {r.get('generation_accuracy', 0):.3f} | "
+                     f"{'' if choice is None else f'{choice:.3f}'} | {setting} |")
+    for kind, lk in (results.get("likelihood") or {}).items():
+        bound = "=" if lk.get("exact") else "<="
+        lines.append(f"\nHeld-out negative log-likelihood ({kind}): {bound} {lk.get('nll_per_token', 0):.3f} "
+                     "nats per token.")
+    return lines + [""]
+
+
+def _card_tokenizer(root: Path, config: ModelConfig) -> list[str]:
+    tokenizer_json = _optional_json(root / "tokenizer.json")
+    tokenizer_config = _optional_json(root / "tokenizer_config.json")
+    if not isinstance(tokenizer_config, dict):
+        return ["## Tokenizer", "", "This directory has no readable tokenizer.", ""]
+    roles = config.roles
+    text = _token_texts(tokenizer_json, {roles.mask, roles.eos, roles.pad, roles.bos, roles.eot})
+    lines = ["## Tokenizer", "", "| role | token | id |", "|---|---|---|"]
+    for role, token_id in (("mask", roles.mask), ("end of text", roles.eos), ("padding", roles.pad),
+                           ("beginning of text", roles.bos), ("end of turn", roles.eot)):
+        if token_id is not None:
+            lines.append(f"| {role} | `{text.get(token_id, '?')}` | {token_id} |")
+    chat = "a chat template" if tokenizer_config.get("chat_template") else "no chat template"
+    return lines + ["", f"It has {chat}, pads on the {tokenizer_config.get('padding_side', 'right')} and allows "
+                    f"{tokenizer_config.get('model_max_length')} tokens.", ""]
+
+
+def _token_texts(tokenizer_json: Any, ids: set[int | None]) -> dict[int, str]:
+    """The text of token `ids` in a tokenizer.json: its added tokens, else its model's vocabulary."""
+    if not isinstance(tokenizer_json, dict):
+        return {}
+    found = {t["id"]: t.get("content") for t in tokenizer_json.get("added_tokens") or []
+             if isinstance(t, dict) and t.get("id") in ids}
+    vocab = (tokenizer_json.get("model") or {}).get("vocab")
+    if isinstance(vocab, dict):
+        found.update({i: token for token, i in vocab.items() if i in ids and i not in found})
+    return found
+
+
+def _card_usage(root: Path, name: str, config: ModelConfig) -> list[str]:
+    options = load_sampler_options(root)
+    chat = isinstance(tc := _optional_json(root / "tokenizer_config.json"), dict) and bool(tc.get("chat_template"))
+    settings = ", ".join(f"{k}={v!r}" for k, v in options.to_dict().items())
+    quoted = json.dumps(name)
+    prompt = ('tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], add_generation_prompt=True,\n'
+              '                                       return_tensors="pt", return_dict=True)' if chat else
+              'tokenizer("Hello", return_tensors="pt")')
+    return ["## Use", "", f"The recommended sampler settings, in {GENERATION_CONFIG_NAME}: {settings}.", "",
+            "With llada:", "", "```python", "import llada",
+            "from llada.sampling import sample_text", "", f"bundle = llada.load({quoted})",
+            f'print(sample_text(bundle.model, bundle.tokenizer, "Hello", bundle.options, chat={chat}))', "```", "",
+            "With transformers (`import llada` registers the model type with its Auto classes):", "",
+            "```python", "import llada  # noqa: F401", "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "", f"model = AutoModelForCausalLM.from_pretrained({quoted})",
+            f"tokenizer = AutoTokenizer.from_pretrained({quoted})", f"inputs = {prompt}",
+            "out = model.generate(**inputs, max_new_tokens=32, steps=32)  # any sampler option by name",
+            'print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
+            "```", "", f'or `pipeline("text-generation", model={quoted})("Hello", max_new_tokens=32)`.', ""]
+
+
 # -------------------------------------------------------------------------------------------------- CLI
 
 
-def info(model: str) -> None:
-    """Print a model directory's config, parameter count, dtype and files.
+def info(model: str, revision: str | None = None) -> None:
+    """Print a model directory's config, parameter count, dtype and files. For a Hub id only its
+    config.json is downloaded.
 
     Args:
         model: a model directory (or Hub id)
+        revision: a branch, tag or commit of a Hub id (default: main)
     """
-    root = _resolve_dir(model)
-    try:
-        config = ModelConfig.from_file(root / CONFIG_NAME)
-    except ConfigError:
-        raise
-    files = _weight_files(root)
-    with safe_open(root / next(iter(files)), framework="pt") as f:
-        first = next(iter(f.keys()))
-        dtype = f.get_slice(first).get_dtype()
-    print(f"{root}")
+    if _is_hub_id(str(model)):
+        config = _hub_config(str(model), revision)
+        label = f"{model}" + (f" (revision {revision})" if revision else "")
+        stored = config.extra.get("torch_dtype") or config.extra.get("dtype") or "unknown"
+        where = f"stored dtype    {stored} (from config.json; the weights were not downloaded)"
+    else:
+        root = _resolve_dir(model, revision)
+        config = read_config(root)
+        files = _weight_files(root)
+        with _safetensors(root / next(iter(files))) as f:
+            dtype = f.get_slice(next(iter(f.keys()))).get_dtype()
+        label, where = f"{root}", f"stored dtype    {dtype}   files: {', '.join(files)}"
+    print(label)
     print(f"  parameters      {config.num_params() / 1e6:,.1f}M "
           f"({config.num_params(embeddings=False) / 1e6:,.1f}M without embeddings)")
-    print(f"  stored dtype    {dtype}   files: {', '.join(files)}")
+    print(f"  {where}")
     print(f"  shape           d_model={config.d_model} n_layers={config.n_layers} n_heads={config.n_heads} "
           f"n_kv_heads={config.n_kv_heads} mlp={config.mlp_hidden_size} vocab={config.vocab_size}")
     print(f"  special ids     mask={config.mask_token_id} eos={config.eos_token_id} "
           f"bos={config.bos_token_id} eot={config.eot_token_id}")
 
 
-def convert(model: str, out: str, dtype: str = "auto", max_shard_size: str = "5GB") -> None:
+def _hub_config(repo: str, revision: str | None) -> ModelConfig:
+    """config.json of a Hub repository, downloaded alone."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = Path(hf_hub_download(repo, CONFIG_NAME, revision=revision))
+    except Exception as e:  # noqa: BLE001 - network and auth errors vary by hub version
+        raise _hub_error(repo, revision, e) from None
+    return read_config(path.parent)
+
+
+def convert(model: str, out: str, dtype: str = "auto", max_shard_size: str = "5GB",
+            revision: str | None = None) -> None:
     """Re-save a model directory in our layout, optionally in another dtype or shard size.
 
     Args:
@@ -319,7 +701,45 @@ def convert(model: str, out: str, dtype: str = "auto", max_shard_size: str = "5G
         out: destination directory
         dtype: auto (keep), float32, bfloat16 or float16
         max_shard_size: largest safetensors file, e.g. 5GB or 500MB
+        revision: a branch, tag or commit when model is a Hub id (default: main)
     """
-    bundle = load(model, dtype=dtype)
-    save(out, bundle.model, bundle.tokenizer, max_shard_size=max_shard_size)
+    bundle = load(model, dtype=dtype, revision=revision)
+    if bundle.path is not None and (bundle.path / TRAINING_CONFIG_NAME).is_file():  # the card describes the run
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / TRAINING_CONFIG_NAME).write_bytes((bundle.path / TRAINING_CONFIG_NAME).read_bytes())
+    bundle.save(out, max_shard_size=max_shard_size)
     print(f"wrote {out}")
+
+
+def push(model: str, repo: str, revision: str | None = None, private: bool = False,
+         message: str | None = None) -> None:
+    """Upload a model directory to the Hugging Face Hub (creating the repository if needed); its
+    generated model card is first rewritten to name the repository. Log in first (`hf auth login`
+    or the HF_TOKEN environment variable).
+
+    Args:
+        model: the model directory
+        repo: the Hub repository id, e.g. your-name/llada-tiny
+        revision: the branch to push to, created if missing (default: main)
+        private: create the repository private (an existing one keeps its visibility)
+        message: the commit message
+    """
+    from huggingface_hub import HfApi
+
+    root = _resolve_dir(model)
+    if not (root / CONFIG_NAME).exists():
+        raise ModelDirError(f"{root}: no {CONFIG_NAME}; `llada push` uploads a model directory")
+    read_config(root)  # refuse to upload a directory that would not open
+    _weight_files(root)
+    write_model_card(root, name=repo)
+    api = HfApi()
+    try:
+        api.create_repo(repo, private=private, exist_ok=True)
+        if revision is not None:
+            api.create_branch(repo, branch=revision, exist_ok=True)
+        api.upload_folder(repo_id=repo, folder_path=str(root), revision=revision,
+                          commit_message=message or f"Upload {root.name} (llada)")
+    except Exception as e:  # noqa: BLE001 - network, auth and permission errors vary by hub version
+        raise UserError(f"could not push {root} to {repo!r} ({type(e).__name__}: {e}); log in with "
+                        "`hf auth login` or set HF_TOKEN, and check that you may write to that repository") from None
+    print(f"pushed {root} to {repo}" + (f" (branch {revision})" if revision else ""))

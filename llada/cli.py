@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("llada.serve.app:serve", "an OpenAI-compatible HTTP server with a chat page that shows the denoising"),
     "convert": ("llada.checkpoint:convert", "re-save a model directory (dtype, shard size)"),
     "info": ("llada.checkpoint:info", "print a model directory's config and parameter count"),
+    "push": ("llada.checkpoint:push", "upload a model directory to the Hugging Face Hub"),
 }
 
 

@@ -5,7 +5,12 @@ Importing `llada` registers them with the Auto classes under `model_type: "llada
 lm-eval and peft use) opens our directories and LLaDA's without `trust_remote_code`.
 
 The wrapper holds our `LLaDAModel` as `self.model`, which gives the state-dict keys of the public
-checkpoints (`model.transformer.blocks.0.q_proj.weight`, ...).
+checkpoints (`model.transformer.blocks.0.q_proj.weight`, ...). Its `generate` runs `llada.sample`
+(the reverse process, or left to right for the autoregressive baseline), so `model.generate(...)`
+and `pipeline("text-generation", model=dir)` work as for any causal LM:
+
+    model = AutoModelForCausalLM.from_pretrained(dir)
+    out = model.generate(input_ids, attention_mask=mask, max_new_tokens=64, steps=64, block_length=32)
 """
 
 from __future__ import annotations
@@ -18,13 +23,20 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
+    AutoTokenizer,
+    GenerationConfig,
+    GenerationMixin,
     PretrainedConfig,
     PreTrainedModel,
+    PreTrainedTokenizerFast,
 )
+from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.modeling_outputs import MaskedLMOutput
 
-from llada.config import ModelConfig
+from llada.config import ModelConfig, TokenRoles
+from llada.errors import GenerationError
 from llada.model import LLaDAModel, RMSNorm
+from llada.sampling.options import OPTION_NAMES, SamplerOptions
 
 
 class LLaDAConfig(PretrainedConfig):
@@ -48,8 +60,9 @@ class LLaDAConfig(PretrainedConfig):
         return cls(**config.to_dict())
 
 
-class LLaDAModelLM(PreTrainedModel):
-    """`LLaDAModel` behind the transformers API; `forward` returns `.logits` (B, L, vocab)."""
+class LLaDAModelLM(PreTrainedModel, GenerationMixin):
+    """`LLaDAModel` behind the transformers API; `forward` returns `.logits` (B, L, vocab), and
+    `generate` samples with `llada.sample`."""
 
     config_class = LLaDAConfig
     base_model_prefix = "model"
@@ -87,6 +100,99 @@ class LLaDAModelLM(PreTrainedModel):
         return MaskedLMOutput(logits=self.model(input_ids, attention_mask=attention_mask,
                                                 position_ids=position_ids))
 
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 generation_config: GenerationConfig | None = None, *, generator: torch.Generator | None = None,
+                 **kwargs: Any) -> torch.Tensor | GenerateDecoderOnlyOutput:
+        """`llada.sample` behind transformers' `generate`: the sequences (B, P + max_new_tokens), the
+        prompt then the answer, each row padded after its first EOS / end-of-turn as transformers pads.
+
+        The options are, from weakest to strongest: SamplerOptions' defaults, the generation config
+        (the model's, from generation_config.json, or `generation_config`), and the keywords:
+        `max_new_tokens` (or `max_length`, prompt included) is gen_length, `do_sample=False`
+        decodes greedily (temperature 0), `temperature`, and every SamplerOptions field by name
+        (`steps=64, block_length=32, remasking="random"`). Block and step counts that do not divide
+        the length are rounded up as `SamplerOptions.fitted` does, and the answer cut back to the
+        length asked for. Keywords that a beam or a logits processor would take raise GenerationError.
+        """
+        from llada.sampling import sample
+
+        config = generation_config if generation_config is not None else self.generation_config
+        return_dict = kwargs.pop("return_dict_in_generate", getattr(config, "return_dict_in_generate", False))
+        roles = self.model.config.roles
+        if input_ids is None:  # an empty prompt: start from BOS, as transformers does
+            if roles.bos is None:
+                raise GenerationError("no prompt was given and the model has no BOS token to start from")
+            input_ids = torch.full((1, 1), roles.bos, dtype=torch.long, device=self.model.device)
+        options, new_tokens = sampler_request(config, kwargs, input_ids.shape[1])
+        out = sample(self.model, input_ids, options, attention_mask=attention_mask, generator=generator)
+        sequences = pad_after_stop(out.sequences[:, : out.prompt_length + new_tokens], out.prompt_length, roles)
+        return GenerateDecoderOnlyOutput(sequences=sequences) if return_dict else sequences
+
+
+# transformers' generate() keywords that a sampler has no use for: the token ids come from the model.
+_IGNORED = frozenset({"pad_token_id", "eos_token_id", "bos_token_id", "use_cache", "synced_gpus"})
+# transformers' keywords that are honoured only at their neutral value.
+_ONLY_ONE = ("num_beams", "num_return_sequences")
+
+
+def sampler_request(config: GenerationConfig | None, kwargs: dict[str, Any],
+                    prompt_length: int) -> tuple[SamplerOptions, int]:
+    """The SamplerOptions of a `generate` call and the number of new tokens it returns: `kwargs`
+    over the generation `config` over the defaults (see `LLaDAModelLM.generate`)."""
+    from llada.checkpoint import sampler_options
+
+    kwargs = {k: v for k, v in kwargs.items() if k not in _IGNORED}
+    for name in _ONLY_ONE:
+        if kwargs.pop(name, None) not in (None, 1):
+            raise GenerationError(f"{name} must be 1: the sampler returns one answer per prompt")
+    base = sampler_options(config.to_dict() if config is not None else {}, source="generation_config")
+    new_tokens = _new_tokens(kwargs, base, prompt_length)
+    temperature = _temperature(config, kwargs, base)
+    unknown = sorted(set(kwargs) - set(OPTION_NAMES))
+    if unknown:
+        raise GenerationError(f"generate() got {', '.join(unknown)}, which this sampler does not use; it takes "
+                              "max_new_tokens, max_length, do_sample, temperature and the sampler options "
+                              f"{', '.join(OPTION_NAMES)}")
+    return base.fitted(new_tokens, temperature=temperature, **kwargs), new_tokens
+
+
+def _new_tokens(kwargs: dict[str, Any], base: SamplerOptions, prompt_length: int) -> int:
+    new = kwargs.pop("max_new_tokens", None)
+    gen_length = kwargs.pop("gen_length", None)
+    max_length = kwargs.pop("max_length", None)
+    if new is None:
+        new = gen_length
+    if new is None and max_length is not None:
+        new = max_length - prompt_length
+        if new <= 0:
+            raise GenerationError(f"max_length {max_length} leaves no room after the prompt's {prompt_length} "
+                                  "tokens; use max_new_tokens")
+    return base.gen_length if new is None else int(new)
+
+
+def _temperature(config: GenerationConfig | None, kwargs: dict[str, Any], base: SamplerOptions) -> float:
+    """do_sample=False is greedy; an explicit temperature is used as given (0 is greedy); do_sample=True
+    alone samples at the configured temperature (transformers' default 1.0)."""
+    do_sample = kwargs.pop("do_sample", None)
+    temperature = kwargs.pop("temperature", None)
+    if do_sample is False:
+        return 0.0
+    if temperature is not None:
+        return float(temperature)
+    if do_sample:
+        return base.temperature or float(getattr(config, "temperature", None) or 1.0)
+    return base.temperature
+
+
+def pad_after_stop(sequences: torch.Tensor, prompt_length: int, roles: TokenRoles) -> torch.Tensor:
+    """`sequences` (B, L) with every answer position after the answer's first stop token (EOS or
+    end-of-turn) set to the pad id, as transformers' generate leaves finished rows."""
+    answer = sequences[:, prompt_length:]
+    stop = torch.isin(answer, torch.tensor(roles.stops, device=answer.device)).long()
+    after = (stop.cumsum(dim=1) - stop) > 0  # (B, L - P): a stop came before this position
+    return torch.cat([sequences[:, :prompt_length], answer.masked_fill(after, roles.pad)], dim=1)
+
 
 def register() -> None:
     """Register the config and model with the transformers Auto classes (idempotent)."""
@@ -96,6 +202,11 @@ def register() -> None:
         return
     for auto in (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM):
         auto.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
+    # transformers 4.x pipelines load a tokenizer only for config types that name one
+    try:  # 5.x calls it `tokenizer_class`
+        AutoTokenizer.register(LLaDAConfig, tokenizer_class=PreTrainedTokenizerFast, exist_ok=True)
+    except TypeError:
+        AutoTokenizer.register(LLaDAConfig, fast_tokenizer_class=PreTrainedTokenizerFast, exist_ok=True)
 
 
 register()

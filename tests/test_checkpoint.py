@@ -235,3 +235,192 @@ def test_cli_info_and_help(llada_dir, capsys):
     assert "d_model=32" in capsys.readouterr().out
     assert main(["info", "/definitely/not/here"]) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- what a saved directory holds
+
+
+def test_saved_directory_tokenizer_pads_left_with_the_models_length(llada_dir, tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    bundle = llada.load(llada_dir[0])
+    llada.save(tmp_path / "out", bundle.model, bundle.tokenizer)
+    saved = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
+    assert saved["tokenizer_class"] == "PreTrainedTokenizerFast"  # a name transformers 4.46 knows too
+    assert saved["padding_side"] == "left"
+    assert saved["model_max_length"] == LLADA_STYLE_CONFIG["max_sequence_length"]
+    tok = PreTrainedTokenizerFast.from_pretrained(tmp_path / "out")
+    assert tok.padding_side == "left" and tok.model_max_length == 128
+    assert llada.load(tmp_path / "out").tokenizer.get_vocab() == bundle.tokenizer.get_vocab()
+
+
+def test_model_card_says_what_the_directory_knows(llada_dir, tmp_path):
+    bundle = llada.load(llada_dir[0])
+    out = tmp_path / "card"
+    llada.save(out, bundle.model, bundle.tokenizer)
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\npipeline_tag: text-generation\n")
+    assert "| context | 128 tokens |" in card and "| weights | float32, model.safetensors |" in card
+    assert "| mask | `<|mdm_mask|>` | 63 |" in card and "| end of text | `<|endoftext|>` | 62 |" in card
+    assert "no training_config.json" in card and "No evaluation is recorded" in card
+    assert f'llada.load("{out}")' in card and f'AutoModelForCausalLM.from_pretrained("{out}")' in card
+
+    # what the trainer and `llada eval` leave beside the weights is described when present
+    training = {"model": "tiny", "data": None, "world": {"n_people": 12}, "stage": "sft", "objective": "diffusion",
+                "seq_len": 64, "batch_size": 4, "grad_accum": 2, "max_steps": 30, "lr": 0.001, "warmup_steps": 5,
+                "min_lr_ratio": 0.1, "weight_decay": 0.1, "seed": 7, "lora_r": 0, "vocab_size": 300}
+    (out / "training_config.json").write_text(json.dumps(training))
+    (out / "eval").mkdir()
+    (out / "eval" / "results.json").write_text(json.dumps({
+        "tasks": [{"kind": "diffusion", "task": "fact_forward", "n": 24, "generation_accuracy": 0.625,
+                   "choice_accuracy": None, "setting": {"steps": 32}}],
+        "likelihood": {"diffusion": {"nll_per_token": 1.234, "exact": False}}}))
+    llada.save(out, bundle.model, bundle.tokenizer)
+    card = (out / "README.md").read_text()
+    assert "supervised fine-tuning" in card and "built-in synthetic world" in card and "seed 7" in card
+    assert "30 optimizer steps of 4 sequences x 2 accumulation" in card and "fresh `tiny` shape" in card
+    assert "| diffusion | fact_forward | 24 | 0.625 |  | steps=32 |" in card and "<= 1.234 nats" in card
+
+    # a card written by hand is kept; `push` rewrites a generated one for the repository
+    (out / "README.md").write_text("# mine\n")
+    llada.save(out, bundle.model, bundle.tokenizer)
+    assert (out / "README.md").read_text() == "# mine\n"
+
+
+# -------------------------------------------------------------------------- the Hub, without a network
+
+
+def test_info_of_a_hub_id_downloads_config_json_alone(llada_dir, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from llada.cli import main
+
+    fetched = []
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / "config.json").write_text(json.dumps({**LLADA_STYLE_CONFIG, "torch_dtype": "bfloat16"}))
+
+    def hf_hub_download(repo_id, filename, revision=None, **kw):
+        fetched.append((repo_id, filename, revision))
+        return str(tmp_path / "hub" / filename)
+
+    def snapshot_download(*a, **kw):
+        raise AssertionError("info must not download the weights")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert main(["info", "someone/llada-tiny", "--revision", "v2"]) == 0
+    out = capsys.readouterr().out
+    assert fetched == [("someone/llada-tiny", "config.json", "v2")]
+    assert "d_model=32" in out and "bfloat16" in out and "someone/llada-tiny (revision v2)" in out
+
+
+def test_revision_reaches_the_hub_for_load_and_convert(llada_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from llada.cli import main
+
+    asked = []
+
+    def snapshot_download(repo_id, revision=None, **kw):
+        asked.append((repo_id, revision))
+        return str(llada_dir[0])
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert llada.load("someone/llada-tiny", revision="abc123").config.d_model == 32
+    assert main(["convert", "someone/llada-tiny", str(tmp_path / "out"), "--revision", "v1"]) == 0
+    assert asked == [("someone/llada-tiny", "abc123"), ("someone/llada-tiny", "v1")]
+    assert (tmp_path / "out" / "model.safetensors").exists()
+    with pytest.raises(ModelDirError, match="--revision applies to a Hugging Face Hub id"):
+        llada.load(llada_dir[0], revision="v1")
+
+
+class _FakeHfApi:
+    """Records what huggingface_hub.HfApi would be asked to do."""
+
+    calls: list[tuple] = []
+
+    def create_repo(self, repo_id, private=False, exist_ok=False, **kw):
+        self.calls.append(("create_repo", repo_id, private))
+
+    def create_branch(self, repo_id, branch, exist_ok=False, **kw):
+        self.calls.append(("create_branch", repo_id, branch))
+
+    def upload_folder(self, repo_id, folder_path, revision=None, commit_message=None, **kw):
+        files = sorted(p.name for p in Path(folder_path).iterdir())
+        card = (Path(folder_path) / "README.md").read_text()
+        self.calls.append(("upload_folder", repo_id, revision, files, f'from_pretrained("{repo_id}")' in card))
+
+
+def test_push_uploads_a_model_directory(llada_dir, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from llada.cli import main
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeHfApi)
+    _FakeHfApi.calls = []
+    bundle = llada.load(llada_dir[0])
+    llada.save(tmp_path / "m", bundle.model, bundle.tokenizer)
+    assert main(["push", str(tmp_path / "m"), "me/llada-tiny", "--revision", "dev"]) == 0
+    assert "pushed" in capsys.readouterr().out
+    files = ["README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+             "tokenizer_config.json"]
+    assert _FakeHfApi.calls == [("create_repo", "me/llada-tiny", False), ("create_branch", "me/llada-tiny", "dev"),
+                                ("upload_folder", "me/llada-tiny", "dev", files, True)]
+    _FakeHfApi.calls = []
+    llada.save(tmp_path / "n", bundle.model, bundle.tokenizer, push_to_hub="me/other")
+    assert _FakeHfApi.calls[-1][:3] == ("upload_folder", "me/other", None)
+    assert main(["push", str(tmp_path), "me/x"]) == 2  # not a model directory: one line, nothing uploaded
+    assert "no config.json" in capsys.readouterr().err and len(_FakeHfApi.calls) == 2
+
+
+# ------------------------------------------------------------------------------------ damaged files
+
+
+def _damage(root: Path, how: str) -> Path:
+    if how == "truncated weights":
+        data = (root / "model.safetensors").read_bytes()
+        (root / "model.safetensors").write_bytes(data[: len(data) // 2])
+        return root / "model.safetensors"
+    if how == "truncated header":
+        (root / "model.safetensors").write_bytes((root / "model.safetensors").read_bytes()[:20])
+        return root / "model.safetensors"
+    if how == "config not UTF-8":
+        (root / "config.json").write_bytes(b'{"d_model": \xff\xfe 32}')
+        return root / "config.json"
+    if how == "config is a directory":
+        (root / "config.json").unlink()
+        (root / "config.json").mkdir()
+        return root / "config.json"
+    if how == "generation config not JSON":
+        (root / "generation_config.json").write_text("{max_new_tokens: 8")
+        return root / "generation_config.json"
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["truncated weights", "truncated header", "config not UTF-8",
+                                 "config is a directory", "generation config not JSON"])
+def test_a_damaged_file_is_one_line_naming_it(llada_dir, tmp_path, capsys, how):
+    from llada.cli import main
+    from llada.errors import UserError
+
+    bundle = llada.load(llada_dir[0])
+    root = tmp_path / "m"
+    llada.save(root, bundle.model, bundle.tokenizer)
+    bad = _damage(root, how)
+    with pytest.raises(UserError) as info:
+        llada.load(root)
+    assert str(bad) in str(info.value) and "\n" not in str(info.value)
+    command = ["info", str(root)] if how != "generation config not JSON" else ["convert", str(root), str(tmp_path / "o")]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err and "Traceback" not in err
+
+
+def test_a_truncated_shard_is_one_line_naming_it(llada_dir, tmp_path):
+    _, sd = llada_dir
+    root = _write_llada_dir(tmp_path / "sharded", LLADA_STYLE_CONFIG, sd, shards=3)
+    shard = root / "model-00002-of-00003.safetensors"
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="model-00002-of-00003.safetensors: not a readable safetensors file"):
+        llada.load(root)
+
