@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from llada import diffusion
+from llada.errors import DataError
 
 if TYPE_CHECKING:
     from llada.train import TrainConfig
@@ -82,6 +83,11 @@ class TrainingData:
     def report(self) -> None:
         """Log what the run should know about its data when training ends."""
 
+    @property
+    def has_eval(self) -> bool:
+        """Whether there are held-out rows to report a held-out loss on."""
+        return self.eval is not None and len(self.eval) > 0
+
 
 class PackedText(TrainingData):
     """Pretraining rows: documents tokenised, joined with EOS and cut into seq_len blocks
@@ -101,9 +107,19 @@ class PackedText(TrainingData):
     def prepare(self, tokenizer: Any, main_first: Callable[[], AbstractContextManager] = nullcontext) -> None:
         from llada.data.pretrain import pack
 
+        L = self.cfg.seq_len
         with main_first():
-            self.train = torch.tensor(pack(tokenizer, self.train_texts, self.cfg.seq_len)["input_ids"])
-            self.eval = torch.tensor(pack(tokenizer, self.eval_texts, self.cfg.seq_len)["input_ids"])
+            self.train = torch.tensor(pack(tokenizer, self.train_texts, L)["input_ids"], dtype=torch.long).view(-1, L)
+            self.eval = torch.tensor(pack(tokenizer, self.eval_texts, L)["input_ids"], dtype=torch.long).view(-1, L)
+        # a split shorter than one block packs to no rows: too little to train on, or to hold out
+        if len(self.train) == 0:
+            raise DataError(f"the training text is too short for one --seq_len {L} block: "
+                            f"{_describe(tokenizer, self.train_texts)}, and at least {L} tokens are needed. "
+                            "Add data or lower --seq_len")
+        if len(self.eval) == 0:
+            logger.warning("the held-out split (%s) is shorter than one --seq_len %d block, so this run "
+                           "reports no held-out loss; add data or lower --seq_len to get one",
+                           _describe(tokenizer, self.eval_texts), L)
 
     def batch(self, indices: list[int], split: str = "train") -> Batch:
         rows = self.train if split == "train" else self.eval
@@ -134,9 +150,32 @@ class Conversations(TrainingData):
         from llada.data.sft import SFTCollator, render_all
 
         cfg = self.cfg
-        self.train = render_all(tokenizer, self.train_conversations)
-        self.eval = render_all(tokenizer, self.eval_conversations)
+        self.train = self._learnable(render_all(tokenizer, self.train_conversations), "training")
+        self.eval = self._learnable(render_all(tokenizer, self.eval_conversations), "held-out")
         self.collate = SFTCollator(tokenizer.eos_token_id, cfg.seq_len, cfg.truncation, cfg.padding)
+        if not self.eval:
+            logger.warning("there are no held-out conversations, so this run reports no held-out loss")
+
+    def _learnable(self, rows: list[dict[str, list]], split: str) -> list[dict[str, list]]:
+        """`rows` less those with no response token within seq_len (a prompt that fills it would train
+        at loss 0); refused when none remain, or when --truncation error meets a longer one."""
+        from llada.data.sft import learnable
+
+        L = self.cfg.seq_len
+        longer = [len(r["input_ids"]) for r in rows if len(r["input_ids"]) > L]
+        if longer and self.cfg.truncation == "error":
+            raise DataError(f"{len(longer)} {split} conversation(s) are longer than --seq_len {L} (the longest has "
+                            f"{max(longer)} tokens); raise --seq_len or set --truncation truncate")
+        kept = [r for r in rows if learnable(r, L)]
+        if rows and not kept and split == "training":
+            shortest = min(r["response_mask"].index(True) for r in rows)
+            raise DataError(f"every {split} conversation's prompt fills --seq_len {L} (the shortest prompt has "
+                            f"{shortest} tokens), so no response token is left to learn; raise --seq_len")
+        if len(kept) < len(rows):
+            logger.warning("dropped %d of %d %s conversation(s) whose prompt fills --seq_len %d, leaving no "
+                           "response token to learn; raise --seq_len to keep them", len(rows) - len(kept),
+                           len(rows), split, L)
+        return kept
 
     def batch(self, indices: list[int], split: str = "train") -> Batch:
         rows = self.train if split == "train" else self.eval
@@ -248,6 +287,14 @@ class SFTAR(NextToken):
     """Next-token SFT on conversations: only response tokens are targets."""
 
     data_class = Conversations
+
+
+def _describe(tokenizer: Any, texts: Any) -> str:
+    """'N document(s), T tokens': the size of a split as packing sees it (with BOS and EOS)."""
+    n = len(texts)
+    ids = tokenizer(list(texts["text"]), add_special_tokens=False)["input_ids"] if n else []
+    per_doc = 1 + (tokenizer.bos_token_id is not None)
+    return f"{n} document(s), {sum(len(x) + per_doc for x in ids)} tokens"
 
 
 OBJECTIVES: dict[tuple[str, str], type[Objective]] = {

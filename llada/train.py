@@ -558,7 +558,8 @@ class Trainer:
                     window_tokens, window_start = 0, time.perf_counter()
                     bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{m['tokens_per_s']:,.0f}")
                     self._log(metrics, writer, {"step": self.step, **m})
-                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps):
+                if cfg.eval_every and self.data.has_eval and (self.step % cfg.eval_every == 0
+                                                              or self.step == cfg.max_steps):
                     ev = self.evaluate()
                     self._log(metrics, writer, {"step": self.step, "eval_loss": ev})
                     bar.write(f"step {self.step}: held-out loss {ev:.4f}")

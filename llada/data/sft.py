@@ -163,6 +163,12 @@ class SFTCollator:
                 "prompt_lengths": prompt_lengths}
 
 
+def learnable(row: dict[str, list], seq_len: int) -> bool:
+    """Whether a rendered conversation keeps a response token within its first seq_len tokens (the
+    collator cuts it there); one whose prompt fills seq_len has nothing to learn."""
+    return any(row["response_mask"][:seq_len])
+
+
 def render_all(tokenizer: Any, conversations: list[list[dict[str, str]]]) -> list[dict[str, list]]:
     """Render every conversation once (the trainer batches the results)."""
     out = []
