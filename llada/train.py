@@ -272,7 +272,7 @@ class Trainer:
         Resuming without LoRA, the checkpoint's model directory holds exactly the weights being
         trained, so the model is built from it and from nothing else. With LoRA it holds merged
         weights, which cannot give the frozen base back: that is built from its source as a fresh
-        run builds it, and the adapters come from the trainer state (`_restore_weights`).
+        run builds it, and the adapters come from the checkpoint's adapter/ (`_restore_weights`).
         """
         cfg = self.cfg
         if resume_dir is not None and not cfg.lora_r:
@@ -361,15 +361,15 @@ class Trainer:
         logger.info("resumed from %s at step %d", resume_dir, self.step)
 
     def _restore_weights(self, models: list[torch.nn.Module], input_dir: str) -> None:
-        """accelerate's load_state pre-hook: the model already holds its weights (`_build_model`), so
-        take it out of what load_state reads from trainer/model.safetensors (a second full copy) and
-        copy in only the trainable LoRA adapters. Under FSDP accelerate loads the model's shards
-        itself and it is not in `models`: nothing changes."""
+        """accelerate's load_state pre-hook: the model already holds its weights (`_build_model`), and
+        trainer/ holds none (`_no_model_weights`), so take it out of what load_state reads, and copy
+        in only the trainable LoRA adapters, from the checkpoint's adapter/. Under FSDP accelerate
+        loads the model's shards itself and it is not in `models`: nothing changes."""
         if not any(m is self.module for m in models):
             return
         models.remove(self.module)
         if self.cfg.lora_r:
-            restore_adapters(self.module, Path(input_dir) / "model.safetensors", base=self.cfg.model)
+            restore_adapters(self.acc.unwrap_model(self.module), Path(input_dir).parent, base=self.cfg.model)
 
     # ------------------------------------------------------------------------------------- loss
     def _noised(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> diffusion.NoisedBatch | None:
@@ -486,7 +486,11 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp / "trainer"))  # optimizer, scheduler, RNG, model state (sharded under FSDP)
+        hook = self.acc.register_save_state_pre_hook(_no_model_weights)
+        try:
+            self.acc.save_state(str(tmp / "trainer"))  # optimizer, scheduler, RNG (+ model shards under FSDP)
+        finally:
+            hook.remove()
         self._save_model_dir(tmp)
         if self.acc.is_main_process:
             state = {"step": self.step, "config": dataclasses.asdict(self.cfg), "time": time.time()}
@@ -500,25 +504,31 @@ class Trainer:
         return final
 
     def _save_model_dir(self, path: Path) -> None:
-        from llada.checkpoint import KEY_PREFIX, save_state_dict
+        """The model directory of the weights being trained: a checkpoint's (beside trainer/, which
+        holds no weights) or the final one. With LoRA it holds the merged weights, and adapter/ the
+        adapters alone as peft writes them (what a resume reads back, `restore_adapters`).
+        training_config.json and adapter/ go in first, so that the model card describes them."""
+        from llada import checkpoint
         from llada.runtime import base_model
 
         unwrapped = self.acc.unwrap_model(self.module)
         if self.cfg.lora_r:
-            # keep training's adapters in the trainer state; the model directory gets merged weights
             import copy
 
             from llada.runtime import merge_lora
 
             merged = merge_lora(copy.deepcopy(unwrapped))
-            state = {KEY_PREFIX + k: v.detach().cpu() for k, v in merged.state_dict().items()}
+            state = {checkpoint.KEY_PREFIX + k: v.detach().cpu() for k, v in merged.state_dict().items()}
         else:
             full = self.acc.get_state_dict(self.module)
             prefix = _common_prefix(full, base_model(unwrapped))
-            state = {KEY_PREFIX + k[len(prefix):]: v.detach().cpu() for k, v in full.items()}
+            state = {checkpoint.KEY_PREFIX + k[len(prefix):]: v.detach().cpu() for k, v in full.items()}
         if self.acc.is_main_process:
-            save_state_dict(path, state, self.model_config, self.tokenizer)
+            path.mkdir(parents=True, exist_ok=True)
             (path / TRAINING_CONFIG).write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n")
+            if self.cfg.lora_r:
+                checkpoint.save_lora_adapter(unwrapped, path / checkpoint.ADAPTER_DIR, base=self.cfg.model)
+            checkpoint.save_state_dict(path, state, self.model_config, self.tokenizer)
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metrics logged after `step` (by a killed run, or a run started afresh in the same out_dir)."""
@@ -612,33 +622,36 @@ class Trainer:
             wandb.log(record, step=record["step"])
 
 
-def restore_adapters(module: torch.nn.Module, path: Path, base: str = "the base model") -> None:
-    """Copy the trainable parameters (LoRA adapters) of `module` from an accelerate model-state
-    safetensors file (keys as `module.named_parameters()` names them), one tensor at a time.
+def restore_adapters(module: torch.nn.Module, ckpt: Path, base: str = "the base model") -> None:
+    """Copy the LoRA adapters of checkpoint `ckpt` (its adapter/ directory) into `module`, the
+    peft-wrapped model a resumed run built on the frozen base.
 
-    The frozen parameters are not copied: the model was built with them. Its first and last frozen
-    tensors are checked against the file, so that a base model changed since the checkpoint was
-    made is refused rather than silently combined with adapters trained on another.
+    The frozen weights are not copied: the model was built with them. LoRA leaves the embedding,
+    the norms and the output head as they were, so the checkpoint's model directory (merged
+    weights) holds them unchanged: the first and last of them are checked against it, so that a base
+    model changed since the checkpoint was made is refused rather than silently combined with
+    adapters trained on another.
     """
-    from safetensors import safe_open
+    from llada.checkpoint import ADAPTER_DIR, KEY_PREFIX, load_lora_adapter, read_tensors
+    from llada.runtime import base_model
 
-    params = dict(module.named_parameters())
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        stored = set(f.keys())
-        trainable = [n for n, p in params.items() if p.requires_grad]
-        frozen = [n for n, p in params.items() if not p.requires_grad and n in stored]
-        missing = [n for n in trainable if n not in stored]
-        if missing:
-            raise CheckpointError(f"{path}: no {missing[0]!r} (and {len(missing) - 1} more trainable weights); "
-                                  "it was not written by this run's settings")
-        for name in frozen[:1] + frozen[-1:]:
-            if not torch.equal(params[name].detach().cpu(), f.get_tensor(name)):
-                raise CheckpointError(f"cannot resume from {path.parent.parent}: {base} has changed since the "
-                                      f"checkpoint was made ({name} differs). Restore it, or start afresh in "
-                                      "another --out_dir")
-        with torch.no_grad():
-            for name in trainable:
-                params[name].copy_(f.get_tensor(name))
+    untouched = [(n, p) for n, p in base_model(module).named_parameters()
+                 if not p.requires_grad and "lora_" not in n and ".base_layer." not in n]
+    check = untouched[:1] + untouched[-1:]
+    stored = read_tensors(ckpt, [KEY_PREFIX + n for n, _ in check])
+    for name, p in check:
+        if not torch.equal(p.detach().cpu(), stored[KEY_PREFIX + name]):
+            raise CheckpointError(f"cannot resume from {ckpt}: {base} has changed since the checkpoint was made "
+                                  f"({name} differs). Restore it, or start afresh in another --out_dir")
+    load_lora_adapter(module, ckpt / ADAPTER_DIR)
+
+
+def _no_model_weights(models: list[torch.nn.Module], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
+    """accelerate's save_state pre-hook: keep the model weights out of trainer/. The model directory
+    beside it holds them (with LoRA: merged, and the adapters in adapter/), and a resume builds the
+    model from there (`Trainer._build_model`, `_restore_weights`), so a checkpoint stores them once.
+    Under FSDP accelerate writes its model shards before this hook runs, and reads them on resume."""
+    weights.clear()
 
 
 def _grad_norm(module: torch.nn.Module) -> torch.Tensor:

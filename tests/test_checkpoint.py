@@ -424,3 +424,64 @@ def test_a_truncated_shard_is_one_line_naming_it(llada_dir, tmp_path):
     with pytest.raises(CheckpointError, match="model-00002-of-00003.safetensors: not a readable safetensors file"):
         llada.load(root)
 
+
+# ------------------------------------------------------------------- what the trainer's directories hold
+
+
+@pytest.fixture(scope="module")
+def world_files(tmp_path_factory) -> Path:
+    from llada.data.world import World
+
+    root = tmp_path_factory.mktemp("world")
+    w = World(seed=0, n_people=30, n_stories=60, n_sums=400)
+    (root / "corpus.txt").write_text("\n\n".join(w.pretrain_documents()))
+    (root / "chat.jsonl").write_text("\n".join(json.dumps(c) for c in w.sft_conversations()))
+    return root
+
+
+def _train(out: Path, data: Path, **kw) -> Path:
+    from llada.train import TrainConfig, Trainer
+
+    base = dict(model="debug", data=str(data), out_dir=str(out), seq_len=32, batch_size=4, max_steps=2,
+                warmup_steps=1, lr=3e-3, eval_every=0, save_every=1, log_every=1, vocab_size=300, progress=False,
+                tensorboard=False)
+    return Trainer(TrainConfig(**{**base, **kw})).fit()
+
+
+def _weight_files_below(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and p.name.startswith(("model", "pytorch_model", "adapter_model")))
+
+
+def test_a_checkpoint_stores_the_weights_once(tmp_path, world_files):
+    """checkpoints/step-N holds the model directory and the trainer state, which has the optimizer,
+    the scheduler and the RNG but not the weights again (a resume builds the model from the model
+    directory: tests/test_train.py checks that it continues exactly)."""
+    _train(tmp_path / "run", world_files / "corpus.txt")
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000001"
+    assert _weight_files_below(ckpt) == ["model.safetensors"]
+    assert (ckpt / "trainer" / "optimizer.bin").exists() and (ckpt / "trainer" / "state.json").exists()
+
+
+def test_a_lora_run_saves_a_peft_adapter_beside_the_merged_weights(tmp_path, world_files):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = _train(tmp_path / "pt", world_files / "corpus.txt", save_every=0)
+    final = _train(tmp_path / "sft", world_files / "chat.jsonl", model=str(base), stage="sft", seq_len=64,
+                   lora_r=4, lr=1e-2)
+    ckpt = tmp_path / "sft" / "checkpoints" / "step-000001"
+    # merged weights once, the adapters alone once, nothing in trainer/
+    assert _weight_files_below(ckpt) == ["adapter/adapter_model.safetensors", "model.safetensors"]
+    config = json.loads((final / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["base_model_name_or_path"] == str(base.resolve())
+
+    ids = torch.randint(0, 200, (2, 12))
+    merged = AutoModelForCausalLM.from_pretrained(final)
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), final / "adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(adapted(ids).logits, merged(ids).logits, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(AutoModelForCausalLM.from_pretrained(base)(ids).logits, merged(ids).logits,
+                                  atol=1e-4)  # the adapters were trained: they change the model
+    card = (final / "README.md").read_text()
+    assert "rank 4 adapters" in card and "`adapter/` (peft)" in card
