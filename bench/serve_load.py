@@ -4,7 +4,8 @@
     python bench/serve_load.py --url http://127.0.0.1:8000 --clients 32 --seconds 60   # a running server
 
 Each client sends chat completions back to back (half of them streaming). Reports requests/s,
-generated tokens/s, p50 / p99 latency, the status codes seen and the batch sizes the server formed.
+generated tokens/s (the answers' usage.completion_tokens: tokens kept up to the stop), p50 / p99
+latency, the status codes seen and the batch sizes the server formed.
 """
 
 from __future__ import annotations
@@ -37,26 +38,38 @@ def start_server(model_dir: str, max_batch: int, max_queue: int):
     return f"http://127.0.0.1:{port}", app, server
 
 
+def ask(http: httpx.Client, url: str, body: dict, stream: bool) -> tuple[int | str, int]:
+    """One request: its status and the completion tokens its usage reports."""
+    if not stream:
+        r = http.post(url + "/v1/chat/completions", json=body)
+        return r.status_code, r.json().get("usage", {}).get("completion_tokens", 0) if r.status_code == 200 else 0
+    status, tokens = 0, 0
+    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    with http.stream("POST", url + "/v1/chat/completions", json=streamed) as r:
+        status = r.status_code
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            msg = json.loads(line[6:])
+            if "error" in msg:
+                status = msg["error"]["code"]
+            tokens = (msg.get("usage") or {}).get("completion_tokens", tokens)
+    return status, tokens
+
+
 def client(url: str, stop_at: float, stream: bool, body: dict, out: list, codes: collections.Counter,
            lock: threading.Lock) -> None:
     with httpx.Client(timeout=300) as http:
         while time.monotonic() < stop_at:
             t = time.perf_counter()
             try:
-                if stream:
-                    with http.stream("POST", url + "/v1/chat/completions", json={**body, "stream": True}) as r:
-                        status = r.status_code
-                        for line in r.iter_lines():
-                            if line.startswith("data: {") and '"error"' in line[:20]:
-                                status = json.loads(line[6:])["error"]["code"]
-                else:
-                    status = http.post(url + "/v1/chat/completions", json=body).status_code
+                status, tokens = ask(http, url, body, stream)
             except httpx.HTTPError as e:
-                status = type(e).__name__
+                status, tokens = type(e).__name__, 0
             with lock:
                 codes[status] += 1
                 if status == 200:
-                    out.append(time.perf_counter() - t)
+                    out.append((time.perf_counter() - t, tokens))
 
 
 def main() -> None:
@@ -76,12 +89,12 @@ def main() -> None:
         url, app, _ = start_server(args.model, args.max_batch, args.max_queue)
     body = {"messages": [{"role": "user", "content": "Where does Vaquar Gae live?"}], "max_tokens": args.max_tokens,
             "steps": args.steps, "block_length": min(16, args.max_tokens)}
-    latencies: list[float] = []
+    done: list[tuple[float, int]] = []  # (latency, completion tokens) of each answered request
     codes: collections.Counter = collections.Counter()
     lock = threading.Lock()
     stop_at = time.monotonic() + args.seconds
     started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(url, stop_at, i % 2 == 1, body, latencies, codes, lock))
+    threads = [threading.Thread(target=client, args=(url, stop_at, i % 2 == 1, body, done, codes, lock))
                for i in range(args.clients)]
     for t in threads:
         t.start()
@@ -89,11 +102,12 @@ def main() -> None:
         t.join()
     wall = time.perf_counter() - started
     ok = codes.get(200, 0)
-    lat = sorted(latencies)
+    lat = sorted(t for t, _ in done)
+    generated = sum(n for _, n in done)
     p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
     print(f"clients {args.clients}, {args.seconds:g} s, max_tokens {args.max_tokens}, steps {args.steps}")
-    print(f"requests ok {ok}, {ok / wall:.2f} req/s, {ok * args.max_tokens / wall:.1f} generated tokens/s "
-          f"(response slots, EOS padding included)")
+    print(f"requests ok {ok}, {ok / wall:.2f} req/s, {generated / wall:.1f} generated tokens/s "
+          f"(answer tokens up to the stop; {ok * args.max_tokens / wall:.1f} response slots/s)")
     if lat:
         print(f"latency p50 {statistics.median(lat):.2f} s, p99 {p99:.2f} s, max {lat[-1]:.2f} s")
     print(f"status codes: {dict(codes)}; errors (non-200): {sum(v for k, v in codes.items() if k != 200)}")

@@ -303,5 +303,35 @@ def is_greedy(model: LLaDAModel, prompt: Sequence[int], response: Sequence[int])
     return out.responses[0].tolist() == list(response)
 
 
+@torch.no_grad()
+def next_token_logprobs(model: LLaDAModel, ids: Sequence[int], start: int = 1, batch_size: int = 32) -> Tensor:
+    """(len(ids) - start, vocab_size) float32: row j is log p(. | ids[:start + j]), the model's
+    prediction for position start + j from the tokens before it alone: one mask appended to them
+    (diffusion; exactly Eq. 6 for a one-token response) or the next-token distribution
+    (autoregressive). Its argmax is what left-to-right decoding one token at a time would pick."""
+    cfg = model.config
+    if not 1 <= start <= len(ids):
+        raise LikelihoodError(f"start must be in 1..{len(ids)}, got {start}")
+    if len(ids) > cfg.max_sequence_length:
+        raise LikelihoodError(f"{len(ids)} tokens exceed the model's max_sequence_length {cfg.max_sequence_length}")
+    seq = torch.as_tensor(list(ids), dtype=torch.long, device=model.device)
+    if cfg.causal:
+        logits = model(seq[None], output_positions=slice(start - 1, len(ids) - 1))[0]
+        return torch.log_softmax(_up(logits), -1)[:, : cfg.vocab_size].float().cpu()
+    rows = []
+    for lo in range(start, len(ids), batch_size):  # rows ids[:i] + [mask], left padded: the mask is last
+        ends = range(lo, min(lo + batch_size, len(ids)))
+        width = ends[-1] + 1
+        batch = torch.full((len(ends), width), cfg.roles.pad, dtype=torch.long, device=model.device)
+        am = torch.zeros_like(batch)
+        for r, i in enumerate(ends):
+            batch[r, width - i - 1:] = torch.cat([seq[:i], seq.new_tensor([cfg.mask_token_id])])
+            am[r, width - i - 1:] = 1
+        logits = model(batch, am, output_positions=slice(-1, None))[:, 0]
+        rows.append(torch.log_softmax(_up(logits), -1)[:, : cfg.vocab_size].float().cpu())
+    return torch.cat(rows) if rows else torch.zeros(0, cfg.vocab_size)
+
+
 __all__ = ["BoundReport", "Choice", "Estimate", "LikelihoodError", "choose", "is_greedy", "log_likelihood",
-           "log_likelihoods", "mask_bernoulli", "mask_exactly", "nll_bound", "stratified_counts"]
+           "log_likelihoods", "mask_bernoulli", "mask_exactly", "next_token_logprobs", "nll_bound",
+           "stratified_counts"]

@@ -3,7 +3,8 @@
 Requests whose `SamplerOptions` are equal are run together in one batched `llada.sample_steps`
 call, prompts left padded; each request gets its own row's intermediate states (for streaming) and
 final tokens. A request with a seed runs in a batch of its own with its own random generator, so
-its sample is the same whatever else the server is doing. A
+its sample is the same whatever else the server is doing. Other model work (a request's
+likelihoods) is a Job with `work` set: it waits in the same queue and runs alone. A
 full queue refuses at once (the server answers 429); a cancelled request (timeout, client gone) is
 dropped before it runs, and a batch whose every request is cancelled stops at its next step.
 """
@@ -38,10 +39,13 @@ class Job:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     want_states: bool = False
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # other model work, run alone in the worker thread: work(cancelled) -> the payload of "done"
+    work: Callable[[threading.Event], Any] | None = None
 
     def key(self) -> tuple:
         # A seeded job runs alone: its noise must not depend on which other requests share the batch.
-        return (self.options,) if self.options.seed is None else (self.options, id(self))
+        alone = self.options.seed is not None or self.work is not None
+        return (self.options, id(self)) if alone else (self.options,)
 
     def emit(self, kind: str, payload: Any) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, payload))
@@ -60,6 +64,7 @@ class Batcher:
         self._waiting: deque[Job] = deque()
         self._ready = threading.Condition()
         self.on_batch = on_batch
+        self.batches_run = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="llada-batcher", daemon=True)
         self._thread.start()
@@ -112,6 +117,9 @@ class Batcher:
     def _run_batch(self, batch: list[Job]) -> None:
         if self.on_batch is not None:
             self.on_batch(batch)
+        if batch[0].work is not None:
+            self._run_work(batch[0])
+            return
         ids, mask = left_pad([j.prompt for j in batch], self.pad_id)
         P = ids.shape[1]
         try:
@@ -125,8 +133,20 @@ class Batcher:
             for j in batch:
                 j.emit("error", f"generation failed: {e}")
             return
+        self.batches_run += 1  # names the batch: requests of several prompts count its passes once
+        stats = {"steps": state.stats.steps, "forwards": state.stats.forwards, "batch": self.batches_run}
         for i, j in enumerate(batch):
-            j.emit("done", (state.canvas[i, P:].tolist(), state.stats.forwards))
+            j.emit("done", (state.canvas[i, P:].tolist(), stats))
+
+    @staticmethod
+    def _run_work(job: Job) -> None:
+        try:
+            with torch.no_grad():
+                result = job.work(job.cancelled)  # type: ignore[misc]
+        except Exception as e:  # noqa: BLE001 - reported to the request, the worker lives on
+            job.emit("error", f"scoring failed: {e}")
+            return
+        job.emit("done", result)
 
     @staticmethod
     def _emit_states(batch: list[Job], state: Any, P: int) -> None:
