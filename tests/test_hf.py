@@ -239,3 +239,18 @@ def test_a_saved_directory_opens_in_the_lowest_allowed_transformers(tmp_path, mo
     answer = tokenizer.decode(expected[0, ids.shape[1]:], skip_special_tokens=True)
     assert old["pipeline"] == prompt + answer
     assert old["options"] == SamplerOptions().to_dict()
+
+
+def test_readme_transformers_example_runs_as_written(model_dir, tmp_path, monkeypatch):
+    """The README's "With transformers" block, on a tiny model directory in place of the quickstart's."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## With transformers", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "runs/quickstart/sft/model" in code
+    printed = []
+    monkeypatch.setattr("builtins.print", lambda *a, **k: printed.append(a))
+    exec(compile(code.replace("runs/quickstart/sft/model", str(model_dir)), "README.md", "exec"), {})
+    assert len(printed) == 2 and isinstance(printed[0][0], str) and printed[1][0]["role"] == "assistant"
