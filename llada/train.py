@@ -440,9 +440,13 @@ class Trainer:
         return self.out / "checkpoints"
 
     def _clean_temporaries(self) -> None:
-        if self.acc.is_main_process and self.ckpt_root.exists():
-            for tmp in self.ckpt_root.glob(".tmp-*"):
-                shutil.rmtree(tmp, ignore_errors=True)
+        """Remove what a killed run left half written: .tmp-* in out_dir and in checkpoints/."""
+        if self.acc.is_main_process:
+            for tmp in [*self.out.glob(".tmp-*"), *self.ckpt_root.glob(".tmp-*")]:
+                if tmp.is_dir():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.unlink(missing_ok=True)
 
     def checkpoints(self) -> list[Path]:
         if not self.ckpt_root.exists():
@@ -531,11 +535,23 @@ class Trainer:
             checkpoint.save_state_dict(path, state, self.model_config, self.tokenizer)
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metrics logged after `step` (by a killed run, or a run started afresh in the same out_dir)."""
+        """Drop metrics logged after `step`: a resumed run drops what it will redo, a run started
+        afresh (step 0) all of them. A line a kill cut short is dropped too, and the file is replaced
+        atomically, so that a kill during this loses nothing."""
         path = self.out / "metrics.jsonl"
-        if self.acc.is_main_process and path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            path.write_text("".join(line + "\n" for line in kept))
+        if not (self.acc.is_main_process and path.exists()):
+            return
+        kept = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # cut short by a kill
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(line)
+        tmp = path.with_name(".tmp-metrics.jsonl")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
 
     # ---------------------------------------------------------------------------------------- run
     def fit(self) -> Path:
@@ -603,7 +619,8 @@ class Trainer:
         except ImportError:
             logger.warning("tensorboard is not installed; metrics go to metrics.jsonl only")
             return None
-        return SummaryWriter(str(self.out / "tb"))
+        # events a killed run logged past this step are hidden (a run started afresh: all of them)
+        return SummaryWriter(str(self.out / "tb"), purge_step=self.step + 1)
 
     def _log(self, metrics: Any, writer: Any, record: dict[str, Any]) -> None:
         if metrics is None:

@@ -37,6 +37,10 @@ def chats(tmp_path_factory) -> Path:
     return path
 
 
+class _Killed(BaseException):
+    """A simulated SIGKILL: not an Exception, so nothing in the trainer catches it."""
+
+
 def _cfg(tmp_path, corpus, **kw) -> TrainConfig:
     base = dict(model="debug", data=str(corpus), out_dir=str(tmp_path / "run"), seq_len=32, batch_size=4,
                 max_steps=6, warmup_steps=2, lr=3e-3, eval_every=0, save_every=0, log_every=1, vocab_size=300,
@@ -444,3 +448,30 @@ def test_sft_drops_the_conversations_with_nothing_to_learn_and_counts_them(tmp_p
     assert len(trainer.data.train) == len(train) - long
     m = trainer.train_step()
     assert m["loss"] > 0 and m["grad_norm"] > 0
+
+
+def test_metrics_of_killed_runs_are_not_repeated(tmp_path, corpus, monkeypatch):
+    """Runs killed before their first checkpoint, after it, and in the middle of writing a line:
+    metrics.jsonl ends with each step once (a line cut short used to make every rerun crash)."""
+    cfg = _cfg(tmp_path, corpus, max_steps=6, save_every=4)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    train_step = Trainer.train_step
+
+    def run_until(step: int) -> None:
+        def dying(self):
+            if self.step == step:
+                raise _Killed
+            return train_step(self)
+
+        monkeypatch.setattr(Trainer, "train_step", dying)
+        with pytest.raises(_Killed):
+            Trainer(cfg).fit()
+        monkeypatch.setattr(Trainer, "train_step", train_step)
+
+    for step, cut in [(3, False), (3, True), (5, True), (5, False)]:
+        run_until(step)
+        if cut:
+            with open(metrics, "a") as f:
+                f.write(f'{{"step": {step + 1}, "lo')  # the kill fell in the middle of a line
+    Trainer(cfg).fit()
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
