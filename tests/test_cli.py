@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,3 +177,223 @@ def test_quickstart_at_the_test_size(tmp_path, capsys):
     assert record["answered"] == k
     assert f"answered {k}/5 correctly" in printed
     assert (tmp_path / "sft" / "model" / "config.json").is_file()
+
+
+# ------------------------------------------------------------------ flags, parsing and one-line errors
+
+def test_a_bare_boolean_flag_means_true(model_dir, capsys):
+    """`--trace` alone, at the end or before the prompt, is `--trace true`; `--trace false` and 1/0 still work."""
+    from llada.cli import _bare_booleans
+
+    flags = {"--trace", "--chat"}
+    assert _bare_booleans(["hi", "--trace"], flags) == ["hi", "--trace", "true"]
+    assert _bare_booleans(["--trace", "hi", "--chat", "0"], flags) == ["--trace", "true", "hi", "--chat", "false"]
+    assert _bare_booleans(["--trace", "False", "--", "--trace"], flags) == ["--trace", "false", "--", "--trace"]
+    small = ["--model", str(model_dir), "--steps", "4", "--gen_length", "4", "--block_length", "4", *FLAGS]
+    outs = []
+    for args in (["the cat", "--trace", "true", *small], ["the cat", *small, "--trace"], ["--trace", "the cat", *small]):
+        assert main(["generate", *args]) == 0, args
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] == outs[2] and outs[0].count("\rstep ") == 4
+    assert main(["generate", "the cat", *small, "--trace", "false"]) == 0
+    assert "\rstep" not in capsys.readouterr().out
+
+
+def _one_error_line(err: str, command: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"llada {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["generate", "hi", "--steps", "x"], "--steps: expected int, got 'x'"),
+    (["generate", "hi", "--stepz", "3"], "unrecognized arguments: --stepz 3"),
+    (["generate"], "required: prompt"),
+    (["generate", "hi", "--temperature", ".inf"], "temperature must be a finite number"),
+    (["generate", "hi", "--cfg_scale", ".nan"], "cfg_scale must be a finite number"),
+    (["generate", "hi", "--seed", str(2**64)], "seed must be an integer in [0, 2**63)"),
+    (["generate", "hi", "--seed", "-1"], "seed must be an integer in [0, 2**63)"),
+    (["generate", "hi", "--preset", "nope"], "unknown sampler preset 'nope'"),
+    (["chat", "--preset", "nope"], "unknown sampler preset 'nope'"),
+    (["train", "--objective", "xx"], "--objective: expected one of 'diffusion', 'ar', got 'xx'"),
+    (["train", "--world.n_people", "1"], "the world needs at least two people"),
+    (["eval", "--world.n_people", "1"], "the world needs at least two people"),
+    (["eval", "--seed", "-1"], "seed must be an integer in [0, 2**63)"),
+    (["generate", "hi", "--config", "/no/such/file.yaml"], "--config: File does not exist"),
+])
+def test_refused_values_are_one_line_with_exit_code_2(model_dir, capsys, args, words):
+    args = [*args, *(["--model", str(model_dir)] if args[0] in ("generate", "chat", "eval") else [])]
+    assert main(args) == 2
+    assert words in _one_error_line(capsys.readouterr().err, args[0])
+
+
+def test_version_and_help_into_a_closed_pipe():
+    import subprocess
+    import sys
+
+    import llada
+
+    out = subprocess.run([sys.executable, "-m", "llada", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == f"llada {llada.__version__}\n"
+    for args in (["--help"], ["generate", "--help"]):  # `llada --help | head -1`: the reader is gone before we write
+        p = subprocess.Popen([sys.executable, "-m", "llada", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p.stdout.close()
+        err = p.stderr.read().decode()
+        p.wait(timeout=120)
+        assert "Traceback" not in err and "BrokenPipeError" not in err, err
+        assert p.returncode in (0, 141)
+
+
+def test_non_utf8_arguments_are_refused(model_dir, capsys):
+    """Bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape): refused by name."""
+    assert main(["generate", "caf\udce9", "--model", str(model_dir), *FLAGS]) == 2
+    line = _one_error_line(capsys.readouterr().err, "generate")
+    assert "b'caf\\xe9' is not valid UTF-8" in line
+
+
+# ------------------------------------------------------------------ devices, models, output directories
+
+@pytest.fixture
+def poem_file(tmp_path):
+    path = tmp_path / "poem_data.json"
+    path.write_text(json.dumps([{"first": "the cat sat", "second": "on the mat"}] * 2))
+    return path
+
+
+def _command(name: str, model: str, poem: str, out: str) -> list[str]:
+    """The smallest invocation of each command that takes --device, --model and (for some) --out_dir."""
+    small = ["--gen_length", "4", "--steps", "4"]
+    return {"generate": ["generate", "hi", "--model", model, *small, "--block_length", "4"],
+            "chat": ["chat", "--model", model, *small, "--block_length", "4"],
+            "eval": ["eval", "--model", model, "--tasks", "arithmetic", "--limit", "1", *small, "--block_length", "4",
+                     "--mc_num", "1", "--likelihood_docs", "0", "--out_dir", out],
+            "poem": ["poem", model, poem, *small, "--out_dir", out]}[name]
+
+
+@pytest.mark.parametrize("command", ["generate", "chat", "eval", "poem"])
+@pytest.mark.parametrize("device,words", [
+    ("cuda", "this machine has no cuda device"), ("cuda:7", "this machine has no cuda device"),
+    ("mps", "this machine has no mps device"), ("tpu", "'tpu' is not a device"), ("", "'' is not a device"),
+])
+def test_a_device_this_machine_lacks_is_one_line(model_dir, poem_file, tmp_path, capsys, monkeypatch, command,
+                                                  device, words):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    assert main([*_command(command, str(model_dir), str(poem_file), str(tmp_path / "out")), "--device", device]) == 2
+    assert words in _one_error_line(capsys.readouterr().err, command)
+
+
+@pytest.mark.parametrize("command", ["generate", "chat", "eval", "poem"])
+def test_a_bad_model_path_is_one_line(poem_file, tmp_path, capsys, monkeypatch, command):
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    assert main([*_command(command, str(tmp_path / "nowhere"), str(poem_file), str(tmp_path / "out")), *FLAGS]) == 2
+    assert "nowhere" in _one_error_line(capsys.readouterr().err, command)
+
+
+@pytest.mark.parametrize("command", ["eval", "poem"])
+def test_an_out_dir_that_is_a_file_is_one_line(model_dir, poem_file, tmp_path, capsys, command):
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory")
+    assert main([*_command(command, str(model_dir), str(poem_file), str(taken)), *FLAGS]) == 2
+    assert "is a file" in _one_error_line(capsys.readouterr().err, command)
+    assert main([*_command(command, str(model_dir), str(poem_file), str(taken / "below")), *FLAGS]) == 2
+    assert "--out_dir" in _one_error_line(capsys.readouterr().err, command)
+
+
+def test_eval_writes_under_the_current_directory_not_the_model(model_dir, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    model = tmp_path / "models" / "mine"
+    shutil.copytree(model_dir, model)
+    before = sorted(p.name for p in model.iterdir())
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = _command("eval", str(model), "", "")
+    assert main([*args[: args.index("--out_dir")], *FLAGS]) == 0
+    assert sorted(p.name for p in model.iterdir()) == before  # nothing written next to the model
+    out = next((work / "runs" / "eval").iterdir())  # runs/eval/NAME, NAME from the model path's last parts
+    assert out.name.endswith("models-mine") and (out / "results.json").is_file() and (out / "report.md").is_file()
+    assert f"report: {Path('runs') / 'eval' / out.name / 'report.md'}" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ llada train and llada sft
+
+def _tiny_training(out: Path) -> list[str]:
+    return ["--out_dir", str(out), "--max_steps", "2", "--batch_size", "2", "--seq_len", "32", "--vocab_size", "300",
+            "--world.n_people", "4", "--world.n_cities", "2", "--world.n_countries", "2", "--world.n_stories", "0",
+            "--world.n_sums", "0", "--world.sft_sums", "0", "--save_every", "1", "--eval_every", "0",
+            "--progress", "false", "--tensorboard", "false"]
+
+
+def _attribute_docstrings(cls) -> dict[str, str | None]:
+    """Each field of a dataclass and the string literal under it in the source (None without one)."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    out = {}
+    for node, after in zip(body, [*body[1:], None], strict=True):
+        if isinstance(node, ast.AnnAssign):
+            doc = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else None
+            out[node.target.id] = doc
+    return out
+
+
+@pytest.mark.parametrize("command", ["train", "sft"])
+def test_train_help_shows_each_fields_docstring(command, capsys):
+    from llada.train import TrainConfig
+
+    assert main([command, "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    documented = {k: v for k, v in _attribute_docstrings(TrainConfig).items() if v and k != "stage"}
+    assert len(documented) > 20
+    for name, doc in documented.items():
+        assert " ".join(doc.split()).rstrip(".") in shown, name  # (a group title ends in ":")
+    assert "--stage" not in shown  # the command is the stage
+
+
+@pytest.mark.xfail(strict=True, reason="llada/train.py (not this change's file): TrainConfig's weight_decay, beta1, "
+                   "beta2, eval_batches, log_every, seed, compile, activation_checkpointing, tensorboard and wandb "
+                   "have no attribute docstring, so their --help has only a type")
+def test_every_train_flag_is_described():
+    from llada.train import TrainConfig
+
+    assert [k for k, v in _attribute_docstrings(TrainConfig).items() if not v] == []
+
+
+def test_stage_is_not_a_flag_and_sft_needs_a_model(monkeypatch, tmp_path, capsys):
+    import llada.train
+
+    ran = []
+    monkeypatch.setattr(llada.train, "run", lambda cfg: ran.append(cfg) or tmp_path)
+    assert main(["train", "--stage", "sft"]) == 2
+    assert "--stage is not a flag" in _one_error_line(capsys.readouterr().err, "train")
+    assert main(["sft", "--stage=pretrain", "--model", "tiny"]) == 2
+    assert "--stage is not a flag" in _one_error_line(capsys.readouterr().err, "sft")
+    assert main(["sft", "--max_steps", "3"]) == 2  # no silent fresh model
+    assert "llada sft needs --model" in _one_error_line(capsys.readouterr().err, "sft")
+    assert not ran
+    assert main(["sft", "--model", "tiny"]) == 0 and main(["train"]) == 0  # a preset named explicitly is fine
+    assert [(c.stage, c.model) for c in ran] == [("sft", "tiny"), ("pretrain", "tiny")]
+    # a config file may say the stage its command trains (configs/train/llada-8b-sft-lora.yaml does), not another
+    config = tmp_path / "sft.yaml"
+    config.write_text("stage: sft\nmodel: tiny\nmax_steps: 3\n")
+    assert main(["sft", "--config", str(config)]) == 0 and (ran[-1].stage, ran[-1].max_steps) == ("sft", 3)
+    assert main(["train", "--config", str(config)]) == 2
+    assert "llada train trains the pretrain stage" in _one_error_line(capsys.readouterr().err, "train")
+
+
+def test_a_resumed_run_says_where_it_resumed(tmp_path, capsys):
+    out = tmp_path / "pt"
+    assert main(["train", "--model", "debug", *_tiny_training(out)]) == 0
+    assert "resumed" not in capsys.readouterr().err
+    args = _tiny_training(out)
+    args[args.index("--max_steps") + 1] = "3"
+    assert main(["train", "--model", "debug", *args]) == 0
+    err = capsys.readouterr().err
+    latest = re.search(r"llada train: resumed from (\S+) at step (\d+)", err)
+    assert latest, err
+    assert Path(latest[1]).parent == out / "checkpoints" and Path(latest[1]).name.endswith(latest[2])

@@ -190,7 +190,7 @@ def test_device_choice(tmp_path, capsys):
     lm = LLaDAEvalLM(str(_save_model(tmp_path / "m", causal=False)), device=absent)
     assert lm.model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="no CUDA device; pass --device cpu"):
+        with pytest.raises(UserError, match="this machine has no cuda device; use one of: cpu"):
             _check_device("cuda")
 
 

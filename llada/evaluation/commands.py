@@ -4,8 +4,9 @@
     llada eval --model runs/quickstart/sft/model --baseline runs/quickstart-ar/sft/model \\
         --steps 8,16,32 --remasking low_confidence,random --block_length 8,32 --cfg_scale 0,0.5
 
-Writes `eval/report.md`, `eval/report.png` (accuracy against steps) and `eval/results.json` next to
-the model (or into --out_dir).
+Writes `report.md`, `report.png` (accuracy against steps) and `results.json` into --out_dir
+(default: runs/eval/NAME under the current directory, NAME from the model's path); never into the
+model directory, which may be read-only.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ def _floats(text: str | float, name: str) -> list[float]:
         return [float(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         raise UserError(f"--{name} takes comma-separated numbers, got {text!r}") from None
+
+
+def default_out_dir(model: str) -> Path:
+    """runs/eval/NAME under the current directory, NAME from the model path's last parts
+    (runs/quickstart/sft/model: quickstart-sft-model; GSAI-ML/LLaDA-8B-Base: GSAI-ML-LLaDA-8B-Base)."""
+    parts = [p for p in Path(model).expanduser().parts if p not in (Path(model).anchor, ".", "..", "runs")]
+    return Path("runs") / "eval" / ("-".join(parts[-3:]) or "model")
 
 
 def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = None,
@@ -64,11 +72,12 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
         seed: the world's seed and the sampling seed (default: the seed the model was trained with)
         world: the built-in world's size (default: the world the model was trained on, as its
             training_config.json records; --world.n_people 24 to choose one)
-        out_dir: where to write the report (default: MODEL/eval)
-        device: cpu, cuda, ... (default: cuda when available)
+        out_dir: where to write the report (default: runs/eval/NAME, NAME from the model's path)
+        device: cpu, cuda, mps (default: cuda when available)
         dtype: auto, float32, bfloat16
     """
     from llada.checkpoint import load
+    from llada.cli import output_dir, resolve_device
     from llada.evaluation.builtin import check_tasks, grid, heldout_likelihood, label, run_task, summary_line
     from llada.evaluation.report import write_report
     from llada.recipe import SAMPLER
@@ -80,6 +89,8 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
     remasking = SAMPLER.remasking if remasking is None else remasking
     cfg_scale = SAMPLER.cfg_scale if cfg_scale is None else cfg_scale
     temperature = SAMPLER.temperature if temperature is None else temperature
+    if seed is not None and not 0 <= seed < 2**63:
+        raise UserError(f"--seed must be an integer in [0, 2**63), got {seed}")
     task_list = check_tasks([t.strip() for t in tasks.split(",") if t.strip()])
     strategies = [r.strip() for r in remasking.split(",") if r.strip()]
     for r in strategies:
@@ -87,16 +98,15 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
             raise UserError(f"--remasking {r!r} is unknown; choose from {', '.join(REMASKING)}")
     settings = grid(_ints(steps, "steps"), _ints(block_length, "block_length"), strategies,
                     _floats(cfg_scale, "cfg_scale"), gen_length, temperature)
-    import torch
-
     from llada.train import trained_world
 
+    device = resolve_device(device)
+    out = output_dir(out_dir if out_dir else default_out_dir(model))
     trained = trained_world(model)
     if seed is None:
         seed = trained[0] if trained else 0
     if world is None:
         world = trained[1] if trained else WorldConfig()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = [("diffusion", model)] + ([("autoregressive", baseline)] if baseline else [])
     results, likelihood = [], {}
     for wanted, path in models:
@@ -119,8 +129,6 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
             print(f"{kind:<12} held-out NLL {'=' if lk['exact'] else '<='} {lk['nll_per_token']:.3f} nats/token "
                   f"(ppl {lk['perplexity']:.2f}, {lk['bits_per_byte']:.3f} bits/byte)")
         del bundle
-    out = Path(out_dir) if out_dir else Path(model) / "eval"
-    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"tasks": [asdict(r) for r in results],
                                                    "likelihood": likelihood}, indent=2))
     write_report(out, results, likelihood)

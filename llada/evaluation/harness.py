@@ -54,9 +54,9 @@ def _check_device(device: str | None) -> str | None:
         print(f"llada: device {device!r} is not present; using {'cuda' if torch.cuda.is_available() else 'cpu'}",
               file=sys.stderr)
         return None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} asked for, but this torch has no CUDA device; pass --device cpu")
-    return device
+    from llada.cli import resolve_device
+
+    return resolve_device(device)  # cuda without CUDA, mps without Metal, ...: a one-line error
 
 
 @register_model("llada")

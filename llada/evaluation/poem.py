@@ -150,11 +150,11 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
     Returns {"forward": {...}, "reverse": {...}} with n, accuracy, accuracy_se, exact, exact_se.
     Raises DataError for a bad data file, UserError / GenerationError for bad settings.
     """
-    import torch
-
     from llada.checkpoint import load
+    from llada.cli import output_dir, resolve_device
     from llada.sampling import SamplerOptions, sample_text
 
+    device = resolve_device(device)
     couplets = load_couplets(data)
     if limit is not None:
         if limit < 1:
@@ -164,7 +164,7 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     options = SamplerOptions(gen_length=gen_length, steps=steps, block_length=block_length, cfg_scale=cfg_scale,
                              logits_eos_inf=logits_eos_inf)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = output_dir(out_dir)
     bundle = load(model, dtype=dtype, device=device)
     net, tok = bundle.model.eval(), bundle.tokenizer
 
@@ -181,8 +181,6 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
     summary = summarize(records)
     settings = {"model": model, "data": str(data), **options.to_dict(), "steps": options.num_steps,
                 "block_length": options.block_size, "chat_template": True, "couplets": len(couplets)}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"settings": settings, "summary": summary, "items": records},
                                                  ensure_ascii=False, indent=2), encoding="utf-8")
     (out / "report.md").write_text(report(settings, summary), encoding="utf-8")

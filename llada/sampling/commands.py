@@ -42,12 +42,10 @@ def options_from_flags(flags: dict[str, Any]) -> Any:
 
 
 def _load(model: str, device: str | None, dtype: str | None):
-    import torch
-
     from llada.checkpoint import load
+    from llada.cli import resolve_device
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load(model, dtype=dtype, device=device)
+    return load(model, dtype=dtype, device=resolve_device(device))
 
 
 @sampler_flags

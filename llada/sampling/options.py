@@ -17,6 +17,7 @@ gen_length, temperature and seed; the rest configure the reverse process.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -186,23 +187,27 @@ def _check_sampling(o: SamplerOptions) -> None:
 
     if o.remasking not in REMASKING:
         raise GenerationError(f"unknown remasking {o.remasking!r}; choose one of: {', '.join(REMASKING)}")
-    if not o.temperature >= 0:
-        raise GenerationError(f"temperature must be >= 0, got {o.temperature}")
-    if not o.cfg_scale >= 0:
-        raise GenerationError(f"cfg_scale must be >= 0, got {o.cfg_scale}")
-    if o.seed is not None and (not isinstance(o.seed, int) or not 0 <= o.seed < 2**63):
+    for name in ("temperature", "cfg_scale"):
+        if not _finite(getattr(o, name)) or getattr(o, name) < 0:
+            raise GenerationError(f"{name} must be a finite number >= 0, got {getattr(o, name)!r}")
+    if o.seed is not None and (not isinstance(o.seed, int) or isinstance(o.seed, bool) or not 0 <= o.seed < 2**63):
         raise GenerationError(f"seed must be an integer in [0, 2**63), got {o.seed!r}")
 
 
 def _check_parallel(o: SamplerOptions) -> None:
-    if o.threshold is not None and not 0 < o.threshold <= 1:
-        raise GenerationError(f"threshold must be in (0, 1], got {o.threshold}")
-    if o.factor is not None and not o.factor > 0:
-        raise GenerationError(f"factor must be positive, got {o.factor}")
+    if o.threshold is not None and not (_finite(o.threshold) and 0 < o.threshold <= 1):
+        raise GenerationError(f"threshold must be in (0, 1], got {o.threshold!r}")
+    if o.factor is not None and not (_finite(o.factor) and o.factor > 0):
+        raise GenerationError(f"factor must be a finite number > 0, got {o.factor!r}")
     if o.threshold is not None and o.factor is not None:
         raise GenerationError("give threshold or factor, not both")
     if o.cache not in (None, *CACHES):
         raise GenerationError(f"unknown cache {o.cache!r}; choose one of: none, {', '.join(CACHES)}")
+
+
+def _finite(value: Any) -> bool:
+    """A real number that is neither NaN nor infinite (bools are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 _KINDS = {"gen_length": int, "steps": int, "block_length": int, "temperature": float, "cfg_scale": float,
