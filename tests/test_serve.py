@@ -361,6 +361,22 @@ def test_openai_client_defaults_and_common_fields_are_accepted(bundle):
                                          logprobs=False).choices[0].text == c.choices[0].text
 
 
+def test_several_prompts_in_one_request_are_several_choices(bundle):
+    tok = bundle.tokenizer
+    prompts = ["the cat", "a dog ran", "four"]
+    body = {"prompt": prompts, "max_tokens": 4, "steps": 4}
+    with running(bundle, delay=0.02) as (url, app):
+        r = httpx.post(url + "/v1/completions", json=body, timeout=60).json()
+        assert app.state.batch_sizes == [3]  # one batch
+    ids = [[tok.bos_token_id] + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    answers = [_reference_ids(bundle, p, steps=4, gen_length=4, block_length=4) for p in ids]
+    assert [c["index"] for c in r["choices"]] == [0, 1, 2]
+    assert [c["text"] for c in r["choices"]] == [tok.decode(a, skip_special_tokens=True).lstrip() for a in answers]
+    assert r["usage"]["prompt_tokens"] == sum(map(len, ids))
+    assert r["usage"]["completion_tokens"] == sum(map(len, answers))
+    assert r["usage"]["llada"] == {"steps": 4, "forwards": 4}  # the batch's passes, counted once
+
+
 @pytest.mark.parametrize("chat,fields,needle", [
     (True, {"presence_penalty": 0.5}, "presence_penalty"), (False, {"frequency_penalty": -1}, "frequency_penalty"),
     (True, {"logit_bias": {"5": 10}}, "logit_bias"), (True, {"n": 2}, "n: 2"), (False, {"best_of": 3}, "best_of"),
@@ -373,7 +389,7 @@ def test_openai_client_defaults_and_common_fields_are_accepted(bundle):
     (True, {"messages": [{"role": "tool", "content": "42", "tool_call_id": "c1"}]}, "tool"),
     (False, {"stop": ["a", "b", "c", "d", "e"]}, "the limit is 4"),
     (False, {"stop": ["x" * 300]}, "characters"),
-    (False, {"prompt": ["the cat", "a dog"], "stream": True}, "one prompt"),
+    (False, {"prompt": ["the cat", "a dog"], "stream": True}, "one prompt"), (False, {"prompt": ["a"] * 9}, "limit is 8"),
 ])
 def test_values_the_sampler_cannot_honour_are_400_saying_what_is_allowed(bundle, chat, fields, needle):
     base = {"messages": [{"role": "user", "content": "hi"}]} if chat else {"prompt": "hi"}
@@ -623,6 +639,7 @@ def test_logprobs_of_an_answer_add_up_to_its_estimate(bundle):
         echo0 = httpx.post(url + "/v1/completions", json={"prompt": "the cat sat", "max_tokens": 0, "echo": True},
                            timeout=60).json()
     lp = r["choices"][0]["logprobs"]
+    assert r["llada"]["logprobs"] == {"estimator": "Eq. 6 Monte-Carlo", "mc_num": 4, "seed": 2}
     answer = _reference_ids(bundle, prompt, steps=4, gen_length=4, block_length=4)
     assert len(lp["tokens"]) == r["usage"]["completion_tokens"] == len(answer)
     want = log_likelihood(bundle.model, prompt, answer, mc_num=4, generator=torch.Generator().manual_seed(2)).value
@@ -659,6 +676,11 @@ def test_lm_eval_local_completions_scores_as_the_library_does(bundle, tmp_path):
                                  tokenizer_backend="huggingface")
         reqs = [Instance("loglikelihood", {}, ("the cat sat on", cont), 0) for cont in (" the mat", greedy_text)]
         got = lm.loglikelihood(reqs, disable_tqdm=True)
+        until = lm.generate_until([Instance("generate_until", {}, ("the cat", {"until": ["mat"], "max_gen_toks": 6,
+                                                                               "steps": 6}), 0)], disable_tqdm=True)
+    ids = _reference_ids(bundle, tok("the cat", add_special_tokens=False)["input_ids"], steps=6, gen_length=6,
+                         block_length=6)
+    assert until == [tok.decode(ids, skip_special_tokens=True).lstrip().split("mat")[0]]
     for (value, is_greedy), (context, cont) in zip(got, [r.args for r in reqs], strict=True):
         whole = tok(context + cont, add_special_tokens=False)["input_ids"]
         c = tok(context, add_special_tokens=False)["input_ids"]

@@ -172,8 +172,9 @@ class Service:
         prompts = [p] if isinstance(p, str) or (p and isinstance(p[0], int)) else list(p)
         if not prompts or any(len(x) == 0 for x in prompts):
             raise RequestError(400, "the prompt is empty; give at least one character (or token id)")
-        if len(prompts) > self.cfg.max_batch:
-            raise RequestError(400, f"prompt: {len(prompts)} prompts in one request; the limit is {self.cfg.max_batch}")
+        most = min(self.cfg.max_batch, self.cfg.max_queue)  # they must fit the queue, and run as one batch
+        if len(prompts) > most:
+            raise RequestError(400, f"prompt: {len(prompts)} prompts in one request; the limit is {most}")
         bos = [self.roles.bos] if self.roles.bos is not None else []
         ids, texts = [], []
         for i, x in enumerate(prompts):
@@ -223,14 +224,10 @@ class Service:
 
     def _submit(self, jobs: list[Job]) -> None:
         """Queue every job of a request, or none of them (429)."""
-        for k, job in enumerate(jobs):
-            try:
-                self.batcher.submit(job)  # type: ignore[union-attr]
-            except QueueFull:
-                for queued in jobs[:k]:
-                    queued.cancelled.set()
-                raise RequestError(429, f"the request queue is full ({self.cfg.max_queue} waiting); "
-                                        "retry later") from None
+        try:
+            self.batcher.submit(*jobs)  # type: ignore[union-attr]
+        except QueueFull:
+            raise RequestError(429, f"the request queue is full ({self.cfg.max_queue} waiting); retry later") from None
 
     async def next_event(self, call: _Call, job: Job, request: Request) -> tuple[str, Any]:
         """The job's next event; RequestError 408 past the deadline or when the client went away."""
@@ -313,7 +310,10 @@ class Service:
         for k, d in enumerate(done):
             logprobs = None if call.top is None else await self.logprobs(call, k, d, request)
             answers.append(Answer(call.prompt_texts[k] + d.text if call.echo else d.text, d.reason, logprobs))
-        return call.reply.body(answers, self.usage(call, done), {"llada": call.options.to_dict()})
+        llada = call.options.to_dict()
+        if call.top is not None:  # how the logprobs were estimated
+            llada["logprobs"] = {"estimator": "Eq. 6 Monte-Carlo", "mc_num": self.cfg.mc_num, "seed": call.seed}
+        return call.reply.body(answers, self.usage(call, done), {"llada": llada})
 
     # ------------------------------------------------------------------------------ logprobs
     def score(self, prompt: list[int], completion: list[int], echo: bool, top: int, seed: int) -> Any:

@@ -69,11 +69,12 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name="llada-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, *jobs: Job) -> None:
+        """Queue the jobs together (one request's prompts batch together), or none of them: QueueFull."""
         with self._ready:
-            if len(self._waiting) >= self.max_queue:
+            if len(self._waiting) + len(jobs) > self.max_queue:
                 raise QueueFull
-            self._waiting.append(job)
+            self._waiting.extend(jobs)
             self._ready.notify()
 
     def queued(self) -> int:
