@@ -31,13 +31,16 @@ written; the last `keep_last` are kept.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from contextlib import nullcontext
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -75,6 +78,15 @@ def trained_world(model_dir: str | Path) -> tuple[int, WorldConfig] | None:
 
 class TrainingDiverged(UserError):
     """The loss or gradient became NaN or infinite."""
+
+
+class CheckpointWriteError(UserError, OSError):
+    """A checkpoint, the final model or the tokenizer could not be written (a full disk, say); the
+    partial copy is removed and what was written before is left whole."""
+
+
+TOKENIZER_RECIPE = "llada_tokenizer.json"
+"""Written last into out_dir/tokenizer: the settings its BPE was trained with (see `_earlier_tokenizer`)."""
 
 
 @dataclass
@@ -307,21 +319,68 @@ class Trainer:
         return LLaDAModel(model_config)
 
     def _scratch_tokenizer(self, resume_dir: Path | None) -> Any:
-        """The checkpoint's tokenizer when resuming, out_dir/tokenizer when an earlier run trained
-        one, else a BPE trained now on the stage's texts (and saved there)."""
+        """The checkpoint's tokenizer when resuming, out_dir/tokenizer when an earlier run of these
+        settings trained one, else a BPE trained now on the stage's texts (and saved there, atomically)."""
         from transformers import AutoTokenizer
 
         tok_dir = self.out / "tokenizer"
         if resume_dir is not None:
             return AutoTokenizer.from_pretrained(resume_dir)
-        if tok_dir.exists():
-            return AutoTokenizer.from_pretrained(tok_dir)
+        earlier = self._earlier_tokenizer(tok_dir)
+        if earlier is not None:
+            return earlier
         from llada.tokenizer import train_tokenizer
 
         tokenizer = train_tokenizer(self.texts_for_tokenizer(), vocab_size=self.cfg.vocab_size)
+        self.acc.wait_for_everyone()  # every process has looked at the earlier one before it is replaced
         if self.acc.is_main_process:
-            tokenizer.save_pretrained(tok_dir)
+            tmp = self.out / ".tmp-tokenizer"
+            with self._writing(tmp, f"the tokenizer to {tok_dir}"):
+                shutil.rmtree(tmp, ignore_errors=True)
+                tokenizer.save_pretrained(tmp)
+                (tmp / TOKENIZER_RECIPE).write_text(json.dumps(self._tokenizer_recipe(), indent=2) + "\n")
+                fsync_tree(tmp)
+                _replace_dir(tmp, tok_dir)
         return tokenizer
+
+    def _tokenizer_recipe(self) -> dict[str, Any]:
+        """What a scratch tokenizer depends on: the vocabulary size and the texts it is trained on."""
+        now = dataclasses.asdict(self.cfg)
+        return {k: now[k] for k in ("vocab_size", "stage", "data", "world", "seed")}
+
+    def _earlier_tokenizer(self, tok_dir: Path) -> Any | None:
+        """out_dir/tokenizer if an earlier run trained it with these settings, else None, saying why.
+
+        It is only there when no checkpoint is (a resume reads the checkpoint's own tokenizer), so
+        nothing was trained with it: one that is damaged, half written (no recipe file, which goes in
+        last) or trained for other settings (--vocab_size, --data) is replaced by a new one."""
+        from transformers import AutoTokenizer
+
+        from llada.tokenizer import config_ids
+
+        if not tok_dir.exists():
+            return None
+        try:
+            saved = json.loads((tok_dir / TOKENIZER_RECIPE).read_text())
+            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+            config_ids(tokenizer)  # it has the mask and EOS tokens
+        except Exception as e:  # noqa: BLE001 - a damaged directory fails in many ways
+            why = f"it has no {TOKENIZER_RECIPE}, which is written last" if isinstance(e, FileNotFoundError) \
+                else f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            self._note(f"{tok_dir} is damaged or unfinished ({why}); training a new tokenizer in its place")
+            return None
+        recipe = json.loads(json.dumps(self._tokenizer_recipe()))
+        changed = [f"--{k} {saved.get(k)!r}, now {v!r}" for k, v in recipe.items() if saved.get(k) != v]
+        if changed:
+            self._note(f"{tok_dir} was trained for other settings ({'; '.join(changed)}); no checkpoint uses it, "
+                       "so a new tokenizer is trained in its place")
+            return None
+        return tokenizer
+
+    def _note(self, message: str) -> None:
+        """A warning the user should read, once (from the main process)."""
+        if self.acc.is_main_process:
+            logger.warning(message)
 
     def texts_for_tokenizer(self) -> list[str]:
         """What a fresh tokenizer is trained on: the stage's training texts."""
@@ -355,6 +414,10 @@ class Trainer:
         hook = self.acc.register_load_state_pre_hook(self._restore_weights)
         try:
             self.acc.load_state(str(resume_dir / "trainer"))
+        except Exception as e:  # noqa: BLE001 - damage `checkpoint_problem` cannot see without reading it all
+            raise CheckpointError(f"cannot resume from {resume_dir}: its trainer state does not load "
+                                  f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+                                  "--resume an earlier checkpoint, or move it away") from None
         finally:
             hook.remove()
         self.step = json.loads((resume_dir / "trainer" / "state.json").read_text())["step"]
@@ -461,12 +524,41 @@ class Trainer:
                                 "or choose another --out_dir")
             return None
         if cfg.resume == "auto":
-            found = self.checkpoints()
-            return found[-1] if found else None
+            return self._latest_whole_checkpoint()
         path = Path(cfg.resume)
         if not (path / "trainer" / "state.json").exists():
             raise UserError(f"--resume {path}: not a checkpoint (no trainer/state.json)")
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            raise CheckpointError(f"--resume {path}: the checkpoint is damaged ({problem})")
         return path
+
+    def _latest_whole_checkpoint(self) -> Path | None:
+        """The latest checkpoint that is whole. Later ones that are damaged (a file cut short by a
+        full disk, a state.json that does not parse) are set aside as damaged-step-N, saying so, and
+        the run falls back to the one before; with none whole, it stops rather than start afresh."""
+        found = self.checkpoints()
+        damaged = []
+        for ckpt in reversed(found):
+            problem = checkpoint_problem(ckpt)
+            if problem is None:
+                break
+            damaged.append((ckpt, problem))
+        else:
+            if found:
+                shown = "; ".join(f"{c.name}: {p}" for c, p in damaged)
+                raise CheckpointError(f"no checkpoint in {self.ckpt_root} is whole ({shown}); move them away "
+                                      "to start afresh, or --resume a copy you trust")
+            return None
+        self.acc.wait_for_everyone()  # every process chose the same one before any is moved
+        for bad, problem in damaged:
+            aside = _unused(self.ckpt_root / f"damaged-{bad.name}")
+            if self.acc.is_main_process:
+                os.replace(bad, aside)
+            self._note(f"{bad} is damaged ({problem}); resuming from {ckpt.name}, the latest whole checkpoint "
+                       f"(the damaged one is kept as {aside.name})")
+        self.acc.wait_for_everyone()
+        return ckpt
 
     def _check_compatible(self, ckpt: Path) -> None:
         saved = json.loads((ckpt / "trainer" / "state.json").read_text())["config"]
@@ -486,26 +578,49 @@ class Trainer:
         final = self.ckpt_root / f"step-{self.step:06d}"
         tmp = self.ckpt_root / f".tmp-step-{self.step:06d}"
         self.acc.wait_for_everyone()
+        with self._writing(tmp, f"checkpoint {final}"):
+            if self.acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            self.acc.wait_for_everyone()
+            hook = self.acc.register_save_state_pre_hook(_no_model_weights)
+            try:
+                self.acc.save_state(str(tmp / "trainer"))  # optimizer, scheduler, RNG (+ model shards under FSDP)
+            finally:
+                hook.remove()
+            self._save_model_dir(tmp)
+            if self.acc.is_main_process:
+                state = {"step": self.step, "config": dataclasses.asdict(self.cfg), "time": time.time()}
+                state["config"]["_global_batch"] = self.global_batch
+                (tmp / "trainer" / "state.json").write_text(json.dumps(state, indent=2))
+                fsync_tree(tmp)
+        self.acc.wait_for_everyone()  # every process has written its share (its RNG state) into tmp
         if self.acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self.acc.wait_for_everyone()
-        hook = self.acc.register_save_state_pre_hook(_no_model_weights)
-        try:
-            self.acc.save_state(str(tmp / "trainer"))  # optimizer, scheduler, RNG (+ model shards under FSDP)
-        finally:
-            hook.remove()
-        self._save_model_dir(tmp)
-        if self.acc.is_main_process:
-            state = {"step": self.step, "config": dataclasses.asdict(self.cfg), "time": time.time()}
-            state["config"]["_global_batch"] = self.global_batch
-            (tmp / "trainer" / "state.json").write_text(json.dumps(state, indent=2))
-            fsync_tree(tmp)
-            os.replace(tmp, final)
-            for old in self.checkpoints()[: -self.cfg.keep_last]:
+            _replace_dir(tmp, final)
+            # prune only what is older: a checkpoint past this step is another run's future
+            done = [c for c in self.checkpoints() if c.name <= final.name]
+            for old in done[: -self.cfg.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
         self.acc.wait_for_everyone()
         return final
+
+    @contextmanager
+    def _writing(self, tmp: Path, what: str) -> Iterator[None]:
+        """An OSError while writing `what` into `tmp` (a full disk) becomes one line, and the partial
+        `tmp` is removed at once; what was written before (earlier checkpoints) is left whole."""
+        try:
+            yield
+        except OSError as e:
+            if self.acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            found = self.checkpoints()
+            then = f"rerun to continue from {found[-1].name}" if found else "rerun"
+            space = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            err = CheckpointWriteError(f"could not write {what}: {e.strerror or e}"
+                                       f"{f' ({e.filename})' if e.filename else ''}; nothing written before was "
+                                       f"touched: {'free some space and ' if space else ''}{then}")
+            err.errno = e.errno
+            raise err from None
 
     def _save_model_dir(self, path: Path) -> None:
         """The model directory of the weights being trained: a checkpoint's (beside trainer/, which
@@ -599,13 +714,14 @@ class Trainer:
                 writer.close()
         final = self.out / "model"
         tmp = self.out / ".tmp-model"
+        with self._writing(tmp, f"the model to {final}"):
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            self._save_model_dir(tmp)
+            if main:
+                fsync_tree(tmp)
+                _replace_dir(tmp, final)
         if main:
-            shutil.rmtree(tmp, ignore_errors=True)
-        self._save_model_dir(tmp)
-        if main:
-            fsync_tree(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
             self.data.report()
             plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
         self.acc.wait_for_everyone()
@@ -669,6 +785,60 @@ def _no_model_weights(models: list[torch.nn.Module], weights: list[dict[str, tor
     model from there (`Trainer._build_model`, `_restore_weights`), so a checkpoint stores them once.
     Under FSDP accelerate writes its model shards before this hook runs, and reads them on resume."""
     weights.clear()
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why checkpoint directory `ckpt` cannot be resumed from, or None when it looks whole.
+
+    Cheap, reading headers rather than tensors: trainer/state.json parses and names a step, the
+    model directory has its config and weights, every torch file is a whole zip archive (its
+    directory is at the end, so a file cut short has none), every safetensors header covers its
+    file, every JSON file parses."""
+    from safetensors import safe_open
+
+    try:
+        state = json.loads((ckpt / "trainer" / "state.json").read_text())
+        if not isinstance(state["step"], int) or not isinstance(state["config"], dict):
+            raise ValueError("no step and config")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"trainer/state.json: {e}"
+    if not (ckpt / "config.json").is_file() or not any(ckpt.glob("model*.safetensors")):
+        return "no config.json or model*.safetensors"
+    for f in sorted(p for p in ckpt.rglob("*") if p.is_file()):
+        name = f.relative_to(ckpt)
+        try:
+            if f.suffix in (".bin", ".pkl", ".pt"):
+                with zipfile.ZipFile(f):
+                    pass
+            elif f.suffix == ".safetensors":
+                with safe_open(str(f), framework="pt"):
+                    pass
+            elif f.suffix == ".json":
+                json.loads(f.read_text())
+        except Exception as e:  # noqa: BLE001 - each reader has its own error types
+            return f"{name} is damaged or cut short: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+    return None
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Rename directory `tmp` to `final`, replacing what is there: the old one is renamed aside
+    first (a rename cannot replace a directory that has files) and removed last."""
+    if final.exists():
+        old = _unused(final.with_name(f".tmp-old-{final.name}"))
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def _unused(path: Path) -> Path:
+    """`path`, or path.1, path.2, ... whichever does not exist yet."""
+    n, out = 0, path
+    while out.exists():
+        n += 1
+        out = path.with_name(f"{path.name}.{n}")
+    return out
 
 
 def _grad_norm(module: torch.nn.Module) -> torch.Tensor:

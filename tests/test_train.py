@@ -172,11 +172,9 @@ def test_crash_during_save_leaves_previous_checkpoints_whole(tmp_path, corpus, m
     with pytest.raises(OSError, match="disk full"):
         Trainer(cfg).fit()
     root = Path(cfg.out_dir) / "checkpoints"
-    assert [p.name for p in root.glob("step-*")] == ["step-000002"]
-    assert list(root.glob(".tmp-*"))  # the half-written one is only a temporary
+    assert sorted(p.name for p in root.iterdir()) == ["step-000002"]  # the half-written one is removed at once
     monkeypatch.setattr(ck, "save_state_dict", real)
-    trainer = Trainer(cfg)  # resumes from step 2 and cleans the temporary
-    assert trainer.step == 2 and not list(root.glob(".tmp-*"))
+    assert Trainer(cfg).step == 2
 
 
 def test_incompatible_resume_is_refused(tmp_path, corpus):
@@ -450,6 +448,44 @@ def test_sft_drops_the_conversations_with_nothing_to_learn_and_counts_them(tmp_p
     assert m["loss"] > 0 and m["grad_norm"] > 0
 
 
+# ------------------------------------------------------------------ what an earlier run left in out_dir
+
+
+def test_a_tokenizer_left_in_out_dir_is_reused_only_when_whole_and_trained_for_these_settings(tmp_path, corpus,
+                                                                                             caplog, monkeypatch):
+    """A failed run leaves out_dir/tokenizer (and no checkpoint). The next run reuses it for the same
+    settings, trains a new one when --vocab_size changed or it is damaged (saying which), and a kill
+    while it is saved leaves no half-written tokenizer behind."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok_dir = tmp_path / "run" / "tokenizer"
+    first = Trainer(_cfg(tmp_path, corpus)).tokenizer
+    with caplog.at_level("WARNING", logger="llada"):
+        assert Trainer(_cfg(tmp_path, corpus)).tokenizer.get_vocab() == first.get_vocab()
+        assert "tokenizer" not in caplog.text
+        bigger = Trainer(_cfg(tmp_path, corpus, vocab_size=400)).tokenizer
+    assert "was trained for other settings (--vocab_size 300, now 400); no checkpoint uses it, so a new " \
+           "tokenizer is trained in its place" in caplog.text
+    assert len(bigger) == 400 and len(first) == 300
+    text = (tok_dir / "tokenizer.json").read_text()
+    (tok_dir / "tokenizer.json").write_text(text[: len(text) // 2])  # cut short
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="llada"):
+        again = Trainer(_cfg(tmp_path, corpus, vocab_size=400)).tokenizer
+    assert f"{tok_dir} is damaged or unfinished (" in caplog.text
+    assert again.get_vocab() == bigger.get_vocab()
+
+    def killed(self, path, *a, **kw):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "tokenizer_config.json").write_text("{")
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_cfg(tmp_path, corpus, vocab_size=350))
+    assert (tok_dir / "tokenizer.json").read_text() == text  # the whole one it was replacing is untouched
+
+
 def test_metrics_of_killed_runs_are_not_repeated(tmp_path, corpus, monkeypatch):
     """Runs killed before their first checkpoint, after it, and in the middle of writing a line:
     metrics.jsonl ends with each step once (a line cut short used to make every rerun crash)."""
@@ -475,3 +511,58 @@ def test_metrics_of_killed_runs_are_not_repeated(tmp_path, corpus, monkeypatch):
                 f.write(f'{{"step": {step + 1}, "lo')  # the kill fell in the middle of a line
     Trainer(cfg).fit()
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+# ------------------------------------------------------------------ damaged checkpoints and a full disk
+
+
+@pytest.mark.parametrize("damage", ["optimizer.bin cut short", "state.json cut short"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, corpus, caplog, damage):
+    cfg = _cfg(tmp_path, corpus, max_steps=6, save_every=2)
+    first = Trainer(cfg)
+    for _ in range(2):
+        first.train_step(), first.train_step()
+        first.save_checkpoint()
+    root = tmp_path / "run" / "checkpoints"
+    victim = root / "step-000004" / "trainer" / damage.split()[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with caplog.at_level("WARNING", logger="llada"):
+        resumed = Trainer(cfg)
+    assert resumed.step == 2
+    lines = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert lines[0].startswith(f"{root / 'step-000004'} is damaged (")
+    assert lines[0].endswith("resuming from step-000002, the latest whole checkpoint (the damaged one is "
+                             "kept as damaged-step-000004)")
+    resumed.fit()  # writes step 4 again
+    assert sorted(p.name for p in root.iterdir()) == ["damaged-step-000004", "step-000002", "step-000004"]
+
+
+def test_a_full_disk_while_saving_is_one_line_and_leaves_the_earlier_checkpoints(tmp_path, corpus, monkeypatch):
+    import errno
+
+    from llada.train import checkpoint_problem
+
+    cfg = _cfg(tmp_path, corpus, max_steps=6, save_every=2)
+    save = torch.save
+
+    def full_disk(obj, f, *a, **kw):
+        if "step-000004" in str(f):
+            Path(f).write_bytes(b"\0" * 64)  # what fitted
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+        return save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(UserError) as failed:
+        Trainer(cfg).fit()
+    message = str(failed.value)
+    assert "\n" not in message and isinstance(failed.value, OSError) and failed.value.errno == errno.ENOSPC
+    assert message.startswith(f"could not write checkpoint {tmp_path / 'run' / 'checkpoints' / 'step-000004'}: "
+                              "No space left on device (")
+    assert message.endswith("; nothing written before was touched: free some space and rerun to continue from "
+                            "step-000002")
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step-000002"]  # nothing half-written, not even a temporary
+    assert checkpoint_problem(root / "step-000002") is None
+    monkeypatch.undo()
+    assert Trainer(cfg).step == 2
