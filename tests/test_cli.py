@@ -397,3 +397,73 @@ def test_a_resumed_run_says_where_it_resumed(tmp_path, capsys):
     latest = re.search(r"llada train: resumed from (\S+) at step (\d+)", err)
     assert latest, err
     assert Path(latest[1]).parent == out / "checkpoints" and Path(latest[1]).name.endswith(latest[2])
+
+
+# ------------------------------------------------------------------ llada chat
+
+class _Terminal(io.StringIO):
+    """Standard output that records each write, to see an answer arrive in pieces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_chat_writes_the_answer_as_it_settles(model_dir, bundle, monkeypatch):
+    prompt = "what is two plus two"
+    out = _Terminal()
+    monkeypatch.setattr("sys.stdin", io.StringIO(prompt + "\n"))
+    monkeypatch.setattr("sys.stdout", out)
+    assert main(["chat", "--model", str(model_dir), "--steps", "8", "--gen_length", "8", "--block_length", "2",
+                 *FLAGS]) == 0
+    start = out.writes.index("llada> ") + 1
+    end = next(i for i in range(start, len(out.writes)) if out.writes[i].endswith("\n"))
+    pieces = out.writes[start: end + 1]
+    want = expected_answer(bundle, prompt, steps=8, gen_length=8, block_length=2)
+    assert "".join(pieces) == want + "\n"
+    assert len([p for p in pieces if p.strip()]) >= 2  # blocks of 2: the text arrives block by block
+
+
+def test_chat_commands_reset_settings_set_help(model_dir, bundle, capsys, monkeypatch):
+    lines = ["/help", "/settings", "/set steps 4", "/set temperature warm", "/set", "/nope",
+             "what is two plus two", "/reset", "the cat", "exit", "never read"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(f"{line}\n" for line in lines)))
+    assert main(["chat", "--model", str(model_dir), "--steps", "8", "--gen_length", "8", "--block_length", "8",
+                 *FLAGS]) == 0
+    out = capsys.readouterr().out
+    assert all(c in out for c in ("/reset", "/settings", "/set NAME VALUE", "/help"))  # /help lists them
+    assert "  steps = 8\n" in out and "  steps = 4\n" in out and "  gen_length = 8\n" in out
+    assert "error: temperature must be float, got 'warm'" in out
+    assert "usage: /set NAME VALUE" in out and "unknown command /nope" in out
+    replies = re.findall(r"llada> (.*)\n", out)
+    first = expected_answer(bundle, "what is two plus two", steps=4, gen_length=8, block_length=8)
+    alone = expected_answer(bundle, "the cat", steps=4, gen_length=8, block_length=8)
+    history = [{"role": "user", "content": "what is two plus two"}, {"role": "assistant", "content": first},
+               {"role": "user", "content": "the cat"}]
+    assert alone != expected_answer(bundle, history, steps=4, gen_length=8, block_length=8)  # /reset shows
+    assert replies == [first, alone]
+    assert out.count("you> ") == len(lines) - 1  # `exit` quit before the last line
+
+
+def test_chat_edits_lines_on_a_terminal(model_dir, monkeypatch):
+    pytest.importorskip("readline")
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delitem(__import__("sys").modules, "readline")
+    monkeypatch.setattr("sys.stdin", Tty("\n"))
+    assert main(["chat", "--model", str(model_dir), *FLAGS]) == 0
+    assert "readline" in __import__("sys").modules  # input() now has line editing and history
+
+
+@pytest.mark.parametrize("errors", ["strict", "surrogateescape"])
+def test_chat_refuses_input_that_is_not_utf8(model_dir, capsys, monkeypatch, errors):
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\n"), encoding="utf-8", errors=errors))
+    assert main(["chat", "--model", str(model_dir), *FLAGS]) == 2
+    assert "the input is not UTF-8 text" in _one_error_line(capsys.readouterr().err, "chat")

@@ -82,32 +82,124 @@ def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool 
 @sampler_flags
 def chat(model: str = "runs/quickstart/sft/model", device: str | None = None, dtype: str | None = None,
          **options: Any) -> None:
-    """Multi-turn chat in the terminal; an empty line, `exit` or end of input quits.
+    """Multi-turn chat in the terminal: each answer is written as its text settles, left to right.
+    An empty line, `exit` or end of input quits; /help lists the commands (/reset, /settings, /set).
 
     Args:
         model: a model directory
-        device: cpu or cuda
+        device: cpu or cuda (default: cuda when available)
         dtype: float32, bfloat16 or float16
     """
-    from llada.sampling.text import sample_text
-
     opts = options_from_flags(options)
     bundle = _load(model, device, dtype)
-    messages: list[dict[str, str]] = []
-    print("chat with the model; an empty line or `exit` quits")
+    _line_editing()
+    session = _Chat(bundle, opts)
+    print("chat with the model; an empty line or `exit` quits, /help lists the commands")
     while True:
-        try:
-            line = input("you> ").strip()
-        except EOFError:
+        line = _read_line("you> ")
+        if line is None or line in ("", "exit", "/exit", "/quit"):
             break
-        if not line or line == "exit":
-            break
-        messages.append({"role": "user", "content": line})
+        if line.startswith("/"):
+            session.command(line)
+        else:
+            session.turn(line)
+
+
+CHAT_HELP = """commands:
+  /reset              forget the conversation so far
+  /settings           print the sampler options in use
+  /set NAME VALUE     change one option, e.g. /set steps 32 or /set temperature 0.7
+  /help               this list
+  exit (or an empty line, or end of input) quits"""
+
+
+def _line_editing() -> None:
+    """Arrow keys, line editing and the history of this session for `input()` on a terminal."""
+    if sys.stdin.isatty():
         try:
-            reply = sample_text(bundle.model, bundle.tokenizer, [messages], opts)[0]
+            import readline  # noqa: F401  (imported for its effect on input())
+        except ImportError:  # Windows without pyreadline: plain input
+            pass
+
+
+def _read_line(prompt: str) -> str | None:
+    """A line of the user's input, stripped; None at end of input. Input that is not UTF-8 text
+    (a non-UTF-8 terminal or file) is a UserError."""
+    from llada.errors import UserError
+
+    try:
+        line = input(prompt)
+        line.encode("utf-8")  # bytes a surrogateescape stdin could not decode fail here
+    except EOFError:
+        return None
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        raise UserError("the input is not UTF-8 text; set a UTF-8 locale (LANG=C.UTF-8) or convert it "
+                        "(iconv -t UTF-8)") from None
+    return line.strip()
+
+
+class _Chat:
+    """One conversation: its messages and sampler options, the slash commands that change them."""
+
+    def __init__(self, bundle: Any, options: Any) -> None:
+        self.bundle, self.options = bundle, options
+        self.messages: list[dict[str, str]] = []
+
+    def turn(self, line: str) -> None:
+        self.messages.append({"role": "user", "content": line})
+        try:
+            reply = stream_reply(self.bundle, self.messages, self.options)
         except GenerationError as e:
             print(f"error: {e}")
-            messages.pop()
-            continue
-        print(f"llada> {reply}")
-        messages.append({"role": "assistant", "content": reply})
+            self.messages.pop()
+            return
+        self.messages.append({"role": "assistant", "content": reply})
+
+    def command(self, line: str) -> None:
+        name, *args = line.split()
+        if name == "/help":
+            print(CHAT_HELP)
+        elif name == "/reset":
+            self.messages.clear()
+            print("(the conversation is forgotten)")
+        elif name == "/settings":
+            print("\n".join(f"  {k} = {v}" for k, v in self.options.to_dict().items()))
+        elif name == "/set" and len(args) == 2:
+            self._set(*args)
+        elif name == "/set":
+            print("usage: /set NAME VALUE, e.g. /set steps 32; /settings lists the names")
+        else:
+            print(f"unknown command {name}; /help lists them")
+
+    def _set(self, key: str, value: str) -> None:
+        try:
+            self.options = self.options.replace(**{key: value})
+        except GenerationError as e:
+            print(f"error: {e}")
+            return
+        print(f"  {key} = {getattr(self.options, key)}")
+
+
+def stream_reply(bundle: Any, messages: list[dict[str, str]], options: Any, out: Any = None) -> str:
+    """Answer `messages`, writing `llada> ` and then the answer to `out` (stdout) as its text
+    settles: after each step, the text up to the first position still masked (or the end of the
+    answer) is final, and what it adds is written. Returns the answer, as `sample_text` gives it."""
+    from llada.sampling.text import decode_response, settled_text, stream_text
+
+    out = out or sys.stdout
+    stops, mask_id = bundle.config.roles.stops, bundle.config.roles.mask
+    out.write("llada> ")
+    out.flush()
+    shown, state = "", None
+    for state, _ in stream_text(bundle.model, bundle.tokenizer, messages, options):
+        text = settled_text(bundle.tokenizer, state, mask_id, stops)
+        if text.startswith(shown) and len(text) > len(shown):
+            out.write(text[len(shown):])
+            out.flush()
+            shown = text
+    reply = decode_response(bundle.tokenizer, state.canvas[0, state.prompt_length:], stops)
+    # the whole answer is what was shown plus the rest; should decoding have joined the pieces
+    # differently, the answer is written again in full
+    out.write(reply[len(shown):] + "\n" if reply.startswith(shown) else f"\nllada> {reply}\n")
+    out.flush()
+    return reply

@@ -66,6 +66,16 @@ def decode_response(tokenizer: Any, ids: torch.Tensor | list[int], stop_ids: tup
     return tokenizer.decode(cut_at_stop(ids, stop_ids)[0], skip_special_tokens=True).strip()
 
 
+def settled_text(tokenizer: Any, state: StepState, mask_id: int, stop_ids: tuple[int | None, ...], row: int = 0) -> str:
+    """The part of a response row's text that later steps cannot change: its tokens up to the first
+    one still masked (or the first EOS / end-of-turn), decoded as `decode_response` decodes them,
+    less a trailing character whose bytes are not all there yet and trailing spaces (held back
+    until more follows). For a terminal that prints an answer as it settles."""
+    ids = state.canvas[row, state.prompt_length:].tolist()
+    end = next((k for k, t in enumerate(ids) if t == mask_id or t in stop_ids), len(ids))
+    return tokenizer.decode(ids[:end], skip_special_tokens=True).rstrip("\ufffd").strip()
+
+
 def sample_text(model: LLaDAModel, tokenizer: Any, prompts: str | list[str] | list[list[dict[str, str]]],
                 options: SamplerOptions | None = None, *, chat: bool = True, generator: torch.Generator | None = None,
                 **overrides: Any) -> list[str]:
