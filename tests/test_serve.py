@@ -458,6 +458,8 @@ def test_serve_beyond_loopback_when_the_user_says_so(monkeypatch, bundle):
     for args in (["--host", "0.0.0.0", "--api_key", "k"], ["--host", "0.0.0.0", "--allow_unauthenticated", "true"]):
         app, ran = _serve_cli(monkeypatch, bundle, args)
         assert app is not None and ran["host"] == "0.0.0.0"
+    app, _ = _serve_cli(monkeypatch, bundle, ["--allowed_hosts", "llada.lan, Box.Lan."])
+    assert app.state.service.cfg.allowed_hosts == ("llada.lan", "box.lan")
 
 
 def test_pages_elsewhere_cannot_drive_a_local_server(bundle):
@@ -544,13 +546,13 @@ def test_usage_counts_generated_tokens_up_to_the_stop_and_the_samplers_work(bund
         assert r["usage"]["total_tokens"] == r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"]
 
 
-def test_per_step_text_work_stays_off_the_event_loop(bundle, monkeypatch):
+def test_text_work_stays_off_the_event_loop(bundle, monkeypatch):
     import asyncio
 
     from llada.serve.app import Service
 
     on_loop = []
-    for name in ("settled_text", "state_extra", "finish"):
+    for name in ("settled_text", "state_extra", "finish", "completion_prompts"):
         original = getattr(Service, name)
 
         def spy(self, *a, _original=original, **k):
@@ -568,7 +570,7 @@ def test_per_step_text_work_stays_off_the_event_loop(bundle, monkeypatch):
         with httpx.stream("POST", url + "/v1/completions", json=body, timeout=30) as r:
             assert sum(1 for line in r.iter_lines() if line.startswith("data: {")) >= 8
         assert httpx.post(url + "/v1/completions", json={**body, "stream": False}, timeout=30).status_code == 200
-    assert len(on_loop) >= 17 and not any(on_loop)
+    assert len(on_loop) >= 19 and not any(on_loop)
 
 
 # ---- logprobs: the Eq. 6 estimator in OpenAI's legacy format --------------------------------------------------

@@ -194,10 +194,14 @@ class Service:
             raise RequestError(400, f"prompt[{i}]: token id {bad} is not a token of this model "
                                     f"(ids are 0..{vocab - 1}, the mask id {mask} excepted)")
 
-    def accept(self, req: Any, chat: bool) -> _Call:
-        """Check, encode, choose the options, and queue one request."""
+    def prompts(self, req: Any, chat: bool) -> tuple[list[list[int]], list[str]]:
+        """The request checked and its prompts encoded (ids, echo texts): run off the event loop."""
         schema.check_supported(req, chat)
-        prompts, texts = ([self.chat_prompt(req)], [""]) if chat else self.completion_prompts(req)
+        return ([self.chat_prompt(req)], [""]) if chat else self.completion_prompts(req)
+
+    def accept(self, req: Any, chat: bool, encoded: tuple[list[list[int]], list[str]]) -> _Call:
+        """Choose the options and queue one request, given its prompts (`prompts`)."""
+        prompts, texts = encoded
         options, limit = schema.sampler_options(req, self.cfg.options, self.cfg.max_gen_tokens)
         top = None if chat else schema.top_logprobs(req)
         if req.stream and (len(prompts) > 1 or top is not None):
@@ -535,7 +539,7 @@ def _add_routes(app: FastAPI, service: Service, cfg: ServeConfig) -> None:
 
     async def handle(request: Request, chat: bool) -> Any:
         req = schema.parse(ChatRequest if chat else CompletionRequest, await body_of(request))
-        call = service.accept(req, chat)
+        call = service.accept(req, chat, await asyncio.to_thread(service.prompts, req, chat))
         if not req.stream:
             return await service.complete(call, request)
         return StreamingResponse(service.stream(call, request), media_type="text/event-stream",
@@ -587,7 +591,7 @@ def _check_exposure(host: str, port: int, api_key: str | None, allow_unauthentic
 def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", port: int = 8000,
           device: str | None = None, dtype: str = "auto", max_batch: int = 8, max_queue: int = 64,
           timeout_s: float = 120.0, max_gen_tokens: int = 256, api_key: str | None = None,
-          served_model_name: str | None = None, mc_num: int = 32, allowed_hosts: list[str] | None = None,
+          served_model_name: str | None = None, mc_num: int = 32, allowed_hosts: str | None = None,
           allow_unauthenticated: bool = False, **options: Any) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, with a chat page at /.
 
@@ -604,7 +608,7 @@ def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", por
         api_key: require "Authorization: Bearer <key>" on /v1/* (or set LLADA_API_KEY)
         served_model_name: the model id /v1/models reports (default: the model directory's name)
         mc_num: Monte-Carlo samples of each Eq. 6 estimate behind "logprobs" on /v1/completions
-        allowed_hosts: Host header names to answer besides loopback and the bound address ("*": any)
+        allowed_hosts: Host header names to answer besides loopback and the bound address, comma-separated ("*": any)
         allow_unauthenticated: serve beyond loopback without an API key
 
     The sampler flags below set what a request does not: a request's own fields and "preset" win.
@@ -617,7 +621,8 @@ def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", por
 
     cfg = ServeConfig(model_name=served_model_name or os.path.basename(os.path.normpath(model)), max_batch=max_batch,
                       max_queue=max_queue, timeout_s=timeout_s, max_gen_tokens=max_gen_tokens, api_key=api_key,
-                      mc_num=mc_num, allowed_hosts=tuple(allowed_hosts or ()), options=options_from_flags(options))
+                      mc_num=mc_num, allowed_hosts=tuple(h for h in (allowed_hosts or "").split(",") if h.strip()),
+                      options=options_from_flags(options))
     import torch
     import uvicorn
 
