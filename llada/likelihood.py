@@ -27,6 +27,7 @@ so `mc_num` need not be a multiple of `batch_size`.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -117,6 +118,39 @@ def _check_pairs(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], max_lengt
                                   f"exceed the model's max_sequence_length {max_length}; shorten the context")
 
 
+def _check_ids(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], vocab_size: int,
+               suffixes: Sequence[Sequence[int]] | None = None) -> None:
+    """Every pair is (prompt ids, response ids) and every id an integer in [0, vocab_size): a
+    LikelihoodError that names the argument otherwise (a float id would be truncated, a negative
+    or too large one would index past the embedding)."""
+    if isinstance(pairs, (str, bytes, dict)) or not hasattr(pairs, "__len__"):
+        raise LikelihoodError(f"pairs must be a list of (prompt ids, response ids) pairs, got {type(pairs).__name__}")
+    if len(pairs) == 0:
+        raise LikelihoodError("pairs is empty; give at least one (prompt ids, response ids) pair")
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, (str, bytes, dict)) or not hasattr(pair, "__len__") or len(pair) != 2:
+            raise LikelihoodError(f"pair {i} must be (prompt ids, response ids), got {pair!r:.80}")
+        _check_token_ids(pair[0], f"pair {i}: the prompt", vocab_size)
+        _check_token_ids(pair[1], f"pair {i}: the response", vocab_size)
+        if suffixes is not None and i < len(suffixes):
+            _check_token_ids(suffixes[i], f"pair {i}: the suffix", vocab_size)
+
+
+def _check_token_ids(ids: Sequence[int], what: str, vocab_size: int) -> None:
+    if isinstance(ids, Tensor):
+        if ids.dim() != 1 or ids.dtype in (torch.bool, torch.complex64, torch.complex128) or ids.is_floating_point():
+            raise LikelihoodError(f"{what} must be token ids (integers), got a {ids.dtype} tensor of shape "
+                                  f"{tuple(ids.shape)}")
+        ids = ids.tolist()
+    if isinstance(ids, (str, bytes)):
+        raise LikelihoodError(f"{what} must be token ids, not text: encode it with the tokenizer first")
+    for t in ids:
+        if not isinstance(t, numbers.Integral) or isinstance(t, bool):
+            raise LikelihoodError(f"{what} must be token ids (integers), got {t!r} ({type(t).__name__})")
+        if not 0 <= t < vocab_size:
+            raise LikelihoodError(f"{what} holds token id {t}, outside the model's vocabulary 0..{vocab_size - 1}")
+
+
 def _pad(rows: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor | None]:
     width = max(r.shape[0] for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -142,12 +176,14 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
         log p(response | prompt, suffix)); diffusion models only.
     """
     cfg = model.config
-    if mc_num < 1 or batch_size < 1:
-        raise LikelihoodError(f"mc_num ({mc_num}) and batch_size ({batch_size}) must be >= 1")
-    if cfg_scale < 0:
-        raise LikelihoodError(f"cfg_scale must be >= 0, got {cfg_scale}")
+    for name, value in (("mc_num", mc_num), ("batch_size", batch_size)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise LikelihoodError(f"{name} must be an integer >= 1, got {value!r}")
+    if not isinstance(cfg_scale, numbers.Real) or not math.isfinite(cfg_scale) or cfg_scale < 0:
+        raise LikelihoodError(f"cfg_scale must be a finite number >= 0, got {cfg_scale!r}")
     if masking not in ("exact_count", "bernoulli"):
         raise LikelihoodError(f"masking must be 'exact_count' or 'bernoulli', got {masking!r}")
+    _check_ids(pairs, cfg.vocab_size, suffixes)
     _check_pairs(pairs, cfg.max_sequence_length, suffixes)
     if cfg.causal:
         if suffixes is not None and any(len(s) for s in suffixes):
@@ -248,6 +284,8 @@ def log_likelihood(model: LLaDAModel, prompt: Sequence[int], response: Sequence[
 def nll_bound(model: LLaDAModel, texts: Sequence[Sequence[int]], *, bytes_total: int | None = None,
               prefix: Sequence[int] = (), **kw) -> BoundReport:
     """Upper bound on -log p of each token sequence (Eq. 4), summed; `prefix` (e.g. BOS) is given."""
+    if isinstance(texts, (str, bytes)) or not hasattr(texts, "__len__") or len(texts) == 0:
+        raise LikelihoodError("texts must be a non-empty list of token id sequences")
     estimates = log_likelihoods(model, [(prefix, t) for t in texts], **kw)
     nll = -sum(e.value for e in estimates)
     stderr = math.sqrt(sum(e.stderr**2 for e in estimates if not math.isnan(e.stderr)))
@@ -288,9 +326,9 @@ def is_greedy(model: LLaDAModel, prompt: Sequence[int], response: Sequence[int])
     temperature 0, low-confidence remasking. Autoregressive: greedy next-token decoding.
     """
     L = len(response)
+    _check_ids([(prompt, response)], model.config.vocab_size)
+    _check_pairs([(prompt, response)], model.config.max_sequence_length)
     if model.config.causal:
-        pairs = [(prompt, response)]
-        _check_pairs(pairs, model.config.max_sequence_length)
         bos = model.config.bos_token_id if model.config.bos_token_id is not None else model.config.eos_token_id
         seq = torch.as_tensor((list(prompt) or [bos]) + list(response), device=model.device)[None]
         P = seq.shape[1] - L

@@ -467,3 +467,47 @@ def test_chat_refuses_input_that_is_not_utf8(model_dir, capsys, monkeypatch, err
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\n"), encoding="utf-8", errors=errors))
     assert main(["chat", "--model", str(model_dir), *FLAGS]) == 2
     assert "the input is not UTF-8 text" in _one_error_line(capsys.readouterr().err, "chat")
+
+
+# ------------------------------------------------------------------ values given to the Python API
+
+@pytest.mark.parametrize("field", ["temperature", "cfg_scale", "threshold", "factor"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "nan", "inf"])
+def test_sampler_options_refuse_numbers_that_are_not_finite(field, value):
+    from llada.errors import GenerationError
+    from llada.sampling import SamplerOptions
+
+    with pytest.raises(GenerationError, match=field):
+        SamplerOptions().replace(**{field: value})
+    with pytest.raises(GenerationError, match=field):
+        SamplerOptions.from_dict({field: value})
+    if not isinstance(value, str):
+        with pytest.raises(GenerationError, match=field):
+            SamplerOptions(**{field: value})
+
+
+@pytest.mark.parametrize("prompts,words", [
+    ([], "an empty list"),
+    ({"role": "user", "content": "hi"}, "a single message; give a list of messages"),
+    ([[]], "prompt 0 must be a text or a non-empty list of messages"),
+    ([{"role": "user"}], "prompt 0 must be a text or a non-empty list of messages"),
+    (["hi", 3], "prompt 1 must be"),
+    (7, "got int"),
+])
+def test_sample_text_names_what_prompts_may_be(bundle, prompts, words):
+    from llada.errors import GenerationError
+    from llada.sampling import sample_text
+
+    with pytest.raises(GenerationError, match=re.escape(words)):
+        sample_text(bundle.model, bundle.tokenizer, prompts, gen_length=4, steps=4, block_length=4)
+    with pytest.raises(GenerationError, match="must be text with chat=False"):
+        sample_text(bundle.model, bundle.tokenizer, [[{"role": "user", "content": "hi"}]], chat=False)
+
+
+@pytest.mark.xfail(strict=True, reason="llada/checkpoint.py (not this change's file): llada.load(None) raises "
+                   "TypeError 'expected str, bytes or os.PathLike object, not NoneType' without naming the argument")
+def test_load_none_names_the_argument():
+    from llada.errors import UserError
+
+    with pytest.raises((UserError, ValueError), match="path"):
+        llada.load(None)

@@ -257,3 +257,35 @@ def test_suffix_errors(model):
     ar = LLaDAModel(tiny_config(causal=True, max_sequence_length=32)).eval()
     with pytest.raises(LikelihoodError, match="cannot condition on tokens after"):
         log_likelihoods(ar, [([1], [2])], suffixes=[[3]])
+
+
+@pytest.mark.parametrize("pairs,kwargs,match", [
+    ([([1], [64])], {}, "the response holds token id 64, outside the model's vocabulary 0..63"),
+    ([([-1], [2])], {}, "the prompt holds token id -1"),
+    ([([1.7], [2])], {}, r"the prompt must be token ids \(integers\), got 1.7"),
+    ([([1], [2.0])], {}, r"the response must be token ids \(integers\), got 2.0"),
+    ([([1], torch.tensor([2.0]))], {}, "the response must be token ids .* torch.float32 tensor"),
+    ([([1], "the cat")], {}, "not text: encode it with the tokenizer first"),
+    ([], {}, "pairs is empty"),
+    ({"prompt": [1], "response": [2]}, {}, "pairs must be a list of"),
+    ([([1], [2], [3])], {}, r"pair 0 must be \(prompt ids, response ids\)"),
+    ([([1], [2])], dict(cfg_scale=float("nan")), "cfg_scale must be a finite number"),
+    ([([1], [2])], dict(cfg_scale=float("inf")), "cfg_scale must be a finite number"),
+    ([([1], [2])], dict(mc_num=2.5), "mc_num must be an integer"),
+    ([([1], [2])], dict(suffixes=[[99]]), "the suffix holds token id 99"),
+])
+def test_bad_ids_and_values_name_the_argument(model, pairs, kwargs, match):
+    with pytest.raises(LikelihoodError, match=match):
+        log_likelihoods(model, pairs, mc_num=kwargs.pop("mc_num", 2), **kwargs)
+
+
+def test_one_pair_and_the_bound_check_their_input_too(model):
+    with pytest.raises(LikelihoodError, match="token id 70"):
+        log_likelihood(model, [1], [70])
+    with pytest.raises(LikelihoodError, match="texts must be a non-empty list"):
+        nll_bound(model, [])
+    with pytest.raises(LikelihoodError, match="token id -3"):
+        nll_bound(model, [[1, -3]])
+    with pytest.raises(LikelihoodError, match="token id 64"):
+        is_greedy(model, [1], [64])
+    assert math.isfinite(log_likelihood(model, torch.tensor([1, 2]), torch.tensor([3]), mc_num=2).value)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from llada.errors import GenerationError
 from llada.model import LLaDAModel
 from llada.sampling.api import sample, sample_steps
 from llada.sampling.core import GenerateOutput, StepState
@@ -21,10 +22,8 @@ def encode_prompts(tokenizer: Any, prompts: str | list[str] | list[list[dict[str
     With chat=True each prompt is a user message (or a whole list of messages) rendered with the
     tokenizer's chat template and the assistant header appended; otherwise BOS + the text.
     """
-    if isinstance(prompts, str) or (prompts and isinstance(prompts[0], dict)):
-        prompts = [prompts]  # type: ignore[list-item]
     rows = []
-    for p in prompts:
+    for p in _prompt_list(prompts, chat):
         if chat:
             messages = [{"role": "user", "content": p}] if isinstance(p, str) else p
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -33,6 +32,32 @@ def encode_prompts(tokenizer: Any, prompts: str | list[str] | list[list[dict[str
             bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
             rows.append(bos + tokenizer(p, add_special_tokens=False)["input_ids"])
     return left_pad(rows, pad_id)
+
+
+def _prompt_list(prompts: Any, chat: bool) -> list[str | list[dict[str, str]]]:
+    """`prompts` as a list of prompts, each a text or (with chat) a list of messages; a
+    GenerationError that says what `prompts` may be otherwise."""
+    if isinstance(prompts, dict):
+        raise GenerationError("prompts is a single message; give a list of messages, [{'role': 'user', "
+                              "'content': ...}], or the text alone")
+    if isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts and isinstance(prompts[0], dict)):
+        prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)) or len(prompts) == 0:
+        raise GenerationError(f"prompts must be a text, a list of texts or a list of conversations, got "
+                              f"{'an empty list' if isinstance(prompts, (list, tuple)) else type(prompts).__name__}")
+    for i, p in enumerate(prompts):
+        if isinstance(p, str):
+            continue
+        if not chat:
+            raise GenerationError(f"prompt {i} must be text with chat=False, got {type(p).__name__}")
+        if not isinstance(p, (list, tuple)) or not p or not all(_is_message(m) for m in p):
+            raise GenerationError(f"prompt {i} must be a text or a non-empty list of messages "
+                                  f"{{'role': str, 'content': str}}, got {p!r:.80}")
+    return list(prompts)
+
+
+def _is_message(m: Any) -> bool:
+    return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
