@@ -11,7 +11,9 @@ A model directory holds:
 Keys are `model.transformer.wte.weight`, `model.transformer.blocks.N.{q_proj,...}.weight`, ... —
 the `LLaDAModel` parameter names behind a `model.` prefix. Loading builds the model on the meta
 device and streams tensors one at a time from the shards into it, so an 8B checkpoint needs its
-own size in memory, not twice.
+own size in memory, not twice. A directory of another model family (Dream: its config.json and key
+names) loads and saves through that family's entry in `llada.families`, which says how its config
+and keys map onto ours; nothing below names a family.
 
 Every file is read through `read_json` / `_safetensors`, which turn a damaged file (truncated, not
 UTF-8, a directory where a file should be) into one `UserError` naming it, not a traceback.
@@ -36,6 +38,7 @@ from torch import nn
 
 from llada.config import PRESETS, ConfigError, ModelConfig
 from llada.errors import CheckpointError, GenerationError, ModelDirError, UserError
+from llada.families import family_for
 from llada.model import LLaDAModel
 from llada.sampling.options import OPTION_NAMES, SamplerOptions
 
@@ -53,8 +56,6 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 KEY_PREFIX = "model."  # the checkpoint's keys are those of the transformers wrapper (llada.hf)
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-# Where the reference modeling code lives, for `trust_remote_code` users of our directories.
-REFERENCE_CODE_REPO = "GSAI-ML/LLaDA-8B-Base"
 
 
 @dataclass
@@ -192,8 +193,9 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
     want_dtype = resolve_dtype(dtype)
     device = torch.device(device) if device is not None else torch.device("cpu")
 
+    fam = family_for(config)
     with torch.device("meta"):
-        model = LLaDAModel(config)
+        model = fam.build(config)
     expected = dict(model.named_parameters())
     seen: set[str] = set()
     for file_name, keys in _weight_files(root).items():
@@ -201,7 +203,7 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
         # safetensors names the CPU "cpu" only (accelerate's multi-process CPU device is "cpu:0")
         with _safetensors(file_path, device="cpu" if device.type == "cpu" else str(device)) as f:
             for key in keys:
-                name = key[len(KEY_PREFIX):] if key.startswith(KEY_PREFIX) else key
+                name = fam.parameter_name(key)
                 if name not in expected:
                     raise CheckpointError(f"{file_path}: unexpected weight {key!r} for this config "
                                           f"(weight_tying={config.weight_tying}, "
@@ -216,7 +218,7 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
                 seen.add(name)
     missing = sorted(set(expected) - seen)
     if missing:
-        shown = ", ".join(KEY_PREFIX + m for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        shown = ", ".join(fam.checkpoint_key(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise CheckpointError(f"{root}: {len(missing)} weight(s) missing from the safetensors files: {shown}")
     return model.eval()
 
@@ -228,14 +230,17 @@ def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 
 def load_tokenizer(path: str | Path, config: ModelConfig | None = None) -> Any:
-    """The tokenizer of a model directory, checked against the model config when one is given."""
-    from transformers import AutoTokenizer
+    """The tokenizer of a model directory, checked against the model config when one is given.
+    A family whose directories name remote tokenizer code (Dream) opens with its transformers class."""
+    import transformers
 
     root = Path(path)
     if not any((root / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise ModelDirError(f"{root}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
+    name = family_for(config).tokenizer_class if config is not None else None
+    cls = getattr(transformers, name) if name else transformers.AutoTokenizer
     try:
-        tokenizer = AutoTokenizer.from_pretrained(root)
+        tokenizer = cls.from_pretrained(root)
     except Exception as e:  # noqa: BLE001 - transformers raises many types here
         raise CheckpointError(f"{root}: the tokenizer could not be loaded ({type(e).__name__}: {e})") from None
     if config is not None:
@@ -276,12 +281,14 @@ def load(path: str | Path, *, dtype: str | torch.dtype | None = None, device: st
 
 def fill_special_ids(config: ModelConfig, tokenizer: Any) -> None:
     """Take BOS and end-of-turn ids the config does not name from the tokenizer (LLaDA-8B's
-    config.json names neither; its tokenizer has `<|startoftext|>` and `<|eot_id|>`)."""
+    config.json names neither; its tokenizer has `<|startoftext|>` and the family's end-of-turn
+    token, `<|eot_id|>`)."""
     vocab = tokenizer.get_vocab()
     if config.bos_token_id is None and tokenizer.bos_token_id is not None:
         config.bos_token_id = tokenizer.bos_token_id
-    if config.eot_token_id is None and "<|eot_id|>" in vocab:
-        config.eot_token_id = vocab["<|eot_id|>"]
+    eot = family_for(config).end_of_turn
+    if config.eot_token_id is None and eot in vocab:
+        config.eot_token_id = vocab[eot]
 
 
 # ------------------------------------------------------------------------------ generation_config.json
@@ -330,13 +337,15 @@ def load_sampler_options(root: Path) -> SamplerOptions:
 
 
 def state_dict_for_saving(model: LLaDAModel, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Checkpoint keys -> contiguous CPU tensors (the `model.` prefix of the public checkpoints)."""
+    """Checkpoint keys -> contiguous CPU tensors, in the key names of the model's family (LLaDA:
+    the `model.` prefix of the public checkpoints)."""
+    key = family_for(model.config).checkpoint_key
     out = {}
     for name, tensor in model.state_dict().items():
         t = tensor.detach()
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
-        out[KEY_PREFIX + name] = t.to("cpu").contiguous()
+        out[key(name)] = t.to("cpu").contiguous()
     return out
 
 
@@ -345,9 +354,10 @@ def save(path: str | Path, model: LLaDAModel, tokenizer: Any = None, *, max_shar
          push_to_hub: str | None = None) -> None:
     """Write a model directory into `path`: config.json, safetensors (sharded past max_shard_size),
     the tokenizer, generation_config.json (`options`, default: SamplerOptions' defaults) and a
-    model card. It opens here, in `transformers.AutoModel` (after `import llada`), and in the
-    reference modeling code with `trust_remote_code=True`. `push_to_hub="user/name"` then uploads
-    it (`push`)."""
+    model card, in the layout of the model's family. A LLaDA directory opens here, in
+    `transformers.AutoModel` (after `import llada`), and in the reference modeling code with
+    `trust_remote_code=True`; a Dream directory here and in Dream's own code. `push_to_hub="user/name"`
+    then uploads it (`push`)."""
     want = resolve_dtype(dtype)
     save_state_dict(path, state_dict_for_saving(model, want), model.config, tokenizer,
                     max_shard_size=max_shard_size, options=options)
@@ -380,13 +390,10 @@ def save_state_dict(path: str | Path, state: dict[str, torch.Tensor], config: Mo
                  "weight_map": split.tensor_to_filename}
         (root / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
-    cfg = config.to_dict()
+    fam = family_for(config)
+    cfg = fam.config_to_json(config)
     cfg["torch_dtype"] = str(stored_dtype).removeprefix("torch.")
-    cfg["auto_map"] = {
-        "AutoConfig": f"{REFERENCE_CODE_REPO}--configuration_llada.LLaDAConfig",
-        "AutoModel": f"{REFERENCE_CODE_REPO}--modeling_llada.LLaDAModelLM",
-        "AutoModelForCausalLM": f"{REFERENCE_CODE_REPO}--modeling_llada.LLaDAModelLM",
-    }
+    cfg["auto_map"] = dict(fam.auto_map)
     (root / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     gen = generation_config(options if options is not None else SamplerOptions(), config)
     (root / GENERATION_CONFIG_NAME).write_text(json.dumps(gen, indent=2) + "\n")

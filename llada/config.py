@@ -40,6 +40,15 @@ _METADATA_KEYS = {
 }
 REQUIRED = ("d_model", "n_layers", "n_heads", "vocab_size", "mask_token_id")
 
+# Which model family (llada/families) reads a config.json, as transformers' Auto classes map a
+# model_type to a class. The architectures are looked at first: they name the class and are more
+# specific (LLaDA-MoE reuses model_type "llada"). model_type is compared in lower case (Dream writes
+# "Dream"). A family named here is registered in llada/families/__init__.py.
+FAMILY_BY_ARCHITECTURE = {"LLaDAModelLM": "llada"}
+FAMILY_BY_MODEL_TYPE = {"llada": "llada"}
+# Public diffusion LMs whose config.json we recognise but whose network is not implemented here.
+NOT_YET = {"llada2_moe": "LLaDA 2.x (a mixture of experts)", "LLaDA2MoeModelLM": "LLaDA 2.x (a mixture of experts)"}
+
 
 @dataclass
 class ModelConfig:
@@ -100,6 +109,9 @@ class ModelConfig:
     """End of a chat turn (<|eot_id|>), or None for a model without a chat format."""
     causal: bool = False
     """True only for the autoregressive baseline: a causal mask, trained with next-token loss."""
+    family: str = "llada"
+    """The model family that builds, loads and saves this config (llada/families): "llada", or
+    "dream" for a config read from Dream's config.json. Not written into LLaDA's config.json."""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     """Keys of the source config.json we do not use, kept so that saving loses nothing."""
 
@@ -140,6 +152,8 @@ class ModelConfig:
         for name, allowed in _ALLOWED.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"`{name}` is {getattr(self, name)!r}; supported: {', '.join(allowed)}")
+        if self.family not in FAMILY_BY_MODEL_TYPE.values():
+            raise ConfigError(f"`family` is {self.family!r}; known: {', '.join(sorted(set(FAMILY_BY_MODEL_TYPE.values())))}")
         if self.rope_theta <= 0 or self.rms_norm_eps <= 0:
             raise ConfigError("`rope_theta` and `rms_norm_eps` must be positive")
         for name in ("attention_dropout", "residual_dropout", "embedding_dropout"):
@@ -173,16 +187,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
-        """Build from a `config.json` dict, with errors that name `source` and the field."""
-        if data.get("model_type", "llada") != "llada":
-            raise ConfigError(f"{source}: `model_type` is {data['model_type']!r}; expected 'llada'")
+        """Build from a `config.json` dict, with errors that name `source` and the field. A config.json
+        of another family (see `family_of`) is read by that family's reader (llada/families)."""
+        name = family_of(data, source)
+        if name != "llada":
+            from llada.families import family
+
+            return family(name).config_from_json(data, source)
         missing = [k for k in REQUIRED if data.get(k) is None]
         if missing:
             raise ConfigError(f"{source}: missing required field(s) {', '.join(missing)}")
         for key, wanted in _FIXED.items():
             if key in data and data[key] is not None and bool(data[key]) != wanted:
                 raise ConfigError(f"{source}: `{key}` = {data[key]!r} is not supported (only {wanted})")
-        names = {f.name for f in fields(cls)} - {"extra"}
+        names = {f.name for f in fields(cls)} - {"extra", "family"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names}
         unknown = sorted(k for k in extra if k not in _METADATA_KEYS and k not in _FIXED
@@ -216,9 +234,14 @@ class ModelConfig:
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
-        """The `config.json` content: our fields plus the reference's fixed options, so both read it."""
+        """The `config.json` content: our fields plus the reference's fixed options, so both read it.
+        A config of another family is written in that family's own config.json layout."""
+        if self.family != "llada":
+            from llada.families import family
+
+            return family(self.family).config_to_json(self)
         out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
+        out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "family")})
         out.update(_FIXED)
         out.update({
             "model_type": "llada",
@@ -245,6 +268,31 @@ class ModelConfig:
         """"diffusion" for a mask predictor, "autoregressive" for the causal baseline: what
         `llada.sample` and the likelihood estimators dispatch on."""
         return "autoregressive" if self.causal else "diffusion"
+
+
+def family_of(data: dict[str, Any], source: str = "config") -> str:
+    """The family (a key of llada.families.FAMILIES) whose reader takes this config.json: by its
+    `architectures`, else its `model_type` (they must agree); a config naming neither is LLaDA's."""
+    names = [a for a in data.get("architectures") or [] if isinstance(a, str)]
+    model_type = data.get("model_type")
+    for key in [*names, model_type]:
+        if key in NOT_YET:
+            raise ConfigError(f"{source}: {NOT_YET[key]} ({key!r}) is not supported yet")
+    if data.get("num_experts"):
+        raise ConfigError(f"{source}: a mixture-of-experts config (`num_experts` = {data['num_experts']}, e.g. "
+                          "LLaDA-MoE) is not supported yet")
+    by_architecture = next((FAMILY_BY_ARCHITECTURE[n] for n in names if n in FAMILY_BY_ARCHITECTURE), None)
+    if model_type is None:
+        return by_architecture or "llada"
+    by_type = {k.lower(): v for k, v in FAMILY_BY_MODEL_TYPE.items()}.get(str(model_type).lower())
+    if by_type is not None and by_architecture in (None, by_type):
+        return by_type
+    if by_architecture is not None:
+        wanted = next(k for k, v in FAMILY_BY_MODEL_TYPE.items() if v == by_architecture)
+        raise ConfigError(f"{source}: `model_type` is {model_type!r}; expected {wanted!r} for architectures "
+                          f"{', '.join(names)}")
+    raise ConfigError(f"{source}: `model_type` is {model_type!r}; expected one of "
+                      f"{', '.join(repr(k) for k in FAMILY_BY_MODEL_TYPE)}")
 
 
 @dataclass(frozen=True)
