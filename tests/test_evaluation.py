@@ -323,3 +323,83 @@ def test_infill_rows_blank_every_mention_of_the_name(word_tokenizer):
     expected = [tok.bos_token_id, *words("the"), 63, 63, *words("sat on a mat the"), 63, 63, *words("ran")]
     assert ids == expected
     assert (start, n) == (2, 2)  # the first blank: after BOS and "the", two tokens long
+
+
+# ------------------------------------------------------------------ requests at the edges of what lm-eval sends
+
+@pytest.fixture(scope="module")
+def edge_lm(tmp_path_factory):
+    """A diffusion model with a 64-token context behind the adapter (few samples, few steps)."""
+    from llada.evaluation.harness import LLaDAEvalLM
+
+    model_dir = _save_model(tmp_path_factory.mktemp("edge") / "dm", causal=False)
+    return LLaDAEvalLM(str(model_dir), device="cpu", mc_num=2, steps=4, block_length=4, batch_size=2)
+
+
+def _requests(kind: str, *args) -> list:
+    from lm_eval.api.instance import Instance
+
+    return [Instance(kind, {}, a, i) for i, a in enumerate(args)]
+
+
+def test_loglikelihood_at_the_edges(edge_lm, capsys):
+    """Empty context (BOS stands in), empty continuation (log p = 0, as lm-eval's HF model answers), a context
+    longer than the model's (the oldest tokens go) and a continuation longer (its last tokens are scored)."""
+    long = " ".join(["the cat sat on the mat"] * 20)  # 120 words, the context holds 64 tokens
+    got = edge_lm.loglikelihood(_requests("loglikelihood", ("", "the cat"), ("the cat", ""), (long, " the mat"),
+                                          ("who", " " + long), ("a", " dog")), disable_tqdm=True)
+    assert len(got) == 5
+    assert got[1] == (0.0, True)
+    for value, greedy in got[:1] + got[2:]:
+        assert math.isfinite(value) and value < 0 and isinstance(greedy, bool)
+    assert "only its last 63 tokens are scored" in capsys.readouterr().err
+
+
+def test_loglikelihood_rolling_of_empty_and_long_text(edge_lm):
+    long = " ".join(["a dog ran"] * 50)
+    empty, one, many = edge_lm.loglikelihood_rolling(_requests("loglikelihood_rolling", ("",), ("the cat",), (long,)),
+                                                     disable_tqdm=True)
+    assert empty == 0.0 and one < 0 and many < one  # more windows, more (negative) log-likelihood
+
+
+def test_generate_until_at_the_edges(edge_lm, capsys):
+    """max_gen_toks 0 is answered "", more than the context holds is capped, `until` may hold empty strings or be
+    a string or a tuple (a number is read as its text, with a warning), temperature may be None, the context empty."""
+    asks = [("the cat", {"until": ["\n\n"], "max_gen_toks": 4}),
+            ("the cat", {"until": ["", "\n\n", None], "max_gen_toks": 4}),
+            ("the cat", {"until": "\n\n", "max_gen_toks": 4, "temperature": None}),
+            ("the cat", {"until": ("\n\n",), "max_gen_toks": 4}),
+            ("the cat", {"until": 7, "max_gen_toks": 4}),
+            ("the cat", {"until": [], "max_gen_toks": 0}),
+            (" ".join(["the cat sat"] * 40), {"until": [], "max_gen_toks": 200}),
+            ("", {"max_gen_toks": 4})]
+    got = edge_lm.generate_until(_requests("generate_until", *asks), disable_tqdm=True)
+    assert len(got) == len(asks) and all(isinstance(g, str) for g in got)
+    assert got[0] == got[1] == got[2] == got[3]  # empty stop strings stop nothing; a string or tuple is a list
+    assert got[5] == ""
+    assert len(edge_lm.tokenizer(got[6], add_special_tokens=False)["input_ids"]) <= 63
+    err = capsys.readouterr().err
+    assert "until should be a string or a list of strings, got 7" in err
+    assert "max_gen_toks 200 does not fit the 64-token context" in err
+
+
+def test_adapter_settings_that_cannot_work_are_refused(tmp_path):
+    from llada.errors import UserError
+    from llada.evaluation.harness import LLaDAEvalLM
+
+    model_dir = _save_model(tmp_path / "dm", causal=False)
+    with pytest.raises(UserError, match="rolling_context must be in 0..62"):
+        LLaDAEvalLM(str(model_dir), device="cpu", rolling_context=63)
+    with pytest.raises(UserError, match="max_length must be in 2..64"):
+        LLaDAEvalLM(str(model_dir), device="cpu", max_length=100)
+
+
+def test_lm_eval_unknown_task_is_one_line(tmp_path, capsys, monkeypatch):
+    from llada.cli import main
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    model_dir = _save_model(tmp_path / "dm", causal=False)
+    assert main(["lm-eval", "--model", "llada", "--model_args", f"pretrained={model_dir}", "--device", "cpu",
+                 "--tasks", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("llada lm-eval: error: unknown task(s): nope;") and "Traceback" not in "".join(err)

@@ -86,6 +86,12 @@ class LLaDAEvalLM(TemplateLM):
         self.mc_num, self.mc_batch_size = int(mc_num), int(mc_batch_size)
         self.greedy_check, self.rolling_context = bool(is_greedy_check), int(rolling_context)
         self._max_length = int(max_length or self.model.config.max_sequence_length)
+        if not 2 <= self._max_length <= self.model.config.max_sequence_length:
+            raise UserError(f"max_length must be in 2..{self.model.config.max_sequence_length} (the model's "
+                            f"max_sequence_length), got {self._max_length}")
+        if not 0 <= self.rolling_context <= self._max_length - 2:
+            raise UserError(f"rolling_context must be in 0..{self._max_length - 2} (max_length - 2), "
+                            f"got {self.rolling_context}")
         # the sampler's options; cfg_scale guides the likelihood estimates as well. Each generation
         # call draws its noise from `seed`, as `llada generate --seed` and a request's "seed" do.
         # (applied to each task's max_gen_toks in _plan, so steps and blocks fit the final length)
@@ -97,6 +103,13 @@ class LLaDAEvalLM(TemplateLM):
         self.generator = torch.Generator().manual_seed(seed + self._rank)
         self.stop_ids = self.model.config.roles.stops
         self._warned: set[str] = set()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        """`message` on stderr the first time `key` comes up in this run (rank 0 only)."""
+        if key not in self._warned:
+            self._warned.add(key)
+            if self._rank == 0:
+                print(f"llada: {message}", file=sys.stderr)
 
     # ------------------------------------------------------------------ lm-eval plumbing
     @property
@@ -138,10 +151,15 @@ class LLaDAEvalLM(TemplateLM):
 
     # ------------------------------------------------------------------ requests
     def _fit(self, context: list[int], continuation: list[int]) -> tuple[list[int], list[int]]:
-        """Drop the oldest context tokens so that both fit; refuse a continuation that cannot."""
+        """Drop the oldest context tokens so that both fit; an empty context becomes the prefix
+        token (BOS). A continuation longer than max_length - 1 keeps its last tokens, scored after
+        the one before them, as lm-eval's HF model scores what fits (with a warning)."""
+        context = list(context) or [self.prefix_token_id]
         if len(continuation) >= self.max_length:
-            raise UserError(f"a continuation of {len(continuation)} tokens does not fit the model's "
-                            f"{self.max_length}-token context")
+            keep = self.max_length - 1
+            self._warn_once("long-continuation", f"a continuation of {len(continuation)} tokens does not fit the "
+                            f"{self.max_length}-token context; only its last {keep} tokens are scored")
+            context, continuation = (context + list(continuation))[-keep - 1: -keep], continuation[-keep:]
         return context[-(self.max_length - len(continuation)):], continuation
 
     def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],
@@ -151,11 +169,15 @@ class LLaDAEvalLM(TemplateLM):
         bar = tqdm(total=len(requests), desc="llada loglikelihood", disable=disable_tqdm or self._rank != 0)
         for lo in range(0, len(requests), step):
             chunk = [self._fit(ctx, cont) for _, ctx, cont in requests[lo: lo + step]]
-            estimates = log_likelihoods(self.model, chunk, mc_num=self.mc_num, batch_size=self.mc_batch_size,
-                                        cfg_scale=self.cfg_scale, generator=self.generator)
-            for (ctx, cont), est in zip(chunk, estimates, strict=True):
-                greedy = is_greedy(self.model, ctx, cont) if self.greedy_check and ctx else False
-                out.append((est.value, greedy))
+            scored = [pair for pair in chunk if pair[1]]  # an empty continuation has log p = 0, greedily
+            estimates = iter(log_likelihoods(self.model, scored, mc_num=self.mc_num, batch_size=self.mc_batch_size,
+                                             cfg_scale=self.cfg_scale, generator=self.generator) if scored else [])
+            for ctx, cont in chunk:
+                if not cont:
+                    out.append((0.0, True))
+                    continue
+                greedy = is_greedy(self.model, ctx, cont) if self.greedy_check else False
+                out.append((next(estimates).value, greedy))
             bar.update(len(chunk))
         bar.close()
         return out
@@ -176,20 +198,22 @@ class LLaDAEvalLM(TemplateLM):
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """Requests with the same generation settings run `batch_size` at a time, prompts left padded
-        (at temperature 0 the answers are those of one-at-a-time runs)."""
+        (at temperature 0 the answers are those of one-at-a-time runs). A request for no tokens
+        (max_gen_toks 0) is answered "" without sampling."""
         plans = [self._plan(req.args[1]) for req in requests]
         groups: dict[SamplerOptions, list[int]] = {}
-        for i, (options, _, _) in enumerate(plans):
-            groups.setdefault(options, []).append(i)
+        for i, (options, _, asked) in enumerate(plans):
+            if asked > 0:
+                groups.setdefault(options, []).append(i)
         out: list[str] = [""] * len(requests)
         bar = tqdm(total=len(requests), desc="llada generate", disable=disable_tqdm or self._rank != 0)
+        bar.update(len(requests) - sum(map(len, groups.values())))
         step = max(1, self.batch_size)
         for options, members in groups.items():  # (the answer is cut back to the length asked for below)
             for lo in range(0, len(members), step):
                 chunk = members[lo: lo + step]
-                rows = [self.tok_encode(requests[i].args[0])[-(self.max_length - options.gen_length):]
-                        or [self.prefix_token_id] for i in chunk]
-                x, mask = left_pad(rows, self.model.config.roles.pad)
+                x, mask = left_pad([self._prompt(requests[i].args[0], options.gen_length) for i in chunk],
+                                   self.model.config.roles.pad)
                 res = sample(self.model, x, options, attention_mask=mask)  # noise from options.seed
                 for row, i in enumerate(chunk):
                     asked = plans[i][2]  # blocks may have rounded gen_length up; never return more
@@ -200,16 +224,25 @@ class LLaDAEvalLM(TemplateLM):
         bar.close()
         return out
 
+    def _prompt(self, context: str, gen_length: int) -> list[int]:
+        """The context's tokens, the oldest dropped so that the answer fits (BOS for an empty one)."""
+        ids = self.tok_encode(context)
+        room = self.max_length - gen_length  # >= 1: _plan keeps gen_length below max_length
+        if len(ids) > room:
+            self._warn_once("long-context", f"contexts longer than {room} tokens lose their oldest tokens "
+                            f"so that {gen_length} generated tokens fit the {self.max_length}-token context")
+        return ids[-room:] or [self.prefix_token_id]
+
     def _plan(self, gen_kwargs: dict[str, Any] | None) -> tuple[SamplerOptions, list[str], int]:
         """Sampler options, stop strings and the tokens asked for, for one request's generation
         kwargs: max_gen_toks sets gen_length (blocks and steps fitted to it, so it may round up:
         the answer is cut back), temperature and do_sample as in transformers."""
         gen_kwargs = dict(gen_kwargs or {})
-        until = gen_kwargs.pop("until", None) or []
-        until = [until] if isinstance(until, str) else list(until)
+        until = self._stop_strings(gen_kwargs.pop("until", None))
         given = dict(self._given)
-        if "temperature" in gen_kwargs:
-            given["temperature"] = float(gen_kwargs.pop("temperature"))
+        temperature = gen_kwargs.pop("temperature", None)
+        if temperature is not None:
+            given["temperature"] = float(temperature)
         if gen_kwargs.pop("do_sample", None) is False:  # as in transformers: greedy whatever the temperature
             given["temperature"] = 0.0
         max_gen = gen_kwargs.pop("max_gen_toks", None)
@@ -218,9 +251,40 @@ class LLaDAEvalLM(TemplateLM):
             self._warned.update(ignored)
             print(f"llada: generation kwargs {', '.join(ignored)} have no meaning for this sampler and are ignored "
                   f"(it takes until, max_gen_toks, temperature, do_sample; the rest via --model_args)", file=sys.stderr)
-        options = self._base.fitted(None if max_gen is None else int(max_gen), **given)
-        return options, until, options.gen_length if max_gen is None else int(max_gen)
+        if max_gen is None:
+            options = self._base.fitted(None, **given)
+            return options, until, options.gen_length
+        if int(max_gen) <= 0:  # nothing asked for: answered "" without sampling
+            return self.options, until, 0
+        options, asked = self._fit_length(int(max_gen), given)
+        return options, until, asked
 
+    def _fit_length(self, asked: int, given: dict[str, Any]) -> tuple[SamplerOptions, int]:
+        """Options for an answer of `asked` tokens that leave at least one token of context, and
+        the tokens asked for: more than max_length - 1 gets max_length - 1 (with a warning); where
+        whole blocks would round past that, the answer is one block."""
+        cap = self.max_length - 1
+        if asked > cap:
+            self._warn_once("long-answer", f"max_gen_toks {asked} does not fit the {self.max_length}-token "
+                            f"context; answers hold at most {cap} tokens")
+            asked = cap
+        options = self._base.fitted(asked, **given)
+        if options.gen_length > cap:
+            options = self._base.fitted(asked, **{**given, "block_length": None})
+        return options, asked
+
+    def _stop_strings(self, until: Any) -> list[str]:
+        """lm-eval's `until` as a list of stop strings: a string or a list of them, empty ones
+        dropped (they would stop every answer at once); anything else is read as one string, with a warning."""
+        if until is None:
+            return []
+        if isinstance(until, str):
+            until = [until]
+        elif not isinstance(until, (list, tuple)):
+            self._warn_once("until", f"until should be a string or a list of strings, got {until!r}; "
+                            f"read as [{str(until)!r}]")
+            until = [until]
+        return [str(u) for u in until if u is not None and str(u) != ""]
 
 def main(argv: list[str] | None = None) -> None:
     """`llada lm-eval ...`: lm-eval's command line, with the `llada` model registered.
@@ -241,4 +305,10 @@ def main(argv: list[str] | None = None) -> None:
         if len(runs) > 1:
             print(f"llada lm-eval: run {i + 1} of {len(runs)}: lm-eval {' '.join(run)}", file=sys.stderr)
         sys.argv = ["lm-eval", *run]
-        cli_evaluate()
+        try:
+            cli_evaluate()
+        except ValueError as e:  # lm-eval checks the task names before it builds the model
+            if not str(e).startswith("Tasks not found"):
+                raise
+            raise UserError(f"unknown task(s): {str(e).partition(':')[2].strip()}; `lm-eval ls tasks` lists "
+                            "them, and --include_path DIR adds your own task YAMLs") from None
