@@ -399,8 +399,24 @@ def save_state_dict(path: str | Path, state: dict[str, torch.Tensor], config: Mo
     (root / GENERATION_CONFIG_NAME).write_text(json.dumps(gen, indent=2) + "\n")
     if tokenizer is not None:
         save_tokenizer(tokenizer, root, model_max_length=config.max_sequence_length)
+        _drop_unshipped_tokenizer_code(root)
     write_model_card(root)
     fsync_tree(root)
+
+
+def _drop_unshipped_tokenizer_code(root: Path) -> None:
+    """Remove a tokenizer_config.json `auto_map` naming modules the directory does not hold (Dream's
+    tokenizer names its remote `tokenization_dream.py`; ours was opened, and is saved, as its
+    transformers class, which `tokenizer_class` names): left in, it would ask for remote code that
+    is not there."""
+    path = root / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    entries = (config.get("auto_map") or {}).values()
+    modules = [name.split("--")[-1].split(".")[0] for entry in entries
+               for name in (entry if isinstance(entry, list) else [entry]) if isinstance(name, str)]
+    if modules and not all((root / f"{m}.py").is_file() for m in modules):
+        del config["auto_map"]
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def fsync_tree(root: Path) -> None:

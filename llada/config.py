@@ -44,8 +44,8 @@ REQUIRED = ("d_model", "n_layers", "n_heads", "vocab_size", "mask_token_id")
 # model_type to a class. The architectures are looked at first: they name the class and are more
 # specific (LLaDA-MoE reuses model_type "llada"). model_type is compared in lower case (Dream writes
 # "Dream"). A family named here is registered in llada/families/__init__.py.
-FAMILY_BY_ARCHITECTURE = {"LLaDAModelLM": "llada"}
-FAMILY_BY_MODEL_TYPE = {"llada": "llada"}
+FAMILY_BY_ARCHITECTURE = {"LLaDAModelLM": "llada", "DreamModel": "dream"}
+FAMILY_BY_MODEL_TYPE = {"llada": "llada", "Dream": "dream"}
 # Public diffusion LMs whose config.json we recognise but whose network is not implemented here.
 NOT_YET = {"llada2_moe": "LLaDA 2.x (a mixture of experts)", "LLaDA2MoeModelLM": "LLaDA 2.x (a mixture of experts)"}
 

@@ -44,6 +44,9 @@ class KVCache:
         self.layers: list[KV] = [(torch.zeros(shape, device=device, dtype=dtype),
                                   torch.zeros(shape, device=device, dtype=dtype)) for _ in range(config.n_layers)]
         self.batch, self.length = batch, length
+        # (B, length, D) final hidden states, kept only by a model whose logits at position i come
+        # from position i - 1 (families/dream.py): a run starting at p > 0 reads p - 1's from here.
+        self.hidden: Tensor | None = None
 
 _ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
 
@@ -266,8 +269,7 @@ class LLaDAModel(nn.Module):
             if return_kv:
                 kvs.append(kv)
 
-        if output_positions is not None:  # (B, T, D) -> (B, T', D), or (N, D) for a (B, T) bool mask
-            x = x[output_positions] if _is_row_mask(output_positions, B, T) else x[:, output_positions]
+        x = self.select_outputs(x, output_positions, start, kv_cache)  # (B, T', D), or (N, D) for a bool mask
         x = self.transformer.ln_f(x)
         head = self.transformer.wte.weight if cfg.weight_tying else self.transformer.ff_out.weight
         bias = None if cfg.weight_tying else self.transformer.ff_out.bias
@@ -275,6 +277,17 @@ class LLaDAModel(nn.Module):
         if cfg.scale_logits:
             logits = logits * (1 / math.sqrt(cfg.d_model))
         return logits, kvs
+
+    def select_outputs(self, x: Tensor, output_positions: Tensor | slice | None, start: int,
+                       kv_cache: KVCache | None) -> Tensor:
+        """The final hidden states (B, T, D) of the positions whose logits are asked for: all of
+        them, (B, T', D) for a slice or index, or (N, D) for a (B, T) bool mask. Here position i's
+        state predicts token i; a family whose state at i predicts token i + 1 (Dream) overrides
+        this to realign them (`start`: position of x's first row; `kv_cache`: the call's cache)."""
+        if output_positions is None:
+            return x
+        B, T = x.shape[:2]
+        return x[output_positions] if _is_row_mask(output_positions, B, T) else x[:, output_positions]
 
     # ----------------------------------------------------------------------------------------------
     @property

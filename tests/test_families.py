@@ -167,3 +167,268 @@ def test_every_registered_family_is_named_by_config_json():
     from llada.config import FAMILY_BY_ARCHITECTURE, FAMILY_BY_MODEL_TYPE
 
     assert set(FAMILY_BY_MODEL_TYPE.values()) == set(FAMILIES) == set(FAMILY_BY_ARCHITECTURE.values())
+
+
+# --------------------------------------------------------------------------------------------- Dream
+
+# Dream-v0-Base-7B's and -Instruct-7B's config.json (Dream-org; the same shape and ids for both):
+# its fields, with the public values.
+DREAM_7B_CONFIG = {
+    "architectures": ["DreamModel"], "attention_dropout": 0.0,
+    "auto_map": {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"},
+    "bos_token_id": 151643, "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 3584,
+    "initializer_range": 0.02, "intermediate_size": 18944, "mask_token_id": 151666,
+    "max_position_embeddings": 131072, "max_window_layers": 28, "model_type": "Dream",
+    "num_attention_heads": 28, "num_hidden_layers": 28, "num_key_value_heads": 4, "pad_token_id": 151643,
+    "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000.0, "sliding_window": None,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.46.2",
+    "use_cache": False, "use_sliding_window": False, "vocab_size": 152064,
+}
+TINY_DREAM = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "max_position_embeddings": 128}
+DREAM_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|mask|>"]  # Qwen's, then Dream's mask
+QWEN_CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+             "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _write_dream_tokenizer(root: Path) -> dict[str, int]:
+    """A byte-level BPE in Dream's tokenizer layout: vocab.json + merges.txt, and a
+    tokenizer_config.json that names Dream's remote `DreamTokenizer` class. Returns the special ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    root.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(["the cat sat on the mat", "a dog ran"] * 10,
+                            trainers.BpeTrainer(vocab_size=280, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.model.save(str(root))
+    n = bpe.get_vocab_size()
+    ids = {token: n + i for i, token in enumerate(DREAM_SPECIALS)}
+    added = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                      "special": True} for t, i in ids.items()}
+    (root / "tokenizer_config.json").write_text(json.dumps({
+        "add_prefix_space": False, "added_tokens_decoder": added,
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+        "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]}, "bos_token": None,
+        "chat_template": QWEN_CHAT, "clean_up_tokenization_spaces": False, "eos_token": "<|endoftext|>",
+        "errors": "replace", "mask_token": "<|mask|>", "model_max_length": 131072, "pad_token": "<|endoftext|>",
+        "split_special_tokens": False, "tokenizer_class": "DreamTokenizer", "unk_token": None}))
+    return ids
+
+
+def _tiny_dream_config(ids: dict[str, int]) -> dict:
+    """Dream's config.json with tiny sizes: the tokenizer's ids, 4 padded embedding rows past them."""
+    eos = ids["<|endoftext|>"]
+    return {**DREAM_7B_CONFIG, **TINY_DREAM, "vocab_size": ids["<|mask|>"] + 5, "mask_token_id": ids["<|mask|>"],
+            "bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos, "torch_dtype": "float32"}
+
+
+def _dream_reference_forward(sd: dict[str, torch.Tensor], cfg: dict, ids: torch.Tensor) -> torch.Tensor:
+    """Dream's forward as its modeling code defines it, in float64, one row (L,) -> (L, V), written
+    here from the architecture with Dream's key names: no shift (row i predicts token i + 1)."""
+    w = {k: v.double() for k, v in sd.items()}
+    L, D, H, Hkv = ids.shape[0], cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd, eps = D // H, cfg["rms_norm_eps"]
+
+    def rms(x, name):
+        return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * w[name + ".weight"]
+
+    def lin(x, name):
+        y = x @ w[name + ".weight"].T
+        return y + w[name + ".bias"] if name + ".bias" in w else y
+
+    pos = torch.arange(L, dtype=torch.float64)[:, None]
+    angle = pos * cfg["rope_theta"] ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)  # (L, hd/2)
+    cos, sin = torch.cat([angle.cos()] * 2, -1), torch.cat([angle.sin()] * 2, -1)
+
+    def rope(x):  # (L, hd), halves rotated as a complex pair (x_j, x_{j + hd/2})
+        return x * cos + torch.cat([-x[:, hd // 2:], x[:, :hd // 2]], -1) * sin
+
+    x = w["model.embed_tokens.weight"][ids]
+    for n in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{n}."
+        h = rms(x, p + "input_layernorm")
+        q, k, v = (lin(h, p + f"self_attn.{t}_proj") for t in "qkv")
+        heads = []
+        for i in range(H):
+            j = i // (H // Hkv)  # consecutive query heads share a key/value head
+            s = rope(q[:, i * hd:(i + 1) * hd]) @ rope(k[:, j * hd:(j + 1) * hd]).T / hd ** 0.5
+            heads.append(torch.softmax(s, -1) @ v[:, j * hd:(j + 1) * hd])  # every position sees every other
+        x = x + lin(torch.cat(heads, -1), p + "self_attn.o_proj")
+        h = rms(x, p + "post_attention_layernorm")
+        g = lin(h, p + "mlp.gate_proj")
+        x = x + lin(g * torch.sigmoid(g) * lin(h, p + "mlp.up_proj"), p + "mlp.down_proj")
+    return rms(x, "model.norm") @ w["lm_head.weight"].T
+
+
+@pytest.fixture
+def dream_dir(tmp_path) -> tuple[Path, dict, dict[str, torch.Tensor], dict[str, int]]:
+    """A tiny model directory in Dream's public layout: config.json, 3 safetensors shards with Dream's
+    key names and their index, and Dream's tokenizer files."""
+    from llada.families.dream import checkpoint_key, config_from_json
+
+    root = tmp_path / "dream"
+    ids = _write_dream_tokenizer(root)
+    cfg = _tiny_dream_config(ids)
+    with torch.device("meta"):
+        shape = family("dream").build(config_from_json(cfg))
+    state = _random_state(shape, checkpoint_key)
+    state["lm_head.weight"][cfg["mask_token_id"]] = 0  # the mask's logit is 0, never the largest (see below)
+    (root / "config.json").write_text(json.dumps(cfg))
+    keys = sorted(state)
+    weight_map = {}
+    for i in range(3):
+        name = f"model-{i + 1:05d}-of-00003.safetensors"
+        save_file({k: state[k] for k in keys[i::3]}, str(root / name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in keys[i::3]})
+    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return root, cfg, state, ids
+
+
+def test_dream_7b_shape_from_its_public_config():
+    """The public config.json, on the meta device: Qwen2.5-7B's 7.62B parameters, logits for every id."""
+    cfg = ModelConfig.from_dict(DREAM_7B_CONFIG, source="Dream-v0-Base-7B/config.json")
+    assert cfg.family == "dream" and (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads) == (3584, 28, 28, 4)
+    assert (cfg.mlp_hidden_size, cfg.vocab_size, cfg.embedding_size, cfg.rope_theta) == (18944, 152064, 152064, 1e6)
+    assert cfg.roles == TokenRoles(mask=151666, eos=151643, pad=151643, bos=151643, eot=None)
+    # 28 x (q, k, v, o with q/k/v biases + SwiGLU + 2 norms) + final norm + embedding + head
+    per_layer = 3584 * 3584 * 2 + 3584 * 512 * 2 + 3584 + 2 * 512 + 3 * 3584 * 18944 + 2 * 3584
+    assert cfg.num_params() == 28 * per_layer + 3584 + 2 * 152064 * 3584 == 7_615_616_512
+    with torch.device("meta"):
+        model = family("dream").build(cfg)
+    assert model.num_params() == 7_615_616_512
+    assert model(torch.zeros(1, 8, dtype=torch.long, device="meta")).shape == (1, 8, 152064)
+    keys = {family("dream").checkpoint_key(n) for n in model.state_dict()}
+    assert {"model.embed_tokens.weight", "model.layers.27.self_attn.q_proj.bias", "model.layers.0.mlp.down_proj.weight",
+            "model.layers.0.post_attention_layernorm.weight", "model.norm.weight", "lm_head.weight"} <= keys
+    assert len(keys) == 28 * 12 + 3
+
+
+def test_dream_logits_match_a_hand_written_loop_realigned(dream_dir):
+    """Ours at position i == Dream's raw output at i - 1 (position 0: its own), against a float64 loop."""
+    root, cfg, state, _ = dream_dir
+    model = llada.load(root, tokenizer=False).model
+    ids = torch.randint(0, cfg["vocab_size"], (2, 9))
+    ours = model(ids).double()
+    for row in range(2):
+        raw = _dream_reference_forward(state, cfg, ids[row])  # (L, V): row i predicts token i + 1
+        torch.testing.assert_close(ours[row, 1:], raw[:-1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours[row, 0], raw[0], atol=1e-5, rtol=1e-5)
+
+
+def test_the_shift_on_a_hand_checked_case():
+    """A Dream model that copies its input (identity embedding and head, zero blocks): Dream's raw
+    head would return token i at position i; ours returns token i - 1 there, token 0 at position 0."""
+    from llada.families.dream import DreamModel
+
+    cfg = ModelConfig(d_model=16, n_layers=1, n_heads=2, mlp_hidden_size=8, vocab_size=16, mask_token_id=15,
+                      eos_token_id=14, pad_token_id=14, bos_token_id=None, eot_token_id=None, include_qkv_bias=True,
+                      family="dream")
+    model = DreamModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.transformer.blocks.parameters():
+            p.zero_()  # attention and MLP add nothing: the last state is the embedding
+        model.transformer.wte.weight.copy_(torch.eye(16))
+        model.transformer.ff_out.weight.copy_(torch.eye(16))
+    ids = torch.tensor([[3, 7, 1, 5, 9]])
+    assert model(ids).argmax(-1).tolist() == [[3, 3, 7, 1, 5]]
+    assert model(ids, output_positions=slice(2, 4)).argmax(-1).tolist() == [[7, 1]]
+    rows = torch.tensor([[True, False, True, False, True]])
+    assert model(ids, output_positions=rows).argmax(-1).tolist() == [3, 7, 5]  # (N, V) for a bool mask
+
+
+def test_a_cached_run_reads_the_state_before_it_from_the_cache(dream_dir):
+    """A run of positions s..e-1 against a filled KVCache gives the full pass's logits there: position
+    s's come from s - 1's state, kept in the cache by the full pass."""
+    from llada.model import KVCache
+
+    root, cfg, _, _ = dream_dir
+    model = llada.load(root, tokenizer=False).model
+    ids = torch.randint(0, cfg["vocab_size"], (2, 12))
+    full = model(ids)
+    cache = KVCache(model.config, 2, 12, "cpu", model.dtype)
+    torch.testing.assert_close(model(ids, kv_cache=cache), full)
+    part = model(ids[:, 5:9], kv_cache=cache, cache_position=5)
+    torch.testing.assert_close(part, full[:, 5:9], atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="pass a KVCache"):
+        _, kv = model.forward_kv(ids[:, :5])
+        model(ids[:, 5:], past_key_values=kv)
+
+
+def test_dream_directory_loads_samples_and_scores(dream_dir):
+    root, cfg, _, ids = dream_dir
+    bundle = llada.load(root)
+    assert type(bundle.model).__name__ == "DreamModel" and bundle.config.family == "dream"
+    # mask, EOS, pad, BOS from Dream's config.json; end of turn from its tokenizer (<|im_end|>)
+    assert bundle.config.roles == TokenRoles(mask=ids["<|mask|>"], eos=ids["<|endoftext|>"],
+                                             pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], eot=ids["<|im_end|>"])
+    assert "Dream" not in type(bundle.tokenizer).__name__  # Qwen2's own class: no remote code ran
+    assert bundle.tokenizer.mask_token_id == ids["<|mask|>"]
+    prompt = bundle.tokenizer.apply_chat_template([{"role": "user", "content": "the cat"}], add_generation_prompt=True,
+                                                  return_tensors="pt", return_dict=True)["input_ids"]
+    assert ids["<|im_end|>"] in prompt[0].tolist()
+    for cache in (None, "prefix", "dual"):
+        out = sample(bundle.model, prompt, SamplerOptions(gen_length=8, block_length=4, steps=8, cache=cache))
+        assert out.sequences.shape == (1, prompt.shape[1] + 8) and not bool((out.responses == ids["<|mask|>"]).any())
+    text = bundle.tokenizer("the cat sat on the mat").input_ids
+    estimates = log_likelihoods(bundle.model, [(text[:3], text[3:]), ([], text)], mc_num=8)
+    assert all(e.value < 0 and e.stderr >= 0 for e in estimates)
+
+
+def test_dream_saves_back_in_its_own_layout(dream_dir, tmp_path):
+    root, cfg, state, ids = dream_dir
+    bundle = llada.load(root)
+    out = tmp_path / "saved"
+    llada.save(out, bundle.model, bundle.tokenizer, max_shard_size="40KB")
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["model_type"], saved["architectures"]) == ("Dream", ["DreamModel"])
+    assert {k: saved[k] for k in cfg if k not in ("auto_map", "torch_dtype")} == \
+        {k: v for k, v in cfg.items() if k not in ("auto_map", "torch_dtype")}
+    assert saved["auto_map"]["AutoModel"] == "Dream-org/Dream-v0-Base-7B--modeling_dream.DreamModel"
+    index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    assert set(index) == set(state)  # Dream's key names, every one
+    again = llada.load(out)
+    assert again.config.roles == bundle.config.roles and again.config.family == "dream"
+    x = torch.randint(0, cfg["vocab_size"], (2, 7))
+    assert torch.equal(again.model(x), bundle.model(x))
+    assert again.tokenizer("the cat").input_ids == bundle.tokenizer("the cat").input_ids
+    # saved as its transformers class, without the remote-code entry whose file is not shipped
+    assert "auto_map" not in json.loads((out / "tokenizer_config.json").read_text())
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"rope_scaling": {"type": "yarn", "factor": 4.0}}, "`rope_scaling` .* is not supported"),
+    ({"use_sliding_window": True}, "`use_sliding_window` = True is not supported"),
+    ({"mask_token_id": None}, "missing required field\\(s\\) mask_token_id"),
+    ({"num_attention_heads": 5}, "must be divisible by `n_heads`"),
+])
+def test_dream_configs_we_cannot_run_say_so(change, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig.from_dict({**DREAM_7B_CONFIG, **change}, source="config.json")
+
+
+def test_dream_names_its_sampler_choices_in_our_registry():
+    from llada.sampling.remasking import REMASKING, entropy, low_confidence, margin, random
+
+    assert REMASKING["maskgit_plus"] is low_confidence and REMASKING["topk_margin"] is margin
+    assert REMASKING["entropy"] is entropy and REMASKING["origin"] is random
+
+
+def test_sampled_ranking_draws_without_replacement_by_softmax():
+    """Dream's alg_temp: the top 2 of confidence / alg_temp + Gumbel noise is a draw of 2 positions
+    without replacement, each by softmax over those left. Exact probabilities, computed by hand."""
+    from llada.sampling.core import select_quota
+    from llada.sampling.remasking import sampled_ranking
+
+    conf, temp = torch.tensor([1.0, 0.5, 0.0, float("-inf")]), 0.5
+    p = torch.softmax(conf / temp, -1).double()
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    exact = [p[a] * p[b] / (1 - p[a]) + p[b] * p[a] / (1 - p[b]) for a, b in pairs]
+    g = torch.Generator().manual_seed(0)
+    n = 20000
+    ranked = sampled_ranking(conf.expand(n, 4), temp, g)
+    chosen = select_quota(ranked, torch.full((n,), 2))
+    assert not bool(chosen[:, 3].any())  # -inf is never drawn
+    for (a, b), want in zip(pairs, exact, strict=True):
+        got = float((chosen[:, a] & chosen[:, b]).double().mean())
+        assert abs(got - float(want)) < 4 * (float(want) * (1 - float(want)) / n) ** 0.5

@@ -78,4 +78,4 @@ def build_model(config: ModelConfig) -> LLaDAModel:
 
 
 # Registration: each module calls `register` once on import.
-from llada.families import llada  # noqa: E402,F401  (imported for their registrations)
+from llada.families import dream, llada  # noqa: E402,F401  (imported for their registrations)

@@ -1,0 +1,174 @@
+"""Dream (Dream-org/Dream-v0-Base-7B, -Instruct-7B): a Qwen2-shaped mask predictor.
+
+The network is LLaDA's block with biases on the q/k/v projections (RMSNorm, RoPE, GQA, SwiGLU, no
+causal mask), so it is our `LLaDAModel` with `include_qkv_bias`. What differs:
+
+- **The output is shifted by one.** Dream was initialised from an autoregressive model and kept its
+  alignment: the state at position i predicts token i + 1. Dream's own sampler realigns by taking
+  position i's logits from position i - 1 (position 0 keeps its own). `DreamModel` does that inside
+  `forward`, so its logits at i predict token i as every other model's do, and the samplers and
+  likelihood estimators need no change:
+
+      state     h0  h1  h2  h3          Dream's raw head: h_i predicts token i + 1
+      logits    h0  h0  h1  h2          ours: position i gets h_(i-1) (position 0 gets h0)
+
+  A run that starts at p > 0 against a key/value cache (the caching samplers) has no state for
+  p - 1 among its rows: it is read from the cache, which keeps each position's final state
+  (`KVCache.hidden`) beside its keys and values, as cached.
+- **config.json** has Qwen2's field names (`hidden_size`, `num_hidden_layers`, ...); `model_type`
+  "Dream", architectures ["DreamModel"]. It names the mask, EOS, pad and BOS ids; the end-of-turn
+  id is the tokenizer's `<|im_end|>` (Qwen's chat format).
+- **Checkpoint keys** are those of Dream's modeling code: `model.embed_tokens.weight`,
+  `model.layers.N.self_attn.q_proj.{weight,bias}`, ..., `model.norm.weight`, `lm_head.weight`.
+  Saving writes them back, with Dream's config.json, so a saved directory opens in Dream's code.
+- **The tokenizer** names remote code (`DreamTokenizer`, a copy of Qwen2's byte-level BPE); it is
+  opened with transformers' own Qwen2 tokenizer class instead, without running remote code.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from llada.config import ConfigError, ModelConfig
+from llada.families import Family, register
+from llada.model import KVCache, LLaDAModel
+
+REFERENCE_CODE_REPO = "Dream-org/Dream-v0-Base-7B"  # configuration_dream.py / modeling_dream.py
+
+# Dream's config.json key -> ModelConfig field.
+_FIELDS = {
+    "hidden_size": "d_model", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+    "num_key_value_heads": "n_kv_heads", "intermediate_size": "mlp_hidden_size", "vocab_size": "vocab_size",
+    "max_position_embeddings": "max_sequence_length", "rope_theta": "rope_theta", "rms_norm_eps": "rms_norm_eps",
+    "hidden_act": "activation_type", "tie_word_embeddings": "weight_tying", "initializer_range": "init_std",
+    "attention_dropout": "attention_dropout", "mask_token_id": "mask_token_id", "eos_token_id": "eos_token_id",
+    "pad_token_id": "pad_token_id", "bos_token_id": "bos_token_id",
+}
+_REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+             "mask_token_id", "eos_token_id")
+# Dream's defaults (configuration_dream.py) for keys a config.json may leave out.
+_DEFAULTS = {"max_position_embeddings": 32768, "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "hidden_act": "silu",
+             "tie_word_embeddings": False, "initializer_range": 0.02, "attention_dropout": 0.0}
+# Options of Dream's config that change the network, and the one value implemented here.
+_FIXED = {"rope_scaling": None, "use_sliding_window": False, "use_mrope": False}
+
+
+def config_from_json(data: dict[str, Any], source: str = "config.json") -> ModelConfig:
+    """ModelConfig of a Dream config.json (errors name `source` and the field)."""
+    missing = [k for k in _REQUIRED if data.get(k) is None]
+    if missing:
+        raise ConfigError(f"{source}: missing required field(s) {', '.join(missing)}")
+    for key, wanted in _FIXED.items():
+        if data.get(key, wanted) not in (wanted, None):
+            raise ConfigError(f"{source}: `{key}` = {data[key]!r} is not supported (only {wanted})")
+    values = {**_DEFAULTS, **data}
+    known = {ours: values[theirs] for theirs, ours in _FIELDS.items() if theirs in values}
+    if isinstance(known["eos_token_id"], list):  # some Qwen-style configs list several; the first is EOS
+        known["eos_token_id"] = known["eos_token_id"][0]
+    known.setdefault("pad_token_id", known["eos_token_id"])
+    known.setdefault("bos_token_id", None)  # then the tokenizer's, if it has one
+    extra = {k: v for k, v in data.items() if k not in _FIELDS}
+    try:
+        return ModelConfig(**known, include_qkv_bias=True, eot_token_id=None, family="dream", extra=extra)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _check(config: ModelConfig) -> None:
+    """Refuse a config Dream's network or config.json cannot express."""
+    unsupported = {"include_bias": True, "include_qkv_bias": False, "scale_logits": True, "input_emb_norm": True,
+                   "causal": True}
+    bad = [f"{k}={v}" for k, v in unsupported.items() if getattr(config, k) == v]
+    if config.embedding_size != config.vocab_size:
+        bad.append(f"embedding_size={config.embedding_size} (Dream has vocab_size rows)")
+    if bad:
+        raise ConfigError(f"a Dream model cannot have {', '.join(bad)}")
+
+
+def config_to_json(config: ModelConfig) -> dict[str, Any]:
+    """Dream's config.json for `config` (unknown keys of the source file kept)."""
+    _check(config)
+    out = dict(config.extra)
+    out.update({theirs: getattr(config, ours) for theirs, ours in _FIELDS.items()})
+    out.update({"model_type": "Dream", "architectures": ["DreamModel"]})
+    return out
+
+
+# ------------------------------------------------------------------------------ state-dict adapter
+# Our parameter name -> Dream's key. Block entries hold the part after `transformer.blocks.N.`.
+_TOP = {"transformer.wte.weight": "model.embed_tokens.weight", "transformer.ln_f.weight": "model.norm.weight",
+        "transformer.ff_out.weight": "lm_head.weight"}
+_BLOCK = {"attn_norm": "input_layernorm", "q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj",
+          "v_proj": "self_attn.v_proj", "attn_out": "self_attn.o_proj", "ff_norm": "post_attention_layernorm",
+          "ff_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj", "ff_out": "mlp.down_proj"}
+_OURS = re.compile(r"transformer\.blocks\.(\d+)\.(\w+)\.(weight|bias)")
+_THEIRS = re.compile(r"model\.layers\.(\d+)\.([\w.]+)\.(weight|bias)")
+
+
+def checkpoint_key(name: str) -> str:
+    if name in _TOP:
+        return _TOP[name]
+    m = _OURS.fullmatch(name)
+    if m is None or m[2] not in _BLOCK:
+        raise KeyError(f"{name!r} has no key in Dream's checkpoint layout")
+    return f"model.layers.{m[1]}.{_BLOCK[m[2]]}.{m[3]}"
+
+
+def parameter_name(key: str) -> str | None:
+    top = {theirs: ours for ours, theirs in _TOP.items()}
+    if key in top:
+        return top[key]
+    m = _THEIRS.fullmatch(key)
+    block = {theirs: ours for ours, theirs in _BLOCK.items()}
+    if m is None or m[2] not in block:
+        return None
+    return f"transformer.blocks.{m[1]}.{block[m[2]]}.{m[3]}"
+
+
+# -------------------------------------------------------------------------------------- the network
+
+
+class DreamModel(LLaDAModel):
+    """Dream's network with its logits realigned: position i's logits predict token i (see the
+    module docstring). Everything else is `LLaDAModel`'s, caches and activation checkpointing included."""
+
+    def __init__(self, config: ModelConfig):
+        _check(config)
+        super().__init__(config)
+
+    def select_outputs(self, x: Tensor, output_positions: Tensor | slice | None, start: int,
+                       kv_cache: KVCache | None) -> Tensor:
+        """Shift the final states (B, T, D) of positions start..start+T-1 one to the right, then
+        select: position i takes the state of i - 1, which is what predicts token i in Dream."""
+        B, T, D = x.shape
+        if kv_cache is not None:  # keep every run's states, for later runs that start after them
+            if kv_cache.hidden is None:
+                kv_cache.hidden = torch.zeros(B, kv_cache.length, D, device=x.device, dtype=x.dtype)
+            kv_cache.hidden[:, start:start + T] = x
+        if start == 0:
+            before = x[:, :1]  # nothing precedes position 0: Dream's sampler gives it its own state
+        elif kv_cache is not None:
+            before = kv_cache.hidden[:, start - 1:start]  # (B, 1, D) as cached
+        else:
+            raise ValueError("Dream's logits at position i come from position i - 1: a run that starts after "
+                             "past_key_values needs that position's state; pass a KVCache (kv_cache=) instead")
+        shifted = torch.cat([before, x[:, :-1]], dim=1)  # (B, T, D)
+        return super().select_outputs(shifted, output_positions, start, kv_cache)
+
+
+FAMILY = register(Family(
+    name="dream",
+    model_class=DreamModel,
+    config_from_json=config_from_json,
+    config_to_json=config_to_json,
+    checkpoint_key=checkpoint_key,
+    parameter_name=parameter_name,
+    end_of_turn="<|im_end|>",
+    auto_map={"AutoConfig": f"{REFERENCE_CODE_REPO}--configuration_dream.DreamConfig",
+              "AutoModel": f"{REFERENCE_CODE_REPO}--modeling_dream.DreamModel"},
+    tokenizer_class="Qwen2TokenizerFast",
+))
