@@ -432,3 +432,104 @@ def test_sampled_ranking_draws_without_replacement_by_softmax():
     for (a, b), want in zip(pairs, exact, strict=True):
         got = float((chosen[:, a] & chosen[:, b]).double().mean())
         assert abs(got - float(want)) < 4 * (float(want) * (1 - float(want)) / n) ** 0.5
+
+
+# ------------------------------------------------------------ against Dream's own code, when present
+# `.ref/dream/` (git-ignored) may hold Dream's public modeling_dream.py, configuration_dream.py and
+# generation_utils.py (the files of Dream-org/Dream-v0-Base-7B, e.g. as copied into
+# github.com/ZHZisZZ/dllm dllm/pipelines/dream/models/) and an empty __init__.py. Without them
+# these tests skip.
+REF = Path(__file__).resolve().parents[1] / ".ref" / "dream"
+
+
+@pytest.fixture
+def dream_reference(monkeypatch):
+    """Dream's modeling and generation modules, imported from .ref/dream/ as a package."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if not all((REF / f"{m}.py").is_file() for m in ("modeling_dream", "configuration_dream", "generation_utils")):
+        pytest.skip(f"{REF} holds no copy of Dream's modeling code")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    def default_rope(config, device=None, **_):  # transformers 5 dropped the "default" entry Dream asks for
+        dim = config.hidden_size // config.num_attention_heads
+        return 1.0 / config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim), 1.0
+
+    if "default" not in ROPE_INIT_FUNCTIONS:
+        monkeypatch.setitem(ROPE_INIT_FUNCTIONS, "default", default_rope)
+    if "dream_reference" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("dream_reference", REF / "__init__.py",
+                                                      submodule_search_locations=[str(REF)])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["dream_reference"] = package
+        spec.loader.exec_module(package)
+    return (importlib.import_module("dream_reference.modeling_dream"),
+            importlib.import_module("dream_reference.generation_utils"))
+
+
+def _reference_model(modeling, cfg: dict, state: dict[str, torch.Tensor]):
+    from dream_reference.configuration_dream import DreamConfig
+
+    keep = {k: v for k, v in cfg.items() if k not in ("auto_map", "architectures", "model_type", "torch_dtype")}
+    model = modeling.DreamModel(DreamConfig(**keep)).float().eval()
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+@torch.no_grad()
+def test_dream_logits_match_dreams_own_code(dream_dir, dream_reference):
+    root, cfg, state, _ = dream_dir
+    ref = _reference_model(dream_reference[0], cfg, state)
+    ours = llada.load(root, tokenizer=False).model
+    ids = torch.randint(0, cfg["vocab_size"], (2, 11))
+    raw = ref(ids).logits
+    realigned = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)  # as Dream's generation_utils does
+    torch.testing.assert_close(ours(ids), realigned, atol=2e-5, rtol=1e-5)
+
+
+def _dream_sample(ref, gen_utils, x: torch.Tensor, new: int, mask_id: int, **kw) -> list[torch.Tensor]:
+    """Dream's `_sample` at temperature 0, with the canvas after every step."""
+    history = []
+
+    def after_step(step, canvas, logits):  # Dream's token hook: also called once before the first step
+        if step is not None:
+            history.append(canvas.clone())
+        return canvas
+
+    config = gen_utils.DreamGenerationConfig(temperature=0.0, max_length=x.shape[1] + new, mask_token_id=mask_id, **kw)
+    ref._sample(x, None, config, after_step, lambda step, canvas, logits: logits)
+    return history
+
+
+@pytest.mark.parametrize("alg", ["maskgit_plus", "topk_margin", "entropy"])
+@torch.no_grad()
+def test_greedy_sampling_matches_dreams_sampler(dream_dir, dream_reference, alg):
+    """One block over the answer, temperature 0. With steps=2 and eps=0 Dream's schedule unmasks
+    half, then the rest, as ours does: the outputs are equal token for token. With Dream's default
+    schedule (eps=1e-3, one step per token, which unmasks 0, 1, ..., 1, 2) every one of its steps is
+    ours given the same canvas and count."""
+    from llada.sampling.core import never_sampled, select_quota
+    from llada.sampling.remasking import REMASKING
+
+    root, cfg, state, ids = dream_dir
+    ref = _reference_model(dream_reference[0], cfg, state)
+    model, mask = llada.load(root, tokenizer=False).model, cfg["mask_token_id"]
+    prompt = torch.randint(0, ids["<|endoftext|>"], (2, 5))
+    dream = _dream_sample(ref, dream_reference[1], prompt, 16, mask, steps=2, eps=0.0, alg=alg)[-1]
+    ours = sample(model, prompt, SamplerOptions(gen_length=16, block_length=16, steps=2, remasking=alg))
+    assert torch.equal(ours.sequences, dream)
+
+    history = _dream_sample(ref, dream_reference[1], prompt, 16, mask, steps=16, eps=1e-3, alg=alg)
+    before = torch.cat([prompt, torch.full((2, 16), mask)], dim=1)
+    for after in history:
+        masked = before == mask
+        logits = model(before)
+        x0 = logits.masked_fill(never_sampled(model.config, logits.shape[-1], logits.device), float("-inf")).argmax(-1)
+        confidence = REMASKING[alg](logits, x0, None).masked_fill(~masked, float("-inf"))
+        count = (masked & (after != mask)).sum(-1)  # what Dream's schedule unmasked at this step
+        mine = torch.where(select_quota(confidence, count) & masked, x0, before)
+        assert torch.equal(mine, after)
+        before = after
+    assert not bool((before == mask).any())
