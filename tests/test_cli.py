@@ -511,3 +511,29 @@ def test_load_none_names_the_argument():
 
     with pytest.raises((UserError, ValueError), match="path"):
         llada.load(None)
+
+
+@pytest.mark.parametrize("command", ["generate", "chat", "serve", "poem", "lm-eval"])
+def test_revision_reaches_the_hub_on_every_command_that_takes_a_hub_name(command, monkeypatch, tmp_path):
+    """--revision (lm-eval: model_args revision=) is passed to the Hub download; a fake hub records it."""
+    import llada.checkpoint as checkpoint
+
+    seen = []
+
+    def fake_download(repo, revision=None, **kw):
+        seen.append((repo, revision))
+        raise OSError("offline in this test")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_download)
+    monkeypatch.setattr(checkpoint, "snapshot_download", fake_download, raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    data = tmp_path / "poems.json"
+    data.write_text('[{"first": "a", "second": "b"}]')
+    args = {"generate": ["generate", "hi", "--model", "org/name", "--revision", "v1"],
+            "chat": ["chat", "--model", "org/name", "--revision", "v1"],
+            "serve": ["serve", "--model", "org/name", "--revision", "v1"],
+            "poem": ["poem", "org/name", str(data), "--revision", "v1", "--out_dir", str(tmp_path / "o")],
+            "lm-eval": ["lm-eval", "--model", "llada", "--model_args", "pretrained=org/name,revision=v1",
+                        "--tasks", "arc_easy"]}[command]
+    rc = main(args + (["--device", "cpu"] if command in ("generate", "chat", "poem") else []))
+    assert rc != 0 and seen and seen[0] == ("org/name", "v1")

@@ -66,7 +66,7 @@ class LLaDAEvalLM(TemplateLM):
     def __init__(self, pretrained: str, dtype: str = "auto", device: str | None = None, batch_size: int | str = 8,
                  mc_num: int = 128, mc_batch_size: int = 32, is_greedy_check: bool = True,
                  rolling_context: int = 0, seed: int = 1234, max_length: int | None = None,
-                 **sampler: Any) -> None:
+                 revision: str | None = None, **sampler: Any) -> None:
         super().__init__()
         unknown = sorted(set(sampler) - set(SAMPLER_KEYS))
         if unknown:
@@ -79,7 +79,7 @@ class LLaDAEvalLM(TemplateLM):
         self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         if device is None or self._world_size > 1:
             device = str(self.accelerator.device)
-        bundle = load(pretrained, dtype=dtype, device=device)
+        bundle = load(pretrained, dtype=dtype, device=device, revision=revision)
         self.model, self.tokenizer = bundle.model.eval(), bundle.tokenizer
         self._device = torch.device(device)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8

@@ -41,16 +41,17 @@ def options_from_flags(flags: dict[str, Any]) -> Any:
     return SamplerOptions.from_dict({k: v for k, v in flags.items() if v is not None})
 
 
-def _load(model: str, device: str | None, dtype: str | None):
+def _load(model: str, device: str | None, dtype: str | None, revision: str | None = None):
     from llada.checkpoint import load
     from llada.cli import resolve_device
 
-    return load(model, dtype=dtype, device=resolve_device(device))
+    return load(model, dtype=dtype, device=resolve_device(device), revision=revision)
 
 
 @sampler_flags
 def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool = False, chat: bool = True,
-             device: str | None = None, dtype: str | None = None, **options: Any) -> None:
+             device: str | None = None, dtype: str | None = None, revision: str | None = None,
+             **options: Any) -> None:
     """Sample a response to PROMPT (the reverse process; left to right for an autoregressive model).
 
     Args:
@@ -60,11 +61,12 @@ def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool 
         chat: wrap the prompt in the chat template
         device: cpu or cuda (default: cuda when available)
         dtype: float32, bfloat16 or float16 (default: as stored)
+        revision: a branch, tag or commit when --model is a Hugging Face Hub id
     """
     from llada.sampling.text import decode_response, stream_text
 
     opts = options_from_flags(options)
-    bundle = _load(model, device, dtype)
+    bundle = _load(model, device, dtype, revision)
     state = None
     for state, text in stream_text(bundle.model, bundle.tokenizer, prompt, opts, chat=chat):
         if trace and not state.final:
@@ -81,7 +83,7 @@ def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool 
 
 @sampler_flags
 def chat(model: str = "runs/quickstart/sft/model", device: str | None = None, dtype: str | None = None,
-         **options: Any) -> None:
+         revision: str | None = None, **options: Any) -> None:
     """Multi-turn chat in the terminal: each answer is written as its text settles, left to right.
     An empty line, `exit` or end of input quits; /help lists the commands (/reset, /settings, /set).
 
@@ -89,9 +91,10 @@ def chat(model: str = "runs/quickstart/sft/model", device: str | None = None, dt
         model: a model directory
         device: cpu or cuda (default: cuda when available)
         dtype: float32, bfloat16 or float16
+        revision: a branch, tag or commit when --model is a Hugging Face Hub id
     """
     opts = options_from_flags(options)
-    bundle = _load(model, device, dtype)
+    bundle = _load(model, device, dtype, revision)
     _line_editing()
     session = _Chat(bundle, opts)
     print("chat with the model; an empty line or `exit` quits, /help lists the commands")

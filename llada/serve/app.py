@@ -592,7 +592,7 @@ def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", por
           device: str | None = None, dtype: str = "auto", max_batch: int = 8, max_queue: int = 64,
           timeout_s: float = 120.0, max_gen_tokens: int = 256, api_key: str | None = None,
           served_model_name: str | None = None, mc_num: int = 32, allowed_hosts: str | None = None,
-          allow_unauthenticated: bool = False, **options: Any) -> None:
+          allow_unauthenticated: bool = False, revision: str | None = None, **options: Any) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, with a chat page at /.
 
     Args:
@@ -610,6 +610,7 @@ def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", por
         mc_num: Monte-Carlo samples of each Eq. 6 estimate behind "logprobs" on /v1/completions
         allowed_hosts: Host header names to answer besides loopback and the bound address, comma-separated ("*": any)
         allow_unauthenticated: serve beyond loopback without an API key
+        revision: a branch, tag or commit when --model is a Hugging Face Hub id
 
     The sampler flags below set what a request does not: a request's own fields and "preset" win.
     """
@@ -629,4 +630,5 @@ def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", por
     from llada.checkpoint import load
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    uvicorn.run(create_app(load(model, dtype=dtype, device=device), cfg), host=host, port=port, log_level="info")
+    bundle = load(model, dtype=dtype, device=device, revision=revision)
+    uvicorn.run(create_app(bundle, cfg), host=host, port=port, log_level="info")
