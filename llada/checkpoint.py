@@ -92,6 +92,8 @@ def _is_hub_id(text: str) -> bool:
 
 
 def _resolve_dir(path: str | Path, revision: str | None = None) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ModelDirError(f"path must be a model directory or a Hugging Face Hub id (org/name), got {path!r}")
     p = Path(path).expanduser()
     if p.is_dir():
         if revision is not None:

@@ -504,8 +504,6 @@ def test_sample_text_names_what_prompts_may_be(bundle, prompts, words):
         sample_text(bundle.model, bundle.tokenizer, [[{"role": "user", "content": "hi"}]], chat=False)
 
 
-@pytest.mark.xfail(strict=True, reason="llada/checkpoint.py (not this change's file): llada.load(None) raises "
-                   "TypeError 'expected str, bytes or os.PathLike object, not NoneType' without naming the argument")
 def test_load_none_names_the_argument():
     from llada.errors import UserError
 
