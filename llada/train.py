@@ -120,6 +120,7 @@ class TrainConfig:
     warmup_steps: int = 50
     """Linear warmup from 0 to lr."""
     weight_decay: float = 0.1
+    """AdamW weight decay on matrices (norms and biases are not decayed)."""
     beta1: float = 0.9
     beta2: float = 0.95
     max_grad_norm: float = 1.0
@@ -135,16 +136,19 @@ class TrainConfig:
     eval_batches: int = 4
     save_every: int = 200
     """Steps between checkpoints (0: only the final model)."""
+    """Held-out batches per evaluation (fixed batches and noise, so evaluations compare)."""
     keep_last: int = 2
     """Checkpoints kept on disk."""
     log_every: int = 10
     seed: int = 0
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Steps between lines in metrics.jsonl (and the progress bar's loss)."""
     """auto: bf16 autocast on a GPU that supports it, full precision otherwise."""
     compile: bool = False
     activation_checkpointing: bool = False
     lora_r: int = 0
     """LoRA rank for fine-tuning a large checkpoint (0: train all weights)."""
+    """torch.compile the model before training."""
     vocab_size: int = 4096
     """BPE vocabulary when a tokenizer is trained from scratch (a preset model)."""
     truncation: Literal["truncate", "error"] = "truncate"
@@ -158,6 +162,7 @@ class TrainConfig:
     progress: bool = True
     """Show a progress bar."""
     overrides: dict[str, Any] = field(default_factory=dict)
+    """Write TensorBoard logs to out_dir/tb (when tensorboard is installed)."""
     """Model config fields to override on a preset, e.g. {"n_layers": 2}."""
 
     def __post_init__(self) -> None:

@@ -355,9 +355,6 @@ def test_train_help_shows_each_fields_docstring(command, capsys):
     assert "--stage" not in shown  # the command is the stage
 
 
-@pytest.mark.xfail(strict=True, reason="llada/train.py (not this change's file): TrainConfig's weight_decay, beta1, "
-                   "beta2, eval_batches, log_every, seed, compile, activation_checkpointing, tensorboard and wandb "
-                   "have no attribute docstring, so their --help has only a type")
 def test_every_train_flag_is_described():
     from llada.train import TrainConfig
 
