@@ -122,7 +122,9 @@ class TrainConfig:
     weight_decay: float = 0.1
     """AdamW weight decay on matrices (norms and biases are not decayed)."""
     beta1: float = 0.9
+    """AdamW's first-moment decay."""
     beta2: float = 0.95
+    """AdamW's second-moment decay."""
     max_grad_norm: float = 1.0
     """Gradient clipping by global norm (0 disables)."""
     eps: float = 1e-3
@@ -142,11 +144,13 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Seeds the model's initialisation, the data order, the noise and the built-in world."""
     """Steps between lines in metrics.jsonl (and the progress bar's loss)."""
     """auto: bf16 autocast on a GPU that supports it, full precision otherwise."""
     compile: bool = False
     activation_checkpointing: bool = False
     lora_r: int = 0
+    """Recompute each block in the backward pass: less memory, about a third more compute."""
     """LoRA rank for fine-tuning a large checkpoint (0: train all weights)."""
     """torch.compile the model before training."""
     vocab_size: int = 4096
@@ -160,6 +164,7 @@ class TrainConfig:
     tensorboard: bool = True
     wandb: bool = False
     progress: bool = True
+    """Also log to Weights & Biases (needs wandb installed and logged in)."""
     """Show a progress bar."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Write TensorBoard logs to out_dir/tb (when tensorboard is installed)."""
