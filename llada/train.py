@@ -136,23 +136,23 @@ class TrainConfig:
     eval_every: int = 100
     """Steps between held-out evaluations (0 disables)."""
     eval_batches: int = 4
+    """Held-out batches per evaluation (fixed batches and noise, so evaluations compare)."""
     save_every: int = 200
     """Steps between checkpoints (0: only the final model)."""
-    """Held-out batches per evaluation (fixed batches and noise, so evaluations compare)."""
     keep_last: int = 2
     """Checkpoints kept on disk."""
     log_every: int = 10
-    seed: int = 0
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """Seeds the model's initialisation, the data order, the noise and the built-in world."""
     """Steps between lines in metrics.jsonl (and the progress bar's loss)."""
+    seed: int = 0
+    """Seeds the model's initialisation, the data order, the noise and the built-in world."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """auto: bf16 autocast on a GPU that supports it, full precision otherwise."""
     compile: bool = False
-    activation_checkpointing: bool = False
-    lora_r: int = 0
-    """Recompute each block in the backward pass: less memory, about a third more compute."""
-    """LoRA rank for fine-tuning a large checkpoint (0: train all weights)."""
     """torch.compile the model before training."""
+    activation_checkpointing: bool = False
+    """Recompute each block in the backward pass: less memory, about a third more compute."""
+    lora_r: int = 0
+    """LoRA rank for fine-tuning a large checkpoint (0: train all weights)."""
     vocab_size: int = 4096
     """BPE vocabulary when a tokenizer is trained from scratch (a preset model)."""
     truncation: Literal["truncate", "error"] = "truncate"
@@ -162,12 +162,12 @@ class TrainConfig:
     resume: str | None = "auto"
     """auto: continue from the latest checkpoint in out_dir if there is one; a path; or None to refuse to reuse out_dir."""
     tensorboard: bool = True
+    """Write TensorBoard logs to out_dir/tb (when tensorboard is installed)."""
     wandb: bool = False
-    progress: bool = True
     """Also log to Weights & Biases (needs wandb installed and logged in)."""
+    progress: bool = True
     """Show a progress bar."""
     overrides: dict[str, Any] = field(default_factory=dict)
-    """Write TensorBoard logs to out_dir/tb (when tensorboard is installed)."""
     """Model config fields to override on a preset, e.g. {"n_layers": 2}."""
 
     def __post_init__(self) -> None:
