@@ -14,10 +14,11 @@ Trainer itself is the same for all four.
 Reproducibility is by construction: the data order of epoch e is a permutation seeded by
 (seed, e), and the noise of optimizer step s is drawn from a generator seeded by (seed, s) for the
 whole global batch, each process keeping its rows. So the state to resume is just the weights,
-the optimizer, the scheduler and the step; a run killed at any moment and resumed from its last
-checkpoint retraces the same loss curve, and 2 processes compute what 1 process does with the
-same global batch. A resumed run builds its model once, from the checkpoint (with LoRA: the frozen
-base from its source, the adapters from the checkpoint), so it needs no more memory than a fresh one.
+the optimizer, the scheduler and the step (and, on a CPU, the thread count, see `_match_threads`);
+a run killed at any moment and resumed from its last checkpoint retraces the same loss curve, and
+2 processes compute what 1 process does with the same global batch. A resumed run builds its model
+once, from the checkpoint (with LoRA: the frozen base from its source, the adapters from the
+checkpoint), so it needs no more memory than a fresh one.
 
 Layout of `out_dir`:
     checkpoints/step-000200/   a model directory (config.json, safetensors, tokenizer) plus
@@ -430,8 +431,26 @@ class Trainer:
                                   "--resume an earlier checkpoint, or move it away") from None
         finally:
             hook.remove()
-        self.step = json.loads((resume_dir / "trainer" / "state.json").read_text())["step"]
+        state = json.loads((resume_dir / "trainer" / "state.json").read_text())
+        self.step = state["step"]
+        self._match_threads(state.get("threads"), resume_dir)
         logger.info("resumed from %s at step %d", resume_dir, self.step)
+
+    def _match_threads(self, threads: int | None, ckpt: Path) -> None:
+        """Train on with the CPU thread count the checkpoint was written with.
+
+        CPU kernels split work over more than ATen's grain size (32,768 elements: the gradient of a
+        large weight, its norm) into one chunk per thread and sum the chunks, so another thread count
+        changes the last bits of the gradients and their norm, and the resumed run no longer
+        retraces the loss curve. A process's default count follows the CPU affinity it starts with
+        (taskset, a container's or a scheduler's CPU set) or OMP_NUM_THREADS, which a resumed job
+        need not share with the one it continues."""
+        now = torch.get_num_threads()
+        if threads and threads != now and self.acc.device.type == "cpu":
+            torch.set_num_threads(threads)
+            self._note(f"resuming with {threads} CPU threads, as {ckpt.name} was written (this process "
+                       f"started with {now}): a reduction split another way would change the last bits "
+                       "of the gradients, and the run would not retrace its loss curve")
 
     def _restore_weights(self, models: list[torch.nn.Module], input_dir: str) -> None:
         """accelerate's load_state pre-hook: the model already holds its weights (`_build_model`), and
@@ -600,7 +619,8 @@ class Trainer:
                 hook.remove()
             self._save_model_dir(tmp)
             if self.acc.is_main_process:
-                state = {"step": self.step, "config": dataclasses.asdict(self.cfg), "time": time.time()}
+                state = {"step": self.step, "config": dataclasses.asdict(self.cfg), "time": time.time(),
+                         "threads": torch.get_num_threads()}  # see _match_threads
                 state["config"]["_global_batch"] = self.global_batch
                 (tmp / "trainer" / "state.json").write_text(json.dumps(state, indent=2))
                 fsync_tree(tmp)

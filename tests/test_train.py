@@ -651,6 +651,34 @@ def small_corpus(tmp_path_factory) -> Path:
     return path
 
 
+def test_a_resume_uses_the_thread_count_its_checkpoint_was_written_with(tmp_path, small_corpus, caplog):
+    """The one kill-and-resume in six that ended with other weights, its first difference the last
+    bit of a gradient norm: a CPU reduction past ATen's grain size (here the 64 x 1024 MLP weights'
+    gradients) sums one chunk per thread, and a resumed process's default thread count follows the
+    CPU affinity it starts with. A resume now trains on with the checkpoint's count, saying so."""
+    def cfg(out: Path) -> TrainConfig:
+        return _cfg(out, small_corpus, seq_len=16, batch_size=2, max_steps=4, save_every=2,
+                    overrides={"d_model": 64, "mlp_hidden_size": 1024})
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        whole = Trainer(cfg(tmp_path / "whole")).fit()
+        first = Trainer(cfg(tmp_path / "cut"))
+        first.train_step(), first.train_step()
+        first.save_checkpoint()
+        torch.set_num_threads(1)  # the resumed process was started on one CPU (taskset -c 0)
+        with caplog.at_level("WARNING", logger="llada"):
+            resumed = Trainer(cfg(tmp_path / "cut"))
+        assert torch.get_num_threads() == 2
+        assert "resuming with 2 CPU threads, as step-000002 was written (this process started with 1)" in caplog.text
+        final = resumed.fit()
+    finally:
+        torch.set_num_threads(threads)
+    a, b = load_file(whole / "model.safetensors"), load_file(final / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_killed_anywhere_then_resumed_ends_with_the_uninterrupted_weights(tmp_path, small_corpus, monkeypatch):
     """Kill a run at every event (`_KillSwitch`) of a step-and-checkpoint cycle, in each phase of a
     run (before its first checkpoint, resuming with a checkpoint to prune, writing the final model),
