@@ -425,6 +425,8 @@ class Trainer:
         hook = self.acc.register_load_state_pre_hook(self._restore_weights)
         try:
             self.acc.load_state(str(resume_dir / "trainer"))
+        except UserError:  # the hook's own message (a LoRA base changed since)
+            raise
         except Exception as e:  # noqa: BLE001 - damage `checkpoint_problem` cannot see without reading it all
             raise CheckpointError(f"cannot resume from {resume_dir}: its trainer state does not load "
                                   f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
