@@ -16,17 +16,15 @@ def sampler_flags(func: Callable[..., Any]) -> Callable[..., Any]:
     """Give `func(..., **options)` one keyword flag per `SamplerOptions` field, plus `--preset`,
     each defaulting to None ("as the preset, else the default"), with its help text; `func` turns
     them into options with `options_from_flags`."""
-    from llada.sampling.options import OPTION_NAMES, SAMPLER_PRESETS, SamplerOptions
+    from llada.sampling.options import OPTION_NAMES, OPTION_TYPES, SAMPLER_PRESETS, SamplerOptions
 
     defaults, helps = SamplerOptions().to_dict(), SamplerOptions.help()
-    kinds = {f: type(v) if v is not None else str for f, v in defaults.items()}
-    kinds.update({"steps": int, "block_length": int, "threshold": float, "factor": float, "seed": int})
     params = [p for p in inspect.signature(func).parameters.values() if p.kind is not p.VAR_KEYWORD]
     lines = [f"        preset: sampler preset applied under the flags given: {', '.join(SAMPLER_PRESETS)}"]
     params.append(inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None))
     for name in OPTION_NAMES:
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=kinds[name] | None))
+                                        annotation=OPTION_TYPES[name] | None))
         shown = "" if defaults[name] is None else f" (default: {defaults[name]})"
         lines.append(f"        {name}: {helps[name]}{shown}")
     func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

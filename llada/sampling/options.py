@@ -210,16 +210,18 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-_KINDS = {"gen_length": int, "steps": int, "block_length": int, "temperature": float, "cfg_scale": float,
-          "remasking": str, "threshold": float, "factor": float, "cache": str, "logits_eos_inf": bool,
-          "confidence_eos_eot_inf": bool, "early_exit": bool, "seed": int}
+# Each option's value type: read by _coerce, the CLI flags (commands.sampler_flags) and the server schema.
+OPTION_TYPES: dict[str, type] = {
+    "gen_length": int, "steps": int, "block_length": int, "temperature": float, "cfg_scale": float, "remasking": str,
+    "threshold": float, "factor": float, "cache": str, "logits_eos_inf": bool, "confidence_eos_eot_inf": bool,
+    "early_exit": bool, "seed": int}
 _OPTIONAL = {"steps", "block_length", "threshold", "factor", "cache", "seed"}
 
 
 def _coerce(name: str, value: Any) -> Any:
     """`value` as field `name`'s type: strings from a command line or `--model_args` are parsed,
     integral floats become ints, "none"/"null" clears an optional field."""
-    kind = _KINDS[name]
+    kind = OPTION_TYPES[name]
     if isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
         if name in _OPTIONAL:
             return None

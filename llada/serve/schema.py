@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from llada.errors import GenerationError
-from llada.sampling.options import OPTION_NAMES, SamplerOptions
+from llada.sampling.options import OPTION_NAMES, OPTION_TYPES, SamplerOptions
 
 MAX_STOP = 4  # stop strings per request, as OpenAI allows
 MAX_STOP_CHARS = 256  # characters per stop string (each is matched against the answer at every step)
@@ -31,9 +31,6 @@ MAX_TOP_LOGPROBS = 20
 
 # Fields a request sets through OpenAI's own names (max_tokens -> gen_length), not as extras.
 _OPENAI_NAMED = {"gen_length": "max_tokens"}
-_TYPES = {"gen_length": int, "steps": int, "block_length": int, "temperature": float, "cfg_scale": float,
-          "remasking": str, "threshold": float, "factor": float, "cache": str, "logits_eos_inf": bool,
-          "confidence_eos_eot_inf": bool, "early_exit": bool, "seed": int}
 
 
 class RequestError(Exception):
@@ -76,7 +73,7 @@ class _OpenAIFields(_Strict):
 # Every SamplerOptions field a request may set, typed, defaulting to None ("as the preset/server").
 _Request = create_model(  # type: ignore[call-overload]
     "_Request", __base__=_OpenAIFields,
-    **{name: (_TYPES[name] | None, Field(None, description=SamplerOptions.help()[name]))
+    **{name: (OPTION_TYPES[name] | None, Field(None, description=SamplerOptions.help()[name]))
        for name in OPTION_NAMES if name not in _OPENAI_NAMED})
 
 
