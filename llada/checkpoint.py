@@ -199,25 +199,27 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
     with torch.device("meta"):
         model = fam.build(config)
     expected = dict(model.named_parameters())
+    expected.update((n, b) for n, b in model.named_buffers()
+                    if n.rpartition(".")[2] not in model.get_submodule(n.rpartition(".")[0])._non_persistent_buffers_set)
     seen: set[str] = set()
     for file_name, keys in _weight_files(root).items():
         file_path = root / file_name
         # safetensors names the CPU "cpu" only (accelerate's multi-process CPU device is "cpu:0")
         with _safetensors(file_path, device="cpu" if device.type == "cpu" else str(device)) as f:
             for key in keys:
-                name = fam.parameter_name(key)
-                if name not in expected:
+                pieces = fam.from_checkpoint(key, f.get_tensor(key), config)
+                if pieces is None or any(name not in expected for name in pieces):
                     raise CheckpointError(f"{file_path}: unexpected weight {key!r} for this config "
                                           f"(weight_tying={config.weight_tying}, "
                                           f"include_bias={config.include_bias})")
-                tensor = f.get_tensor(key)
-                if tuple(tensor.shape) != tuple(expected[name].shape):
-                    raise CheckpointError(f"{file_path}: {key} has shape {tuple(tensor.shape)}, but "
-                                          f"{CONFIG_NAME} implies {tuple(expected[name].shape)}")
-                if want_dtype is not None:
-                    tensor = tensor.to(want_dtype)
-                _set_parameter(model, name, tensor)
-                seen.add(name)
+                for name, tensor in pieces.items():
+                    if tuple(tensor.shape) != tuple(expected[name].shape):
+                        raise CheckpointError(f"{file_path}: {key} has shape {tuple(tensor.shape)}, but "
+                                              f"{CONFIG_NAME} implies {tuple(expected[name].shape)}")
+                    if want_dtype is not None and tensor.is_floating_point():
+                        tensor = tensor.to(want_dtype)
+                    _set_parameter(model, name, tensor)
+                    seen.add(name)
     missing = sorted(set(expected) - seen)
     if missing:
         shown = ", ".join(fam.checkpoint_key(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -226,9 +228,13 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
 
 
 def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Put a loaded tensor in place of the (meta) parameter or buffer `name`."""
     module_name, _, leaf = name.rpartition(".")
     module = model.get_submodule(module_name)
-    module._parameters[leaf] = nn.Parameter(tensor, requires_grad=tensor.is_floating_point())
+    if leaf in module._buffers:  # e.g. an MoE router's expert bias: set by balancing, not trained
+        module._buffers[leaf] = tensor
+    else:
+        module._parameters[leaf] = nn.Parameter(tensor, requires_grad=tensor.is_floating_point())
 
 
 def load_tokenizer(path: str | Path, config: ModelConfig | None = None) -> Any:
@@ -341,14 +347,13 @@ def load_sampler_options(root: Path) -> SamplerOptions:
 def state_dict_for_saving(model: LLaDAModel, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """Checkpoint keys -> contiguous CPU tensors, in the key names of the model's family (LLaDA:
     the `model.` prefix of the public checkpoints)."""
-    key = family_for(model.config).checkpoint_key
     out = {}
     for name, tensor in model.state_dict().items():
         t = tensor.detach()
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
-        out[key(name)] = t.to("cpu").contiguous()
-    return out
+        out[name] = t.to("cpu").contiguous()
+    return {k: t.contiguous() for k, t in family_for(model.config).to_checkpoint(out).items()}
 
 
 def save(path: str | Path, model: LLaDAModel, tokenizer: Any = None, *, max_shard_size: int | str = "5GB",

@@ -38,16 +38,80 @@ _METADATA_KEYS = {
     "attention_layer_norm_with_affine", "bias_for_layer_norm", "tie_word_embeddings",
     "llada_version",
 }
+# Fields that LLaDA's own config.json never has: written only when they differ from these defaults.
+_WRITTEN_WHEN_SET = {"qk_norm": False, "partial_rotary_factor": 1.0, "moe": None}
 REQUIRED = ("d_model", "n_layers", "n_heads", "vocab_size", "mask_token_id")
 
 # Which model family (llada/families) reads a config.json, as transformers' Auto classes map a
 # model_type to a class. The architectures are looked at first: they name the class and are more
-# specific (LLaDA-MoE reuses model_type "llada"). model_type is compared in lower case (Dream writes
-# "Dream"). A family named here is registered in llada/families/__init__.py.
-FAMILY_BY_ARCHITECTURE = {"LLaDAModelLM": "llada", "DreamModel": "dream"}
-FAMILY_BY_MODEL_TYPE = {"llada": "llada", "Dream": "dream"}
+# specific (LLaDA-MoE's config.json may reuse model_type "llada"). model_type is compared in lower
+# case (Dream writes "Dream"). A family named here is registered in llada/families/__init__.py.
+FAMILY_BY_ARCHITECTURE = {"LLaDAModelLM": "llada", "DreamModel": "dream", "LLaDAMoEModelLM": "llada_moe",
+                          "LLaDA2MoeModelLM": "llada2"}
+FAMILY_BY_MODEL_TYPE = {"llada": "llada", "Dream": "dream", "lladamoe": "llada_moe", "llada2_moe": "llada2",
+                        "llada21_moe": "llada2"}
+# model_types that more than one family's config.json carries: the architecture decides.
+SHARED_MODEL_TYPES = {"llada"}
 # Public diffusion LMs whose config.json we recognise but whose network is not implemented here.
-NOT_YET = {"llada2_moe": "LLaDA 2.x (a mixture of experts)", "LLaDA2MoeModelLM": "LLaDA 2.x (a mixture of experts)"}
+NOT_YET: dict[str, str] = {}
+
+
+ROUTER_SCORES = ("softmax", "sigmoid")
+ROUTER_BIAS = ("weights", "selection")
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    """A mixture-of-experts MLP (LLaDA-MoE, LLaDA 2.x): a router picks `num_experts_per_tok` of
+    `num_experts` SwiGLU experts per token and mixes their outputs by its weights; a shared expert,
+    when present, sees every token. The routing rule is written out in `model.MoE.route`."""
+
+    num_experts: int
+    """Routed experts per MoE block."""
+    num_experts_per_tok: int
+    """Experts each token is sent to (top-k)."""
+    intermediate_size: int
+    """Inner size of each routed expert's SwiGLU MLP."""
+    shared_intermediate_size: int = 0
+    """Inner size of the shared expert (0: none)."""
+    dense_layers: tuple[int, ...] = ()
+    """Blocks that keep the dense MLP (`ModelConfig.mlp_hidden_size`) instead (LLaDA 2.x: the first)."""
+    score: str = "softmax"
+    """Router scores: "softmax" over the experts (LLaDA-MoE) or an independent "sigmoid" (LLaDA 2.x)."""
+    norm_topk: bool = False
+    """Rescale the k chosen scores to sum to one (when k > 1)."""
+    scaling: float = 1.0
+    """Factor on the mixing weights (`routed_scaling_factor`)."""
+    groups: int = 1
+    """Expert groups (`n_group`): only the `topk_groups` groups with the best two scores are eligible."""
+    topk_groups: int = 1
+    bias: str | None = None
+    """A per-expert bias buffer added to the scores: None (no bias), "weights" (it also enters the
+    mixing weights, as LLaDA-MoE's code does) or "selection" (it only chooses, as LLaDA 2.x's does)."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_experts", "num_experts_per_tok", "intermediate_size", "groups", "topk_groups"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"moe `{name}` must be a positive integer, got {value!r}")
+        if self.num_experts_per_tok > self.num_experts:
+            raise ConfigError(f"moe `num_experts_per_tok` ({self.num_experts_per_tok}) exceeds `num_experts` "
+                              f"({self.num_experts})")
+        if self.num_experts % self.groups or self.topk_groups > self.groups:
+            raise ConfigError(f"moe: {self.num_experts} experts cannot form {self.groups} groups with "
+                              f"{self.topk_groups} chosen")
+        if self.groups > 1 and self.num_experts // self.groups < 2:
+            raise ConfigError("moe: each expert group needs at least two experts (groups are ranked by their best two)")
+        if self.score not in ROUTER_SCORES:
+            raise ConfigError(f"moe `score` is {self.score!r}; supported: {', '.join(ROUTER_SCORES)}")
+        if self.bias is not None and self.bias not in ROUTER_BIAS:
+            raise ConfigError(f"moe `bias` is {self.bias!r}; supported: None, {', '.join(ROUTER_BIAS)}")
+        if self.shared_intermediate_size < 0 or self.scaling <= 0:
+            raise ConfigError("moe `shared_intermediate_size` must be >= 0 and `scaling` positive")
+        object.__setattr__(self, "dense_layers", tuple(self.dense_layers))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -107,6 +171,12 @@ class ModelConfig:
     """Beginning of text, or None."""
     eot_token_id: int | None = 126348
     """End of a chat turn (<|eot_id|>), or None for a model without a chat format."""
+    qk_norm: bool = False
+    """RMSNorm over each head of the queries and keys, before RoPE (LLaDA-MoE, LLaDA 2.x)."""
+    partial_rotary_factor: float = 1.0
+    """Share of each head's dimensions (the first ones) that RoPE rotates (LLaDA 2.x: 0.5)."""
+    moe: MoEConfig | None = None
+    """The mixture-of-experts MLP, or None for the dense SwiGLU MLP in every block."""
     causal: bool = False
     """True only for the autoregressive baseline: a causal mask, trained with next-token loss."""
     family: str = "llada"
@@ -129,6 +199,8 @@ class ModelConfig:
             self.mlp_hidden_size = self.mlp_ratio * self.d_model
         if self.embedding_size is None:
             self.embedding_size = self.vocab_size
+        if isinstance(self.moe, dict):
+            self.moe = MoEConfig(**self.moe)
 
     def _check_sizes(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size", "vocab_size",
@@ -154,6 +226,11 @@ class ModelConfig:
                 raise ConfigError(f"`{name}` is {getattr(self, name)!r}; supported: {', '.join(allowed)}")
         if self.family not in FAMILY_BY_MODEL_TYPE.values():
             raise ConfigError(f"`family` is {self.family!r}; known: {', '.join(sorted(set(FAMILY_BY_MODEL_TYPE.values())))}")
+        if not 0 < self.partial_rotary_factor <= 1 or self.rotary_dim % 2:
+            raise ConfigError(f"`partial_rotary_factor` ({self.partial_rotary_factor}) must be in (0, 1] and rotate "
+                              f"an even number of each head's {self.head_dim} dimensions")
+        if self.moe is not None and any(not 0 <= i < self.n_layers for i in self.moe.dense_layers):
+            raise ConfigError(f"moe `dense_layers` {list(self.moe.dense_layers)} must be block indices 0..{self.n_layers - 1}")
         if self.rope_theta <= 0 or self.rms_norm_eps <= 0:
             raise ConfigError("`rope_theta` and `rms_norm_eps` must be positive")
         for name in ("attention_dropout", "residual_dropout", "embedding_dropout"):
@@ -172,14 +249,29 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
+    @property
+    def rotary_dim(self) -> int:
+        """Dimensions of each head that RoPE rotates."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    def is_moe_layer(self, index: int) -> bool:
+        return self.moe is not None and index not in self.moe.dense_layers
+
     def num_params(self, embeddings: bool = True) -> int:
-        """Parameter count, computed from the shapes (no model needed)."""
+        """Parameter count, computed from the shapes (no model needed); every expert counted."""
         d, h, kv = self.d_model, self.mlp_hidden_size, self.n_kv_heads * self.head_dim
         qkv_bias = self.include_bias or self.include_qkv_bias
         attn = d * d * 2 + d * kv * 2 + (d + 2 * kv if qkv_bias else 0) + (d if self.include_bias else 0)
-        mlp = 3 * d * h + ((2 * h + d) if self.include_bias else 0)
+        attn += 2 * self.head_dim if self.qk_norm else 0
+        dense = 3 * d * h + ((2 * h + d) if self.include_bias else 0)
         norms = 2 * d * (2 if self.include_bias else 1)
-        total = self.n_layers * (attn + mlp + norms) + d * (2 if self.include_bias else 1)
+        total = d * (2 if self.include_bias else 1)
+        for i in range(self.n_layers):
+            mlp = dense
+            if self.is_moe_layer(i):
+                m = self.moe
+                mlp = d * m.num_experts * (1 + 3 * m.intermediate_size) + 3 * d * m.shared_intermediate_size
+            total += attn + mlp + norms
         if embeddings:
             head = 0 if self.weight_tying else self.embedding_size * (d + (1 if self.include_bias else 0))
             total += self.embedding_size * d + head
@@ -241,7 +333,12 @@ class ModelConfig:
 
             return family(self.family).config_to_json(self)
         out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "family")})
+        out.update({f.name: getattr(self, f.name) for f in fields(self)
+                    if f.name not in ("extra", "family", *_WRITTEN_WHEN_SET)})
+        out.update({name: getattr(self, name) for name, default in _WRITTEN_WHEN_SET.items()
+                    if getattr(self, name) != default})
+        if out.get("moe") is not None:
+            out["moe"] = self.moe.to_dict()
         out.update(_FIXED)
         out.update({
             "model_type": "llada",
@@ -278,15 +375,16 @@ def family_of(data: dict[str, Any], source: str = "config") -> str:
     for key in [*names, model_type]:
         if key in NOT_YET:
             raise ConfigError(f"{source}: {NOT_YET[key]} ({key!r}) is not supported yet")
-    if data.get("num_experts"):
-        raise ConfigError(f"{source}: a mixture-of-experts config (`num_experts` = {data['num_experts']}, e.g. "
-                          "LLaDA-MoE) is not supported yet")
     by_architecture = next((FAMILY_BY_ARCHITECTURE[n] for n in names if n in FAMILY_BY_ARCHITECTURE), None)
+    if by_architecture is None and data.get("num_experts") and str(model_type).lower() in SHARED_MODEL_TYPES:
+        by_architecture = "llada_moe"  # LLaDA-MoE's model_type with its architecture left out
     if model_type is None:
         return by_architecture or "llada"
     by_type = {k.lower(): v for k, v in FAMILY_BY_MODEL_TYPE.items()}.get(str(model_type).lower())
     if by_type is not None and by_architecture in (None, by_type):
         return by_type
+    if by_architecture is not None and str(model_type).lower() in SHARED_MODEL_TYPES:
+        return by_architecture
     if by_architecture is not None:
         wanted = next(k for k, v in FAMILY_BY_MODEL_TYPE.items() if v == by_architecture)
         raise ConfigError(f"{source}: `model_type` is {model_type!r}; expected {wanted!r} for architectures "

@@ -73,21 +73,108 @@ class RMSNorm(nn.Module):
 # real and imaginary parts), positions given explicitly so a slice of the sequence can be run.
 
 
-def rope_cos_sin(position_ids: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos and sin of shape (B, 1, T, head_dim) in float32 for integer positions (B, T)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device,
-                                             dtype=torch.float32) / head_dim))
-    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, head_dim/2)
-    angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, head_dim)
+def rope_cos_sin(position_ids: Tensor, rotary_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos and sin of shape (B, 1, T, rotary_dim) in float32 for integer positions (B, T); the
+    frequencies are theta^(-2i / rotary_dim), as transformers' default RoPE (partial rotary included)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, device=position_ids.device,
+                                             dtype=torch.float32) / rotary_dim))
+    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, rotary_dim/2)
+    angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, rotary_dim)
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate (B, H, T, head_dim) by the angles; computed in float32, returned in x's dtype."""
+    """Rotate the first rotary_dim = cos.shape[-1] dimensions of (B, H, T, head_dim) by the angles
+    (the rest pass through: partial rotary); computed in float32, returned in x's dtype."""
     x32 = x.float()
-    x1, x2 = x32.chunk(2, dim=-1)
+    rot, rest = x32[..., :cos.shape[-1]], x32[..., cos.shape[-1]:]
+    x1, x2 = rot.chunk(2, dim=-1)
     rotated = torch.cat((-x2, x1), dim=-1)
-    return (x32 * cos + rotated * sin).to(x.dtype)
+    return torch.cat((rot * cos + rotated * sin, rest), dim=-1).to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Mixture of experts (LLaDA-MoE, LLaDA 2.x): the MLP of a block becomes a router and a set of SwiGLU
+# experts, each token mixing the outputs of the k experts the router picks.
+
+
+class Expert(nn.Module):
+    """One SwiGLU MLP without biases: ff_out(act(ff_proj(x)) * up_proj(x)) (the dense MLP's names)."""
+
+    def __init__(self, d: int, hidden: int, activation: str):
+        super().__init__()
+        self.ff_proj = nn.Linear(d, hidden, bias=False)  # gate
+        self.up_proj = nn.Linear(d, hidden, bias=False)
+        self.ff_out = nn.Linear(hidden, d, bias=False)  # down
+        self.act = _ACTIVATIONS[activation]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ff_out(self.act(self.ff_proj(x)) * self.up_proj(x))
+
+
+class MoE(nn.Module):
+    """Router + `num_experts` experts (+ a shared expert), see `config.MoEConfig`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        m = config.moe
+        self.moe = m
+        self.router = nn.Linear(config.d_model, m.num_experts, bias=False)
+        self.experts = nn.ModuleList(Expert(config.d_model, m.intermediate_size, config.activation_type)
+                                     for _ in range(m.num_experts))
+        self.shared = (Expert(config.d_model, m.shared_intermediate_size, config.activation_type)
+                       if m.shared_intermediate_size else None)
+        if m.bias is not None:  # set by load-balancing during pretraining, not by gradients: a buffer
+            self.register_buffer("expert_bias", torch.zeros(m.num_experts))
+        else:
+            self.expert_bias = None
+
+    def route(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """For tokens x (N, D): the experts chosen (N, k) and their mixing weights (N, k), float32.
+
+        scores = softmax or sigmoid of the router logits (float32); the experts are the top k of
+        scores (+ expert_bias), among the `topk_groups` groups whose two best scores sum highest
+        when the experts are grouped; the weights are those scores (with the bias in "weights"
+        mode), rescaled to sum to one when `norm_topk`, times `scaling`."""
+        m = self.moe
+        logits = F.linear(x.float(), self.router.weight.float())  # (N, E)
+        scores = logits.softmax(-1) if m.score == "softmax" else logits.sigmoid()
+        ranked = scores if self.expert_bias is None else scores + self.expert_bias.float()
+        if m.groups > 1:
+            N = ranked.shape[0]
+            best_two = ranked.view(N, m.groups, -1).topk(2, dim=-1).values.sum(-1)  # (N, groups)
+            keep = torch.zeros_like(best_two, dtype=torch.bool).scatter_(
+                1, best_two.topk(m.topk_groups, dim=-1).indices, True)
+            ranked = ranked.masked_fill(~keep.repeat_interleave(m.num_experts // m.groups, dim=1), float("-inf"))
+        chosen = ranked.topk(m.num_experts_per_tok, dim=-1).indices  # (N, k)
+        weights = (ranked if m.bias == "weights" else scores).gather(1, chosen)
+        if m.norm_topk and m.num_experts_per_tok > 1:
+            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+        return chosen, weights * m.scaling
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, D) -> (B, T, D): each token's experts run on it, mixed by the router's weights in
+        float32; tokens are grouped by expert so each expert runs once (one host sync per block,
+        for the group sizes)."""
+        B, T, D = x.shape
+        flat = x.reshape(-1, D)
+        chosen, weights = self.route(flat)
+        k = chosen.shape[1]
+        order = chosen.flatten().argsort()  # assignments grouped by expert
+        counts = torch.bincount(chosen.flatten(), minlength=len(self.experts)).tolist()
+        rows = order // k  # token of each assignment, in expert order
+        out = torch.zeros(B * T, D, device=x.device, dtype=torch.float32)
+        start = 0
+        for expert, n in zip(self.experts, counts, strict=True):
+            if n:
+                idx = order[start:start + n]
+                y = expert(flat[rows[start:start + n]]).float() * weights.flatten()[idx, None]
+                out.index_add_(0, rows[start:start + n], y)
+                start += n
+        out = out.to(x.dtype)
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        return out.view(B, T, D)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -96,7 +183,7 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class Block(nn.Module):
     """Pre-norm block: bidirectional multi-head (grouped-query) attention, then the SwiGLU MLP."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, index: int = 0):
         super().__init__()
         d, hd = config.d_model, config.head_dim
         qkv_bias = config.include_bias or config.include_qkv_bias
@@ -107,17 +194,27 @@ class Block(nn.Module):
         self.k_proj = nn.Linear(d, config.n_kv_heads * hd, bias=qkv_bias)
         self.v_proj = nn.Linear(d, config.n_kv_heads * hd, bias=qkv_bias)
         self.attn_out = nn.Linear(d, d, bias=config.include_bias)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(hd, config.rms_norm_eps)
+            self.k_norm = RMSNorm(hd, config.rms_norm_eps)
         self.ff_norm = RMSNorm(d, config.rms_norm_eps, bias=config.include_bias)
-        self.ff_proj = nn.Linear(d, config.mlp_hidden_size, bias=config.include_bias)  # gate
-        self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=config.include_bias)
-        self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=config.include_bias)  # down
+        if config.is_moe_layer(index):
+            self.moe = MoE(config)
+        else:
+            self.ff_proj = nn.Linear(d, config.mlp_hidden_size, bias=config.include_bias)  # gate
+            self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=config.include_bias)
+            self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=config.include_bias)  # down
+            self.moe = None
         self.act = _ACTIVATIONS[config.activation_type]
 
     def attention(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, past: KV | None,
                   cache: KV | None = None, at: int = 0, is_causal: bool = False) -> tuple[Tensor, KV]:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if self.config.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, hd), (B, Hkv, T, hd)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         new_kv = (k, v)
@@ -137,6 +234,8 @@ class Block(nn.Module):
         return self.attn_out(y), new_kv
 
     def mlp(self, x: Tensor) -> Tensor:
+        if self.moe is not None:
+            return self.moe(x)
         return self.ff_out(self.act(self.ff_proj(x)) * self.up_proj(x))
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None = None,
@@ -164,7 +263,7 @@ class LLaDAModel(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict({
             "wte": nn.Embedding(config.embedding_size, config.d_model),
-            "blocks": nn.ModuleList(Block(config) for _ in range(config.n_layers)),
+            "blocks": nn.ModuleList(Block(config, i) for i in range(config.n_layers)),
             "ln_f": RMSNorm(config.d_model, config.rms_norm_eps, bias=config.include_bias),
         })
         if not config.weight_tying:
@@ -192,6 +291,8 @@ class LLaDAModel(nn.Module):
                 nn.init.ones_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+            elif isinstance(module, MoE) and module.expert_bias is not None:
+                module.expert_bias.zero_()
 
     # ----------------------------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
@@ -250,7 +351,7 @@ class LLaDAModel(nn.Module):
             keys = start + T
         if position_ids is None:
             position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
-        cos, sin = rope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta)  # (B, 1, T, hd)
+        cos, sin = rope_cos_sin(position_ids, cfg.rotary_dim, cfg.rope_theta)  # (B, 1, T, rotary_dim)
         mask, is_causal = self._attention_mask(attention_mask, B, T, start, keys, input_ids.device)
 
         x = self.transformer.wte(input_ids)  # (B, T, D)

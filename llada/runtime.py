@@ -17,7 +17,9 @@ from llada.model import LLaDAModel
 
 logger = logging.getLogger(__name__)
 
-# Every Linear of a block: attention q/k/v/out and the SwiGLU gate/up/down projections.
+# Every Linear of a block: attention q/k/v/out and the SwiGLU gate/up/down projections. In a
+# mixture-of-experts block the router and the experts stay frozen and unadapted (adapting hundreds
+# of experts, each seeing a few tokens, is what LoRA for MoE models avoids): attention only.
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"]
 
 
@@ -32,7 +34,8 @@ def apply_lora(model: LLaDAModel, r: int, alpha: int | None = None, dropout: flo
     if r <= 0:
         raise ValueError(f"LoRA rank must be positive, got {r}")
     targets = [name for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and ".blocks." in name and name.rsplit(".", 1)[-1] in LORA_TARGETS]
+               if isinstance(m, nn.Linear) and ".blocks." in name and ".moe." not in name
+               and name.rsplit(".", 1)[-1] in LORA_TARGETS]
     config = LoraConfig(r=r, lora_alpha=alpha or 2 * r, lora_dropout=dropout, target_modules=targets, bias="none")
     peft_model = get_peft_model(model, config)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)

@@ -53,6 +53,7 @@ from llada.checkpoint import fsync_tree
 from llada.config import PRESETS, ModelConfig, preset
 from llada.data.world import WorldConfig
 from llada.errors import CheckpointError, UserError
+from llada.families import family_for
 from llada.objectives import objective_for
 
 if TYPE_CHECKING:
@@ -669,11 +670,12 @@ class Trainer:
             from llada.runtime import merge_lora
 
             merged = merge_lora(copy.deepcopy(unwrapped))
-            state = {checkpoint.KEY_PREFIX + k: v.detach().cpu() for k, v in merged.state_dict().items()}
+            state = {k: v.detach().cpu() for k, v in merged.state_dict().items()}
         else:
             full = self.acc.get_state_dict(self.module)
             prefix = _common_prefix(full, base_model(unwrapped))
-            state = {checkpoint.KEY_PREFIX + k[len(prefix):]: v.detach().cpu() for k, v in full.items()}
+            state = {k[len(prefix):]: v.detach().cpu() for k, v in full.items()}
+        state = family_for(self.model_config).to_checkpoint(state)  # in the keys of the model's family
         if self.acc.is_main_process:
             path.mkdir(parents=True, exist_ok=True)
             (path / TRAINING_CONFIG).write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n")
@@ -797,15 +799,17 @@ def restore_adapters(module: torch.nn.Module, ckpt: Path, base: str = "the base 
     model changed since the checkpoint was made is refused rather than silently combined with
     adapters trained on another.
     """
-    from llada.checkpoint import ADAPTER_DIR, KEY_PREFIX, load_lora_adapter, read_tensors
+    from llada.checkpoint import ADAPTER_DIR, load_lora_adapter, read_tensors
     from llada.runtime import base_model
 
-    untouched = [(n, p) for n, p in base_model(module).named_parameters()
+    model = base_model(module)
+    key = family_for(model.config).checkpoint_key
+    untouched = [(n, p) for n, p in model.named_parameters()
                  if not p.requires_grad and "lora_" not in n and ".base_layer." not in n]
     check = untouched[:1] + untouched[-1:]
-    stored = read_tensors(ckpt, [KEY_PREFIX + n for n, _ in check])
+    stored = read_tensors(ckpt, [key(n) for n, _ in check])
     for name, p in check:
-        if not torch.equal(p.detach().cpu(), stored[KEY_PREFIX + name]):
+        if not torch.equal(p.detach().cpu(), stored[key(name)]):
             raise CheckpointError(f"cannot resume from {ckpt}: {base} has changed since the checkpoint was made "
                                   f"({name} differs). Restore it, or start afresh in another --out_dir")
     load_lora_adapter(module, ckpt / ADAPTER_DIR)

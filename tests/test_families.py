@@ -105,14 +105,18 @@ def test_llada_variants_map_to_the_llada_family_at_full_size(repo):
     ({"architectures": ["LLaDAModelLM"]}, "llada"),
     ({"model_type": "llada"}, "llada"),
     ({}, "llada"),  # our earliest directories named neither
+    ({"model_type": "llada", "architectures": ["LLaDAMoEModelLM"]}, "llada_moe"),  # LLaDA-MoE's public config
+    ({"model_type": "lladamoe"}, "llada_moe"),  # as dllm rewrites it
+    ({"model_type": "llada", "num_experts": 64}, "llada_moe"),
+    ({"model_type": "llada2_moe", "architectures": ["LLaDA2MoeModelLM"]}, "llada2"),
+    ({"model_type": "Dream"}, "dream"),
 ])
 def test_family_of_reads_architectures_then_model_type(data, expected):
     assert family_of(data) == expected
 
 
 @pytest.mark.parametrize("data,message", [
-    ({"model_type": "llada2_moe", "architectures": ["LLaDA2MoeModelLM"]}, "LLaDA 2.x .* not supported yet"),
-    ({"model_type": "llada", "num_experts": 64}, "mixture-of-experts .*LLaDA-MoE.* not supported yet"),
+    ({"model_type": "llada2_moe", "architectures": ["DreamModel"]}, "expected 'Dream' for architectures"),
     ({"model_type": "gpt2"}, "`model_type` is 'gpt2'; expected one of 'llada'"),
     ({"model_type": "gpt2", "architectures": ["LLaDAModelLM"]}, "`model_type` is 'gpt2'; expected 'llada'"),
 ])

@@ -9,9 +9,11 @@ its name (`ModelConfig.family`), and `checkpoint.load` / `save` look it up here.
 network takes and returns the same things (`LLaDAModel.forward`: position i's logits predict
 token i), so the samplers, estimators, server and evaluation never ask which family a model is.
 
-    family      config.json                      network                   checkpoint keys
-    llada       model_type "llada", LLaDAModelLM  model.LLaDAModel          model.transformer.blocks.N.q_proj.weight
-    dream       model_type "Dream", DreamModel    families.dream.DreamModel model.layers.N.self_attn.q_proj.weight
+    family     config.json                           network                    checkpoint keys
+    llada      model_type "llada", LLaDAModelLM       model.LLaDAModel           model.transformer.blocks.N.q_proj.weight
+    dream      model_type "Dream", DreamModel         families.dream.DreamModel  model.layers.N.self_attn.q_proj.weight
+    llada_moe  LLaDAMoEModelLM ("llada"/"lladamoe")   model.LLaDAModel (MoE)     model.layers.N.mlp.experts.E.gate_proj.weight
+    llada2     model_type "llada2_moe", LLaDA2MoeModelLM  model.LLaDAModel (MoE) model.layers.N.attention.query_key_value.weight
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from torch import Tensor
 
 from llada.config import ConfigError, ModelConfig
 from llada.model import LLaDAModel
@@ -47,9 +51,31 @@ class Family:
     tokenizer_class: str | None = None
     """A transformers tokenizer class to open the family's tokenizer with when its directory names
     remote code (Dream's `DreamTokenizer` is Qwen2's byte-level BPE); None: AutoTokenizer."""
+    split: Callable[[str, Tensor, ModelConfig], dict[str, Tensor] | None] | None = None
+    """For checkpoint keys that hold several of our parameters (LLaDA 2.x's fused
+    `query_key_value`): key, tensor and config -> our parameters, else None (`parameter_name` says)."""
+    join: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
+    """The inverse, on a whole state dict in our names: the family's checkpoint state; None:
+    `checkpoint_key` renames each tensor."""
 
     def build(self, config: ModelConfig) -> LLaDAModel:
         return self.model_class(config)
+
+    def from_checkpoint(self, key: str, tensor: Tensor, config: ModelConfig) -> dict[str, Tensor] | None:
+        """Our parameter (or buffer) names and tensors held by one checkpoint key; None when the
+        key is not one of this family's."""
+        if self.split is not None:
+            pieces = self.split(key, tensor, config)
+            if pieces is not None:
+                return pieces
+        name = self.parameter_name(key)
+        return None if name is None else {name: tensor}
+
+    def to_checkpoint(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Our state dict (names -> tensors) in the family's checkpoint keys."""
+        if self.join is not None:
+            return self.join(state)
+        return {self.checkpoint_key(name): t for name, t in state.items()}
 
 
 FAMILIES: dict[str, Family] = {}
@@ -77,5 +103,24 @@ def build_model(config: ModelConfig) -> LLaDAModel:
     return family_for(config).build(config)
 
 
+def read_fields(data: dict[str, Any], source: str, fields: dict[str, str], required: tuple[str, ...],
+                defaults: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    """ModelConfig keyword values from a transformers-style config.json (`fields`: its key -> our
+    field), with `defaults` for keys it may omit (the family's configuration class defaults);
+    keys in `fixed` must hold the one value implemented (or be absent / null). Errors name
+    `source` and the key."""
+    missing = [k for k in required if data.get(k) is None]
+    if missing:
+        raise ConfigError(f"{source}: missing required field(s) {', '.join(missing)}")
+    for key, wanted in fixed.items():
+        if data.get(key, wanted) not in (wanted, None):
+            raise ConfigError(f"{source}: `{key}` = {data[key]!r} is not supported (only {wanted})")
+    values = {**defaults, **{k: v for k, v in data.items() if v is not None or k not in defaults}}
+    known = {ours: values[theirs] for theirs, ours in fields.items() if theirs in values}
+    if isinstance(known.get("eos_token_id"), list):  # some configs list several; the first is EOS
+        known["eos_token_id"] = known["eos_token_id"][0]
+    return known
+
+
 # Registration: each module calls `register` once on import.
-from llada.families import dream, llada  # noqa: E402,F401  (imported for their registrations)
+from llada.families import dream, llada, llada2, llada_moe  # noqa: E402,F401  (imported for their registrations)

@@ -1,0 +1,169 @@
+"""LLaDA-MoE (inclusionAI/LLaDA-MoE-7B-A1B-Base, -Instruct): LLaDA's diffusion objective on an
+OLMoE-shaped mixture-of-experts network (7B parameters, 1.4B active per token).
+
+The network is our `LLaDAModel` with options: RMSNorm over each head of the queries and keys
+(`qk_norm`), and in each block a router sending every token to 8 of 64 SwiGLU experts (`MoEConfig`).
+What the family maps:
+
+- **config.json** has transformers-style names (`hidden_size`, `num_experts`,
+  `expert_intermediate_size`, `moe_layer_freq` (1 = a mixture-of-experts block, 0 = the dense MLP
+  of `dense_intermediate_size`), ...); its `model_type` is "llada" (the same as LLaDA-8B's, so the
+  architecture `LLaDAMoEModelLM` decides) or "lladamoe". It names no mask id: the model card's
+  `generate(mask_id=156895)` is the default. The routing follows LLaDA-MoE's modeling code, which
+  uses a softmax router and never renormalises the top-k weights whatever `norm_topk_prob`,
+  `moe_router_score_function` and `routed_scaling_factor` say; those keys are kept on save. With
+  `moe_router_enable_expert_bias` the code adds a per-expert bias to the probabilities before
+  choosing and keeps it in the weights (`MoEConfig.bias = "weights"`).
+- **Checkpoint keys** are those of its modeling code: `model.embed_tokens.weight`,
+  `model.layers.N.self_attn.{q,k,v,o}_proj.weight`, `self_attn.{q,k}_norm.weight`,
+  `mlp.gate.weight`, `mlp.experts.E.{gate,up,down}_proj.weight`, `mlp.expert_bias`,
+  `shared_expert.*`, `model.norm.weight`, `lm_head.weight`.
+- **Chat**: turns end with `<|role_end|>` (`<role>HUMAN</role>...<|role_end|><role>ASSISTANT</role>`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from llada.config import ConfigError, ModelConfig, MoEConfig
+from llada.families import Family, read_fields, register
+from llada.model import LLaDAModel
+
+REFERENCE_CODE_REPO = "inclusionAI/LLaDA-MoE-7B-A1B-Base"  # configuration_lladamoe.py / modeling_lladamoe.py
+MASK_TOKEN_ID = 156895  # the model card's generate(mask_id=...); config.json names none
+
+_FIELDS = {
+    "hidden_size": "d_model", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+    "num_key_value_heads": "n_kv_heads", "dense_intermediate_size": "mlp_hidden_size", "vocab_size": "vocab_size",
+    "max_position_embeddings": "max_sequence_length", "rope_theta": "rope_theta", "rms_norm_eps": "rms_norm_eps",
+    "hidden_act": "activation_type", "tie_word_embeddings": "weight_tying", "initializer_range": "init_std",
+    "attention_dropout": "attention_dropout", "mask_token_id": "mask_token_id", "eos_token_id": "eos_token_id",
+    "pad_token_id": "pad_token_id", "bos_token_id": "bos_token_id", "qk_layernorm": "qk_norm",
+    "partial_rotary_factor": "partial_rotary_factor",
+}
+_MOE_KEYS = ("num_experts", "num_experts_per_tok", "expert_intermediate_size", "shared_expert_intermediate_size",
+             "moe_layer_freq", "moe_router_enable_expert_bias")
+_REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "rope_theta", "num_experts",
+             "num_experts_per_tok", "expert_intermediate_size", "moe_layer_freq")
+# configuration_lladamoe.py's defaults for keys a config.json may leave out.
+_DEFAULTS = {"max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "hidden_act": "silu", "tie_word_embeddings": False,
+             "initializer_range": 0.02, "attention_dropout": 0.0, "pad_token_id": 1, "eos_token_id": 50279,
+             "bos_token_id": None, "qk_layernorm": False, "partial_rotary_factor": 1.0, "mask_token_id": MASK_TOKEN_ID}
+_FIXED = {"attention_bias": False, "clip_qkv": None, "rope_scaling": None}
+
+
+def config_from_json(data: dict[str, Any], source: str = "config.json") -> ModelConfig:
+    """ModelConfig of a LLaDA-MoE config.json (errors name `source` and the field)."""
+    known = read_fields(data, source, _FIELDS, _REQUIRED, _DEFAULTS, _FIXED)
+    freq = data["moe_layer_freq"]
+    if not isinstance(freq, list) or len(freq) != data["num_hidden_layers"]:
+        raise ConfigError(f"{source}: `moe_layer_freq` must list 0 or 1 for each of the "
+                          f"{data['num_hidden_layers']} layers, got {freq!r}")
+    dense = tuple(i for i, f in enumerate(freq) if f == 0)
+    known["qk_norm"] = bool(known["qk_norm"])
+    if not dense:  # every block is an MoE: the dense size is unused (and may be absent)
+        known["mlp_hidden_size"] = known.get("mlp_hidden_size") or data["expert_intermediate_size"]
+    try:
+        moe = MoEConfig(num_experts=data["num_experts"], num_experts_per_tok=data["num_experts_per_tok"],
+                        intermediate_size=data["expert_intermediate_size"],
+                        shared_intermediate_size=data.get("shared_expert_intermediate_size") or 0,
+                        dense_layers=dense, score="softmax", norm_topk=False, scaling=1.0,
+                        bias="weights" if data.get("moe_router_enable_expert_bias") else None)
+        extra = {k: v for k, v in data.items() if k not in _FIELDS and k not in _MOE_KEYS}
+        return ModelConfig(**known, moe=moe, eot_token_id=None, family="llada_moe", extra=extra)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def config_to_json(config: ModelConfig) -> dict[str, Any]:
+    """LLaDA-MoE's config.json for `config` (unknown keys of the source file kept)."""
+    m = config.moe
+    bad = [name for name, value in (("include_bias", config.include_bias), ("include_qkv_bias", config.include_qkv_bias),
+                                    ("scale_logits", config.scale_logits), ("input_emb_norm", config.input_emb_norm),
+                                    ("causal", config.causal)) if value]
+    if m is None or m.score != "softmax" or m.norm_topk or m.scaling != 1.0 or m.groups != 1 or m.bias == "selection":
+        bad.append("a router other than LLaDA-MoE's (softmax, top-k weights as they are)")
+    if config.embedding_size != config.vocab_size:
+        bad.append(f"embedding_size={config.embedding_size}")
+    if bad:
+        raise ConfigError(f"a LLaDA-MoE model cannot have {', '.join(bad)}")
+    out = dict(config.extra)
+    out.update({theirs: getattr(config, ours) for theirs, ours in _FIELDS.items()})
+    out.update({
+        "num_experts": m.num_experts, "num_experts_per_tok": m.num_experts_per_tok,
+        "expert_intermediate_size": m.intermediate_size,
+        "shared_expert_intermediate_size": m.shared_intermediate_size or None,
+        "moe_layer_freq": [0 if i in m.dense_layers else 1 for i in range(config.n_layers)],
+        "moe_router_enable_expert_bias": m.bias == "weights",
+        "attention_bias": False, "clip_qkv": None,
+        "model_type": "llada", "architectures": ["LLaDAMoEModelLM"],
+    })
+    return out
+
+
+# ------------------------------------------------------------------------------ state-dict adapter
+_TOP = {"transformer.wte.weight": "model.embed_tokens.weight", "transformer.ln_f.weight": "model.norm.weight",
+        "transformer.ff_out.weight": "lm_head.weight"}
+# Within block N: our module path -> theirs.
+_BLOCK = {"attn_norm": "input_layernorm", "q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj",
+          "v_proj": "self_attn.v_proj", "attn_out": "self_attn.o_proj", "q_norm": "self_attn.q_norm",
+          "k_norm": "self_attn.k_norm", "ff_norm": "post_attention_layernorm", "ff_proj": "mlp.gate_proj",
+          "up_proj": "mlp.up_proj", "ff_out": "mlp.down_proj", "moe.router": "mlp.gate"}
+_EXPERT = {"ff_proj": "gate_proj", "up_proj": "up_proj", "ff_out": "down_proj"}
+_OURS = re.compile(r"transformer\.blocks\.(\d+)\.(.+)\.(weight|bias)")
+_OURS_EXPERT = re.compile(r"moe\.(experts\.\d+|shared)\.(ff_proj|up_proj|ff_out)")
+_THEIRS = re.compile(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)")
+_THEIRS_EXPERT = re.compile(r"(mlp\.experts\.\d+|shared_expert)\.(gate_proj|up_proj|down_proj)")
+
+
+def checkpoint_key(name: str) -> str:
+    if name in _TOP:
+        return _TOP[name]
+    bias = re.fullmatch(r"transformer\.blocks\.(\d+)\.moe\.expert_bias", name)
+    if bias:
+        return f"model.layers.{bias[1]}.mlp.expert_bias"
+    m = _OURS.fullmatch(name)
+    if m is not None:
+        if m[2] in _BLOCK:
+            return f"model.layers.{m[1]}.{_BLOCK[m[2]]}.{m[3]}"
+        e = _OURS_EXPERT.fullmatch(m[2])
+        if e is not None:
+            where = "shared_expert" if e[1] == "shared" else "mlp." + e[1]
+            return f"model.layers.{m[1]}.{where}.{_EXPERT[e[2]]}.{m[3]}"
+    raise KeyError(f"{name!r} has no key in LLaDA-MoE's checkpoint layout")
+
+
+def parameter_name(key: str) -> str | None:
+    top = {theirs: ours for ours, theirs in _TOP.items()}
+    if key in top:
+        return top[key]
+    bias = re.fullmatch(r"model\.layers\.(\d+)\.mlp\.expert_bias", key)
+    if bias:
+        return f"transformer.blocks.{bias[1]}.moe.expert_bias"
+    m = _THEIRS.fullmatch(key)
+    if m is None:
+        return None
+    block = {theirs: ours for ours, theirs in _BLOCK.items()}
+    if m[2] in block:
+        return f"transformer.blocks.{m[1]}.{block[m[2]]}.{m[3]}"
+    e = _THEIRS_EXPERT.fullmatch(m[2])
+    if e is None:
+        return None
+    where = "moe.shared" if e[1] == "shared_expert" else "moe." + e[1].removeprefix("mlp.")
+    ours = {theirs: ours for ours, theirs in _EXPERT.items()}[e[2]]
+    return f"transformer.blocks.{m[1]}.{where}.{ours}.{m[3]}"
+
+
+FAMILY = register(Family(
+    name="llada_moe",
+    model_class=LLaDAModel,
+    config_from_json=config_from_json,
+    config_to_json=config_to_json,
+    checkpoint_key=checkpoint_key,
+    parameter_name=parameter_name,
+    end_of_turn="<|role_end|>",
+    auto_map={"AutoConfig": f"{REFERENCE_CODE_REPO}--configuration_lladamoe.LLaDAMoEConfig",
+              "AutoModel": f"{REFERENCE_CODE_REPO}--modeling_lladamoe.LLaDAMoEModelLM",
+              "AutoModelForCausalLM": f"{REFERENCE_CODE_REPO}--modeling_lladamoe.LLaDAMoEModelLM"},
+))
