@@ -159,6 +159,9 @@ class MoE(nn.Module):
         B, T, D = x.shape
         flat = x.reshape(-1, D)
         chosen, weights = self.route(flat)
+        if x.is_meta:  # shapes only (a full-size model on the meta device): the grouping is data dependent
+            out = sum(expert(flat) for expert in self.experts) + (0 if self.shared is None else self.shared(flat))
+            return out.view(B, T, D)
         k = chosen.shape[1]
         order = chosen.flatten().argsort()  # assignments grouped by expert
         counts = torch.bincount(chosen.flatten(), minlength=len(self.experts)).tolist()
@@ -298,7 +301,7 @@ class LLaDAModel(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 position_ids: Tensor | None = None, past_key_values: list[KV] | None = None,
                 output_positions: Tensor | slice | None = None, kv_cache: KVCache | None = None,
-                cache_position: int = 0) -> Tensor:
+                cache_position: int = 0, block_size: int | None = None) -> Tensor:
         """Logits (B, T, embedding_size) for `input_ids` (B, T).
 
         attention_mask: (B, K), 1 for a real token and 0 for padding, over every key attended:
@@ -313,13 +316,16 @@ class LLaDAModel(nn.Module):
         output_positions: index into T (a slice or index tensor) to compute logits only there, or a
             (B, T) bool tensor: logits (N, embedding_size) of its N True positions, row by row
             (a likelihood scores only its masked tokens: memory grows with them, not with B * T).
+        block_size: block diffusion (LLaDA 2.x): a query at sequence position p sees the keys of its
+            own block of `block_size` positions (counted from position 0 of the keys) and of every
+            block before it, none after. None: every key (bidirectional).
         """
         return self.forward_kv(input_ids, attention_mask, position_ids, past_key_values,
                                output_positions, return_kv=False, kv_cache=kv_cache,
-                               cache_position=cache_position)[0]
+                               cache_position=cache_position, block_size=block_size)[0]
 
     def _attention_mask(self, attention_mask: Tensor | None, B: int, T: int, start: int,
-                        keys: int, device: torch.device) -> tuple[Tensor | None, bool]:
+                        keys: int, device: torch.device, block_size: int | None = None) -> tuple[Tensor | None, bool]:
         """The SDPA mask (B, 1, T|1, keys) for queries at positions start..start+T-1, and whether
         SDPA's own causal flag does the job instead (no padding, no cache: the flash kernel)."""
         mask = None  # None: every query sees every key (the diffusion model without padding)
@@ -328,6 +334,10 @@ class LLaDAModel(nn.Module):
                 raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; "
                                  f"expected (batch, keys attended) = {(B, keys)}")
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, K): which keys are visible
+        if block_size is not None:  # block diffusion: key block <= query block
+            q_block = torch.arange(start, start + T, device=device) // block_size
+            blocks = (torch.arange(keys, device=device) // block_size)[None, :] <= q_block[:, None]  # (T, K)
+            mask = blocks if mask is None else mask & blocks
         if not self.config.causal:
             return mask, False
         if mask is None and start == 0 and keys == T:
@@ -340,7 +350,7 @@ class LLaDAModel(nn.Module):
                    position_ids: Tensor | None = None, past_key_values: list[KV] | None = None,
                    output_positions: Tensor | slice | None = None,
                    return_kv: bool = True, kv_cache: KVCache | None = None,
-                   cache_position: int = 0) -> tuple[Tensor, list[KV]]:
+                   cache_position: int = 0, block_size: int | None = None) -> tuple[Tensor, list[KV]]:
         """As `forward`, and also the keys/values of the positions run, per layer (for caches)."""
         B, T = input_ids.shape
         cfg = self.config
@@ -352,7 +362,7 @@ class LLaDAModel(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
         cos, sin = rope_cos_sin(position_ids, cfg.rotary_dim, cfg.rope_theta)  # (B, 1, T, rotary_dim)
-        mask, is_causal = self._attention_mask(attention_mask, B, T, start, keys, input_ids.device)
+        mask, is_causal = self._attention_mask(attention_mask, B, T, start, keys, input_ids.device, block_size)
 
         x = self.transformer.wte(input_ids)  # (B, T, D)
         if cfg.input_emb_norm:

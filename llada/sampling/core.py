@@ -119,6 +119,17 @@ def select_threshold(confidence: Tensor, masked: Tensor, threshold: float) -> Te
     return masked & ((confidence >= threshold) | top)
 
 
+def select_threshold_quota(confidence: Tensor, masked: Tensor, threshold: float, quota: Tensor) -> Tensor:
+    """LLaDA 2.x's rule: every masked position with confidence > threshold when there are at least
+    quota[b] of them, else the quota[b] most confident (fewer if fewer are masked). (B, T) in and out;
+    compared in float64."""
+    confidence = confidence.double().masked_fill(~masked, float("-inf"))
+    above = masked & (confidence > threshold)
+    k = torch.minimum(quota, masked.sum(-1))
+    top = select_quota(confidence, k) & masked
+    return torch.where((above.sum(-1) >= k)[:, None], above, top)
+
+
 def select_factor(confidence: Tensor, masked: Tensor, factor: float) -> Tensor:
     """Fast-dLLM's factor rule: take the n most confident where the r-th (1-based) has confidence
     >= 1 - factor / (r + 1); always at least one. Ranks count masked positions only."""
@@ -148,10 +159,12 @@ class _Forward:
     """
 
     def __init__(self, model: LLaDAModel, attention_mask: Tensor | None, cfg_scale: float, cache: str | None,
-                 prompt_mask: Tensor, mask_id: int, stats: GenerateStats):
+                 prompt_mask: Tensor, mask_id: int, stats: GenerateStats, block_size: int | None = None):
         self.model, self.am, self.cfg_scale, self.cache = model, attention_mask, cfg_scale, cache
         self.prompt_mask, self.mask_id, self.stats = prompt_mask, mask_id, stats
         self.kv: KVCache | None = None
+        self.block_size = block_size  # block diffusion: the block-causal attention's block
+        self.clean = 0  # block diffusion with a cache: positions before this are cached with their final tokens
 
     def _inputs(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.cfg_scale <= 0:
@@ -169,6 +182,8 @@ class _Forward:
 
     def __call__(self, x: Tensor, start: int, end: int, refresh: bool) -> Tensor:
         ids, am = self._inputs(x)
+        if self.block_size is not None:
+            return self._block_causal(ids, am, start, end, refresh)
         if self.cache is None:
             self.stats.full_forwards += 1
             return self._guide(self.model(ids, attention_mask=am, output_positions=slice(start, end)))
@@ -184,6 +199,30 @@ class _Forward:
                             output_positions=slice(0, end - start))
         return self._guide(logits)
 
+    def _block_causal(self, ids: Tensor, am: Tensor | None, start: int, end: int, refresh: bool) -> Tensor:
+        """Block diffusion: nothing after the block is visible to it, so only positions up to `end`
+        run. Without a cache every step runs them all (as LLaDA 2.x's generate does); with one, a
+        block's first step runs from the first position not yet cached with its final token (the
+        previous block, finished since its last run) and the later steps only the block. Exact:
+        a finished block's keys and values depend on nothing that changes later."""
+        if self.cache is None:
+            self.stats.full_forwards += 1
+            logits = self.model(ids[:, :end], attention_mask=None if am is None else am[:, :end],
+                                output_positions=slice(start, end), block_size=self.block_size)
+            return self._guide(logits)
+        if self.kv is None:
+            self.kv = KVCache(self.model.config, ids.shape[0], ids.shape[1], ids.device, self.model.dtype)
+        run = self.clean if refresh else start
+        if run == 0:
+            self.stats.full_forwards += 1
+        else:
+            self.stats.cached_forwards += 1
+        logits = self.model(ids[:, run:end], attention_mask=am, kv_cache=self.kv, cache_position=run,
+                            output_positions=slice(start - run, end - run), block_size=self.block_size)
+        if refresh:
+            self.clean = start
+        return self._guide(logits)
+
 
 # --------------------------------------------------------------------------------------------- loop
 
@@ -195,33 +234,45 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
             factor: float | None = None,
             cache: str | None = None, logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
             early_exit: bool = False, generator: torch.Generator | None = None,
-            stats: GenerateStats | None = None, refresh_every_step: bool = False) -> Iterator[StepState]:
+            stats: GenerateStats | None = None, refresh_every_step: bool = False,
+            block_causal: bool = False) -> Iterator[StepState]:
     """Unmask the masked positions of `canvas[:, start:]` block by block, yielding after each step.
 
     `canvas` (B, L) is updated in place. `steps` is the total over all blocks. Positions before
     `start` are the prompt (they condition, and CFG masks them in the unconditional pass).
     refresh_every_step rebuilds the cache at every step instead of every block (a check: it must
     reproduce the uncached output).
+
+    block_causal: block diffusion as LLaDA 2.x's `generate` (modeling_llada2_moe.py) does it: blocks
+    of `block_length` counted from position 0 (the prompt's last block is the first one decoded,
+    its prompt tokens kept), L a multiple of block_length, attention causal across blocks; each
+    step's quota comes from the block's length (a block with fewer masks finishes early), and with
+    a threshold a step keeps every prediction above it when there are at least the quota of them,
+    else the quota most confident.
     """
     cfg = model.config
     mask_id, eos_id, eot_id = cfg.mask_token_id, cfg.eos_token_id, cfg.eot_token_id
     B, L = canvas.shape
     num_blocks = (L - start) // block_length
     steps_per_block = steps // num_blocks
+    first = start // block_length if block_causal else 0  # block diffusion: blocks from position 0
+    offset = 0 if block_causal else start
     score = REMASKING[remasking]
     stats = stats if stats is not None else GenerateStats()
     prompt_mask = torch.zeros_like(canvas, dtype=torch.bool)
     prompt_mask[:, :start] = canvas[:, :start] != mask_id
-    forward = _Forward(model, attention_mask, cfg_scale, cache, prompt_mask, mask_id, stats)
+    forward = _Forward(model, attention_mask, cfg_scale, cache, prompt_mask, mask_id, stats,
+                       block_size=block_length if block_causal else None)
     fixed_steps = threshold is None and factor is None
     never = None
     step = 0
-    for block in range(num_blocks):
-        s, e = start + block * block_length, start + (block + 1) * block_length
+    for block in range(first, (L - offset) // block_length):
+        s, e = offset + block * block_length, offset + (block + 1) * block_length
         masked = canvas[:, s:e] == mask_id  # (B, T)
-        quota = num_transfer_tokens(masked.sum(-1), steps_per_block)  # (B, steps_per_block)
-        # fixed steps: exactly steps_per_block; threshold/factor: until the block is unmasked
-        max_steps = steps_per_block if fixed_steps else block_length
+        counts = torch.full_like(masked[:, 0], block_length, dtype=torch.long) if block_causal else masked.sum(-1)
+        quota = num_transfer_tokens(counts, steps_per_block)  # (B, steps_per_block)
+        # fixed steps and block diffusion: at most steps_per_block; threshold/factor: until unmasked
+        max_steps = steps_per_block if fixed_steps or block_causal else block_length
         for i in range(max_steps):
             masked = canvas[:, s:e] == mask_id
             logits = forward(canvas, s, e, refresh=i == 0 or refresh_every_step)  # (B, T, V)
@@ -239,7 +290,10 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
             # bf16 confidence would read 0.9 as 0.8984375.
             scored = logits if fixed_steps else logits.double()
             confidence = score(scored, x0, generator).masked_fill(~masked, float("-inf"))  # (B, T)
-            if threshold is not None:
+            if block_causal:
+                transfer = (select_quota(confidence, torch.minimum(quota[:, i], masked.sum(-1))) & masked
+                            if threshold is None else select_threshold_quota(confidence, masked, threshold, quota[:, i]))
+            elif threshold is not None:
                 transfer = select_threshold(confidence, masked, threshold)
             elif factor is not None:
                 transfer = select_factor(confidence, masked, factor)
@@ -251,9 +305,9 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
             full[:, s:e] = transfer
             yield StepState(canvas, full, block, step, start, stats)
             step += 1
-            if not fixed_steps and not bool((canvas[:, s:e] == mask_id).any()):
+            if (block_causal or not fixed_steps) and not bool((canvas[:, s:e] == mask_id).any()):
                 break  # one host check per step: the step count is data dependent here
-        if early_exit and block < num_blocks - 1:
+        if early_exit and e < L:
             ended = (canvas[:, start:e] == eos_id) | ((canvas[:, start:e] == eot_id) if eot_id is not None else False)
             if bool(ended.any(-1).all()):  # one host check per block
                 canvas[:, e:] = torch.where(canvas[:, e:] == mask_id, eos_id, canvas[:, e:])
@@ -275,22 +329,26 @@ def diffusion_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOption
     Fast-dLLM's `generate.py` (threshold / factor decoding, prefix and dual caches).
     """
     B, P = input_ids.shape
-    gen_length, device = options.gen_length, model.device
-    canvas = torch.full((B, P + gen_length), model.config.mask_token_id, dtype=torch.long, device=device)
+    gen_length, device, block = options.gen_length, model.device, options.block_size
+    # block diffusion decodes whole blocks counted from position 0: the canvas ends on a block boundary
+    L = -(-(P + gen_length) // block) * block if options.block_causal else P + gen_length
+    canvas = torch.full((B, L), model.config.mask_token_id, dtype=torch.long, device=device)
     canvas[:, :P] = input_ids.to(device)
+    shown = canvas[:, :P + gen_length]  # the answer's view (the same storage)
     am = None
     if attention_mask is not None and not bool(attention_mask.all()):
-        am = torch.cat([attention_mask.to(device).long(), torch.ones(B, gen_length, dtype=torch.long, device=device)], 1)
+        am = torch.cat([attention_mask.to(device).long(), torch.ones(B, L - P, dtype=torch.long, device=device)], 1)
     stats = GenerateStats(tokens=B * gen_length)
-    state = StepState(canvas, torch.zeros_like(canvas, dtype=torch.bool), 0, -1, P, stats)
-    for state in denoise(model, canvas, start=P, block_length=options.block_size, steps=options.num_steps,
+    state = StepState(shown, torch.zeros_like(shown, dtype=torch.bool), 0, -1, P, stats)
+    for state in denoise(model, canvas, start=P, block_length=block, steps=options.num_steps,
                          attention_mask=am, temperature=options.temperature, cfg_scale=options.cfg_scale,
                          remasking=options.remasking, threshold=options.threshold, factor=options.factor,
                          cache=options.cache, logits_eos_inf=options.logits_eos_inf,
                          confidence_eos_eot_inf=options.confidence_eos_eot_inf,
-                         early_exit=options.early_exit, generator=generator, stats=stats):
-        yield state
-    yield StepState(canvas, torch.zeros_like(canvas, dtype=torch.bool), state.block, state.step, P, stats, final=True)
+                         early_exit=options.early_exit, generator=generator, stats=stats,
+                         block_causal=options.block_causal):
+        yield StepState(shown, state.transferred[:, :P + gen_length], state.block, state.step, P, stats)
+    yield StepState(shown, torch.zeros_like(shown, dtype=torch.bool), state.block, state.step, P, stats, final=True)
 
 
 @torch.no_grad()

@@ -56,6 +56,9 @@ class SamplerOptions:
         "rank EOS and end-of-turn predictions last (LLaDA App. B.4)"))
     early_exit: bool = field(default=False, metadata=_help(
         "stop after the block in which every row has produced EOS, and fill the rest with EOS"))
+    block_causal: bool = field(default=False, metadata=_help(
+        "block diffusion (LLaDA 2.x): attention causal across blocks of block_length counted from the "
+        "sequence start, finished blocks cached exactly, threshold keeping at least each step's quota"))
     seed: int | None = field(default=None, metadata=_help(
         "random seed for temperature > 0 and random remasking; None: the caller's generator"))
 
@@ -142,6 +145,8 @@ SAMPLER_PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"threshold": 0.9, "cache": "dual"},
     # One token per step, no parallel decoding, no approximate cache.
     "quality": {"steps": None, "threshold": None, "factor": None, "cache": None},
+    # LLaDA 2.x's recommended decoding: block diffusion, blocks of 32, threshold 0.95, finished blocks cached.
+    "llada2": {"block_causal": True, "block_length": 32, "threshold": 0.95, "cache": "prefix", "temperature": 0.0},
 }
 
 
@@ -201,6 +206,8 @@ def _check_parallel(o: SamplerOptions) -> None:
         raise GenerationError(f"factor must be a finite number > 0, got {o.factor!r}")
     if o.threshold is not None and o.factor is not None:
         raise GenerationError("give threshold or factor, not both")
+    if o.block_causal and o.factor is not None:
+        raise GenerationError("block_causal decodes with threshold (or a fixed quota), not factor")
     if o.cache not in (None, *CACHES):
         raise GenerationError(f"unknown cache {o.cache!r}; choose one of: none, {', '.join(CACHES)}")
 
@@ -214,7 +221,7 @@ def _finite(value: Any) -> bool:
 OPTION_TYPES: dict[str, type] = {
     "gen_length": int, "steps": int, "block_length": int, "temperature": float, "cfg_scale": float, "remasking": str,
     "threshold": float, "factor": float, "cache": str, "logits_eos_inf": bool, "confidence_eos_eot_inf": bool,
-    "early_exit": bool, "seed": int}
+    "early_exit": bool, "block_causal": bool, "seed": int}
 _OPTIONAL = {"steps", "block_length", "threshold", "factor", "cache", "seed"}
 
 

@@ -1,0 +1,509 @@
+"""LLaDA-MoE and LLaDA 2.x: their config.json shapes, checkpoint layouts, networks and LLaDA 2.x's
+block-diffusion sampler.
+
+The always-on checks compare against what is written here: a float64 loop over tokens and experts
+(`loop_logits`), a restatement of LLaDA 2.x's `generate` (`loop_block_diffusion`), and the public
+key names and parameter counts worked out by hand. Comparisons with the families' own modeling
+and sampling code (github.com/ZHZisZZ/dllm: dllm/pipelines/llada/models/*lladamoe.py,
+dllm/pipelines/llada2/models/*) run only when `.ref/moe/` and `.ref/llada2/` hold them and
+`.ref/tf457/` holds a transformers 4.57 that they import (`pip install --target .ref/tf457
+--no-deps transformers==4.57.1 tokenizers==0.22.1 huggingface-hub==0.36.0`); that code imports
+modules transformers 5 removed, so it runs in a subprocess (`tests/moe_reference.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_word_tokenizer
+from safetensors.torch import save_file
+
+import llada
+from llada.config import ModelConfig, family_of
+from llada.families import family
+from llada.likelihood import log_likelihoods
+from llada.sampling import SamplerOptions, sample
+
+# ------------------------------------------------------------------------------------- public configs
+
+# inclusionAI/LLaDA2.0-mini's config.json values (as in inclusionAI/dFactory's
+# configs/model_configs/llada2_mini/config.json, which differs only in model_type).
+LLADA2_MINI_CONFIG = {
+    "architectures": ["LLaDA2MoeModelLM"], "attention_dropout": 0.0, "num_hidden_layers": 20, "hidden_size": 2048,
+    "intermediate_size": 5120, "first_k_dense_replace": 1, "hidden_act": "silu", "max_position_embeddings": 16384,
+    "model_type": "llada2_moe", "moe_intermediate_size": 512, "norm_topk_prob": True, "num_experts_per_tok": 8,
+    "norm_head": False, "num_attention_heads": 16, "num_experts": 256, "num_key_value_heads": 4,
+    "rope_theta": 600000, "rope_scaling": None, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "use_bias": False, "use_rmsnorm": True, "rms_norm_eps": 1e-06, "head_dim": 128, "num_shared_experts": 1,
+    "use_cache": False, "use_qkv_bias": False, "embedding_dropout": 0.0, "norm_softmax": False,
+    "output_dropout": 0.0, "vocab_size": 157184, "rotary_dim": 64, "using_split_qkv_in_self_attention": False,
+    "router_dtype": "fp32", "moe_router_enable_expert_bias": True, "routed_scaling_factor": 2.5, "n_group": 8,
+    "topk_group": 4, "score_function": "sigmoid", "initializer_range": 0.02, "max_window_layers": 28,
+    "output_router_logits": False, "pad_token_id": 156892, "partial_rotary_factor": 0.5, "use_sliding_window": False,
+}
+# -flash: the same keys; these values differ.
+LLADA2_FLASH_CONFIG = {**LLADA2_MINI_CONFIG, "num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 9216,
+                       "moe_intermediate_size": 1024, "num_attention_heads": 32}
+# inclusionAI/LLaDA-MoE-7B-A1B-Base: the sizes its paper and model card give (hidden 2048, 16 layers
+# of 64 experts, 8 per token, expert MLP 1024, dense MLP 8192, RoPE base 50000 for 8k context, QK
+# norm) and its model_type "llada"; the vocabulary of 157,184 and the ids are those of the Ling
+# tokenizer it shares with LLaDA 2.x (EOS 156892, mask 156895 as in dInfer's and the card's calls).
+LLADA_MOE_7B_CONFIG = {
+    "architectures": ["LLaDAMoEModelLM"], "model_type": "llada", "hidden_size": 2048, "num_hidden_layers": 16,
+    "num_attention_heads": 16, "num_key_value_heads": 16, "num_experts": 64, "num_experts_per_tok": 8,
+    "expert_intermediate_size": 1024, "dense_intermediate_size": 8192, "moe_layer_freq": [1] * 16,
+    "router_aux_loss_coef": 0.01, "rope_theta": 50000, "max_position_embeddings": 8192, "qk_layernorm": True,
+    "hidden_act": "silu", "vocab_size": 157184, "eos_token_id": 156892, "pad_token_id": 156892,
+    "partial_rotary_factor": 1.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "attention_bias": False,
+    "clip_qkv": None, "shared_expert_intermediate_size": None, "moe_router_enable_expert_bias": False,
+    "moe_router_score_function": "softmax", "norm_topk_prob": False, "rope_scaling": None,
+}
+
+
+@pytest.mark.parametrize("cfg,name,total", [
+    # LLaDA2.0-mini, worked out: q/k/v fused 2048 x (16 + 2 x 4) x 128, output 2048 x 2048, two
+    # 128-wide QK norms and two norms per layer; layer 0 a dense 3 x 2048 x 5120 MLP; layers 1..19
+    # a 256 x 2048 router, 256 experts and one shared expert of 3 x 2048 x 512; embedding and head
+    # 157184 x 2048 each; final norm.
+    (LLADA2_MINI_CONFIG, "llada2",
+     20 * (2048 * 3072 + 2048 * 2048 + 2 * 128 + 2 * 2048) + 3 * 2048 * 5120
+     + 19 * (256 * 2048 + 257 * 3 * 2048 * 512) + 2 * 157184 * 2048 + 2048),
+    (LLADA2_FLASH_CONFIG, "llada2",
+     32 * (4096 * (32 + 8) * 128 + 4096 * 4096 + 2 * 128 + 2 * 4096) + 3 * 4096 * 9216
+     + 31 * (256 * 4096 + 257 * 3 * 4096 * 1024) + 2 * 157184 * 4096 + 4096),
+    # LLaDA-MoE: 16 layers of attention (4 x 2048^2, two 128-wide QK norms, two norms), a 64 x 2048
+    # router and 64 experts of 3 x 2048 x 1024; embedding, head, final norm.
+    (LLADA_MOE_7B_CONFIG, "llada_moe",
+     16 * (4 * 2048 * 2048 + 2 * 128 + 2 * 2048 + 64 * 2048 + 64 * 3 * 2048 * 1024) + 2 * 157184 * 2048 + 2048),
+])
+def test_full_size_shapes_on_the_meta_device(cfg, name, total):
+    """The public config.json: its family, its parameter count (16.3B, 103B, 7.4B), logits for every id."""
+    config = ModelConfig.from_dict(cfg, source=f"{name}/config.json")
+    assert config.family == name and config.num_params() == total
+    with torch.device("meta"):
+        model = family(name).build(config)
+    assert model.num_params() == total
+    assert model(torch.zeros(1, 8, dtype=torch.long, device="meta")).shape == (1, 8, 157184)
+    print(f"{name}: {total / 1e9:.2f}B parameters")
+
+
+def test_full_size_reads_the_public_fields():
+    mini = ModelConfig.from_dict(LLADA2_MINI_CONFIG)
+    assert (mini.head_dim, mini.rotary_dim, mini.n_kv_heads, mini.qk_norm) == (128, 64, 4, True)
+    m = mini.moe
+    assert (m.num_experts, m.num_experts_per_tok, m.intermediate_size, m.shared_intermediate_size) == (256, 8, 512, 512)
+    assert (m.dense_layers, m.score, m.norm_topk, m.scaling, m.groups, m.topk_groups, m.bias) == \
+        ((0,), "sigmoid", True, 2.5, 8, 4, "selection")
+    assert (mini.mask_token_id, mini.eos_token_id, mini.pad_token_id) == (156895, 156892, 156892)
+    moe = ModelConfig.from_dict(LLADA_MOE_7B_CONFIG)
+    assert family_of(LLADA_MOE_7B_CONFIG) == "llada_moe"  # model_type "llada": the architecture decides
+    assert (moe.moe.dense_layers, moe.moe.score, moe.moe.norm_topk, moe.moe.bias) == ((), "softmax", False, None)
+    assert (moe.mask_token_id, moe.rotary_dim, moe.qk_norm) == (156895, 128, True)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"use_bias": True}, "use_bias"),
+    ({"head_dim": 64}, "head_dim"),
+    ({"score_function": "softmax"}, "score_function"),
+    ({"n_group": 3}, "cannot form 3 groups"),
+    ({"num_experts_per_tok": 300}, "exceeds"),
+])
+def test_llada2_configs_we_cannot_run_say_so(change, message):
+    with pytest.raises(llada.config.ConfigError, match=message):
+        ModelConfig.from_dict({**LLADA2_MINI_CONFIG, **change}, source="config.json")
+
+
+# ------------------------------------------------------------------------------------ tiny models
+
+TINY_LLADA2 = {**LLADA2_MINI_CONFIG, "num_hidden_layers": 3, "hidden_size": 32, "intermediate_size": 48,
+               "moe_intermediate_size": 16, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+               "num_experts": 16, "num_experts_per_tok": 3, "n_group": 4, "topk_group": 2, "vocab_size": 64,
+               "pad_token_id": 62, "eos_token_id": 62, "mask_token_id": 63, "max_position_embeddings": 256}
+TINY_LLADA_MOE = {**LLADA_MOE_7B_CONFIG, "num_hidden_layers": 3, "hidden_size": 32, "dense_intermediate_size": 48,
+                  "expert_intermediate_size": 16, "num_attention_heads": 4, "num_key_value_heads": 2,
+                  "num_experts": 8, "num_experts_per_tok": 3, "moe_layer_freq": [0, 1, 1],
+                  "shared_expert_intermediate_size": 24, "moe_router_enable_expert_bias": True,
+                  "vocab_size": 64, "pad_token_id": 62, "eos_token_id": 62, "mask_token_id": 63,
+                  "max_position_embeddings": 256}
+
+
+def _public_keys(cfg: dict) -> list[str]:
+    """The checkpoint keys of each family's modeling code for a config, written out by hand."""
+    n = cfg["num_hidden_layers"]
+    if cfg["model_type"] == "llada2_moe":
+        keys = ["model.word_embeddings.weight", "model.norm.weight", "lm_head.weight"]
+        for i in range(n):
+            p = f"model.layers.{i}."
+            keys += [p + k for k in ("input_layernorm.weight", "post_attention_layernorm.weight",
+                                     "attention.query_key_value.weight", "attention.dense.weight",
+                                     "attention.query_layernorm.weight", "attention.key_layernorm.weight")]
+            if i < cfg["first_k_dense_replace"]:
+                keys += [p + f"mlp.{w}.weight" for w in ("gate_proj", "up_proj", "down_proj")]
+            else:
+                keys += [p + "mlp.gate.weight", p + "mlp.gate.expert_bias"]
+                keys += [p + f"mlp.{e}.{w}.weight" for e in [f"experts.{j}" for j in range(cfg["num_experts"])]
+                         + ["shared_experts"] for w in ("gate_proj", "up_proj", "down_proj")]
+        return keys
+    keys = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    for i in range(n):
+        p = f"model.layers.{i}."
+        keys += [p + k for k in ("input_layernorm.weight", "post_attention_layernorm.weight",
+                                 "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                                 "self_attn.o_proj.weight", "self_attn.q_norm.weight", "self_attn.k_norm.weight")]
+        if cfg["moe_layer_freq"][i] == 0:
+            keys += [p + f"mlp.{w}.weight" for w in ("gate_proj", "up_proj", "down_proj")]
+        else:
+            keys += [p + "mlp.gate.weight"] + ([p + "mlp.expert_bias"] if cfg["moe_router_enable_expert_bias"] else [])
+            keys += [p + f"{e}.{w}.weight" for e in [f"mlp.experts.{j}" for j in range(cfg["num_experts"])]
+                     + (["shared_expert"] if cfg["shared_expert_intermediate_size"] else [])
+                     for w in ("gate_proj", "up_proj", "down_proj")]
+    return keys
+
+
+def _shape(cfg: dict, key: str) -> tuple[int, ...]:
+    """The tensor shape of a public key, from the config alone."""
+    d, v, hd = cfg["hidden_size"], cfg["vocab_size"], cfg["hidden_size"] // cfg["num_attention_heads"]
+    kv = cfg["num_key_value_heads"] * hd
+    expert = cfg.get("moe_intermediate_size") or cfg.get("expert_intermediate_size")
+    shared = expert * cfg["num_shared_experts"] if "num_shared_experts" in cfg else cfg["shared_expert_intermediate_size"]
+    dense = cfg.get("intermediate_size") or cfg.get("dense_intermediate_size")
+    if key.endswith(("embeddings.weight", "embed_tokens.weight")):
+        return (v, d)
+    if key == "lm_head.weight":
+        return (v, d)
+    if key.endswith(("layernorm.weight", "norm.weight")):
+        return (hd,) if any(s in key for s in ("q_norm", "k_norm", "query_layernorm", "key_layernorm")) else (d,)
+    if key.endswith("expert_bias"):
+        return (cfg["num_experts"],)
+    if key.endswith("gate.weight"):
+        return (cfg["num_experts"], d)
+    if "query_key_value" in key:
+        return (d + 2 * kv, d)
+    if key.endswith(("q_proj.weight", "o_proj.weight", "dense.weight")):
+        return (d, d)
+    if key.endswith(("k_proj.weight", "v_proj.weight")):
+        return (kv, d)
+    inner = expert if ".experts." in key else shared if "shared" in key else dense
+    return (d, inner) if key.endswith("down_proj.weight") else (inner, d)
+
+
+def _public_dir(root: Path, cfg: dict, seed: int = 1) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A directory in the family's public layout: its config.json, random weights under its keys
+    (two shards), a tokenizer with the family's end-of-turn token."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key in _public_keys(cfg):
+        shape = _shape(cfg, key)
+        if key.endswith("norm.weight") or "layernorm" in key:
+            state[key] = 1.0 + 0.1 * torch.randn(shape, generator=g)
+        elif key.endswith("expert_bias"):
+            state[key] = 0.05 * torch.randn(shape, generator=g)
+        else:
+            state[key] = torch.randn(shape, generator=g) * shape[-1] ** -0.5
+    state["lm_head.weight"][cfg["mask_token_id"]] = 0  # as a trained model: the mask never the likeliest
+    root.mkdir(parents=True, exist_ok=True)
+    keys = sorted(state)
+    weight_map = {}
+    for i in range(2):
+        name = f"model-{i + 1:05d}-of-00002.safetensors"
+        save_file({k: state[k].contiguous() for k in keys[i::2]}, str(root / name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in keys[i::2]})
+    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (root / "config.json").write_text(json.dumps(cfg))
+    tok = make_word_tokenizer(["the", "cat", "sat", "on", "mat", "a", "dog", "ran"])
+    tok.add_special_tokens({"additional_special_tokens": ["<|role_end|>"]})
+    # the families' chat format, reduced to what the word tokenizer knows: each turn ends with <|role_end|>
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} <|role_end|> {% endfor %}"
+    tok.save_pretrained(root)
+    return root, state
+
+
+@pytest.fixture(scope="module", params=["llada2", "llada_moe"])
+def public_dir(request, tmp_path_factory):
+    cfg = TINY_LLADA2 if request.param == "llada2" else TINY_LLADA_MOE
+    root, state = _public_dir(tmp_path_factory.mktemp(request.param), cfg)
+    return request.param, root, cfg, state
+
+
+# --------------------------------------------------------------------------- an independent forward
+
+
+def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * w
+
+
+def _rope(x: torch.Tensor, pos: int, rotary: int, theta: float) -> torch.Tensor:
+    """Rotate the first `rotary` dims of one head vector at one position, pair (i, i + rotary/2)."""
+    out = x.clone()
+    half = rotary // 2
+    for i in range(half):
+        angle = pos * theta ** (-2 * i / rotary)
+        a, b = x[i], x[i + half]
+        out[i], out[i + half] = a * math.cos(angle) - b * math.sin(angle), b * math.cos(angle) + a * math.sin(angle)
+    return out
+
+
+def _swiglu(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    return down @ (torch.nn.functional.silu(gate @ x) * (up @ x))
+
+
+def _experts(x: torch.Tensor, sd: dict, p: str, cfg: dict, family_name: str) -> torch.Tensor:
+    """One token's mixture of experts, as each family's modeling code describes its router."""
+    logits = sd[p + "mlp.gate.weight"] @ x
+    k, n = cfg["num_experts_per_tok"], cfg["num_experts"]
+    if family_name == "llada2":
+        scores = torch.sigmoid(logits)
+        ranked = scores + sd[p + "mlp.gate.expert_bias"]
+        size = n // cfg["n_group"]
+        groups = sorted(range(cfg["n_group"]), key=lambda gi: -sum(sorted(ranked[gi * size:(gi + 1) * size].tolist())[-2:]))
+        eligible = [e for gi in groups[:cfg["topk_group"]] for e in range(gi * size, (gi + 1) * size)]
+        chosen = sorted(eligible, key=lambda e: -float(ranked[e]))[:k]
+        weights = [float(scores[e]) for e in chosen]
+        weights = [w / sum(weights) * cfg["routed_scaling_factor"] for w in weights]
+        shared = "mlp.shared_experts."
+        expert = "mlp.experts.{}."
+    else:
+        probs = torch.softmax(logits, -1)
+        if cfg["moe_router_enable_expert_bias"]:
+            probs = probs + sd[p + "mlp.expert_bias"]
+        chosen = sorted(range(n), key=lambda e: -float(probs[e]))[:k]
+        weights = [float(probs[e]) for e in chosen]
+        shared = "shared_expert." if cfg["shared_expert_intermediate_size"] else None
+        expert = "mlp.experts.{}."
+    out = sum(w * _swiglu(x, *(sd[p + expert.format(e) + f"{m}.weight"] for m in ("gate_proj", "up_proj", "down_proj")))
+              for e, w in zip(chosen, weights, strict=True))
+    if shared:
+        out = out + _swiglu(x, *(sd[p + shared + f"{m}.weight"] for m in ("gate_proj", "up_proj", "down_proj")))
+    return out
+
+
+def loop_logits(state: dict[str, torch.Tensor], cfg: dict, ids: list[int], family_name: str,
+                block: int | None = None) -> torch.Tensor:
+    """Logits (T, V) of one sequence, token by token and head by head in float64, from the public
+    checkpoint; `block`: block-causal attention (a query sees keys of its own block and before)."""
+    sd = {k: v.double() for k, v in state.items()}
+    d, H, Hkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd, eps, T = d // H, cfg["rms_norm_eps"], len(ids)
+    rotary = int(hd * cfg["partial_rotary_factor"])
+    llada2 = family_name == "llada2"
+    h = [sd["model.word_embeddings.weight" if llada2 else "model.embed_tokens.weight"][t] for t in ids]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        x = [_rms(v, sd[p + "input_layernorm.weight"], eps) for v in h]
+        if llada2:
+            q_w, k_w, v_w = sd[p + "attention.query_key_value.weight"].split([d, Hkv * hd, Hkv * hd])
+            o_w, qn, kn = sd[p + "attention.dense.weight"], "attention.query_layernorm", "attention.key_layernorm"
+        else:
+            q_w, k_w, v_w = (sd[p + f"self_attn.{n}_proj.weight"] for n in "qkv")
+            o_w, qn, kn = sd[p + "self_attn.o_proj.weight"], "self_attn.q_norm", "self_attn.k_norm"
+        heads = []
+        for t in range(T):
+            out = []
+            for a in range(H):
+                g = a // (H // Hkv)
+                q = _rope(_rms((q_w @ x[t])[a * hd:(a + 1) * hd], sd[p + qn + ".weight"], eps), t, rotary, cfg["rope_theta"])
+                seen = [s for s in range(T) if block is None or s // block <= t // block]
+                ks = [_rope(_rms((k_w @ x[s])[g * hd:(g + 1) * hd], sd[p + kn + ".weight"], eps), s, rotary,
+                            cfg["rope_theta"]) for s in seen]
+                w = torch.softmax(torch.stack([q @ k for k in ks]) / math.sqrt(hd), 0)
+                out.append(sum(w[j] * (v_w @ x[s])[g * hd:(g + 1) * hd] for j, s in enumerate(seen)))
+            heads.append(o_w @ torch.cat(out))
+        h = [h[t] + heads[t] for t in range(T)]
+        dense = llada2 and i < cfg["first_k_dense_replace"] or not llada2 and cfg["moe_layer_freq"][i] == 0
+        for t in range(T):
+            y = _rms(h[t], sd[p + "post_attention_layernorm.weight"], eps)
+            h[t] = h[t] + (_swiglu(y, *(sd[p + f"mlp.{m}.weight"] for m in ("gate_proj", "up_proj", "down_proj")))
+                           if dense else _experts(y, sd, p, cfg, family_name))
+    return torch.stack([sd["lm_head.weight"] @ _rms(v, sd["model.norm.weight"], eps) for v in h])
+
+
+@torch.no_grad()
+def test_logits_match_a_float64_loop_over_tokens_and_experts(public_dir):
+    name, root, cfg, state = public_dir
+    model = llada.load(root, tokenizer=False).model
+    assert model.config.family == name
+    ids = [5, 1, 62, 7, 0, 63, 3]
+    want = loop_logits(state, cfg, ids, name)
+    got = model.double()(torch.tensor([ids]))[0]
+    model.float()
+    # norms, RoPE and the router compute in float32 whatever the weights' dtype (as the families' code does)
+    assert (got - want).abs().max() < 1e-5
+
+
+@torch.no_grad()
+def test_block_causal_attention_matches_the_loop(tmp_path):
+    """Blocks of 3 over 7 positions, in double precision."""
+    root, state = _public_dir(tmp_path / "d", TINY_LLADA2)
+    m = llada.load(root, tokenizer=False).model.double()
+    ids = [5, 1, 62, 7, 0, 63, 3]
+    want = loop_logits(state, TINY_LLADA2, ids, "llada2", block=3)
+    got = m(torch.tensor([ids]), block_size=3)[0]
+    assert (got - want).abs().max() < 1e-5
+    # a position's logits do not depend on later blocks
+    other = m(torch.tensor([ids[:6] + [9]]), block_size=3)[0]
+    assert torch.equal(other[:6], got[:6]) and not torch.equal(other[6], got[6])
+
+
+def test_public_layout_loads_samples_scores_and_saves_back(public_dir, tmp_path):
+    name, root, cfg, state = public_dir
+    bundle = llada.load(root)
+    assert bundle.config.eot_token_id == bundle.tokenizer.convert_tokens_to_ids("<|role_end|>")
+    prompt = torch.tensor([[0, 1, 2, 3, 4]])
+    for options in (SamplerOptions(gen_length=8, block_length=4, steps=8),
+                    SamplerOptions(gen_length=8, block_length=4, cache="dual", threshold=0.5),
+                    SamplerOptions.from_dict({"preset": "llada2", "gen_length": 8, "block_length": 4})):
+        out = sample(bundle.model, prompt, options)
+        assert out.sequences.shape == (1, 13) and not bool((out.responses == 63).any())
+    scores = log_likelihoods(bundle.model, [([0, 1], [2, 3]), ([], [4, 5, 6])], mc_num=8)
+    assert all(math.isfinite(s.value) and s.value < 0 for s in scores)
+
+    llada.save(tmp_path / "ours", bundle.model, bundle.tokenizer)  # our directory, in the family's layout
+    saved = json.loads((tmp_path / "ours" / "config.json").read_text())
+    for key in ("architectures", "num_experts", "hidden_size"):
+        assert saved[key] == cfg[key]
+    from safetensors import safe_open
+    reloaded = {}
+    for f in (tmp_path / "ours").glob("model*.safetensors"):
+        with safe_open(str(f), "pt") as fh:
+            reloaded.update({k: fh.get_tensor(k) for k in fh.keys()})
+    assert sorted(reloaded) == sorted(state)
+    assert all(torch.equal(reloaded[k], state[k].float()) for k in state)
+    again = llada.load(tmp_path / "ours", tokenizer=False).model
+    ids = torch.tensor([[3, 4, 5, 63, 63]])
+    assert torch.equal(again(ids), bundle.model(ids))
+
+
+def test_lora_adapts_attention_only_in_moe_blocks(public_dir):
+    from llada.runtime import apply_lora
+
+    name, root, *_ = public_dir
+    model = llada.load(root, tokenizer=False).model
+    adapted = {n.rsplit(".lora_A", 1)[0] for n, _ in apply_lora(model, 2).named_parameters() if ".lora_A" in n}
+    assert adapted and not any(".moe." in n for n in adapted)
+    assert any(n.endswith("q_proj") for n in adapted)
+
+
+# --------------------------------------------------------------------------- block diffusion sampling
+
+
+@torch.no_grad()
+def loop_block_diffusion(model, prompt: list[int], gen_length: int, block: int, steps: int, threshold: float,
+                         mask: int) -> list[int]:
+    """LLaDA 2.x's `generate` restated for one row at temperature 0: blocks from position 0, each
+    step the block's logits with nothing after the block, every prediction above the threshold if
+    at least the step's quota (block // steps, the first block % steps one more) are, else the
+    quota most confident."""
+    total = -(-(len(prompt) + gen_length) // block) * block
+    x = prompt + [mask] * (total - len(prompt))
+    quota = [block // steps + (i < block % steps) for i in range(steps)]
+    for b in range(len(prompt) // block, total // block):
+        s, e = b * block, (b + 1) * block
+        for i in range(steps):
+            masked = [j for j in range(s, e) if x[j] == mask]
+            if not masked:
+                break
+            probs = torch.softmax(model(torch.tensor([x[:e]]), block_size=block)[0].double(), -1)
+            probs[:, mask] = -1.0  # never predict the mask itself (its probability still counts in the rest)
+            best = {j: (int(probs[j].argmax()), float(probs[j].max())) for j in masked}
+            above = [j for j in masked if best[j][1] > threshold]
+            k = min(quota[i], len(masked))
+            keep = above if len(above) >= k else sorted(masked, key=lambda j: -best[j][1])[:k]
+            for j in keep:
+                x[j] = best[j][0]
+    return x[len(prompt):len(prompt) + gen_length]
+
+
+@pytest.mark.parametrize("block,steps,threshold,prompt_length", [
+    (4, 4, 0.95, 5), (4, 2, 1.0, 4), (8, 8, 0.2, 3), (4, 4, 0.5, 9)])
+@torch.no_grad()
+def test_block_diffusion_matches_a_restatement_of_llada2_generate(public_dir, block, steps, threshold, prompt_length):
+    name, root, cfg, _ = public_dir
+    model = llada.load(root, tokenizer=False).model
+    prompt = list(range(prompt_length))
+    want = loop_block_diffusion(model, prompt, 8, block, steps, threshold, cfg["mask_token_id"])
+    for cache in (None, "prefix", "dual"):
+        options = SamplerOptions(gen_length=8, block_length=block, steps=steps * 8 // block, threshold=threshold,
+                                 block_causal=True, cache=cache)
+        out = sample(model, torch.tensor([prompt]), options)
+        assert out.responses[0].tolist() == want, cache
+        if cache is not None:  # the finished blocks' keys/values are reused, not recomputed each step
+            assert out.stats.cached_forwards > 0
+
+
+@torch.no_grad()
+def test_block_diffusion_batches_rows_of_one_length(public_dir):
+    _, root, *_ = public_dir
+    model = llada.load(root, tokenizer=False).model
+    prompts = torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 0, 1]])
+    options = SamplerOptions.from_dict({"preset": "llada2", "gen_length": 8, "block_length": 4})
+    together = sample(model, prompts, options).responses
+    alone = torch.cat([sample(model, p[None], options).responses for p in prompts])
+    assert torch.equal(together, alone)
+
+
+def test_block_causal_refuses_the_factor_rule():
+    with pytest.raises(llada.errors.GenerationError, match="block_causal"):
+        SamplerOptions(block_causal=True, factor=1.0)
+
+
+# ------------------------------------------------------------------ command line on a family's directory
+
+
+def test_generate_on_the_command_line(public_dir, capsys):
+    from llada.cli import main
+    from llada.sampling.text import sample_text
+
+    _, root, *_ = public_dir
+    bundle = llada.load(root)
+    want = sample_text(bundle.model, bundle.tokenizer, "the cat", SamplerOptions.from_dict(
+        {"preset": "llada2", "gen_length": 8, "block_length": 4}))[0]
+    assert main(["generate", "the cat", "--model", str(root), "--device", "cpu", "--preset", "llada2",
+                 "--gen_length", "8", "--block_length", "4"]) == 0
+    assert capsys.readouterr().out.strip() == want.strip()
+
+
+# ----------------------------------------------------------------- the families' own code (optional)
+
+REF = Path(__file__).resolve().parents[1] / ".ref"
+SCRIPT = Path(__file__).resolve().parent / "moe_reference.py"
+
+
+def _reference_available() -> bool:
+    return (REF / "tf457" / "transformers").is_dir() and (REF / "moe" / "modeling_lladamoe.py").is_file() \
+        and (REF / "llada2" / "modeling_llada2_moe.py").is_file()
+
+
+@pytest.mark.skipif(not _reference_available(), reason=".ref holds no copy of the families' modeling code")
+def test_logits_and_greedy_samples_match_the_families_own_code(tmp_path):
+    """Their code builds tiny random models and saves them; we load each directory and compare
+    logits, and LLaDA 2.x's `generate` against ours at temperature 0 in 9 settings x 2 caches."""
+    env = {**os.environ, "PYTHONPATH": f"{REF / 'tf457'}{os.pathsep}{REF}"}
+    for name in ("llada_moe", "llada2"):
+        subprocess.run([sys.executable, str(SCRIPT), name, str(tmp_path / name)], check=True, env=env,
+                       cwd=REF, capture_output=True, timeout=600)
+        model = llada.load(tmp_path / name, tokenizer=False).model
+        ref = torch.load(tmp_path / name / "ref.pt")
+        with torch.no_grad():
+            got = model(ref["ids"])
+        difference = (got - ref["logits"]).abs().max().item()
+        print(f"{name}: max |logits - reference| = {difference:.2e}")
+        assert difference < 1e-5
+    agree = total = 0
+    model = llada.load(tmp_path / "llada2", tokenizer=False).model
+    for case in torch.load(tmp_path / "llada2" / "ref_generate.pt"):
+        want = case["answer"][0]
+        for cache in (None, "prefix"):
+            options = SamplerOptions(gen_length=16, block_length=case["block"], steps=case["steps"] * 16 // case["block"],
+                                     threshold=case["threshold"], block_causal=True, cache=cache)
+            got = sample(model, case["prompt"], options).responses[0][:len(want)]
+            agree += int((got == want).sum())
+            total += len(want)
+    print(f"llada2 generate: {agree} of {total} tokens equal")
+    assert agree == total
