@@ -33,6 +33,9 @@ TINY = {
 }
 
 
+HEAD_SCALE = {"llada_moe": 1.0, "llada2": 8.0}
+
+
 def build(name: str):
     if name == "llada_moe":
         from moe.configuration_lladamoe import LLaDAMoEConfig as Config
@@ -52,6 +55,7 @@ def build(name: str):
                 b.copy_(torch.randn_like(b) * 0.05)
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
+        model.lm_head.weight.mul_(HEAD_SCALE[name])  # confident enough that thresholds and edits take effect
     return model, {**TINY[name], "architectures": [arch], "model_type": model_type}
 
 
@@ -76,6 +80,38 @@ def reference_generate(model, out: Path, cfg: dict) -> None:
     torch.save(results, out / "ref_generate.pt")
 
 
+def reference_editing(out: Path, cfg: dict) -> None:
+    """LLaDA 2.1's generate (the same network, token editing) on the same weights."""
+    from llada21.configuration_llada21_moe import LLaDA2MoeConfig
+    from llada21.modeling_llada21_moe import LLaDA2MoeModelLM
+    from safetensors.torch import load_file
+
+    keep = {k: v for k, v in cfg.items() if k not in ("architectures", "model_type")}
+    config = LLaDA2MoeConfig(**keep)
+    config._attn_implementation = "sdpa"
+    model = LLaDA2MoeModelLM(config).float().eval()
+    model.load_state_dict(load_file(str(out / "model.safetensors")), strict=True)
+    inner = model.model.forward
+
+    def forward_fp32_mask(*args, attention_mask=None, **kw):
+        if attention_mask is not None:
+            attention_mask = attention_mask.float()
+        return inner(*args, attention_mask=attention_mask, **kw)
+
+    model.model.forward = forward_fp32_mask
+    results = []
+    g = torch.Generator().manual_seed(4)
+    for length in (5, 8, 13):
+        prompt = torch.randint(0, 90, (1, length), generator=g)
+        for block, threshold, editing in ((8, 0.95, 0.9), (4, 0.3, 0.5), (8, 0.5, 0.2)):
+            answer = model.generate(prompt, temperature=0.0, block_length=block, gen_length=16, threshold=threshold,
+                                    editing_threshold=editing, max_post_steps=16, eos_id=cfg["eos_token_id"],
+                                    mask_id=cfg["mask_token_id"])
+            results.append({"prompt": prompt, "block": block, "threshold": threshold, "editing": editing,
+                            "answer": answer})
+    torch.save(results, out / "ref_editing.pt")
+
+
 def main() -> None:
     name, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
@@ -88,6 +124,7 @@ def main() -> None:
         torch.save({"ids": ids, "logits": model(ids).logits}, out / "ref.pt")
         if name == "llada2":
             reference_generate(model, out, cfg)
+            reference_editing(out, cfg)
 
 
 if __name__ == "__main__":

@@ -438,6 +438,67 @@ def test_block_diffusion_matches_a_restatement_of_llada2_generate(public_dir, bl
 
 
 @torch.no_grad()
+def loop_block_editing(model, prompt: list[int], gen_length: int, block: int, threshold: float, editing: float,
+                       max_post_steps: int, mask: int) -> list[int]:
+    """LLaDA 2.1's `generate` restated for one row at temperature 0: one token (or all above the
+    threshold) per step, and every decoded answer token of the block whose prediction changed
+    with confidence above `editing` replaced; after the last mask, at most max_post_steps steps,
+    until one edits nothing."""
+    total = -(-(len(prompt) + gen_length) // block) * block
+    x = prompt + [mask] * (total - len(prompt))
+    for b in range(len(prompt) // block, total // block):
+        s, e = b * block, (b + 1) * block
+        post = 0
+        while True:
+            masked = [j for j in range(s, e) if x[j] == mask]
+            if not masked:
+                post += 1
+                if post > max_post_steps:
+                    break
+            probs = torch.softmax(model(torch.tensor([x[:e]]), block_size=block)[0].double(), -1)
+            probs[:, mask] = -1.0
+            best = {j: (int(probs[j].argmax()), float(probs[j].max())) for j in range(s, e)}
+            above = [j for j in masked if best[j][1] > threshold]
+            keep = above if len(above) >= 1 else sorted(masked, key=lambda j: -best[j][1])[:1]
+            edits = [j for j in range(max(s, len(prompt)), e)
+                     if x[j] != mask and best[j][1] > editing and best[j][0] != x[j]]
+            for j in keep + edits:
+                x[j] = best[j][0]
+            if not masked and not edits:
+                break
+    return x[len(prompt):len(prompt) + gen_length]
+
+
+@pytest.mark.parametrize("block,threshold,editing,prompt_length", [(4, 0.9, 0.3, 5), (8, 0.2, 0.1, 3), (4, 0.5, 0.2, 8)])
+@torch.no_grad()
+def test_token_editing_matches_a_restatement_of_llada21_generate(tmp_path, block, threshold, editing, prompt_length):
+    cfg = TINY_LLADA2
+    root, state = _public_dir(tmp_path / "d", cfg)
+    model = llada.load(root, tokenizer=False).model
+    with torch.no_grad():  # a confident head, so that thresholds and edits take effect
+        model.transformer.ff_out.weight.mul_(8)
+    prompt = list(range(prompt_length))
+    want = loop_block_editing(model, prompt, 8, block, threshold, editing, 16, cfg["mask_token_id"])
+    for cache in (None, "prefix"):
+        options = SamplerOptions(gen_length=8, block_length=block, threshold=threshold, block_causal=True,
+                                 editing_threshold=editing, cache=cache)
+        assert sample(model, torch.tensor([prompt]), options).responses[0].tolist() == want
+
+
+@torch.no_grad()
+def test_token_editing_changes_answers(tmp_path):
+    """Over a few prompts, editing replaces some decoded tokens (the comparisons above are not vacuous)."""
+    root, _ = _public_dir(tmp_path / "d", TINY_LLADA2)
+    model = llada.load(root, tokenizer=False).model
+    model.transformer.ff_out.weight.mul_(8)
+    prompts = torch.arange(40).remainder(60).view(8, 5)
+    base = SamplerOptions(gen_length=8, block_length=4, threshold=0.5, block_causal=True)
+    plain = sample(model, prompts, base).responses
+    edited = sample(model, prompts, base.replace(editing_threshold=0.2)).responses
+    assert int((plain != edited).sum()) > 0
+
+
+@torch.no_grad()
 def test_block_diffusion_batches_rows_of_one_length(public_dir):
     _, root, *_ = public_dir
     model = llada.load(root, tokenizer=False).model
@@ -483,7 +544,8 @@ def _reference_available() -> bool:
 @pytest.mark.skipif(not _reference_available(), reason=".ref holds no copy of the families' modeling code")
 def test_logits_and_greedy_samples_match_the_families_own_code(tmp_path):
     """Their code builds tiny random models and saves them; we load each directory and compare
-    logits, and LLaDA 2.x's `generate` against ours at temperature 0 in 9 settings x 2 caches."""
+    logits, and LLaDA 2.0's and 2.1's `generate` against ours at temperature 0, each in 9 settings
+    x 2 caches."""
     env = {**os.environ, "PYTHONPATH": f"{REF / 'tf457'}{os.pathsep}{REF}"}
     for name in ("llada_moe", "llada2"):
         subprocess.run([sys.executable, str(SCRIPT), name, str(tmp_path / name)], check=True, env=env,
@@ -506,4 +568,15 @@ def test_logits_and_greedy_samples_match_the_families_own_code(tmp_path):
             agree += int((got == want).sum())
             total += len(want)
     print(f"llada2 generate: {agree} of {total} tokens equal")
+    assert agree == total
+    agree = total = 0
+    for case in torch.load(tmp_path / "llada2" / "ref_editing.pt"):  # LLaDA 2.1's generate, token editing
+        want = case["answer"][0]
+        for cache in (None, "prefix"):
+            options = SamplerOptions(gen_length=16, block_length=case["block"], threshold=case["threshold"],
+                                     block_causal=True, editing_threshold=case["editing"], cache=cache)
+            got = sample(model, case["prompt"], options).responses[0][:len(want)]
+            agree += int((got == want).sum())
+            total += len(want)
+    print(f"llada2.1 generate with editing: {agree} of {total} tokens equal")
     assert agree == total

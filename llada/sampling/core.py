@@ -227,6 +227,34 @@ class _Forward:
 # --------------------------------------------------------------------------------------------- loop
 
 
+class _Predictor:
+    """One step's predictions from the block's logits (B, T, V): x0 (B, T), the sampled (or greedy)
+    token at each position, and its confidence (B, T) by the remasking rule, at every position."""
+
+    def __init__(self, cfg: ModelConfig, temperature: float, remasking: str, exact: bool, logits_eos_inf: bool,
+                 confidence_eos_eot_inf: bool, generator: torch.Generator | None):
+        self.cfg, self.temperature, self.score, self.exact = cfg, temperature, REMASKING[remasking], exact
+        self.logits_eos_inf, self.confidence_eos_eot_inf, self.generator = logits_eos_inf, confidence_eos_eot_inf, generator
+        self.never: Tensor | None = None
+
+    def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        cfg = self.cfg
+        if self.logits_eos_inf:
+            logits[..., cfg.eos_token_id] = float("-inf")
+        if self.never is None:
+            self.never = never_sampled(cfg, logits.shape[-1], logits.device)
+        x0 = add_gumbel_noise(logits.masked_fill(self.never, float("-inf")), self.temperature, self.generator).argmax(-1)
+        if self.confidence_eos_eot_inf:  # an EOS/EOT prediction is kept last (App. B.4)
+            logits = logits.clone()
+            logits[..., cfg.eos_token_id] = float("-inf")
+            if cfg.eot_token_id is not None:
+                logits[..., cfg.eot_token_id] = float("-inf")
+        # Fixed steps rank in the logits' dtype, as LLaDA's generate.py does (bf16 parity); rules that
+        # compare against a number (threshold, factor, editing) do it in float64 as Fast-dLLM does: a
+        # bf16 confidence would read 0.9 as 0.8984375.
+        return x0, self.score(logits.double() if self.exact else logits, x0, self.generator)
+
+
 @torch.no_grad()
 def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int, steps: int,
             attention_mask: Tensor | None = None, temperature: float = _D.temperature,
@@ -235,83 +263,136 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
             cache: str | None = None, logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
             early_exit: bool = False, generator: torch.Generator | None = None,
             stats: GenerateStats | None = None, refresh_every_step: bool = False,
-            block_causal: bool = False) -> Iterator[StepState]:
+            block_causal: bool = False, editing_threshold: float | None = None,
+            max_post_steps: int = _D.max_post_steps) -> Iterator[StepState]:
     """Unmask the masked positions of `canvas[:, start:]` block by block, yielding after each step.
 
     `canvas` (B, L) is updated in place. `steps` is the total over all blocks. Positions before
     `start` are the prompt (they condition, and CFG masks them in the unconditional pass).
     refresh_every_step rebuilds the cache at every step instead of every block (a check: it must
-    reproduce the uncached output).
-
-    block_causal: block diffusion as LLaDA 2.x's `generate` (modeling_llada2_moe.py) does it: blocks
-    of `block_length` counted from position 0 (the prompt's last block is the first one decoded,
-    its prompt tokens kept), L a multiple of block_length, attention causal across blocks; each
-    step's quota comes from the block's length (a block with fewer masks finishes early), and with
-    a threshold a step keeps every prediction above it when there are at least the quota of them,
-    else the quota most confident.
+    reproduce the uncached output). block_causal, editing_threshold, max_post_steps: block
+    diffusion, see `_block_diffusion`.
     """
     cfg = model.config
-    mask_id, eos_id, eot_id = cfg.mask_token_id, cfg.eos_token_id, cfg.eot_token_id
-    B, L = canvas.shape
-    num_blocks = (L - start) // block_length
-    steps_per_block = steps // num_blocks
-    first = start // block_length if block_causal else 0  # block diffusion: blocks from position 0
-    offset = 0 if block_causal else start
-    score = REMASKING[remasking]
+    num_blocks = (canvas.shape[1] - start) // block_length
     stats = stats if stats is not None else GenerateStats()
     prompt_mask = torch.zeros_like(canvas, dtype=torch.bool)
-    prompt_mask[:, :start] = canvas[:, :start] != mask_id
-    forward = _Forward(model, attention_mask, cfg_scale, cache, prompt_mask, mask_id, stats,
+    prompt_mask[:, :start] = canvas[:, :start] != cfg.mask_token_id
+    forward = _Forward(model, attention_mask, cfg_scale, cache, prompt_mask, cfg.mask_token_id, stats,
                        block_size=block_length if block_causal else None)
-    fixed_steps = threshold is None and factor is None
-    never = None
+    fixed_steps = threshold is None and factor is None and editing_threshold is None
+    predict = _Predictor(cfg, temperature, remasking, not fixed_steps, logits_eos_inf, confidence_eos_eot_inf,
+                         generator)
+    if block_causal:
+        steps_of = _block_diffusion(canvas, start, block_length, steps // num_blocks, forward, predict, threshold,
+                                    editing_threshold, max_post_steps, refresh_every_step)
+    else:
+        steps_of = _semi_autoregressive(canvas, start, block_length, steps // num_blocks, forward, predict,
+                                        threshold, factor, refresh_every_step)
     step = 0
-    for block in range(first, (L - offset) // block_length):
-        s, e = offset + block * block_length, offset + (block + 1) * block_length
-        masked = canvas[:, s:e] == mask_id  # (B, T)
-        counts = torch.full_like(masked[:, 0], block_length, dtype=torch.long) if block_causal else masked.sum(-1)
-        quota = num_transfer_tokens(counts, steps_per_block)  # (B, steps_per_block)
-        # fixed steps and block diffusion: at most steps_per_block; threshold/factor: until unmasked
-        max_steps = steps_per_block if fixed_steps or block_causal else block_length
-        for i in range(max_steps):
-            masked = canvas[:, s:e] == mask_id
-            logits = forward(canvas, s, e, refresh=i == 0 or refresh_every_step)  # (B, T, V)
-            if logits_eos_inf:
-                logits[..., eos_id] = float("-inf")
-            never = never_sampled(cfg, logits.shape[-1], logits.device) if never is None else never
-            x0 = add_gumbel_noise(logits.masked_fill(never, float("-inf")), temperature, generator).argmax(-1)  # (B, T)
-            if confidence_eos_eot_inf:  # an EOS/EOT prediction is kept last (App. B.4)
-                logits = logits.clone()
-                logits[..., eos_id] = float("-inf")
-                if eot_id is not None:
-                    logits[..., eot_id] = float("-inf")
-            # Fixed steps rank in the logits' dtype, as LLaDA's generate.py does (bf16 parity); the
-            # threshold and factor rules compare against a number, in float64 as Fast-dLLM does: a
-            # bf16 confidence would read 0.9 as 0.8984375.
-            scored = logits if fixed_steps else logits.double()
-            confidence = score(scored, x0, generator).masked_fill(~masked, float("-inf"))  # (B, T)
-            if block_causal:
-                transfer = (select_quota(confidence, torch.minimum(quota[:, i], masked.sum(-1))) & masked
-                            if threshold is None else select_threshold_quota(confidence, masked, threshold, quota[:, i]))
-            elif threshold is not None:
+    for block, end, transfer in steps_of:
+        if transfer is None:  # the block is finished
+            if early_exit and end < canvas.shape[1] and _ended(cfg, canvas[:, start:end]):
+                _fill_eos(cfg, canvas, end)
+                return
+            continue
+        stats.steps += 1
+        yield StepState(canvas, transfer, block, step, start, stats)
+        step += 1
+
+
+def _ended(cfg: ModelConfig, answer: Tensor) -> bool:
+    """Whether every row's answer so far holds an EOS or end-of-turn (one host check per block)."""
+    ended = answer == cfg.eos_token_id
+    if cfg.eot_token_id is not None:
+        ended |= answer == cfg.eot_token_id
+    return bool(ended.any(-1).all())
+
+
+def _fill_eos(cfg: ModelConfig, canvas: Tensor, end: int) -> None:
+    canvas[:, end:] = torch.where(canvas[:, end:] == cfg.mask_token_id, cfg.eos_token_id, canvas[:, end:])
+
+
+def _step_mask(canvas: Tensor, s: int, e: int, transfer: Tensor) -> Tensor:
+    full = torch.zeros_like(canvas, dtype=torch.bool)
+    full[:, s:e] = transfer
+    return full
+
+
+def _semi_autoregressive(canvas: Tensor, start: int, block_length: int, steps_per_block: int, forward: _Forward,
+                         predict: _Predictor, threshold: float | None, factor: float | None,
+                         refresh_every_step: bool) -> Iterator[tuple[int, int, Tensor]]:
+    """LLaDA's `generate.py` blocks from `start` (the answer's first position), with Fast-dLLM's
+    threshold/factor rules and caches: yields (block, block end, positions set) after each step and
+    (block, block end, None) when a block is finished. Fixed steps: exactly steps_per_block per
+    block; threshold/factor: until the block is unmasked."""
+    mask_id = predict.cfg.mask_token_id
+    fixed_steps = threshold is None and factor is None
+    for block in range((canvas.shape[1] - start) // block_length):
+        s, e = start + block * block_length, start + (block + 1) * block_length
+        quota = num_transfer_tokens((canvas[:, s:e] == mask_id).sum(-1), steps_per_block)  # (B, steps_per_block)
+        for i in range(steps_per_block if fixed_steps else block_length):
+            masked = canvas[:, s:e] == mask_id  # (B, T)
+            x0, confidence = predict(forward(canvas, s, e, refresh=i == 0 or refresh_every_step))
+            confidence = confidence.masked_fill(~masked, float("-inf"))
+            if threshold is not None:
                 transfer = select_threshold(confidence, masked, threshold)
             elif factor is not None:
                 transfer = select_factor(confidence, masked, factor)
             else:
                 transfer = select_quota(confidence, quota[:, i]) & masked
             canvas[:, s:e] = torch.where(transfer, x0, canvas[:, s:e])
-            stats.steps += 1
-            full = torch.zeros_like(canvas, dtype=torch.bool)
-            full[:, s:e] = transfer
-            yield StepState(canvas, full, block, step, start, stats)
-            step += 1
-            if (block_causal or not fixed_steps) and not bool((canvas[:, s:e] == mask_id).any()):
+            yield block, e, _step_mask(canvas, s, e, transfer)
+            if not fixed_steps and not bool((canvas[:, s:e] == mask_id).any()):
                 break  # one host check per step: the step count is data dependent here
-        if early_exit and e < L:
-            ended = (canvas[:, start:e] == eos_id) | ((canvas[:, start:e] == eot_id) if eot_id is not None else False)
-            if bool(ended.any(-1).all()):  # one host check per block
-                canvas[:, e:] = torch.where(canvas[:, e:] == mask_id, eos_id, canvas[:, e:])
-                return
+        yield block, e, None
+
+
+def _block_diffusion(canvas: Tensor, start: int, block_length: int, steps_per_block: int, forward: _Forward,
+                     predict: _Predictor, threshold: float | None, editing_threshold: float | None,
+                     max_post_steps: int, refresh_every_step: bool) -> Iterator[tuple[int, int, Tensor]]:
+    """Block diffusion as LLaDA 2.x's `generate` (modeling_llada2_moe.py; 2.1's editing from
+    modeling_llada21_moe.py) does it. Blocks of `block_length` count from position 0 (the prompt's
+    last block is the first decoded, its prompt tokens kept; the canvas ends on a block boundary)
+    and attention is causal across them. Each step's quota comes from the block's length split
+    over steps_per_block (a block with fewer masks finishes early); with a threshold a step keeps
+    every masked prediction above it (strictly) when at least the quota are, else the quota most
+    confident. With editing_threshold, a step also replaces any decoded answer token of the block
+    whose prediction differs and is above that confidence; once a row's block has no mask, it
+    goes on for at most max_post_steps steps, stopping at the first that edits nothing. Yields as
+    `_semi_autoregressive` does."""
+    mask_id = predict.cfg.mask_token_id
+    B, L = canvas.shape
+    for block in range(start // block_length, L // block_length):
+        s, e = block * block_length, (block + 1) * block_length
+        quota = num_transfer_tokens(torch.full((B,), block_length, device=canvas.device), steps_per_block)
+        answer = (torch.arange(s, e, device=canvas.device) >= start)[None]  # (1, T): positions that may be edited
+        post = torch.zeros(B, dtype=torch.long, device=canvas.device)
+        done = torch.zeros(B, dtype=torch.bool, device=canvas.device)
+        i = 0
+        while True:
+            masked = canvas[:, s:e] == mask_id
+            resolved = ~masked.any(-1)
+            post += resolved.long()
+            done |= resolved if editing_threshold is None else post > max_post_steps
+            if bool(done.all()):  # one host check per step
+                break
+            x0, confidence = predict(forward(canvas, s, e, refresh=i == 0 or refresh_every_step))
+            masked_confidence = confidence.masked_fill(~masked, float("-inf"))
+            k = quota[:, min(i, steps_per_block - 1)]
+            transfer = (select_quota(masked_confidence, torch.minimum(k, masked.sum(-1))) & masked
+                        if threshold is None else select_threshold_quota(masked_confidence, masked, threshold, k))
+            if editing_threshold is not None:
+                edit = answer & ~masked & (confidence.double() > editing_threshold) & (x0 != canvas[:, s:e])
+                transfer |= edit
+                done_after = resolved & ~edit.any(-1)  # nothing masked and nothing edited: the row is final
+            transfer &= ~done[:, None]
+            canvas[:, s:e] = torch.where(transfer, x0, canvas[:, s:e])
+            yield block, e, _step_mask(canvas, s, e, transfer)
+            if editing_threshold is not None:
+                done |= done_after
+            i += 1
+        yield block, e, None
 
 
 # ------------------------------------------------------------------------------------------- public
@@ -346,7 +427,8 @@ def diffusion_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOption
                          cache=options.cache, logits_eos_inf=options.logits_eos_inf,
                          confidence_eos_eot_inf=options.confidence_eos_eot_inf,
                          early_exit=options.early_exit, generator=generator, stats=stats,
-                         block_causal=options.block_causal):
+                         block_causal=options.block_causal, editing_threshold=options.editing_threshold,
+                         max_post_steps=options.max_post_steps):
         yield StepState(shown, state.transferred[:, :P + gen_length], state.block, state.step, P, stats)
     yield StepState(shown, torch.zeros_like(shown, dtype=torch.bool), state.block, state.step, P, stats, final=True)
 

@@ -59,6 +59,11 @@ class SamplerOptions:
     block_causal: bool = field(default=False, metadata=_help(
         "block diffusion (LLaDA 2.x): attention causal across blocks of block_length counted from the "
         "sequence start, finished blocks cached exactly, threshold keeping at least each step's quota"))
+    editing_threshold: float | None = field(default=None, metadata=_help(
+        "block diffusion with token editing (LLaDA 2.1): a decoded answer token of the block is replaced "
+        "when the model predicts another with confidence above this, in (0, 1]; None: no editing"))
+    max_post_steps: int = field(default=16, metadata=_help(
+        "token editing: the most steps a block keeps editing after its last mask is decoded"))
     seed: int | None = field(default=None, metadata=_help(
         "random seed for temperature > 0 and random remasking; None: the caller's generator"))
 
@@ -147,6 +152,9 @@ SAMPLER_PRESETS: dict[str, dict[str, Any]] = {
     "quality": {"steps": None, "threshold": None, "factor": None, "cache": None},
     # LLaDA 2.x's recommended decoding: block diffusion, blocks of 32, threshold 0.95, finished blocks cached.
     "llada2": {"block_causal": True, "block_length": 32, "threshold": 0.95, "cache": "prefix", "temperature": 0.0},
+    # LLaDA 2.1's: the same, with token editing at 0.9 (its generate's defaults).
+    "llada2.1": {"block_causal": True, "block_length": 32, "threshold": 0.95, "cache": "prefix", "temperature": 0.0,
+                 "editing_threshold": 0.9, "max_post_steps": 16},
 }
 
 
@@ -208,6 +216,13 @@ def _check_parallel(o: SamplerOptions) -> None:
         raise GenerationError("give threshold or factor, not both")
     if o.block_causal and o.factor is not None:
         raise GenerationError("block_causal decodes with threshold (or a fixed quota), not factor")
+    if o.editing_threshold is not None:
+        if not (_finite(o.editing_threshold) and 0 < o.editing_threshold <= 1):
+            raise GenerationError(f"editing_threshold must be in (0, 1], got {o.editing_threshold!r}")
+        if not o.block_causal:
+            raise GenerationError("editing_threshold needs block_causal (token editing is a block-diffusion rule)")
+    if not isinstance(o.max_post_steps, int) or isinstance(o.max_post_steps, bool) or o.max_post_steps < 0:
+        raise GenerationError(f"max_post_steps must be an integer >= 0, got {o.max_post_steps!r}")
     if o.cache not in (None, *CACHES):
         raise GenerationError(f"unknown cache {o.cache!r}; choose one of: none, {', '.join(CACHES)}")
 
@@ -221,8 +236,8 @@ def _finite(value: Any) -> bool:
 OPTION_TYPES: dict[str, type] = {
     "gen_length": int, "steps": int, "block_length": int, "temperature": float, "cfg_scale": float, "remasking": str,
     "threshold": float, "factor": float, "cache": str, "logits_eos_inf": bool, "confidence_eos_eot_inf": bool,
-    "early_exit": bool, "block_causal": bool, "seed": int}
-_OPTIONAL = {"steps", "block_length", "threshold", "factor", "cache", "seed"}
+    "early_exit": bool, "block_causal": bool, "editing_threshold": float, "max_post_steps": int, "seed": int}
+_OPTIONAL = {"steps", "block_length", "threshold", "factor", "cache", "seed", "editing_threshold"}
 
 
 def _coerce(name: str, value: Any) -> Any:
