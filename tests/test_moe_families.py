@@ -580,3 +580,57 @@ def test_logits_and_greedy_samples_match_the_families_own_code(tmp_path):
             total += len(want)
     print(f"llada2.1 generate with editing: {agree} of {total} tokens equal")
     assert agree == total
+
+
+def test_generate_through_the_server_and_lm_eval(public_dir):
+    """The OpenAI-compatible server and the lm-eval adapter give the library's answer, and lm-eval's
+    loglikelihood scores through the family's network."""
+    from fastapi.testclient import TestClient
+    from lm_eval.api.instance import Instance
+
+    from llada.evaluation.harness import LLaDAEvalLM
+    from llada.sampling.text import sample_text
+    from llada.serve.app import create_app
+
+    _, root, *_ = public_dir
+    bundle = llada.load(root)
+    want = sample_text(bundle.model, bundle.tokenizer, "the cat", SamplerOptions.from_dict(
+        {"preset": "llada2", "gen_length": 8, "block_length": 4}))[0].strip()
+    with TestClient(create_app(type("Args", (), {"model": bundle.model, "tokenizer": bundle.tokenizer})())) as client:
+        r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "the cat"}],
+                                                       "preset": "llada2", "max_tokens": 8, "block_length": 4})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"].strip() == want
+    lm = LLaDAEvalLM(str(root), device="cpu", preset="llada2", block_length=4, mc_num=4)
+    context = bundle.tokenizer.apply_chat_template([{"role": "user", "content": "the cat"}], tokenize=False)
+    answer = lm.generate_until([Instance("generate_until", {}, (context, {"until": [], "max_gen_toks": 8}), 0)])[0]
+    assert answer.strip() == want
+    (score, _), = lm.loglikelihood([Instance("loglikelihood", {}, ("the cat", " sat on"), 0)])
+    assert math.isfinite(score) and score < 0
+
+
+def test_training_continues_from_a_family_directory_in_its_layout(public_dir, tmp_path):
+    """`llada train --model DIR` on a family's directory: the run's model directory is written in
+    that family's public layout (its keys), and loads as that family."""
+    from llada.train import TrainConfig, Trainer
+
+    name, root, cfg, state = public_dir
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(["the cat sat on the mat a dog ran"] * 40))
+    run = TrainConfig(model=str(root), data=str(corpus), out_dir=str(tmp_path / "run"), seq_len=16, batch_size=2,
+                      max_steps=2, warmup_steps=1, lr=1e-3, eval_every=0, save_every=0, log_every=1,
+                      progress=False, tensorboard=False)
+    final = Path(Trainer(run).fit())
+    from safetensors import safe_open
+    keys = set()
+    for f in final.glob("model*.safetensors"):
+        with safe_open(str(f), "pt") as fh:
+            keys |= set(fh.keys())
+    assert keys == set(state)
+    trained = llada.load(final, tokenizer=False)
+    assert trained.config.family == name
+    assert json.loads((final / "config.json").read_text())["architectures"] == cfg["architectures"]
+    before = llada.load(root, tokenizer=False).model
+    ids = torch.tensor([[0, 1, 2, 3, 63, 63]])
+    with torch.no_grad():
+        assert not torch.equal(trained.model(ids), before(ids))  # it trained
