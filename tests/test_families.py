@@ -418,6 +418,42 @@ def test_dream_names_its_sampler_choices_in_our_registry():
     assert REMASKING["entropy"] is entropy and REMASKING["origin"] is random
 
 
+@pytest.mark.parametrize("masks,steps,eps", [(16, 16, 1e-3), (16, 2, 0.0), (37, 8, 1e-3), (5, 5, 0.25)])
+def test_dream_schedule_counts(masks, steps, eps):
+    """Dream's count per step, restated in float32 numpy: floor(m (1 - s/t)) of the m still masked,
+    t and s consecutive points of linspace(1, eps, steps + 1), the rest at the last step."""
+    import numpy as np
+
+    from llada.sampling.schedule import dream_transfer_count
+
+    times = np.linspace(1, eps, steps + 1, dtype=np.float32)
+    left, counts = masks, []
+    for i in range(steps):
+        want = left if i == steps - 1 else int(np.float32(left) * (np.float32(1) - times[i + 1] / times[i]))
+        got = int(dream_transfer_count(torch.tensor([left]), i, steps, eps)[0])
+        assert got == want
+        counts.append(got)
+        left -= got
+    assert sum(counts) == masks
+    if (masks, steps, eps) == (16, 16, 1e-3):  # one step per token: none first, two last
+        assert counts[0] == 0 and counts[-1] == 2
+
+
+@torch.no_grad()
+def test_alg_temp_draws_the_positions(dream_dir):
+    root, *_ = dream_dir
+    model = llada.load(root, tokenizer=False).model
+    prompt = torch.randint(0, 50, (1, 5), generator=torch.Generator().manual_seed(0))
+    base = SamplerOptions(gen_length=16, block_length=None, steps=8, remasking="entropy", schedule="dream")
+    greedy = sample(model, prompt, base).sequences
+    assert torch.equal(sample(model, prompt, base.replace(alg_temp=1e-9, seed=1)).sequences, greedy)
+    drawn = {tuple(sample(model, prompt, base.replace(alg_temp=10.0, seed=seed)).sequences[0].tolist())
+             for seed in range(6)}
+    assert len(drawn) > 1 and all(model.config.mask_token_id not in row for row in drawn)
+    with pytest.raises(llada.errors.GenerationError, match="fixed steps"):
+        base.replace(threshold=0.9, alg_temp=0.5)
+
+
 def test_sampled_ranking_draws_without_replacement_by_softmax():
     """Dream's alg_temp: the top 2 of confidence / alg_temp + Gumbel noise is a draw of 2 positions
     without replacement, each by softmax over those left. Exact probabilities, computed by hand."""
@@ -526,6 +562,10 @@ def test_greedy_sampling_matches_dreams_sampler(dream_dir, dream_reference, alg)
     assert torch.equal(ours.sequences, dream)
 
     history = _dream_sample(ref, dream_reference[1], prompt, 16, mask, steps=16, eps=1e-3, alg=alg)
+    # Dream's own schedule as a sampler option: the whole output, token for token
+    ours = sample(model, prompt, SamplerOptions(gen_length=16, block_length=None, steps=16, remasking=alg,
+                                                schedule="dream", schedule_eps=1e-3))
+    assert torch.equal(ours.sequences, history[-1])
     before = torch.cat([prompt, torch.full((2, 16), mask)], dim=1)
     for after in history:
         masked = before == mask

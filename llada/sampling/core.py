@@ -29,8 +29,8 @@ from llada.config import ModelConfig
 from llada.errors import GenerationError
 from llada.model import KVCache, LLaDAModel
 from llada.sampling.options import SamplerOptions
-from llada.sampling.remasking import REMASKING
-from llada.sampling.schedule import num_transfer_tokens
+from llada.sampling.remasking import REMASKING, sampled_ranking
+from llada.sampling.schedule import dream_transfer_count, num_transfer_tokens
 
 _D = SamplerOptions()  # the keyword defaults below are the options' own, defined once there
 
@@ -264,14 +264,15 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
             early_exit: bool = False, generator: torch.Generator | None = None,
             stats: GenerateStats | None = None, refresh_every_step: bool = False,
             block_causal: bool = False, editing_threshold: float | None = None,
-            max_post_steps: int = _D.max_post_steps) -> Iterator[StepState]:
+            max_post_steps: int = _D.max_post_steps, schedule: str = _D.schedule,
+            schedule_eps: float = _D.schedule_eps, alg_temp: float | None = None) -> Iterator[StepState]:
     """Unmask the masked positions of `canvas[:, start:]` block by block, yielding after each step.
 
     `canvas` (B, L) is updated in place. `steps` is the total over all blocks. Positions before
     `start` are the prompt (they condition, and CFG masks them in the unconditional pass).
     refresh_every_step rebuilds the cache at every step instead of every block (a check: it must
     reproduce the uncached output). block_causal, editing_threshold, max_post_steps: block
-    diffusion, see `_block_diffusion`.
+    diffusion, see `_block_diffusion`; schedule, schedule_eps, alg_temp: see `_semi_autoregressive`.
     """
     cfg = model.config
     num_blocks = (canvas.shape[1] - start) // block_length
@@ -288,7 +289,8 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
                                     editing_threshold, max_post_steps, refresh_every_step)
     else:
         steps_of = _semi_autoregressive(canvas, start, block_length, steps // num_blocks, forward, predict,
-                                        threshold, factor, refresh_every_step)
+                                        threshold, factor, refresh_every_step,
+                                        _FixedSteps(schedule, schedule_eps, alg_temp, generator))
     step = 0
     for block, end, transfer in steps_of:
         if transfer is None:  # the block is finished
@@ -319,15 +321,32 @@ def _step_mask(canvas: Tensor, s: int, e: int, transfer: Tensor) -> Tensor:
     return full
 
 
+@dataclass
+class _FixedSteps:
+    """How a fixed-steps sampler picks: how many per step (`schedule.py`: "even" or "dream") and
+    which (the most confident, or with Dream's alg_temp a draw from softmax(confidence / alg_temp))."""
+
+    schedule: str = "even"
+    eps: float = 1e-3
+    alg_temp: float | None = None
+    generator: torch.Generator | None = None
+
+    def select(self, confidence: Tensor, masked: Tensor, quota: Tensor, step: int, steps: int) -> Tensor:
+        count = quota[:, step] if self.schedule == "even" else dream_transfer_count(masked.sum(-1), step, steps, self.eps)
+        ranking = confidence if self.alg_temp is None else sampled_ranking(confidence, self.alg_temp, self.generator)
+        return select_quota(ranking, count) & masked
+
+
 def _semi_autoregressive(canvas: Tensor, start: int, block_length: int, steps_per_block: int, forward: _Forward,
                          predict: _Predictor, threshold: float | None, factor: float | None,
-                         refresh_every_step: bool) -> Iterator[tuple[int, int, Tensor]]:
+                         refresh_every_step: bool, fixed: _FixedSteps | None = None) -> Iterator[tuple[int, int, Tensor]]:
     """LLaDA's `generate.py` blocks from `start` (the answer's first position), with Fast-dLLM's
     threshold/factor rules and caches: yields (block, block end, positions set) after each step and
     (block, block end, None) when a block is finished. Fixed steps: exactly steps_per_block per
-    block; threshold/factor: until the block is unmasked."""
+    block; threshold/factor: until the block is unmasked. `fixed`: the count and choice of fixed steps."""
     mask_id = predict.cfg.mask_token_id
     fixed_steps = threshold is None and factor is None
+    fixed = fixed if fixed is not None else _FixedSteps()
     for block in range((canvas.shape[1] - start) // block_length):
         s, e = start + block * block_length, start + (block + 1) * block_length
         quota = num_transfer_tokens((canvas[:, s:e] == mask_id).sum(-1), steps_per_block)  # (B, steps_per_block)
@@ -340,7 +359,7 @@ def _semi_autoregressive(canvas: Tensor, start: int, block_length: int, steps_pe
             elif factor is not None:
                 transfer = select_factor(confidence, masked, factor)
             else:
-                transfer = select_quota(confidence, quota[:, i]) & masked
+                transfer = fixed.select(confidence, masked, quota, i, steps_per_block)
             canvas[:, s:e] = torch.where(transfer, x0, canvas[:, s:e])
             yield block, e, _step_mask(canvas, s, e, transfer)
             if not fixed_steps and not bool((canvas[:, s:e] == mask_id).any()):
@@ -428,7 +447,8 @@ def diffusion_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOption
                          confidence_eos_eot_inf=options.confidence_eos_eot_inf,
                          early_exit=options.early_exit, generator=generator, stats=stats,
                          block_causal=options.block_causal, editing_threshold=options.editing_threshold,
-                         max_post_steps=options.max_post_steps):
+                         max_post_steps=options.max_post_steps, schedule=options.schedule,
+                         schedule_eps=options.schedule_eps, alg_temp=options.alg_temp):
         yield StepState(shown, state.transferred[:, :P + gen_length], state.block, state.step, P, stats)
     yield StepState(shown, torch.zeros_like(shown, dtype=torch.bool), state.block, state.step, P, stats, final=True)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from llada.errors import GenerationError
-from llada.sampling.schedule import fit_blocks
+from llada.sampling.schedule import SCHEDULES, fit_blocks
 
 CACHES = ("prefix", "dual")  # besides None: no key/value cache
 
@@ -64,6 +64,13 @@ class SamplerOptions:
         "when the model predicts another with confidence above this, in (0, 1]; None: no editing"))
     max_post_steps: int = field(default=16, metadata=_help(
         "token editing: the most steps a block keeps editing after its last mask is decoded"))
+    schedule: str = field(default="even", metadata=_help(
+        "tokens unmasked per step (fixed steps): even (LLaDA: the block's masks split evenly over its "
+        "steps) or dream (Dream: floor(m (1 - s/t)) of the m still masked, t from 1 to schedule_eps)"))
+    schedule_eps: float = field(default=1e-3, metadata=_help("the dream schedule's last time step, in [0, 1)"))
+    alg_temp: float | None = field(default=None, metadata=_help(
+        "Dream's alg_temp: draw the positions to unmask from softmax(confidence / alg_temp) instead of "
+        "taking the most confident (fixed steps; > 0); None: the most confident"))
     seed: int | None = field(default=None, metadata=_help(
         "random seed for temperature > 0 and random remasking; None: the caller's generator"))
 
@@ -155,6 +162,8 @@ SAMPLER_PRESETS: dict[str, dict[str, Any]] = {
     # LLaDA 2.1's: the same, with token editing at 0.9 (its generate's defaults).
     "llada2.1": {"block_causal": True, "block_length": 32, "threshold": 0.95, "cache": "prefix", "temperature": 0.0,
                  "editing_threshold": 0.9, "max_post_steps": 16},
+    # Dream's sampler as its examples call it: one block, entropy ranking, its step schedule.
+    "dream": {"block_length": None, "remasking": "entropy", "schedule": "dream", "schedule_eps": 1e-3},
 }
 
 
@@ -221,6 +230,16 @@ def _check_parallel(o: SamplerOptions) -> None:
             raise GenerationError(f"editing_threshold must be in (0, 1], got {o.editing_threshold!r}")
         if not o.block_causal:
             raise GenerationError("editing_threshold needs block_causal (token editing is a block-diffusion rule)")
+    if o.schedule not in SCHEDULES:
+        raise GenerationError(f"unknown schedule {o.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    if not (_finite(o.schedule_eps) and 0 <= o.schedule_eps < 1):
+        raise GenerationError(f"schedule_eps must be in [0, 1), got {o.schedule_eps!r}")
+    if o.alg_temp is not None and not (_finite(o.alg_temp) and o.alg_temp > 0):
+        raise GenerationError(f"alg_temp must be a finite number > 0, got {o.alg_temp!r}")
+    parallel = o.threshold is not None or o.factor is not None or o.block_causal
+    if parallel and (o.alg_temp is not None or o.schedule != "even"):
+        raise GenerationError("alg_temp and schedule apply to fixed steps: give them without threshold, factor "
+                              "or block_causal")
     if not isinstance(o.max_post_steps, int) or isinstance(o.max_post_steps, bool) or o.max_post_steps < 0:
         raise GenerationError(f"max_post_steps must be an integer >= 0, got {o.max_post_steps!r}")
     if o.cache not in (None, *CACHES):
@@ -236,8 +255,9 @@ def _finite(value: Any) -> bool:
 OPTION_TYPES: dict[str, type] = {
     "gen_length": int, "steps": int, "block_length": int, "temperature": float, "cfg_scale": float, "remasking": str,
     "threshold": float, "factor": float, "cache": str, "logits_eos_inf": bool, "confidence_eos_eot_inf": bool,
-    "early_exit": bool, "block_causal": bool, "editing_threshold": float, "max_post_steps": int, "seed": int}
-_OPTIONAL = {"steps", "block_length", "threshold", "factor", "cache", "seed", "editing_threshold"}
+    "early_exit": bool, "block_causal": bool, "editing_threshold": float, "max_post_steps": int, "schedule": str, "schedule_eps": float, "alg_temp": float,
+    "seed": int}
+_OPTIONAL = {"steps", "block_length", "threshold", "factor", "cache", "seed", "editing_threshold", "alg_temp"}
 
 
 def _coerce(name: str, value: Any) -> Any:
