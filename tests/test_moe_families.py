@@ -634,3 +634,58 @@ def test_training_continues_from_a_family_directory_in_its_layout(public_dir, tm
     ids = torch.tensor([[0, 1, 2, 3, 63, 63]])
     with torch.no_grad():
         assert not torch.equal(trained.model(ids), before(ids))  # it trained
+
+
+def test_convert_to_bfloat16_and_back_keeps_the_family_layout(public_dir, tmp_path):
+    """`llada convert DIR OUT --dtype bfloat16`, then back to float32: the family's keys, its
+    config.json, and weights equal to the bfloat16 rounding of the originals."""
+    from safetensors import safe_open
+
+    from llada.checkpoint import convert
+
+    name, root, cfg, state = public_dir
+    convert(str(root), str(tmp_path / "bf16"), dtype="bfloat16", max_shard_size="20KB")
+    convert(str(tmp_path / "bf16"), str(tmp_path / "fp32"), dtype="float32")
+    for directory, dtype in ((tmp_path / "bf16", torch.bfloat16), (tmp_path / "fp32", torch.float32)):
+        got = {}
+        for f in directory.glob("model*.safetensors"):
+            with safe_open(str(f), "pt") as fh:
+                got.update({k: fh.get_tensor(k) for k in fh.keys()})
+        assert sorted(got) == sorted(state)
+        assert all(torch.equal(got[k], state[k].to(torch.bfloat16).to(dtype)) for k in state)
+        saved = json.loads((directory / "config.json").read_text())
+        assert saved["architectures"] == cfg["architectures"] and saved["torch_dtype"] == str(dtype)[6:]
+    assert len(list((tmp_path / "bf16").glob("model-*.safetensors"))) > 1  # sharded at 20KB
+    assert llada.load(tmp_path / "fp32", tokenizer=False).config.family == name
+
+
+REF_GENERATE = REF / "ref_generate.py"
+
+
+@pytest.mark.skipif(not REF_GENERATE.is_file(), reason=".ref holds no copy of LLaDA's generate.py")
+@torch.no_grad()
+def test_llada_moe_greedy_sampling_equals_llada_generate(public_dir):
+    """LLaDA-MoE samples with LLaDA's own sampler (its model card calls generate.py's `generate`
+    with mask_id 156895): ours equals it token for token on the MoE network."""
+    import importlib.util
+
+    name, root, cfg, _ = public_dir
+    if name != "llada_moe":
+        pytest.skip("LLaDA 2.x samples by block diffusion (see the tests above)")
+    spec = importlib.util.spec_from_file_location("llada_ref_generate", REF_GENERATE)
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    model = llada.load(root, tokenizer=False).model
+    wrapped = type("Wrapped", (), {"__call__": lambda self, x, **kw: type("O", (), {"logits": model(x)})(),
+                                   "device": model.device})()
+    prompt = torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 0, 1]])
+    agree = total = 0
+    for steps, block in ((16, 8), (8, 16), (16, 4)):
+        want = ref.generate(wrapped, prompt, steps=steps, gen_length=16, block_length=block, temperature=0.0,
+                            mask_id=cfg["mask_token_id"])
+        got = sample(model, prompt, SamplerOptions(gen_length=16, steps=steps, block_length=block)).sequences
+        assert torch.equal(got[:, :5], want[:, :5])
+        agree += int((got[:, 5:] == want[:, 5:]).sum())  # the generated tokens
+        total += want[:, 5:].numel()
+    print(f"llada_moe vs generate.py: {agree} of {total} tokens equal")
+    assert agree == total
