@@ -577,3 +577,35 @@ def test_greedy_sampling_matches_dreams_sampler(dream_dir, dream_reference, alg)
         assert torch.equal(mine, after)
         before = after
     assert not bool((before == mask).any())
+
+
+def test_dream_through_generate_the_server_and_lm_eval(dream_dir, capsys):
+    """`llada generate`, the OpenAI-compatible server and the lm-eval adapter on a Dream directory
+    give the library's answer (its preset `dream`: one block, entropy, Dream's schedule)."""
+    from fastapi.testclient import TestClient
+    from lm_eval.api.instance import Instance
+
+    from llada.cli import main
+    from llada.evaluation.harness import LLaDAEvalLM
+    from llada.sampling.text import sample_text
+    from llada.serve.app import create_app
+
+    root, *_ = dream_dir
+    bundle = llada.load(root)
+    options = SamplerOptions.from_dict({"preset": "dream", "gen_length": 8, "steps": 8})
+    want = sample_text(bundle.model, bundle.tokenizer, "the cat", options)[0].strip()
+    assert main(["generate", "the cat", "--model", str(root), "--device", "cpu", "--preset", "dream",
+                 "--gen_length", "8", "--steps", "8"]) == 0
+    assert capsys.readouterr().out.strip() == want
+    with TestClient(create_app(type("Args", (), {"model": bundle.model, "tokenizer": bundle.tokenizer})())) as client:
+        r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "the cat"}],
+                                                       "preset": "dream", "max_tokens": 8, "steps": 8})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"].strip() == want
+    lm = LLaDAEvalLM(str(root), device="cpu", preset="dream", steps=8, mc_num=4)
+    context = bundle.tokenizer.apply_chat_template([{"role": "user", "content": "the cat"}], tokenize=False,
+                                                   add_generation_prompt=True)
+    answer = lm.generate_until([Instance("generate_until", {}, (context, {"until": [], "max_gen_toks": 8}), 0)])[0]
+    assert answer.strip() == want
+    (score, _), = lm.loglikelihood([Instance("loglikelihood", {}, ("the cat", " sat on"), 0)])
+    assert score < 0
