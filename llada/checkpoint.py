@@ -25,6 +25,7 @@ import copy
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -247,10 +248,18 @@ def load_tokenizer(path: str | Path, config: ModelConfig | None = None) -> Any:
         raise ModelDirError(f"{root}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
     name = family_for(config).tokenizer_class if config is not None else None
     cls = getattr(transformers, name) if name else transformers.AutoTokenizer
+    quiet = transformers.utils.logging.get_verbosity()
     try:
-        tokenizer = cls.from_pretrained(root)
+        # AutoTokenizer reads config.json too; a model_type transformers does not know (llada2_moe)
+        # makes it warn about a config it then does not use
+        transformers.utils.logging.set_verbosity_error()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # and about that config's deprecated keys
+            tokenizer = cls.from_pretrained(root)
     except Exception as e:  # noqa: BLE001 - transformers raises many types here
         raise CheckpointError(f"{root}: the tokenizer could not be loaded ({type(e).__name__}: {e})") from None
+    finally:
+        transformers.utils.logging.set_verbosity(quiet)
     if config is not None:
         check_tokenizer(tokenizer, config, source=str(root))
     return tokenizer
