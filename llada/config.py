@@ -113,6 +113,13 @@ class MoEConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def describe(self) -> str:
+        """One line for `llada info` and the model card."""
+        shared = f", a shared expert of {self.shared_intermediate_size}" if self.shared_intermediate_size else ""
+        dense = f"; dense MLP in blocks {', '.join(map(str, self.dense_layers))}" if self.dense_layers else ""
+        return (f"{self.num_experts} experts of {self.intermediate_size}, {self.num_experts_per_tok} per token "
+                f"({self.score} router){shared}{dense}")
+
 
 @dataclass
 class ModelConfig:
@@ -257,8 +264,9 @@ class ModelConfig:
     def is_moe_layer(self, index: int) -> bool:
         return self.moe is not None and index not in self.moe.dense_layers
 
-    def num_params(self, embeddings: bool = True) -> int:
-        """Parameter count, computed from the shapes (no model needed); every expert counted."""
+    def num_params(self, embeddings: bool = True, active: bool = False) -> int:
+        """Parameter count, computed from the shapes (no model needed); every expert counted, or
+        with `active` only the `num_experts_per_tok` experts a token runs through (and the router)."""
         d, h, kv = self.d_model, self.mlp_hidden_size, self.n_kv_heads * self.head_dim
         qkv_bias = self.include_bias or self.include_qkv_bias
         attn = d * d * 2 + d * kv * 2 + (d + 2 * kv if qkv_bias else 0) + (d if self.include_bias else 0)
@@ -270,7 +278,8 @@ class ModelConfig:
             mlp = dense
             if self.is_moe_layer(i):
                 m = self.moe
-                mlp = d * m.num_experts * (1 + 3 * m.intermediate_size) + 3 * d * m.shared_intermediate_size
+                experts = m.num_experts_per_tok if active else m.num_experts
+                mlp = d * m.num_experts + 3 * d * (experts * m.intermediate_size + m.shared_intermediate_size)
             total += attn + mlp + norms
         if embeddings:
             head = 0 if self.weight_tying else self.embedding_size * (d + (1 if self.include_bias else 0))

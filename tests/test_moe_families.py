@@ -94,6 +94,23 @@ def test_full_size_shapes_on_the_meta_device(cfg, name, total):
     print(f"{name}: {total / 1e9:.2f}B parameters")
 
 
+@pytest.mark.parametrize("cfg,total,active,with_lookup", [
+    (LLADA_MOE_7B_CONFIG, 7.0, 1.4, False),  # "LLaDA-MoE-7B-A1B": 7B total, 1.4B active (paper)
+    (LLADA2_MINI_CONFIG, 16.0, 1.4, True),  # LLaDA2.0-mini: 16B total, 1.4B active (model card)
+    (LLADA2_FLASH_CONFIG, 100.0, 6.1, True),  # LLaDA2.0-flash: 100B total, 6.1B active (model card)
+])
+def test_active_parameters_match_the_published_figures(cfg, total, active, with_lookup):
+    """Active parameters: the router, the 8 chosen experts (and the shared one) per MoE block,
+    attention, the head. The published figures count the input embedding differently: LLaDA-MoE's
+    1.4B leaves it out (with it: 1.72B), LLaDA 2.x's figures include it (without: 1.11B, 4.86B)."""
+    config = ModelConfig.from_dict(cfg)
+    lookup = 0 if with_lookup else config.embedding_size * config.d_model
+    got_active = (config.num_params(active=True) - lookup) / 1e9
+    assert abs(got_active - active) < 0.05, got_active
+    assert abs(config.num_params() / 1e9 - total) / total < 0.06
+    print(f"{cfg['architectures'][0]}: {config.num_params() / 1e9:.2f}B total, {got_active:.2f}B active")
+
+
 def test_full_size_reads_the_public_fields():
     mini = ModelConfig.from_dict(LLADA2_MINI_CONFIG)
     assert (mini.head_dim, mini.rotary_dim, mini.n_kv_heads, mini.qk_norm) == (128, 64, 4, True)
