@@ -60,6 +60,24 @@ class LLaDAConfig(PretrainedConfig):
         return cls(**config.to_dict())
 
 
+class LLaDAMoEConfig(LLaDAConfig):
+    """LLaDA-MoE's config.json under its other model_type ("lladamoe", as dllm writes it)."""
+
+    model_type = "lladamoe"
+
+
+class LLaDA2Config(LLaDAConfig):
+    """LLaDA 2.x's config.json (model_type "llada2_moe")."""
+
+    model_type = "llada2_moe"
+
+
+class DreamConfig(LLaDAConfig):
+    """Dream's config.json (model_type "Dream")."""
+
+    model_type = "Dream"
+
+
 class LLaDAModelLM(PreTrainedModel, GenerationMixin):
     """`LLaDAModel` behind the transformers API; `forward` returns `.logits` (B, L, vocab), and
     `generate` samples with `llada.sample`."""
@@ -71,9 +89,47 @@ class LLaDAModelLM(PreTrainedModel, GenerationMixin):
     _supports_sdpa = True
 
     def __init__(self, config: LLaDAConfig, model: LLaDAModel | None = None):
+        from llada.families import build_model
+
         super().__init__(config)
-        self.model = model if model is not None else LLaDAModel(config.to_model_config())
+        self.model = model if model is not None else build_model(config.to_model_config())
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> LLaDAModelLM:
+        """transformers' loading for LLaDA's own layout; a directory of another family (LLaDA-MoE,
+        LLaDA 2.x, Dream) is read by `llada.load`, whose family adapter knows its keys (`dtype` /
+        `torch_dtype` and `revision` honoured), instead of coming back freshly initialised."""
+        from llada import checkpoint
+        from llada.config import family_of
+
+        revision = kwargs.get("revision")
+        try:
+            root = checkpoint._resolve_dir(pretrained_model_name_or_path, revision)
+            data = checkpoint.read_json(root / checkpoint.CONFIG_NAME)
+        except Exception:  # noqa: BLE001 - not a directory we can read: transformers' own loading and errors
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if not isinstance(data, dict) or family_of(data, str(root / checkpoint.CONFIG_NAME)) == "llada":
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        bundle = checkpoint.load(root, dtype=None if dtype in (None, "auto") else dtype, tokenizer=False)
+        with torch.device("meta"):  # (construction initialises weights: not the loaded ones)
+            wrapped = cls(CONFIG_CLASSES[bundle.config.family].from_model_config(bundle.config))
+        wrapped.model = bundle.model
+        wrapped.generation_config = GenerationConfig.from_model_config(wrapped.config)
+        if (root / checkpoint.GENERATION_CONFIG_NAME).is_file():
+            wrapped.generation_config = GenerationConfig.from_pretrained(root)
+        return wrapped.eval()
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
+        """transformers' saving for LLaDA's layout; a model of another family is written by
+        `llada.save` in that family's own layout (its keys, its config.json), so it opens again here,
+        in `llada.load`, and in the family's reference code."""
+        if self.model.config.family == "llada":
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        from llada import checkpoint
+
+        checkpoint.save(save_directory, self.model, max_shard_size=kwargs.get("max_shard_size", "5GB"))
 
     @torch.no_grad()
     def _init_weights(self, module: torch.nn.Module) -> None:
@@ -128,6 +184,32 @@ class LLaDAModelLM(PreTrainedModel, GenerationMixin):
         out = sample(self.model, input_ids, options, attention_mask=attention_mask, generator=generator)
         sequences = pad_after_stop(out.sequences[:, : out.prompt_length + new_tokens], out.prompt_length, roles)
         return GenerateDecoderOnlyOutput(sequences=sequences) if return_dict else sequences
+
+
+class LLaDAMoEModelLMForDiffusion(LLaDAModelLM):
+    """`LLaDAModelLM` for LLaDA-MoE directories whose config.json says model_type "lladamoe"."""
+
+    config_class = LLaDAMoEConfig
+
+
+class LLaDA2ModelLMForDiffusion(LLaDAModelLM):
+    """`LLaDAModelLM` for LLaDA 2.x directories."""
+
+    config_class = LLaDA2Config
+
+
+class DreamModelLMForDiffusion(LLaDAModelLM):
+    """`LLaDAModelLM` for Dream directories."""
+
+    config_class = DreamConfig
+
+
+# Each family's transformers config class and model class (LLaDA-MoE's public config.json says
+# model_type "llada": LLaDAModelLM reads it, see its from_pretrained).
+CONFIG_CLASSES: dict[str, type[LLaDAConfig]] = {"llada": LLaDAConfig, "llada_moe": LLaDAMoEConfig,
+                                                "llada2": LLaDA2Config, "dream": DreamConfig}
+MODEL_CLASSES: dict[str, type[LLaDAModelLM]] = {"llada": LLaDAModelLM, "llada_moe": LLaDAMoEModelLMForDiffusion,
+                                                "llada2": LLaDA2ModelLMForDiffusion, "dream": DreamModelLMForDiffusion}
 
 
 # transformers' generate() keywords that a sampler has no use for: the token ids come from the model.
@@ -195,13 +277,17 @@ def pad_after_stop(sequences: torch.Tensor, prompt_length: int, roles: TokenRole
 
 
 def register() -> None:
-    """Register the config and model with the transformers Auto classes (idempotent)."""
+    """Register the configs and the model with the transformers Auto classes (idempotent): every
+    family's model_type opens as `LLaDAModelLM` (remote code still wins with trust_remote_code=True)."""
     try:
         AutoConfig.register("llada", LLaDAConfig)
     except ValueError:  # already registered
         return
-    for auto in (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM):
-        auto.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
+    for family, config_class in CONFIG_CLASSES.items():
+        if config_class is not LLaDAConfig:
+            AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        for auto in (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM):
+            auto.register(config_class, MODEL_CLASSES[family], exist_ok=True)
     # transformers 4.x pipelines load a tokenizer only for config types that name one
     try:  # 5.x calls it `tokenizer_class`
         AutoTokenizer.register(LLaDAConfig, tokenizer_class=PreTrainedTokenizerFast, exist_ok=True)

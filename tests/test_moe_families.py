@@ -707,3 +707,29 @@ def test_llada_moe_greedy_sampling_equals_llada_generate(public_dir):
         total += want[:, 5:].numel()
     print(f"llada_moe vs generate.py: {agree} of {total} tokens equal")
     assert agree == total
+
+
+@torch.no_grad()
+def test_transformers_auto_classes_open_each_family(public_dir, tmp_path):
+    """After `import llada`, AutoModelForCausalLM opens a LLaDA-MoE directory (model_type "llada",
+    shared with LLaDA-8B) and a LLaDA 2.x one without remote code: the family's weights, not fresh
+    ones; `generate` is `llada.sample`; save_pretrained writes the family's layout back."""
+    from transformers import AutoModelForCausalLM
+
+    name, root, cfg, state = public_dir
+    model = AutoModelForCausalLM.from_pretrained(root)
+    ours = llada.load(root, tokenizer=False).model
+    ids = torch.tensor([[0, 1, 2, 3, 63, 63]])
+    assert model.model.config.family == name and torch.equal(model(ids).logits, ours(ids))
+    prompt = torch.tensor([[0, 1, 2]])
+    want = sample(ours, prompt, SamplerOptions(gen_length=4, steps=4, block_length=4)).sequences
+    got = model.generate(prompt, max_new_tokens=4, steps=4, block_length=4)
+    from llada.hf import pad_after_stop
+    assert torch.equal(got, pad_after_stop(want, 3, ours.config.roles))
+    model.save_pretrained(tmp_path / "saved")
+    from safetensors import safe_open
+    keys = set()
+    for f in (tmp_path / "saved").glob("model*.safetensors"):
+        with safe_open(str(f), "pt") as fh:
+            keys |= set(fh.keys())
+    assert keys == set(state)
