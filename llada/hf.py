@@ -72,6 +72,12 @@ class LLaDA2Config(LLaDAConfig):
     model_type = "llada2_moe"
 
 
+class LLaDA21Config(LLaDAConfig):
+    """LLaDA 2.1's config.json as dllm's copies write it (model_type "llada21_moe")."""
+
+    model_type = "llada21_moe"
+
+
 class DreamConfig(LLaDAConfig):
     """Dream's config.json (model_type "Dream")."""
 
@@ -114,7 +120,7 @@ class LLaDAModelLM(PreTrainedModel, GenerationMixin):
         dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
         bundle = checkpoint.load(root, dtype=None if dtype in (None, "auto") else dtype, tokenizer=False)
         with torch.device("meta"):  # (construction initialises weights: not the loaded ones)
-            wrapped = cls(CONFIG_CLASSES[bundle.config.family].from_model_config(bundle.config))
+            wrapped = cls(CONFIG_CLASSES[bundle.config.family][0].from_model_config(bundle.config))
         wrapped.model = bundle.model
         wrapped.generation_config = GenerationConfig.from_model_config(wrapped.config)
         if (root / checkpoint.GENERATION_CONFIG_NAME).is_file():
@@ -198,18 +204,27 @@ class LLaDA2ModelLMForDiffusion(LLaDAModelLM):
     config_class = LLaDA2Config
 
 
+class LLaDA21ModelLMForDiffusion(LLaDAModelLM):
+    """`LLaDAModelLM` for LLaDA 2.1 directories that say model_type "llada21_moe"."""
+
+    config_class = LLaDA21Config
+
+
 class DreamModelLMForDiffusion(LLaDAModelLM):
     """`LLaDAModelLM` for Dream directories."""
 
     config_class = DreamConfig
 
 
-# Each family's transformers config class and model class (LLaDA-MoE's public config.json says
-# model_type "llada": LLaDAModelLM reads it, see its from_pretrained).
-CONFIG_CLASSES: dict[str, type[LLaDAConfig]] = {"llada": LLaDAConfig, "llada_moe": LLaDAMoEConfig,
-                                                "llada2": LLaDA2Config, "dream": DreamConfig}
-MODEL_CLASSES: dict[str, type[LLaDAModelLM]] = {"llada": LLaDAModelLM, "llada_moe": LLaDAMoEModelLMForDiffusion,
-                                                "llada2": LLaDA2ModelLMForDiffusion, "dream": DreamModelLMForDiffusion}
+# Each family's transformers config class (the first: what a loaded model's config is) and the
+# model class of each config class. LLaDA-MoE's public config.json says model_type "llada":
+# LLaDAModelLM reads it (see its from_pretrained).
+CONFIG_CLASSES: dict[str, tuple[type[LLaDAConfig], ...]] = {
+    "llada": (LLaDAConfig,), "llada_moe": (LLaDAMoEConfig,), "llada2": (LLaDA2Config, LLaDA21Config),
+    "dream": (DreamConfig,)}
+MODEL_CLASSES: dict[type[LLaDAConfig], type[LLaDAModelLM]] = {
+    LLaDAConfig: LLaDAModelLM, LLaDAMoEConfig: LLaDAMoEModelLMForDiffusion, LLaDA2Config: LLaDA2ModelLMForDiffusion,
+    LLaDA21Config: LLaDA21ModelLMForDiffusion, DreamConfig: DreamModelLMForDiffusion}
 
 
 # transformers' generate() keywords that a sampler has no use for: the token ids come from the model.
@@ -283,11 +298,11 @@ def register() -> None:
         AutoConfig.register("llada", LLaDAConfig)
     except ValueError:  # already registered
         return
-    for family, config_class in CONFIG_CLASSES.items():
+    for config_class, model_class in MODEL_CLASSES.items():
         if config_class is not LLaDAConfig:
             AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         for auto in (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM):
-            auto.register(config_class, MODEL_CLASSES[family], exist_ok=True)
+            auto.register(config_class, model_class, exist_ok=True)
     # transformers 4.x pipelines load a tokenizer only for config types that name one
     try:  # 5.x calls it `tokenizer_class`
         AutoTokenizer.register(LLaDAConfig, tokenizer_class=PreTrainedTokenizerFast, exist_ok=True)

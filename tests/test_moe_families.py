@@ -155,7 +155,7 @@ TINY_LLADA_MOE = {**LLADA_MOE_7B_CONFIG, "num_hidden_layers": 3, "hidden_size": 
 def _public_keys(cfg: dict) -> list[str]:
     """The checkpoint keys of each family's modeling code for a config, written out by hand."""
     n = cfg["num_hidden_layers"]
-    if cfg["model_type"] == "llada2_moe":
+    if cfg["architectures"] == ["LLaDA2MoeModelLM"]:
         keys = ["model.word_embeddings.weight", "model.norm.weight", "lm_head.weight"]
         for i in range(n):
             p = f"model.layers.{i}."
@@ -527,6 +527,44 @@ def test_block_diffusion_batches_rows_of_one_length(public_dir):
     assert torch.equal(together, alone)
 
 
+@pytest.mark.parametrize("gen_length,block", [(8, 16), (10, 4), (5, 8)])
+@torch.no_grad()
+def test_block_diffusion_keeps_its_block_whatever_the_length(public_dir, gen_length, block):
+    """The block is the model's attention pattern: an answer shorter than a block, or not a whole
+    number of blocks, keeps it (LLaDA 2.x's generate takes any gen_length), through `fitted` too."""
+    _, root, cfg, _ = public_dir
+    model = llada.load(root, tokenizer=False).model
+    model.transformer.ff_out.weight.mul_(4)
+    prompt = [0, 1, 2, 3, 4]
+    options = SamplerOptions(gen_length=gen_length, block_length=block, threshold=0.95, block_causal=True)
+    assert options.block_size == block and options.fitted(gen_length).block_size == block
+    want = loop_block_diffusion(model, prompt, gen_length, block, block, 0.95, cfg["mask_token_id"])
+    assert sample(model, torch.tensor([prompt]), options).responses[0].tolist() == want
+
+
+@torch.no_grad()
+def test_block_diffusion_compares_probabilities_whatever_ranks(tmp_path):
+    """Threshold and editing read the prediction's probability (LLaDA 2.x's x0_p), not the remasking
+    score: with no probability above them, random or entropy ranking decode as the quota alone."""
+    root, _ = _public_dir(tmp_path / "d", TINY_LLADA2)
+    model = llada.load(root, tokenizer=False).model
+    prompts = torch.arange(40).remainder(60).view(8, 5)
+    probs = torch.softmax(model(torch.cat([prompts, torch.full((8, 8), 63)], 1)), -1).max(-1).values
+    assert float(probs.max()) < 0.9  # an unsure head: nothing passes 0.9
+    for remasking in ("random", "entropy", "margin"):
+        base = SamplerOptions(gen_length=8, block_length=4, block_causal=True, remasking=remasking, seed=3)
+        plain = sample(model, prompts, base).responses
+        assert torch.equal(plain, sample(model, prompts, base.replace(threshold=0.95)).responses), remasking
+        if remasking != "random":  # (editing's extra step per block would draw more random numbers)
+            edited = sample(model, prompts, base.replace(threshold=0.95, editing_threshold=0.9)).responses
+            assert torch.equal(plain, edited), remasking
+
+
+def test_threshold_with_entropy_ranking_is_refused_outside_block_diffusion():
+    with pytest.raises(llada.errors.GenerationError, match="entropy"):
+        SamplerOptions(threshold=0.9, remasking="entropy")
+
+
 def test_block_causal_refuses_the_factor_rule():
     with pytest.raises(llada.errors.GenerationError, match="block_causal"):
         SamplerOptions(block_causal=True, factor=1.0)
@@ -733,3 +771,28 @@ def test_transformers_auto_classes_open_each_family(public_dir, tmp_path):
         with safe_open(str(f), "pt") as fh:
             keys |= set(fh.keys())
     assert keys == set(state)
+
+
+def test_a_presets_value_is_cleared_with_none_on_the_command_line(public_dir, capsys):
+    """`--preset llada2.1 --editing_threshold none` is the llada2 preset (no editing)."""
+    from llada.cli import main
+
+    _, root, *_ = public_dir
+    common = ["generate", "the cat", "--model", str(root), "--device", "cpu", "--gen_length", "8"]
+    assert main([*common, "--preset", "llada2"]) == 0
+    want = capsys.readouterr().out
+    assert main([*common, "--preset", "llada2.1", "--editing_threshold", "none"]) == 0
+    assert capsys.readouterr().out == want
+    assert main([*common, "--threshold", "high"]) == 2
+    assert "threshold must be float" in capsys.readouterr().err
+
+
+@torch.no_grad()
+def test_llada21_model_type_opens_in_transformers(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    root, _ = _public_dir(tmp_path / "d", {**TINY_LLADA2, "model_type": "llada21_moe"})
+    model = AutoModelForCausalLM.from_pretrained(root)
+    ids = torch.tensor([[0, 1, 2, 63]])
+    assert model.model.config.family == "llada2"
+    assert torch.equal(model(ids).logits, llada.load(root, tokenizer=False).model(ids))

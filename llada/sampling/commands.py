@@ -16,15 +16,22 @@ def sampler_flags(func: Callable[..., Any]) -> Callable[..., Any]:
     """Give `func(..., **options)` one keyword flag per `SamplerOptions` field, plus `--preset`,
     each defaulting to None ("as the preset, else the default"), with its help text; `func` turns
     them into options with `options_from_flags`."""
-    from llada.sampling.options import OPTION_NAMES, OPTION_TYPES, SAMPLER_PRESETS, SamplerOptions
+    from llada.sampling.options import (
+        OPTION_NAMES,
+        OPTION_TYPES,
+        OPTIONAL_OPTIONS,
+        SAMPLER_PRESETS,
+        SamplerOptions,
+    )
 
     defaults, helps = SamplerOptions().to_dict(), SamplerOptions.help()
     params = [p for p in inspect.signature(func).parameters.values() if p.kind is not p.VAR_KEYWORD]
     lines = [f"        preset: sampler preset applied under the flags given: {', '.join(SAMPLER_PRESETS)}"]
     params.append(inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None))
     for name in OPTION_NAMES:
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=OPTION_TYPES[name] | None))
+        # an optional option also takes the word "none", which clears it (over a preset's value)
+        kind = OPTION_TYPES[name] | str if name in OPTIONAL_OPTIONS and OPTION_TYPES[name] is not str else OPTION_TYPES[name]
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind | None))
         shown = "" if defaults[name] is None else f" (default: {defaults[name]})"
         lines.append(f"        {name}: {helps[name]}{shown}")
     func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

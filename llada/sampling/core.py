@@ -119,17 +119,6 @@ def select_threshold(confidence: Tensor, masked: Tensor, threshold: float) -> Te
     return masked & ((confidence >= threshold) | top)
 
 
-def select_threshold_quota(confidence: Tensor, masked: Tensor, threshold: float, quota: Tensor) -> Tensor:
-    """LLaDA 2.x's rule: every masked position with confidence > threshold when there are at least
-    quota[b] of them, else the quota[b] most confident (fewer if fewer are masked). (B, T) in and out;
-    compared in float64."""
-    confidence = confidence.double().masked_fill(~masked, float("-inf"))
-    above = masked & (confidence > threshold)
-    k = torch.minimum(quota, masked.sum(-1))
-    top = select_quota(confidence, k) & masked
-    return torch.where((above.sum(-1) >= k)[:, None], above, top)
-
-
 def select_factor(confidence: Tensor, masked: Tensor, factor: float) -> Tensor:
     """Fast-dLLM's factor rule: take the n most confident where the r-th (1-based) has confidence
     >= 1 - factor / (r + 1); always at least one. Ranks count masked positions only."""
@@ -237,6 +226,11 @@ class _Predictor:
         self.logits_eos_inf, self.confidence_eos_eot_inf, self.generator = logits_eos_inf, confidence_eos_eot_inf, generator
         self.never: Tensor | None = None
 
+    def probability(self, logits: Tensor, x0: Tensor) -> Tensor:
+        """The probability (B, T) of each prediction under the step's logits, in float64: what block
+        diffusion's threshold and editing rules compare (as LLaDA 2.x's `x0_p`), whatever ranks."""
+        return REMASKING["low_confidence"](logits.double(), x0, None)
+
     def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         cfg = self.cfg
         if self.logits_eos_inf:
@@ -265,17 +259,20 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
             stats: GenerateStats | None = None, refresh_every_step: bool = False,
             block_causal: bool = False, editing_threshold: float | None = None,
             max_post_steps: int = _D.max_post_steps, schedule: str = _D.schedule,
-            schedule_eps: float = _D.schedule_eps, alg_temp: float | None = None) -> Iterator[StepState]:
+            schedule_eps: float = _D.schedule_eps, alg_temp: float | None = None,
+            steps_per_block: int | None = None) -> Iterator[StepState]:
     """Unmask the masked positions of `canvas[:, start:]` block by block, yielding after each step.
 
     `canvas` (B, L) is updated in place. `steps` is the total over all blocks. Positions before
     `start` are the prompt (they condition, and CFG masks them in the unconditional pass).
     refresh_every_step rebuilds the cache at every step instead of every block (a check: it must
     reproduce the uncached output). block_causal, editing_threshold, max_post_steps: block
-    diffusion, see `_block_diffusion`; schedule, schedule_eps, alg_temp: see `_semi_autoregressive`.
+    diffusion, see `_block_diffusion` (`steps_per_block`: its steps per block, default steps over the
+    blocks of canvas[:, start:]); schedule, schedule_eps, alg_temp: see `_semi_autoregressive`.
     """
     cfg = model.config
-    num_blocks = (canvas.shape[1] - start) // block_length
+    num_blocks = max(1, (canvas.shape[1] - start) // block_length)
+    steps_per_block = steps_per_block if steps_per_block is not None else steps // num_blocks
     stats = stats if stats is not None else GenerateStats()
     prompt_mask = torch.zeros_like(canvas, dtype=torch.bool)
     prompt_mask[:, :start] = canvas[:, :start] != cfg.mask_token_id
@@ -285,10 +282,10 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
     predict = _Predictor(cfg, temperature, remasking, not fixed_steps, logits_eos_inf, confidence_eos_eot_inf,
                          generator)
     if block_causal:
-        steps_of = _block_diffusion(canvas, start, block_length, steps // num_blocks, forward, predict, threshold,
+        steps_of = _block_diffusion(canvas, start, block_length, steps_per_block, forward, predict, threshold,
                                     editing_threshold, max_post_steps, refresh_every_step)
     else:
-        steps_of = _semi_autoregressive(canvas, start, block_length, steps // num_blocks, forward, predict,
+        steps_of = _semi_autoregressive(canvas, start, block_length, steps_per_block, forward, predict,
                                         threshold, factor, refresh_every_step,
                                         _FixedSteps(schedule, schedule_eps, alg_temp, generator))
     step = 0
@@ -375,9 +372,10 @@ def _block_diffusion(canvas: Tensor, start: int, block_length: int, steps_per_bl
     last block is the first decoded, its prompt tokens kept; the canvas ends on a block boundary)
     and attention is causal across them. Each step's quota comes from the block's length split
     over steps_per_block (a block with fewer masks finishes early); with a threshold a step keeps
-    every masked prediction above it (strictly) when at least the quota are, else the quota most
-    confident. With editing_threshold, a step also replaces any decoded answer token of the block
-    whose prediction differs and is above that confidence; once a row's block has no mask, it
+    every masked prediction whose probability is above it (strictly) when at least the quota are,
+    else the quota ranked first by the remasking rule (low_confidence: the most probable). With
+    editing_threshold, a step also replaces any decoded answer token of the block whose prediction
+    differs and has a probability above it; once a row's block has no mask, it
     goes on for at most max_post_steps steps, stopping at the first that edits nothing. Yields as
     `_semi_autoregressive` does."""
     mask_id = predict.cfg.mask_token_id
@@ -396,13 +394,17 @@ def _block_diffusion(canvas: Tensor, start: int, block_length: int, steps_per_bl
             done |= resolved if editing_threshold is None else post > max_post_steps
             if bool(done.all()):  # one host check per step
                 break
-            x0, confidence = predict(forward(canvas, s, e, refresh=i == 0 or refresh_every_step))
-            masked_confidence = confidence.masked_fill(~masked, float("-inf"))
-            k = quota[:, min(i, steps_per_block - 1)]
-            transfer = (select_quota(masked_confidence, torch.minimum(k, masked.sum(-1))) & masked
-                        if threshold is None else select_threshold_quota(masked_confidence, masked, threshold, k))
+            logits = forward(canvas, s, e, refresh=i == 0 or refresh_every_step)
+            x0, confidence = predict(logits)
+            k = torch.minimum(quota[:, min(i, steps_per_block - 1)], masked.sum(-1))
+            transfer = select_quota(confidence.masked_fill(~masked, float("-inf")), k) & masked  # the quota
+            if threshold is not None or editing_threshold is not None:
+                p = predict.probability(logits, x0)
+            if threshold is not None:  # all above it instead, when at least the quota are
+                above = masked & (p > threshold)
+                transfer = torch.where((above.sum(-1) >= k)[:, None], above, transfer)
             if editing_threshold is not None:
-                edit = answer & ~masked & (confidence.double() > editing_threshold) & (x0 != canvas[:, s:e])
+                edit = answer & ~masked & (p > editing_threshold) & (x0 != canvas[:, s:e])
                 transfer |= edit
                 done_after = resolved & ~edit.any(-1)  # nothing masked and nothing edited: the row is final
             transfer &= ~done[:, None]
@@ -448,7 +450,8 @@ def diffusion_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOption
                          early_exit=options.early_exit, generator=generator, stats=stats,
                          block_causal=options.block_causal, editing_threshold=options.editing_threshold,
                          max_post_steps=options.max_post_steps, schedule=options.schedule,
-                         schedule_eps=options.schedule_eps, alg_temp=options.alg_temp):
+                         schedule_eps=options.schedule_eps, alg_temp=options.alg_temp,
+                         steps_per_block=options.steps_per_block):
         yield StepState(shown, state.transferred[:, :P + gen_length], state.block, state.step, P, stats)
     yield StepState(shown, torch.zeros_like(shown, dtype=torch.bool), state.block, state.step, P, stats, final=True)
 

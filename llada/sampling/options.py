@@ -89,12 +89,25 @@ class SamplerOptions:
     @property
     def block_size(self) -> int:
         """The block length in tokens: `block_length` capped at gen_length (a block longer than the
-        response is one block), or gen_length when it is None."""
-        return self.gen_length if self.block_length is None else min(self.block_length, self.gen_length)
+        response is one block), or gen_length when it is None. Block diffusion keeps block_length
+        as it is: it is the model's attention pattern, whatever the answer's length."""
+        if self.block_length is None:
+            return self.gen_length
+        return self.block_length if self.block_causal else min(self.block_length, self.gen_length)
 
     @property
     def num_blocks(self) -> int:
-        return self.gen_length // self.block_size
+        """Blocks of the answer (block diffusion: blocks the answer reaches into, counted from its start)."""
+        return -(-self.gen_length // self.block_size)
+
+    @property
+    def steps_per_block(self) -> int:
+        """Denoising steps of each block: steps / num_blocks; block diffusion, whose blocks are counted
+        from the start of the sequence, keeps the same steps per token: steps * block / gen_length
+        (at least 1)."""
+        if self.block_causal:
+            return max(1, self.num_steps * self.block_size // self.gen_length)
+        return self.num_steps // self.num_blocks
 
     # ------------------------------------------------------------------------------- conversions
     def replace(self, **changes: Any) -> SamplerOptions:
@@ -109,7 +122,8 @@ class SamplerOptions:
         """These options, with `changes`, for a requested response length (the server's max_tokens,
         lm-eval's max_gen_toks): the block capped at gen_length, gen_length rounded up to whole
         blocks, steps up to a multiple of the number of blocks. The answer still ends at its first
-        EOS. Values the rounding cannot mend (steps 0, a negative length) raise GenerationError."""
+        EOS. Values the rounding cannot mend (steps 0, a negative length) raise GenerationError.
+        Block diffusion (block_causal) takes any length and keeps its block: nothing is rounded."""
         unknown = sorted(set(changes) - set(OPTION_NAMES))
         if unknown:
             raise GenerationError(f"unknown sampler option(s) {', '.join(unknown)}; "
@@ -118,6 +132,8 @@ class SamplerOptions:
         if gen_length is not None:
             values["gen_length"] = _coerce("gen_length", gen_length)
         gen, block, steps = values["gen_length"], values["block_length"], values["steps"]
+        if values.get("block_causal") is True:  # block diffusion takes any length; its block is the model's
+            return SamplerOptions(**values)
         if all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0) for v in (gen, block, steps)):
             gen, fit_block, fit_steps = fit_blocks(gen, block or gen, steps)
             values.update(gen_length=gen, block_length=None if block is None else fit_block,
@@ -197,6 +213,8 @@ def _check_lengths(o: SamplerOptions) -> None:
         value = getattr(o, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise GenerationError(f"{name} must be a positive integer, got {value!r}")
+    if o.block_causal:  # any length: the canvas ends on a block boundary of the whole sequence
+        return
     if o.gen_length % o.block_size:
         raise GenerationError(f"gen_length ({o.gen_length}) must be a multiple of block_length ({o.block_size})")
     if o.num_steps % o.num_blocks:
@@ -237,6 +255,9 @@ def _check_parallel(o: SamplerOptions) -> None:
     if o.alg_temp is not None and not (_finite(o.alg_temp) and o.alg_temp > 0):
         raise GenerationError(f"alg_temp must be a finite number > 0, got {o.alg_temp!r}")
     parallel = o.threshold is not None or o.factor is not None or o.block_causal
+    if o.threshold is not None and o.remasking == "entropy" and not o.block_causal:
+        raise GenerationError("threshold compares a confidence in (0, 1]; entropy scores are <= 0: use "
+                              "remasking low_confidence or margin with threshold")
     if parallel and (o.alg_temp is not None or o.schedule != "even"):
         raise GenerationError("alg_temp and schedule apply to fixed steps: give them without threshold, factor "
                               "or block_causal")
@@ -257,7 +278,8 @@ OPTION_TYPES: dict[str, type] = {
     "threshold": float, "factor": float, "cache": str, "logits_eos_inf": bool, "confidence_eos_eot_inf": bool,
     "early_exit": bool, "block_causal": bool, "editing_threshold": float, "max_post_steps": int, "schedule": str, "schedule_eps": float, "alg_temp": float,
     "seed": int}
-_OPTIONAL = {"steps", "block_length", "threshold", "factor", "cache", "seed", "editing_threshold", "alg_temp"}
+# Options whose value may be None: "none" clears them (over a preset's value, on the command line too).
+OPTIONAL_OPTIONS = {"steps", "block_length", "threshold", "factor", "cache", "seed", "editing_threshold", "alg_temp"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -265,7 +287,7 @@ def _coerce(name: str, value: Any) -> Any:
     integral floats become ints, "none"/"null" clears an optional field."""
     kind = OPTION_TYPES[name]
     if isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
-        if name in _OPTIONAL:
+        if name in OPTIONAL_OPTIONS:
             return None
         raise GenerationError(f"{name} cannot be empty")
     if value is None or kind is str:
