@@ -377,14 +377,22 @@ class LLaDAModel(nn.Module):
                 x, kv = checkpoint(block, x, cos, sin, mask, past, cache, start, is_causal, use_reentrant=False)
             else:
                 x, kv = block(x, cos, sin, mask, past, cache, start, is_causal)
+            if cache is not None and kv[0].device != cache[0].device:
+                # the block ran on another device (a device_map's hooks moved its inputs there) and
+                # wrote into a copy of its cache: the layer's cache moves there, with these positions
+                k_all, v_all = (c.to(kv[0].device) for c in cache)
+                k_all[:, :, start:start + T], v_all[:, :, start:start + T] = kv
+                kv_cache.layers[i] = (k_all, v_all)
             if return_kv:
                 kvs.append(kv)
 
         x = self.select_outputs(x, output_positions, start, kv_cache)  # (B, T', D), or (N, D) for a bool mask
         x = self.transformer.ln_f(x)
-        head = self.transformer.wte.weight if cfg.weight_tying else self.transformer.ff_out.weight
-        bias = None if cfg.weight_tying else self.transformer.ff_out.bias
-        logits = F.linear(x, head, bias)  # (B, T', embedding_size)
+        if cfg.weight_tying:  # the embedding is the head; x goes to it (a device_map may place them apart)
+            head = self.transformer.wte.weight
+            logits = F.linear(x.to(head.device), head)  # (B, T', embedding_size)
+        else:  # called as a module, so that a device_map's hooks place the head, or fetch it when offloaded
+            logits = self.transformer.ff_out(x)  # (B, T', embedding_size)
         if cfg.scale_logits:
             logits = logits * (1 / math.sqrt(cfg.d_model))
         return logits, kvs
