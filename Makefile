@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
-EXTRAS ?= train,eval,serve,dev
+EXTRAS ?= train,eval,serve,dev,quant
 BIN     = $(VENV)/bin
 
 .PHONY: setup quickstart test lint bench clean test-gpu bench-gpu

@@ -15,6 +15,7 @@ first, so `AutoModel.from_pretrained(dir)` works after `import llada` as before.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 __version__ = "0.1.0"
@@ -87,3 +88,18 @@ def _register_auto_classes() -> None:
 
 
 _register_auto_classes()
+
+
+def _drop_torchao_import_noise(record: logging.LogRecord) -> bool:
+    """False for the warnings torchao (the `quant` extra, which transformers imports whenever it is
+    installed) logs at import with nothing for a user to act on: that its CUDA kernel libraries do
+    not load on a CPU build of torch, and that torch.compile now handles its enums itself."""
+    message = record.getMessage()
+    if record.name == "torchao" and message.startswith("Failed to load"):
+        torch = sys.modules.get("torch")
+        return not (torch is not None and torch.version.cuda is None)
+    return "is an Enum subclass and is now natively supported by torch.compile" not in message
+
+
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).addFilter(_drop_torchao_import_noise)

@@ -1,21 +1,30 @@
 """Runtime techniques applied to a finished model, in one place: LoRA, activation checkpointing,
-torch.compile. Distributed wrapping (DDP, FSDP) is accelerate's, chosen by its config
-file (configs/accelerate/*.yaml) and applied by `accelerator.prepare` in the trainer.
+torch.compile, and weight-only quantization for inference. Distributed wrapping (DDP, FSDP) is
+accelerate's, chosen by its config file (configs/accelerate/*.yaml) and applied by
+`accelerator.prepare` in the trainer.
 
 Order matters: LoRA first (it replaces Linear modules), then activation checkpointing (a flag the
-model's forward reads per block), then compile (it traces what the other two built).
+model's forward reads per block), then compile (it traces what the other two built). Quantization
+is for a loaded model that only runs forward (`llada.load(..., quantization="int8")`).
 """
 
 from __future__ import annotations
 
 import logging
+import typing
+from typing import Literal
 
 import torch
 from torch import nn
 
+from llada.errors import CheckpointError, UserError
 from llada.model import LLaDAModel
 
 logger = logging.getLogger(__name__)
+
+# The weight-only quantizations `llada.load` and the --quantization flags accept (None: none).
+Quantization = Literal["int8", "int4"]
+QUANTIZATIONS: tuple[str, ...] = typing.get_args(Quantization)
 
 # Every Linear of a block: attention q/k/v/out and the SwiGLU gate/up/down projections. In a
 # mixture-of-experts block the router and the experts stay frozen and unadapted (adapting hundreds
@@ -75,3 +84,79 @@ def prepare_model(model: LLaDAModel, *, lora_r: int = 0, activation_checkpointin
         # per new length, which is rare at LLaDA's 1%).
         out = torch.compile(out)
     return out
+
+
+# ------------------------------------------------------------------------------- quantization (torchao)
+
+# int4 weights are quantized in groups along the input dimension, each with its own scale and zero
+# point: the largest of these sizes that divides a layer's input width is used.
+INT4_GROUP_SIZES = (128, 64, 32)
+
+
+def check_quantization(scheme: str | None) -> str | None:
+    """`scheme` if it is one of QUANTIZATIONS or None; else a CheckpointError listing them."""
+    if scheme is None or (isinstance(scheme, str) and scheme in QUANTIZATIONS):
+        return scheme
+    raise CheckpointError(f"unknown quantization {scheme!r}; choose one of: {', '.join(QUANTIZATIONS)} "
+                          "(or None for full precision)")
+
+
+def quantization_targets(model: LLaDAModel) -> list[str]:
+    """Names of the Linear layers quantization replaces: every Linear inside the blocks (attention,
+    MLP, MoE experts) except an MoE router, whose scores pick the experts. The embedding, the norms
+    and the output head `transformer.ff_out` stay in full precision."""
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and name.startswith("transformer.blocks.")
+            and not name.endswith(".moe.router")]
+
+
+def _torchao():
+    """torchao's `quantize_` and the two configs (llada/__init__.py drops torchao's import-time noise)."""
+    try:
+        import torchao.quantization as q
+        from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
+    except ImportError as e:
+        raise UserError(f"quantization needs torchao ({e}); install it with pip install 'llada[quant]'") from None
+    return q.quantize_, q.Int8WeightOnlyConfig, PrototypeInt4WeightOnlyConfig
+
+
+def quantize(model: LLaDAModel, scheme: str, device: str | torch.device = "cpu") -> LLaDAModel:
+    """Weight-only quantization of `quantization_targets(model)` in place, through torchao; the
+    activations stay in the model's dtype. Returns the model, moved to `device`.
+
+    "int8": one int8 weight per element with a scale per output row (torchao's
+        Int8WeightOnlyConfig); CPU tested, CUDA untested here.
+    "int4": two 4-bit weights per byte with a scale and zero point per group of 128, 64 or 32
+        inputs (torchao's PrototypeInt4WeightOnlyConfig, packed for torch's CPU int4 matmul): CPU
+        only. A layer whose input width none of those sizes divides stays in full precision.
+
+    The Linear layers are moved to `device` one at a time and quantized there, so a model loaded on
+    the CPU never needs its full-precision size on the device. Raises CheckpointError for an unknown
+    scheme or int4 off the CPU, UserError when torchao is not installed.
+    """
+    check_quantization(scheme)
+    device = torch.device(device)
+    if scheme == "int4" and device.type != "cpu":
+        raise CheckpointError(f"quantization='int4' runs on the CPU only (torchao's CPU int4 kernel); "
+                              f"on {device.type} use 'int8'")
+    quantize_, Int8WeightOnlyConfig, Int4Config = _torchao()
+    targets = quantization_targets(model)
+    if scheme == "int8":
+        configs = [(Int8WeightOnlyConfig(), set(targets))]
+    else:
+        widths = {name: model.get_submodule(name).in_features for name in targets}
+        group = {n: next((g for g in INT4_GROUP_SIZES if w % g == 0), None) for n, w in widths.items()}
+        configs = [(Int4Config(group_size=g), {n for n, size in group.items() if size == g}) for g in INT4_GROUP_SIZES]
+        left = sorted(n for n, size in group.items() if size is None)
+        if left:
+            logger.warning("int4: %d Linear layer(s) kept in full precision: their input width is not a multiple "
+                           "of %d (%s)", len(left), INT4_GROUP_SIZES[-1], ", ".join(left[:3]))
+    for config, names in configs:
+        if names:
+            quantize_(model, config, filter_fn=lambda _m, fqn, names=names: fqn in names, device=device)
+    return model.to(device)
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether any weight of `model` is a quantized tensor (a torch.Tensor subclass, as torchao's are)."""
+    return any(type(p) not in (torch.Tensor, nn.Parameter) for p in model.parameters())
