@@ -187,8 +187,30 @@ def _weight_files(root: Path) -> dict[str, list[str]]:
 
 
 def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
-               device: str | torch.device | None = None, revision: str | None = None) -> LLaDAModel:
-    """The model of a model directory, in eval mode, streamed shard by shard onto `device`."""
+               device: str | torch.device | None = None, revision: str | None = None,
+               quantization: str | None = None, device_map: str | dict[str, Any] | None = None,
+               max_memory: dict[int | str, int | str] | None = None,
+               offload_folder: str | Path | None = None) -> LLaDAModel:
+    """The model of a model directory, in eval mode, streamed shard by shard onto `device`.
+
+    quantization: None, "int8" or "int4": the block Linear layers quantized weight-only after loading
+        (`runtime.quantize`; needs the `quant` extra, torchao).
+    device_map: instead of `device`, "auto" or a dict of module name -> GPU index, "cpu" or "disk"
+        (`placement.resolve_device_map`); each tensor goes straight to its place and accelerate's
+        hooks run the forward across them. max_memory: the budget of "auto" ({0: "80GiB", "cpu":
+        "200GiB"}); offload_folder: where "disk" weights are written.
+    Raises ModelDirError / CheckpointError for a directory that does not load, and CheckpointError
+    for options that do not go together (device_map with device or quantization).
+    """
+    from llada import runtime
+
+    runtime.check_quantization(quantization)
+    if device_map is not None and device is not None:
+        raise CheckpointError("give device or device_map, not both: a device_map places every module itself")
+    if device_map is not None and quantization is not None:
+        raise CheckpointError("quantization with a device_map is not supported yet; give one of them")
+    if device_map is None and (max_memory is not None or offload_folder is not None):
+        raise CheckpointError("max_memory and offload_folder apply with device_map; give device_map='auto' too")
     root = _resolve_dir(path, revision)
     if not (root / CONFIG_NAME).exists():
         raise ModelDirError(f"{root}: no {CONFIG_NAME}; is this a model directory?")
@@ -199,11 +221,47 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
     fam = family_for(config)
     with torch.device("meta"):
         model = fam.build(config)
+    files = _weight_files(root)
+    placer = None
+    if device_map is not None:
+        from llada.placement import Placer, resolve_device_map
+
+        placer = Placer(model, resolve_device_map(model, device_map, max_memory,
+                                                  want_dtype or _stored_dtype(root, files), offload_folder),
+                        offload_folder)
+    # quantized layers are moved to `device` one at a time, from the CPU, by runtime.quantize
+    stream_to = torch.device("cpu") if quantization is not None or placer is not None else device
+    _stream_weights(model, root, files, stream_to, want_dtype, placer)
+    model.eval()
+    if placer is not None:
+        return placer.dispatch(model)
+    if quantization is not None:
+        runtime.quantize(model, quantization, device)
+    return model
+
+
+def _stored_dtype(root: Path, files: dict[str, list[str]]) -> torch.dtype:
+    """The dtype of the first floating-point tensor of a model directory."""
+    dtypes = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+    for file_name, keys in files.items():
+        with _safetensors(root / file_name) as f:
+            for key in keys:
+                if (found := f.get_slice(key).get_dtype()) in dtypes:
+                    return dtypes[found]
+    return torch.float32
+
+
+def _stream_weights(model: LLaDAModel, root: Path, files: dict[str, list[str]], device: torch.device,
+                    want_dtype: torch.dtype | None, placer: Any = None) -> None:
+    """Every tensor of the safetensors files into `model` (on the meta device), renamed by the
+    model's family, checked against the shapes the config implies; with a `placement.Placer`,
+    each to where the device map puts it."""
+    config, fam = model.config, family_for(model.config)
     expected = dict(model.named_parameters())
     expected.update((n, b) for n, b in model.named_buffers()
                     if n.rpartition(".")[2] not in model.get_submodule(n.rpartition(".")[0])._non_persistent_buffers_set)
     seen: set[str] = set()
-    for file_name, keys in _weight_files(root).items():
+    for file_name, keys in files.items():
         file_path = root / file_name
         # safetensors names the CPU "cpu" only (accelerate's multi-process CPU device is "cpu:0")
         with _safetensors(file_path, device="cpu" if device.type == "cpu" else str(device)) as f:
@@ -219,13 +277,15 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
                                               f"{CONFIG_NAME} implies {tuple(expected[name].shape)}")
                     if want_dtype is not None and tensor.is_floating_point():
                         tensor = tensor.to(want_dtype)
-                    _set_parameter(model, name, tensor)
+                    if placer is not None:
+                        tensor = placer.place(name, tensor)
+                    if tensor is not None:  # None: written to the offload folder, left on the meta device
+                        _set_parameter(model, name, tensor)
                     seen.add(name)
     missing = sorted(set(expected) - seen)
     if missing:
         shown = ", ".join(fam.checkpoint_key(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise CheckpointError(f"{root}: {len(missing)} weight(s) missing from the safetensors files: {shown}")
-    return model.eval()
 
 
 def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
@@ -281,15 +341,25 @@ def check_tokenizer(tokenizer: Any, config: ModelConfig, source: str = "tokenize
 
 
 def load(path: str | Path, *, dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
-         tokenizer: bool = True, revision: str | None = None) -> Bundle:
+         tokenizer: bool = True, revision: str | None = None, quantization: str | None = None,
+         device_map: str | dict[str, Any] | None = None, max_memory: dict[int | str, int | str] | None = None,
+         offload_folder: str | Path | None = None) -> Bundle:
     """Open a model directory (ours or a public LLaDA checkpoint, sharded or not, or a Hub id).
 
     dtype: None/"auto" keeps the stored dtype; "float32", "bfloat16" or "float16" converts.
     device: where the weights are streamed to (default CPU).
     revision: a branch, tag or commit of a Hub id (None: main).
+    quantization: None, or "int8" / "int4" weight-only quantization of the blocks' Linear layers
+        (torchao, the `quant` extra; int8 tested on the CPU, untested on CUDA; int4 on the CPU only):
+        see `runtime.quantize`.
+    device_map: instead of `device`, "auto" (blocks balanced over the GPUs of `max_memory`, then the
+        CPU, then disk) or a dict of module name -> GPU index, "cpu" or "disk"; blocks are never split
+        and `offload_folder` holds the "disk" weights (accelerate's big-model inference, `placement`).
+    Errors are ModelDirError / CheckpointError with one line saying what was wrong.
     """
     root = _resolve_dir(path, revision)
-    model = load_model(root, dtype=dtype, device=device)
+    model = load_model(root, dtype=dtype, device=device, quantization=quantization, device_map=device_map,
+                       max_memory=max_memory, offload_folder=offload_folder)
     tok = load_tokenizer(root, model.config) if tokenizer else None
     if tok is not None:
         fill_special_ids(model.config, tok)
@@ -355,7 +425,13 @@ def load_sampler_options(root: Path) -> SamplerOptions:
 
 def state_dict_for_saving(model: LLaDAModel, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """Checkpoint keys -> contiguous CPU tensors, in the key names of the model's family (LLaDA:
-    the `model.` prefix of the public checkpoints)."""
+    the `model.` prefix of the public checkpoints). A quantized model, or one with weights offloaded
+    by a device_map, is refused (CheckpointError): load it plainly to save it."""
+    from llada.runtime import is_quantized
+
+    if is_quantized(model) or any(p.is_meta for p in model.parameters()):
+        raise CheckpointError("this model is quantized or has offloaded weights and cannot be saved as it is; "
+                              "load it without quantization or device_map to save it")
     out = {}
     for name, tensor in model.state_dict().items():
         t = tensor.detach()

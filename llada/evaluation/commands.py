@@ -50,7 +50,7 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
              limit: int | None = 100, mc_num: int = 16,
              choice: bool = True, likelihood_docs: int = 64, seed: int | None = None,
              world: WorldConfig | None = None, out_dir: str | None = None,
-             device: str | None = None, dtype: str = "auto") -> Path:
+             device: str | None = None, dtype: str = "auto", quantization: str | None = None) -> Path:
     """Score a model on the built-in tasks, with optional ablations and an AR baseline.
 
     Args:
@@ -75,6 +75,7 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
         out_dir: where to write the report (default: runs/eval/NAME, NAME from the model's path)
         device: cpu, cuda, mps (default: cuda when available)
         dtype: auto, float32, bfloat16
+        quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
     """
     from llada.checkpoint import load
     from llada.cli import output_dir, resolve_device
@@ -110,7 +111,7 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
     models = [("diffusion", model)] + ([("autoregressive", baseline)] if baseline else [])
     results, likelihood = [], {}
     for wanted, path in models:
-        bundle = load(path, dtype=dtype, device=device)
+        bundle = load(path, dtype=dtype, device=device, quantization=quantization)
         kind = bundle.model.config.kind
         if kind != wanted:
             flag, want = ("--model", "a diffusion model") if wanted == "diffusion" else \

@@ -130,7 +130,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int = 28, steps: int | None = None,
               block_length: int | None = None, cfg_scale: float = 0.0, logits_eos_inf: bool = True,
               batch_size: int = 16, limit: int | None = None, device: str | None = None,
-              dtype: str | None = None, revision: str | None = None) -> dict[str, dict[str, float]]:
+              dtype: str | None = None, quantization: str | None = None,
+              revision: str | None = None) -> dict[str, dict[str, float]]:
     """Forward and reverse accuracy of a model on poem couplets (Table 4); writes results.json and report.md.
 
     Args:
@@ -146,6 +147,7 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
         limit: use only the first LIMIT couplets
         device: cpu or cuda (default: cuda when available)
         dtype: float32, bfloat16 or float16 (default: as stored)
+        quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
         revision: a branch, tag or commit when --model is a Hugging Face Hub id
 
     Returns {"forward": {...}, "reverse": {...}} with n, accuracy, accuracy_se, exact, exact_se.
@@ -166,7 +168,7 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
     options = SamplerOptions(gen_length=gen_length, steps=steps, block_length=block_length, cfg_scale=cfg_scale,
                              logits_eos_inf=logits_eos_inf)
     out = output_dir(out_dir)
-    bundle = load(model, dtype=dtype, device=device, revision=revision)
+    bundle = load(model, dtype=dtype, device=device, revision=revision, quantization=quantization)
     net, tok = bundle.model.eval(), bundle.tokenizer
 
     items = [it for d in DIRECTIONS for it in build_items(couplets, d)]

@@ -589,7 +589,7 @@ def _check_exposure(host: str, port: int, api_key: str | None, allow_unauthentic
 
 @sampler_flags
 def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", port: int = 8000,
-          device: str | None = None, dtype: str = "auto", max_batch: int = 8, max_queue: int = 64,
+          device: str | None = None, dtype: str = "auto", quantization: str | None = None, max_batch: int = 8, max_queue: int = 64,
           timeout_s: float = 120.0, max_gen_tokens: int = 256, api_key: str | None = None,
           served_model_name: str | None = None, mc_num: int = 32, allowed_hosts: str | None = None,
           allow_unauthenticated: bool = False, revision: str | None = None, **options: Any) -> None:
@@ -601,6 +601,7 @@ def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", por
         port: TCP port
         device: cpu, cuda, ... (default: cuda when available)
         dtype: auto, float32, bfloat16
+        quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
         max_batch: requests batched into one sampler call
         max_queue: waiting requests before 429
         timeout_s: per-request limit (queueing included) before 408
@@ -630,5 +631,5 @@ def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", por
     from llada.checkpoint import load
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    bundle = load(model, dtype=dtype, device=device, revision=revision)
+    bundle = load(model, dtype=dtype, device=device, revision=revision, quantization=quantization)
     uvicorn.run(create_app(bundle, cfg), host=host, port=port, log_level="info")

@@ -1,0 +1,282 @@
+"""`llada.load`'s options for models that do not fit as they are: weight-only quantization
+(`quantization="int8" | "int4"`, torchao) and placement over devices and disk (`device_map`,
+accelerate). CPU only: the quantized model is compared with the same directory loaded in full
+precision; the dispatched model's logits must equal the plain model's exactly, and the placement of
+LLaDA2.0-flash over eight 80 GiB GPUs is planned on the meta device."""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import sys
+
+import pytest
+import torch
+from conftest import make_word_tokenizer
+from test_moe_families import LLADA2_FLASH_CONFIG, TINY_LLADA2, _public_dir
+from torch import nn
+
+import llada
+from llada.cli import main
+from llada.config import ModelConfig
+from llada.config import preset as model_preset
+from llada.errors import CheckpointError, UserError
+from llada.families import family_for
+from llada.model import LLaDAModel
+from llada.placement import check_device_map, infer_device_map
+from llada.runtime import QUANTIZATIONS, quantization_targets, quantize
+from llada.sampling import SamplerOptions, sample
+from llada.tokenizer import config_ids
+
+needs_torchao = pytest.mark.skipif(importlib.util.find_spec("torchao") is None,
+                                   reason="torchao is not installed (pip install 'llada[quant]')")
+WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "big", "red", "blue", "hat", "in", "house", "tree"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny model saved with llada.save; weights N(0, 0.2) as in tests/test_api.py, so that
+    answers depend on the prompt."""
+    tok = make_word_tokenizer(WORDS)
+    torch.manual_seed(0)
+    model = LLaDAModel(model_preset("debug", **config_ids(tok))).eval()
+    with torch.no_grad():
+        for w in model.parameters():
+            if w.dim() == 2:
+                w.normal_(0, 0.2)
+    root = tmp_path_factory.mktemp("load_options") / "model"
+    llada.save(root, model, tok)
+    return root
+
+
+@pytest.fixture(scope="module")
+def full(model_dir):
+    return llada.load(model_dir)
+
+
+def _ids(rows: int, length: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, len(WORDS), (rows, length), generator=torch.Generator().manual_seed(seed))
+
+
+def _inner(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The plain tensors a torchao weight stores (its quantized data, scales, ...)."""
+    names, _ = weight.__tensor_flatten__()
+    return {n: getattr(weight, n) for n in names}
+
+
+# ------------------------------------------------------------------------------------------- quantization
+
+
+@needs_torchao
+def test_int8_quantizes_the_block_linears_and_nothing_else(model_dir):
+    model = llada.load(model_dir, quantization="int8").model
+    targets = quantization_targets(model)
+    assert len(targets) == 7 * model.config.n_layers  # q, k, v, out, gate, up, down per block
+    for name in targets:
+        w = model.get_submodule(name).weight
+        assert type(w).__name__ == "Int8Tensor", name
+        assert _inner(w)["qdata"].dtype == torch.int8 and _inner(w)["qdata"].shape == w.shape
+    for name, p in model.named_parameters():  # embedding, norms, output head
+        if name.rpartition(".")[0] not in targets:
+            assert type(p) is nn.Parameter and p.dtype == torch.float32, name
+    assert {"transformer.wte.weight", "transformer.ff_out.weight"} <= {
+        n for n, p in model.named_parameters() if type(p) is nn.Parameter}
+
+
+@needs_torchao
+@torch.no_grad()
+def test_int8_logits_are_close_to_full_precision(model_dir, full):
+    """Measured: max |difference| 7.0% of max |logit|, 2.4% in L2 norm, the same argmax at 96.4% of
+    positions (the debug shape, d_model 32, whose few inputs per row average out little rounding)."""
+    quantized = llada.load(model_dir, quantization="int8").model
+    ids = _ids(8, 24)
+    want, got = full.model(ids), quantized(ids)
+    rel_max = ((got - want).abs().max() / want.abs().max()).item()
+    rel_l2 = ((got - want).norm() / want.norm()).item()
+    argmax = (got.argmax(-1) == want.argmax(-1)).float().mean().item()
+    print(f"int8 logits: max |diff| / max |logit| = {rel_max:.4f}, L2 {rel_l2:.4f}, argmax agreement {argmax:.3f}")
+    assert rel_max < 0.1 and rel_l2 < 0.05 and argmax > 0.9
+
+
+@needs_torchao
+def test_int8_greedy_answers_mostly_agree(model_dir, full):
+    """llada.sample on the int8 model: measured 96.5% of 256 greedy tokens equal (11 of 16 answers whole)."""
+    quantized = llada.load(model_dir, quantization="int8").model
+    prompts = _ids(16, 6, seed=1)
+    opts = SamplerOptions(gen_length=16, steps=16, block_length=8)
+    want = sample(full.model, prompts, opts).sequences[:, 6:]
+    got = sample(quantized, prompts, opts).sequences[:, 6:]
+    agree = (got == want).float().mean().item()
+    print(f"int8 greedy: {agree:.3f} of tokens equal, {int((got == want).all(1).sum())}/16 rows equal")
+    assert agree >= 0.8
+
+
+@needs_torchao
+@torch.no_grad()
+def test_int4_packs_two_weights_per_byte_on_the_cpu(model_dir, full):
+    """int4 (torchao's CPU int4 layout): half a byte per weight; measured error 29% of the
+    logits (L2) on this tiny model, so only that it runs is asserted."""
+    bundle = llada.load(model_dir, quantization="int4")
+    for name in quantization_targets(bundle.model):
+        w = bundle.model.get_submodule(name).weight
+        assert type(w).__name__ == "Int4OpaqueTensor", name
+        assert _inner(w)["qdata"].dtype == torch.uint8 and _inner(w)["qdata"].numel() * 2 == w.numel()
+    assert type(bundle.model.transformer.ff_out.weight) is nn.Parameter
+    ids = _ids(8, 24)
+    want, got = full.model(ids), bundle.model(ids)
+    print(f"int4 logits: L2 {((got - want).norm() / want.norm()).item():.4f}")
+    assert torch.isfinite(got).all()
+    out = sample(bundle.model, _ids(2, 6), SamplerOptions(gen_length=8, steps=8, block_length=8))
+    assert out.sequences.shape == (2, 14)
+
+
+@needs_torchao
+@torch.no_grad()
+def test_moe_router_stays_in_full_precision():
+    config = ModelConfig.from_dict(TINY_LLADA2)
+    torch.manual_seed(0)
+    model = family_for(config).build(config).eval()
+    ids = _ids(2, 12)
+    want = model(ids)
+    quantize(model, "int8")
+    moe = next(b.moe for b in model.transformer.blocks if b.moe is not None)
+    assert type(moe.router.weight) is nn.Parameter and moe.router.weight.dtype == torch.float32
+    assert type(moe.experts[0].ff_proj.weight).__name__ == "Int8Tensor"
+    assert type(moe.shared.ff_out.weight).__name__ == "Int8Tensor"
+    assert ((model(ids) - want).norm() / want.norm()).item() < 0.05
+
+
+@pytest.mark.parametrize("value", ["int3", "INT8", 8, "fp8"])
+def test_an_unknown_quantization_is_one_line_naming_the_allowed(model_dir, value):
+    with pytest.raises(CheckpointError) as e:
+        llada.load(model_dir, quantization=value)
+    assert "\n" not in str(e.value) and all(q in str(e.value) for q in QUANTIZATIONS)
+
+
+@needs_torchao
+def test_int4_off_the_cpu_and_saving_a_quantized_model_are_refused(model_dir, tmp_path):
+    with pytest.raises(CheckpointError, match="CPU only"):
+        llada.load(model_dir, quantization="int4", device="meta")
+    bundle = llada.load(model_dir, quantization="int8")
+    with pytest.raises(CheckpointError, match="quantized"):
+        bundle.save(tmp_path / "out")
+
+
+def test_a_missing_backend_names_the_extra(model_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchao", None)  # `import torchao` now fails, as when not installed
+    with pytest.raises(UserError) as e:
+        llada.load(model_dir, quantization="int8")
+    assert "llada[quant]" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_cli_flag(model_dir, capsys):
+    for command in ("serve", "eval", "poem"):
+        assert main([command, "--help"]) == 0
+        assert "--quantization" in capsys.readouterr().out, command
+    assert main(["serve", "--model", str(model_dir), "--quantization", "int3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "int8, int4" in err
+
+
+@needs_torchao
+def test_lm_eval_model_args_take_it(model_dir):
+    harness = pytest.importorskip("llada.evaluation.harness", exc_type=ImportError)
+    lm = harness.LLaDAEvalLM(pretrained=str(model_dir), device="cpu", quantization="int8")
+    assert type(lm.model.transformer.blocks[0].q_proj.weight).__name__ == "Int8Tensor"
+
+
+# --------------------------------------------------------------------------------------------- device_map
+
+
+def test_llada2_flash_over_eight_gpus_keeps_blocks_whole_and_balanced():
+    """LLaDA2.0-flash (103B parameters, 192 GiB in bfloat16) planned over 8 x 80 GiB on the meta
+    device: each block on one GPU, every GPU within its budget, 4 blocks each."""
+    from accelerate.utils import compute_module_sizes
+
+    config = ModelConfig.from_dict(LLADA2_FLASH_CONFIG)
+    with torch.device("meta"):
+        model = family_for(config).build(config)
+    device_map = infer_device_map(model, {i: "80GiB" for i in range(8)}, dtype=torch.bfloat16)
+    check_device_map(model, device_map)  # every weight placed, no block split
+    blocks = {f"transformer.blocks.{i}" for i in range(config.n_layers)}
+    assert blocks <= set(device_map)  # each block is one entry: wholly on one device
+    assert not any(k.startswith(tuple(b + "." for b in blocks)) for k in device_map)
+    sizes = compute_module_sizes(model, dtype=torch.bfloat16)
+    used = collections.Counter()
+    count = collections.Counter()
+    for name, device in device_map.items():
+        used[device] += sizes[name]
+        count[device] += name in blocks
+    print("\nLLaDA2.0-flash over 8 x 80 GiB:")
+    for device in sorted(used):
+        names = [n for n, d in device_map.items() if d == device]
+        print(f"  GPU {device}: {count[device]} blocks, {used[device] / 2**30:.1f} GiB  ({names[0]} .. {names[-1]})")
+    assert set(used) == set(range(8)) and all(v <= 80 * 2**30 for v in used.values())
+    assert sum(used.values()) == sizes[""]
+    assert max(count.values()) - min(count.values()) <= 1
+
+
+def _half_on_disk(n_layers: int) -> dict[str, str]:
+    half = n_layers // 2
+    return {"transformer.wte": "cpu", **{f"transformer.blocks.{i}": "cpu" if i < half else "disk"
+                                         for i in range(n_layers)},
+            "transformer.ln_f": "disk", "transformer.ff_out": "disk"}
+
+
+@torch.no_grad()
+def test_dispatched_with_half_on_disk_gives_the_same_logits(model_dir, full, tmp_path):
+    """Half the blocks and the head offloaded to disk (accelerate's offload folder): the logits
+    and a cached sampler's answer equal the plain model's exactly."""
+    config = full.model.config
+    bundle = llada.load(model_dir, device_map=_half_on_disk(config.n_layers), offload_folder=tmp_path / "offload")
+    model = bundle.model
+    assert model.transformer.blocks[-1].q_proj.weight.is_meta  # on disk until its forward
+    assert not model.transformer.blocks[0].q_proj.weight.is_meta
+    assert (tmp_path / "offload" / "index.json").is_file() and model.hf_device_map["transformer.ff_out"] == "disk"
+    ids = _ids(3, 20)
+    assert torch.equal(model(ids), full.model(ids))
+    for cache in (None, "dual"):
+        opts = SamplerOptions(gen_length=8, steps=8, block_length=4, cache=cache)
+        assert torch.equal(sample(model, ids[:, :6], opts).sequences, sample(full.model, ids[:, :6], opts).sequences)
+    with pytest.raises(CheckpointError, match="offloaded"):
+        bundle.save(tmp_path / "out")
+
+
+@torch.no_grad()
+def test_auto_on_this_cpu_places_everything_here(model_dir, full):
+    model = llada.load(model_dir, device_map="auto").model
+    assert set(model.hf_device_map.values()) == {"cpu"}
+    ids = _ids(2, 10)
+    assert torch.equal(model(ids), full.model(ids))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(device_map="auto", device="cpu"), "not both"),
+    (dict(device_map="auto", quantization="int8"), "not supported yet"),
+    (dict(max_memory={"cpu": "1GiB"}), "apply with device_map"),
+    (dict(device_map="balanced"), "unknown device_map"),
+    (dict(device_map={"transformer.wte": "cpu"}), "places no device for"),
+    (dict(device_map={"": "cpu", "transformer.blocks.0.q_proj": "cpu"}), "splits transformer.blocks.0"),
+    (dict(device_map={"": "disk"}), "offloads transformer.wte"),
+    (dict(device_map={"transformer.wte": "cpu", "": "disk"}), "offload_folder"),
+    (dict(device_map={"": 3}), "CUDA device"),
+    (dict(device_map={"": "cpu"}, max_memory={"cpu": "1GiB"}), "applies to device_map='auto'"),
+    (dict(device_map="auto", max_memory={"cpu": 1000}), "offloads transformer.wte to disk"),  # too little
+    (dict(device_map="auto", max_memory={"cpu": "lots"}), "max_memory"),
+])
+def test_device_map_mistakes_are_one_line(model_dir, kwargs, message):
+    with pytest.raises(CheckpointError, match=message) as e:
+        llada.load(model_dir, **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_offloading_a_moe_block_is_refused(tmp_path):
+    """MoE.route reads the router's weight directly, where accelerate's offload hooks do not
+    reach: an offloaded MoE block is refused rather than computed with an empty weight."""
+    root, _ = _public_dir(tmp_path / "moe", TINY_LLADA2)
+    n = TINY_LLADA2["num_hidden_layers"]
+    with pytest.raises(CheckpointError, match="mixture-of-experts"):
+        llada.load(root, tokenizer=False, device_map=_half_on_disk(n), offload_folder=tmp_path / "offload")
+    placed = llada.load(root, tokenizer=False, device_map={"": "cpu"}).model  # on devices: fine
+    ids = _ids(2, 8)
+    assert torch.equal(placed(ids), llada.load(root, tokenizer=False).model(ids))
