@@ -137,7 +137,7 @@ def _check_device(name: str, where: Any) -> None:
                               "'cuda:N', 'cpu' or 'disk'") from None
     if device.type == "cuda":
         count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
+        if (device.index or 0) >= count:
             raise CheckpointError(f"device_map[{name!r}] = {where!r}, but this machine has {count} CUDA "
                                   "device(s); use 'cpu' or 'disk' for what does not fit")
 

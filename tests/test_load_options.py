@@ -260,6 +260,7 @@ def test_auto_on_this_cpu_places_everything_here(model_dir, full):
     (dict(device_map={"": "disk"}), "offloads transformer.wte"),
     (dict(device_map={"transformer.wte": "cpu", "": "disk"}), "offload_folder"),
     (dict(device_map={"": 3}), "CUDA device"),
+    (dict(device_map={"": "cuda"} if not torch.cuda.is_available() else {"": 99}), "CUDA device"),
     (dict(device_map={"": "cpu"}, max_memory={"cpu": "1GiB"}), "applies to device_map='auto'"),
     (dict(device_map="auto", max_memory={"cpu": 1000}), "offloads transformer.wte to disk"),  # too little
     (dict(device_map="auto", max_memory={"cpu": "lots"}), "max_memory"),
