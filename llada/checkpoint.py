@@ -487,7 +487,10 @@ def save_state_dict(path: str | Path, state: dict[str, torch.Tensor], config: Mo
     cfg["torch_dtype"] = str(stored_dtype).removeprefix("torch.")
     cfg["auto_map"] = dict(fam.auto_map)
     (root / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    gen = generation_config(options if options is not None else SamplerOptions(), config)
+    if options is None:  # the family's recommended decoding, else the defaults
+        preset = fam.sampler_preset
+        options = SamplerOptions.from_dict({"preset": preset}) if preset else SamplerOptions()
+    gen = generation_config(options, config)
     (root / GENERATION_CONFIG_NAME).write_text(json.dumps(gen, indent=2) + "\n")
     if tokenizer is not None:
         save_tokenizer(tokenizer, root, model_max_length=config.max_sequence_length)
@@ -648,6 +651,8 @@ def _card_model(root: Path, config: ModelConfig) -> list[str]:
             "without embeddings) |",
             f"| layers, width | {config.n_layers} x {config.d_model}, {config.n_heads} heads "
             f"({config.n_kv_heads} key/value), MLP {config.mlp_hidden_size} |",
+            *([f"| mixture of experts | {config.moe.describe()}; "
+               f"{_millions(config.num_params(active=True))} parameters active per token |"] if config.moe else []),
             f"| vocabulary | {config.vocab_size} tokens ({config.embedding_size} embedding rows) |",
             f"| context | {config.max_sequence_length} tokens |",
             f"| weights | {dtype}, {', '.join(files) or 'missing'} |", ""]
@@ -787,11 +792,15 @@ def info(model: str, revision: str | None = None) -> None:
             dtype = f.get_slice(next(iter(f.keys()))).get_dtype()
         label, where = f"{root}", f"stored dtype    {dtype}   files: {', '.join(files)}"
     print(label)
-    print(f"  parameters      {config.num_params() / 1e6:,.1f}M "
-          f"({config.num_params(embeddings=False) / 1e6:,.1f}M without embeddings)")
+    print(f"  family          {config.family}")
+    print(f"  parameters      {_millions(config.num_params())} "
+          f"({_millions(config.num_params(embeddings=False))} without embeddings"
+          + (f"; {_millions(config.num_params(active=True))} active per token)" if config.moe else ")"))
     print(f"  {where}")
     print(f"  shape           d_model={config.d_model} n_layers={config.n_layers} n_heads={config.n_heads} "
           f"n_kv_heads={config.n_kv_heads} mlp={config.mlp_hidden_size} vocab={config.vocab_size}")
+    if config.moe:
+        print(f"  experts         {config.moe.describe()}")
     print(f"  special ids     mask={config.mask_token_id} eos={config.eos_token_id} "
           f"bos={config.bos_token_id} eot={config.eot_token_id}")
 

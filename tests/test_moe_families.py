@@ -797,3 +797,19 @@ def test_llada21_model_type_opens_in_transformers(tmp_path):
     ids = torch.tensor([[0, 1, 2, 63]])
     assert model.model.config.family == "llada2"
     assert torch.equal(model(ids).logits, llada.load(root, tokenizer=False).model(ids))
+
+
+def test_a_saved_llada2_directory_recommends_block_diffusion(tmp_path):
+    """generation_config.json of a saved LLaDA 2.x model holds its authors' decoding (preset llada2),
+    which transformers' generate then uses; `llada info` names the family and the experts."""
+    import subprocess
+
+    root, _ = _public_dir(tmp_path / "d", TINY_LLADA2)
+    bundle = llada.load(root)
+    llada.save(tmp_path / "saved", bundle.model, bundle.tokenizer)
+    options = llada.load(tmp_path / "saved").options
+    assert options == SamplerOptions.from_dict({"preset": "llada2"})
+    info = subprocess.run([sys.executable, "-m", "llada", "info", str(tmp_path / "saved")], capture_output=True,
+                          text=True, check=True).stdout
+    assert "family          llada2" in info and "16 experts of 16, 3 per token (sigmoid router)" in info
+    assert "active per token" in info

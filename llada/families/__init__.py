@@ -51,6 +51,9 @@ class Family:
     tokenizer_class: str | None = None
     """A transformers tokenizer class to open the family's tokenizer with when its directory names
     remote code (Dream's `DreamTokenizer` is Qwen2's byte-level BPE); None: AutoTokenizer."""
+    sampler_preset: str | None = None
+    """The sampler preset its authors recommend (LLaDA 2.x: "llada2"), written into the
+    generation_config.json of a saved directory; None: SamplerOptions' defaults."""
     split: Callable[[str, Tensor, ModelConfig], dict[str, Tensor] | None] | None = None
     """For checkpoint keys that hold several of our parameters (LLaDA 2.x's fused
     `query_key_value`): key, tensor and config -> our parameters, else None (`parameter_name` says)."""

@@ -200,6 +200,7 @@ FAMILY = register(Family(
     checkpoint_key=checkpoint_key,
     parameter_name=parameter_name,
     end_of_turn="<|role_end|>",
+    sampler_preset="llada2",
     auto_map={"AutoConfig": f"{REFERENCE_CODE_REPO}--configuration_llada2_moe.LLaDA2MoeConfig",
               "AutoModel": f"{REFERENCE_CODE_REPO}--modeling_llada2_moe.LLaDA2MoeModel",
               "AutoModelForCausalLM": f"{REFERENCE_CODE_REPO}--modeling_llada2_moe.LLaDA2MoeModelLM"},
