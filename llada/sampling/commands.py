@@ -46,17 +46,18 @@ def options_from_flags(flags: dict[str, Any]) -> Any:
     return SamplerOptions.from_dict({k: v for k, v in flags.items() if v is not None})
 
 
-def _load(model: str, device: str | None, dtype: str | None, revision: str | None = None):
+def _load(model: str, device: str | None, dtype: str | None, revision: str | None = None,
+          quantization: str | None = None):
     from llada.checkpoint import load
     from llada.cli import resolve_device
 
-    return load(model, dtype=dtype, device=resolve_device(device), revision=revision)
+    return load(model, dtype=dtype, device=resolve_device(device), revision=revision, quantization=quantization)
 
 
 @sampler_flags
 def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool = False, chat: bool = True,
              device: str | None = None, dtype: str | None = None, revision: str | None = None,
-             **options: Any) -> None:
+             quantization: str | None = None, **options: Any) -> None:
     """Sample a response to PROMPT (the reverse process; left to right for an autoregressive model).
 
     Args:
@@ -67,11 +68,12 @@ def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool 
         device: cpu or cuda (default: cuda when available)
         dtype: float32, bfloat16 or float16 (default: as stored)
         revision: a branch, tag or commit when --model is a Hugging Face Hub id
+        quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
     """
     from llada.sampling.text import decode_response, stream_text
 
     opts = options_from_flags(options)
-    bundle = _load(model, device, dtype, revision)
+    bundle = _load(model, device, dtype, revision, quantization)
     state = None
     for state, text in stream_text(bundle.model, bundle.tokenizer, prompt, opts, chat=chat):
         if trace and not state.final:
@@ -88,7 +90,7 @@ def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool 
 
 @sampler_flags
 def chat(model: str = "runs/quickstart/sft/model", device: str | None = None, dtype: str | None = None,
-         revision: str | None = None, **options: Any) -> None:
+         revision: str | None = None, quantization: str | None = None, **options: Any) -> None:
     """Multi-turn chat in the terminal: each answer is written as its text settles, left to right.
     An empty line, `exit` or end of input quits; /help lists the commands (/reset, /settings, /set).
 
@@ -97,9 +99,10 @@ def chat(model: str = "runs/quickstart/sft/model", device: str | None = None, dt
         device: cpu or cuda (default: cuda when available)
         dtype: float32, bfloat16 or float16
         revision: a branch, tag or commit when --model is a Hugging Face Hub id
+        quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
     """
     opts = options_from_flags(options)
-    bundle = _load(model, device, dtype, revision)
+    bundle = _load(model, device, dtype, revision, quantization)
     _line_editing()
     session = _Chat(bundle, opts)
     print("chat with the model; an empty line or `exit` quits, /help lists the commands")
