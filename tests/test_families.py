@@ -451,7 +451,7 @@ def test_alg_temp_draws_the_positions(dream_dir):
              for seed in range(6)}
     assert len(drawn) > 1 and all(model.config.mask_token_id not in row for row in drawn)
     with pytest.raises(llada.errors.GenerationError, match="fixed steps"):
-        base.replace(threshold=0.9, alg_temp=0.5)
+        base.replace(remasking="low_confidence", threshold=0.9, alg_temp=0.5)
 
 
 def test_sampled_ranking_draws_without_replacement_by_softmax():
