@@ -112,6 +112,25 @@ class Expert(nn.Module):
         return self.ff_out(self.act(self.ff_proj(x)) * self.up_proj(x))
 
 
+class Router(nn.Module):
+    """The router's weight (num_experts, D) and, when the config has one, its per-expert bias
+    (a buffer: set by load balancing during pretraining, not by gradients). Its forward gives the
+    logits in float32 whatever the weight's dtype (as LLaDA 2.x's gate does); a module call, so
+    that accelerate's offload hooks fetch the weight before it is read."""
+
+    def __init__(self, d: int, num_experts: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_experts, d))
+        if bias:
+            self.register_buffer("expert_bias", torch.zeros(num_experts))
+        else:
+            self.expert_bias = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, D) -> router logits (N, num_experts) in float32."""
+        return F.linear(x.float(), self.weight.float())
+
+
 class MoE(nn.Module):
     """Router + `num_experts` experts (+ a shared expert), see `config.MoEConfig`."""
 
@@ -119,15 +138,11 @@ class MoE(nn.Module):
         super().__init__()
         m = config.moe
         self.moe = m
-        self.router = nn.Linear(config.d_model, m.num_experts, bias=False)
+        self.router = Router(config.d_model, m.num_experts, bias=m.bias is not None)
         self.experts = nn.ModuleList(Expert(config.d_model, m.intermediate_size, config.activation_type)
                                      for _ in range(m.num_experts))
         self.shared = (Expert(config.d_model, m.shared_intermediate_size, config.activation_type)
                        if m.shared_intermediate_size else None)
-        if m.bias is not None:  # set by load-balancing during pretraining, not by gradients: a buffer
-            self.register_buffer("expert_bias", torch.zeros(m.num_experts))
-        else:
-            self.expert_bias = None
 
     def route(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """For tokens x (N, D): the experts chosen (N, k) and their mixing weights (N, k), float32.
@@ -137,9 +152,10 @@ class MoE(nn.Module):
         when the experts are grouped; the weights are those scores (with the bias in "weights"
         mode), rescaled to sum to one when `norm_topk`, times `scaling`."""
         m = self.moe
-        logits = F.linear(x.float(), self.router.weight.float())  # (N, E)
+        logits = self.router(x)  # (N, E) float32
         scores = logits.softmax(-1) if m.score == "softmax" else logits.sigmoid()
-        ranked = scores if self.expert_bias is None else scores + self.expert_bias.float()
+        bias = self.router.expert_bias
+        ranked = scores if bias is None else scores + bias.float()
         if m.groups > 1:
             N = ranked.shape[0]
             best_two = ranked.view(N, m.groups, -1).topk(2, dim=-1).values.sum(-1)  # (N, groups)
@@ -294,8 +310,10 @@ class LLaDAModel(nn.Module):
                 nn.init.ones_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-            elif isinstance(module, MoE) and module.expert_bias is not None:
-                module.expert_bias.zero_()
+            elif isinstance(module, Router):
+                nn.init.normal_(module.weight, std=std)
+                if module.expert_bias is not None:
+                    module.expert_bias.zero_()
 
     # ----------------------------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,

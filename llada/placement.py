@@ -95,8 +95,8 @@ def resolve_device_map(model: nn.Module, device_map: str | DeviceMap, max_memory
 
 def check_device_map(model: nn.Module, device_map: DeviceMap) -> None:
     """A CheckpointError unless `device_map` places every weight of `model`, splits no block, keeps
-    the embedding on a device that runs it, and offloads no mixture-of-experts block (whether the
-    devices it names exist is not checked here: a plan for another machine passes)."""
+    the embedding on a device that runs it (whether the devices it names exist is not checked here:
+    a plan for another machine passes)."""
     blocks = {f"transformer.blocks.{i}" for i in range(len(model.transformer.blocks))}
     for name in device_map:
         block = next((b for b in blocks if name.startswith(b + ".")), None)
@@ -117,13 +117,6 @@ def check_device_map(model: nn.Module, device_map: DeviceMap) -> None:
     if offloaded(EMBEDDING):
         raise CheckpointError(f"device_map offloads {EMBEDDING} to {_placement(device_map, EMBEDDING)}; it must "
                               "be on a device the model runs on (the samplers put their tensors where it is)")
-    for i, block in enumerate(model.transformer.blocks):
-        if getattr(block, "moe", None) is not None and offloaded(f"transformer.blocks.{i}"):
-            # MoE.route reads the router's weight outside the router's forward, where the offload
-            # hooks would fetch it: it would compute with the empty placeholder
-            raise CheckpointError(f"device_map offloads transformer.blocks.{i}, a mixture-of-experts block, to "
-                                  f"{_placement(device_map, f'transformer.blocks.{i}')}; MoE blocks must be on "
-                                  "a device that runs them (offloading them is not supported yet)")
 
 
 def _check_device(name: str, where: Any) -> None:

@@ -129,7 +129,7 @@ _FUSED = re.compile(r"model\.layers\.(\d+)\.attention\.query_key_value\.(weight|
 def checkpoint_key(name: str) -> str:
     if name in _TOP:
         return _TOP[name]
-    bias = re.fullmatch(r"transformer\.blocks\.(\d+)\.moe\.expert_bias", name)
+    bias = re.fullmatch(r"transformer\.blocks\.(\d+)\.moe\.router\.expert_bias", name)
     if bias:
         return f"model.layers.{bias[1]}.mlp.gate.expert_bias"
     m = _OURS.fullmatch(name)
@@ -151,7 +151,7 @@ def parameter_name(key: str) -> str | None:
         return top[key]
     bias = re.fullmatch(r"model\.layers\.(\d+)\.mlp\.gate\.expert_bias", key)
     if bias:
-        return f"transformer.blocks.{bias[1]}.moe.expert_bias"
+        return f"transformer.blocks.{bias[1]}.moe.router.expert_bias"
     m = _THEIRS.fullmatch(key)
     if m is None:
         return None

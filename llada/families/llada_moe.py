@@ -120,7 +120,7 @@ _THEIRS_EXPERT = re.compile(r"(mlp\.experts\.\d+|shared_expert)\.(gate_proj|up_p
 def checkpoint_key(name: str) -> str:
     if name in _TOP:
         return _TOP[name]
-    bias = re.fullmatch(r"transformer\.blocks\.(\d+)\.moe\.expert_bias", name)
+    bias = re.fullmatch(r"transformer\.blocks\.(\d+)\.moe\.router\.expert_bias", name)
     if bias:
         return f"model.layers.{bias[1]}.mlp.expert_bias"
     m = _OURS.fullmatch(name)
@@ -140,7 +140,7 @@ def parameter_name(key: str) -> str | None:
         return top[key]
     bias = re.fullmatch(r"model\.layers\.(\d+)\.mlp\.expert_bias", key)
     if bias:
-        return f"transformer.blocks.{bias[1]}.moe.expert_bias"
+        return f"transformer.blocks.{bias[1]}.moe.router.expert_bias"
     m = _THEIRS.fullmatch(key)
     if m is None:
         return None
