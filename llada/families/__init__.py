@@ -18,6 +18,7 @@ token i), so the samplers, estimators, server and evaluation never ask which fam
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,74 @@ def family_for(config: ModelConfig) -> Family:
 def build_model(config: ModelConfig) -> LLaDAModel:
     """A fresh network for `config`, of its family's class (on the current default device)."""
     return family_for(config).build(config)
+
+
+# Our names for an expert's three projections -> the names every family's code gives them.
+EXPERT_PROJECTIONS = {"ff_proj": "gate_proj", "up_proj": "up_proj", "ff_out": "down_proj"}
+
+
+@dataclass(frozen=True)
+class KeyTable:
+    """Our parameter names <-> a family's checkpoint keys, written as tables: the model's top-level
+    names, and within block N (`transformer.blocks.N.` <-> `model.layers.N.`) its modules, its
+    routed experts (`moe.experts.E.<proj>` <-> `<experts>.E.<their proj>`), its shared expert and
+    its router's expert bias. Several of our modules may map to one key (a fused tensor, see
+    `Family.split`); such keys are not mapped back."""
+
+    top: dict[str, str]
+    block: dict[str, str]
+    experts: str | None = None
+    shared: str | None = None
+    bias: str | None = None
+    family: str = "this family"
+
+    def checkpoint_key(self, name: str) -> str:
+        if name in self.top:
+            return self.top[name]
+        m = re.fullmatch(r"transformer\.blocks\.(\d+)\.(.+)", name)
+        theirs = None if m is None else self._block_key(m[2])
+        if theirs is None:
+            raise KeyError(f"{name!r} has no key in {self.family}'s checkpoint layout")
+        return f"model.layers.{m[1]}.{theirs}"
+
+    def _block_key(self, rest: str) -> str | None:
+        if rest == "moe.router.expert_bias":
+            return self.bias
+        module, _, leaf = rest.rpartition(".")
+        if module in self.block:
+            return f"{self.block[module]}.{leaf}"
+        e = re.fullmatch(r"moe\.experts\.(\d+)\.(\w+)", module)
+        if e is not None and self.experts is not None and e[2] in EXPERT_PROJECTIONS:
+            return f"{self.experts}.{e[1]}.{EXPERT_PROJECTIONS[e[2]]}.{leaf}"
+        e = re.fullmatch(r"moe\.shared\.(\w+)", module)
+        if e is not None and self.shared is not None and e[1] in EXPERT_PROJECTIONS:
+            return f"{self.shared}.{EXPERT_PROJECTIONS[e[1]]}.{leaf}"
+        return None
+
+    def parameter_name(self, key: str) -> str | None:
+        top = {theirs: ours for ours, theirs in self.top.items()}
+        if key in top:
+            return top[key]
+        m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", key)
+        ours = None if m is None else self._block_name(m[2])
+        return None if ours is None else f"transformer.blocks.{m[1]}.{ours}"
+
+    def _block_name(self, rest: str) -> str | None:
+        if rest == self.bias:
+            return "moe.router.expert_bias"
+        module, _, leaf = rest.rpartition(".")
+        targets = list(self.block.values())
+        block = {theirs: ours for ours, theirs in self.block.items() if targets.count(theirs) == 1}
+        if module in block:
+            return f"{block[module]}.{leaf}"
+        projections = {theirs: ours for ours, theirs in EXPERT_PROJECTIONS.items()}
+        head, _, proj = module.rpartition(".")
+        if proj not in projections:
+            return None
+        if self.shared is not None and head == self.shared:
+            return f"moe.shared.{projections[proj]}.{leaf}"
+        e = None if self.experts is None else re.fullmatch(re.escape(self.experts) + r"\.(\d+)", head)
+        return None if e is None else f"moe.experts.{e[1]}.{projections[proj]}.{leaf}"
 
 
 def read_fields(data: dict[str, Any], source: str, fields: dict[str, str], required: tuple[str, ...],

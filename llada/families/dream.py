@@ -27,14 +27,13 @@ causal mask), so it is our `LLaDAModel` with `include_qkv_bias`. What differs:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from llada.config import ConfigError, ModelConfig
-from llada.families import Family, register
+from llada.families import Family, KeyTable, register
 from llada.model import KVCache, LLaDAModel
 
 REFERENCE_CODE_REPO = "Dream-org/Dream-v0-Base-7B"  # configuration_dream.py / modeling_dream.py
@@ -99,34 +98,14 @@ def config_to_json(config: ModelConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ state-dict adapter
-# Our parameter name -> Dream's key. Block entries hold the part after `transformer.blocks.N.`.
-_TOP = {"transformer.wte.weight": "model.embed_tokens.weight", "transformer.ln_f.weight": "model.norm.weight",
-        "transformer.ff_out.weight": "lm_head.weight"}
-_BLOCK = {"attn_norm": "input_layernorm", "q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj",
-          "v_proj": "self_attn.v_proj", "attn_out": "self_attn.o_proj", "ff_norm": "post_attention_layernorm",
-          "ff_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj", "ff_out": "mlp.down_proj"}
-_OURS = re.compile(r"transformer\.blocks\.(\d+)\.(\w+)\.(weight|bias)")
-_THEIRS = re.compile(r"model\.layers\.(\d+)\.([\w.]+)\.(weight|bias)")
-
-
-def checkpoint_key(name: str) -> str:
-    if name in _TOP:
-        return _TOP[name]
-    m = _OURS.fullmatch(name)
-    if m is None or m[2] not in _BLOCK:
-        raise KeyError(f"{name!r} has no key in Dream's checkpoint layout")
-    return f"model.layers.{m[1]}.{_BLOCK[m[2]]}.{m[3]}"
-
-
-def parameter_name(key: str) -> str | None:
-    top = {theirs: ours for ours, theirs in _TOP.items()}
-    if key in top:
-        return top[key]
-    m = _THEIRS.fullmatch(key)
-    block = {theirs: ours for ours, theirs in _BLOCK.items()}
-    if m is None or m[2] not in block:
-        return None
-    return f"transformer.blocks.{m[1]}.{block[m[2]]}.{m[3]}"
+KEYS = KeyTable(
+    top={"transformer.wte.weight": "model.embed_tokens.weight", "transformer.ln_f.weight": "model.norm.weight",
+         "transformer.ff_out.weight": "lm_head.weight"},
+    block={"attn_norm": "input_layernorm", "q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj",
+           "v_proj": "self_attn.v_proj", "attn_out": "self_attn.o_proj", "ff_norm": "post_attention_layernorm",
+           "ff_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj", "ff_out": "mlp.down_proj"},
+    family="Dream")
+checkpoint_key, parameter_name = KEYS.checkpoint_key, KEYS.parameter_name
 
 
 # -------------------------------------------------------------------------------------- the network

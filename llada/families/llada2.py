@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from llada.config import ConfigError, ModelConfig, MoEConfig
-from llada.families import Family, read_fields, register
+from llada.families import Family, KeyTable, read_fields, register
 from llada.model import LLaDAModel
 
 REFERENCE_CODE_REPO = "inclusionAI/LLaDA2.0-mini"  # configuration_llada2_moe.py / modeling_llada2_moe.py
@@ -112,58 +112,18 @@ def config_to_json(config: ModelConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ state-dict adapter
-_TOP = {"transformer.wte.weight": "model.word_embeddings.weight", "transformer.ln_f.weight": "model.norm.weight",
-        "transformer.ff_out.weight": "lm_head.weight"}
-_BLOCK = {"attn_norm": "input_layernorm", "attn_out": "attention.dense", "q_norm": "attention.query_layernorm",
-          "k_norm": "attention.key_layernorm", "ff_norm": "post_attention_layernorm", "ff_proj": "mlp.gate_proj",
-          "up_proj": "mlp.up_proj", "ff_out": "mlp.down_proj", "moe.router": "mlp.gate"}
-_QKV = ("q_proj", "k_proj", "v_proj")
-_EXPERT = {"ff_proj": "gate_proj", "up_proj": "up_proj", "ff_out": "down_proj"}
-_OURS = re.compile(r"transformer\.blocks\.(\d+)\.(.+)\.(weight|bias)")
-_OURS_EXPERT = re.compile(r"moe\.(experts\.\d+|shared)\.(ff_proj|up_proj|ff_out)")
-_THEIRS = re.compile(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)")
-_THEIRS_EXPERT = re.compile(r"mlp\.(experts\.\d+|shared_experts)\.(gate_proj|up_proj|down_proj)")
+_QKV = ("q_proj", "k_proj", "v_proj")  # stacked by rows into one query_key_value
+KEYS = KeyTable(
+    top={"transformer.wte.weight": "model.word_embeddings.weight", "transformer.ln_f.weight": "model.norm.weight",
+         "transformer.ff_out.weight": "lm_head.weight"},
+    block={"attn_norm": "input_layernorm", **{n: "attention.query_key_value" for n in _QKV},
+           "attn_out": "attention.dense", "q_norm": "attention.query_layernorm", "k_norm": "attention.key_layernorm",
+           "ff_norm": "post_attention_layernorm", "ff_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj",
+           "ff_out": "mlp.down_proj", "moe.router": "mlp.gate"},
+    experts="mlp.experts", shared="mlp.shared_experts", bias="mlp.gate.expert_bias", family="LLaDA 2.x")
+checkpoint_key, parameter_name = KEYS.checkpoint_key, KEYS.parameter_name
 _FUSED = re.compile(r"model\.layers\.(\d+)\.attention\.query_key_value\.(weight|bias)")
-
-
-def checkpoint_key(name: str) -> str:
-    if name in _TOP:
-        return _TOP[name]
-    bias = re.fullmatch(r"transformer\.blocks\.(\d+)\.moe\.router\.expert_bias", name)
-    if bias:
-        return f"model.layers.{bias[1]}.mlp.gate.expert_bias"
-    m = _OURS.fullmatch(name)
-    if m is not None:
-        if m[2] in _QKV:  # one third of the fused projection
-            return f"model.layers.{m[1]}.attention.query_key_value.{m[3]}"
-        if m[2] in _BLOCK:
-            return f"model.layers.{m[1]}.{_BLOCK[m[2]]}.{m[3]}"
-        e = _OURS_EXPERT.fullmatch(m[2])
-        if e is not None:
-            where = "shared_experts" if e[1] == "shared" else e[1]
-            return f"model.layers.{m[1]}.mlp.{where}.{_EXPERT[e[2]]}.{m[3]}"
-    raise KeyError(f"{name!r} has no key in LLaDA 2.x's checkpoint layout")
-
-
-def parameter_name(key: str) -> str | None:
-    top = {theirs: ours for ours, theirs in _TOP.items()}
-    if key in top:
-        return top[key]
-    bias = re.fullmatch(r"model\.layers\.(\d+)\.mlp\.gate\.expert_bias", key)
-    if bias:
-        return f"transformer.blocks.{bias[1]}.moe.router.expert_bias"
-    m = _THEIRS.fullmatch(key)
-    if m is None:
-        return None
-    block = {theirs: ours for ours, theirs in _BLOCK.items()}
-    if m[2] in block:
-        return f"transformer.blocks.{m[1]}.{block[m[2]]}.{m[3]}"
-    e = _THEIRS_EXPERT.fullmatch(m[2])
-    if e is None:
-        return None
-    where = "shared" if e[1] == "shared_experts" else e[1]
-    ours = {theirs: ours for ours, theirs in _EXPERT.items()}[e[2]]
-    return f"transformer.blocks.{m[1]}.moe.{where}.{ours}.{m[3]}"
+_OURS_QKV = re.compile(r"transformer\.blocks\.\d+\.([qkv]_proj)\.(weight|bias)")
 
 
 def split(key: str, tensor: Tensor, config: ModelConfig) -> dict[str, Tensor] | None:
@@ -182,9 +142,9 @@ def join(state: dict[str, Tensor]) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     fused: dict[str, dict[str, Tensor]] = {}
     for name, tensor in state.items():
-        m = _OURS.fullmatch(name)
-        if m is not None and m[2] in _QKV:
-            fused.setdefault(checkpoint_key(name), {})[m[2]] = tensor
+        m = _OURS_QKV.fullmatch(name)
+        if m is not None:
+            fused.setdefault(checkpoint_key(name), {})[m[1]] = tensor
         else:
             out[checkpoint_key(name)] = tensor
     for key, parts in fused.items():

@@ -23,11 +23,10 @@ What the family maps:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from llada.config import ConfigError, ModelConfig, MoEConfig
-from llada.families import Family, read_fields, register
+from llada.families import Family, KeyTable, read_fields, register
 from llada.model import LLaDAModel
 
 REFERENCE_CODE_REPO = "inclusionAI/LLaDA-MoE-7B-A1B-Base"  # configuration_lladamoe.py / modeling_lladamoe.py
@@ -103,56 +102,15 @@ def config_to_json(config: ModelConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ state-dict adapter
-_TOP = {"transformer.wte.weight": "model.embed_tokens.weight", "transformer.ln_f.weight": "model.norm.weight",
-        "transformer.ff_out.weight": "lm_head.weight"}
-# Within block N: our module path -> theirs.
-_BLOCK = {"attn_norm": "input_layernorm", "q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj",
-          "v_proj": "self_attn.v_proj", "attn_out": "self_attn.o_proj", "q_norm": "self_attn.q_norm",
-          "k_norm": "self_attn.k_norm", "ff_norm": "post_attention_layernorm", "ff_proj": "mlp.gate_proj",
-          "up_proj": "mlp.up_proj", "ff_out": "mlp.down_proj", "moe.router": "mlp.gate"}
-_EXPERT = {"ff_proj": "gate_proj", "up_proj": "up_proj", "ff_out": "down_proj"}
-_OURS = re.compile(r"transformer\.blocks\.(\d+)\.(.+)\.(weight|bias)")
-_OURS_EXPERT = re.compile(r"moe\.(experts\.\d+|shared)\.(ff_proj|up_proj|ff_out)")
-_THEIRS = re.compile(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)")
-_THEIRS_EXPERT = re.compile(r"(mlp\.experts\.\d+|shared_expert)\.(gate_proj|up_proj|down_proj)")
-
-
-def checkpoint_key(name: str) -> str:
-    if name in _TOP:
-        return _TOP[name]
-    bias = re.fullmatch(r"transformer\.blocks\.(\d+)\.moe\.router\.expert_bias", name)
-    if bias:
-        return f"model.layers.{bias[1]}.mlp.expert_bias"
-    m = _OURS.fullmatch(name)
-    if m is not None:
-        if m[2] in _BLOCK:
-            return f"model.layers.{m[1]}.{_BLOCK[m[2]]}.{m[3]}"
-        e = _OURS_EXPERT.fullmatch(m[2])
-        if e is not None:
-            where = "shared_expert" if e[1] == "shared" else "mlp." + e[1]
-            return f"model.layers.{m[1]}.{where}.{_EXPERT[e[2]]}.{m[3]}"
-    raise KeyError(f"{name!r} has no key in LLaDA-MoE's checkpoint layout")
-
-
-def parameter_name(key: str) -> str | None:
-    top = {theirs: ours for ours, theirs in _TOP.items()}
-    if key in top:
-        return top[key]
-    bias = re.fullmatch(r"model\.layers\.(\d+)\.mlp\.expert_bias", key)
-    if bias:
-        return f"transformer.blocks.{bias[1]}.moe.router.expert_bias"
-    m = _THEIRS.fullmatch(key)
-    if m is None:
-        return None
-    block = {theirs: ours for ours, theirs in _BLOCK.items()}
-    if m[2] in block:
-        return f"transformer.blocks.{m[1]}.{block[m[2]]}.{m[3]}"
-    e = _THEIRS_EXPERT.fullmatch(m[2])
-    if e is None:
-        return None
-    where = "moe.shared" if e[1] == "shared_expert" else "moe." + e[1].removeprefix("mlp.")
-    ours = {theirs: ours for ours, theirs in _EXPERT.items()}[e[2]]
-    return f"transformer.blocks.{m[1]}.{where}.{ours}.{m[3]}"
+KEYS = KeyTable(
+    top={"transformer.wte.weight": "model.embed_tokens.weight", "transformer.ln_f.weight": "model.norm.weight",
+         "transformer.ff_out.weight": "lm_head.weight"},
+    block={"attn_norm": "input_layernorm", "q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj",
+           "v_proj": "self_attn.v_proj", "attn_out": "self_attn.o_proj", "q_norm": "self_attn.q_norm",
+           "k_norm": "self_attn.k_norm", "ff_norm": "post_attention_layernorm", "ff_proj": "mlp.gate_proj",
+           "up_proj": "mlp.up_proj", "ff_out": "mlp.down_proj", "moe.router": "mlp.gate"},
+    experts="mlp.experts", shared="shared_expert", bias="mlp.expert_bias", family="LLaDA-MoE")
+checkpoint_key, parameter_name = KEYS.checkpoint_key, KEYS.parameter_name
 
 
 FAMILY = register(Family(
