@@ -175,6 +175,17 @@ class KeyTable:
         return None if e is None else f"moe.experts.{e[1]}.{projections[proj]}.{leaf}"
 
 
+def refuse_unless(config: ModelConfig, family_name: str, required: dict[str, Any], also: list[str] = ()) -> None:
+    """ConfigError naming every field of `config` whose value differs from `required` (the one value
+    the family's network or config.json can express), plus the reasons in `also`; nothing if none."""
+    bad = [f"{k}={getattr(config, k)}" for k, v in required.items() if getattr(config, k) != v]
+    if config.embedding_size != config.vocab_size:
+        bad.append(f"embedding_size={config.embedding_size} ({family_name} has vocab_size rows)")
+    bad += list(also)
+    if bad:
+        raise ConfigError(f"a {family_name} model cannot have {', '.join(bad)}")
+
+
 def read_fields(data: dict[str, Any], source: str, fields: dict[str, str], required: tuple[str, ...],
                 defaults: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
     """ModelConfig keyword values from a transformers-style config.json (`fields`: its key -> our

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from llada.config import ConfigError, ModelConfig
-from llada.families import Family, KeyTable, register
+from llada.families import Family, KeyTable, read_fields, refuse_unless, register
 from llada.model import KVCache, LLaDAModel
 
 REFERENCE_CODE_REPO = "Dream-org/Dream-v0-Base-7B"  # configuration_dream.py / modeling_dream.py
@@ -58,16 +58,7 @@ _FIXED = {"rope_scaling": None, "use_sliding_window": False, "use_mrope": False}
 
 def config_from_json(data: dict[str, Any], source: str = "config.json") -> ModelConfig:
     """ModelConfig of a Dream config.json (errors name `source` and the field)."""
-    missing = [k for k in _REQUIRED if data.get(k) is None]
-    if missing:
-        raise ConfigError(f"{source}: missing required field(s) {', '.join(missing)}")
-    for key, wanted in _FIXED.items():
-        if data.get(key, wanted) not in (wanted, None):
-            raise ConfigError(f"{source}: `{key}` = {data[key]!r} is not supported (only {wanted})")
-    values = {**_DEFAULTS, **data}
-    known = {ours: values[theirs] for theirs, ours in _FIELDS.items() if theirs in values}
-    if isinstance(known["eos_token_id"], list):  # some Qwen-style configs list several; the first is EOS
-        known["eos_token_id"] = known["eos_token_id"][0]
+    known = read_fields(data, source, _FIELDS, _REQUIRED, _DEFAULTS, _FIXED)
     known.setdefault("pad_token_id", known["eos_token_id"])
     known.setdefault("bos_token_id", None)  # then the tokenizer's, if it has one
     extra = {k: v for k, v in data.items() if k not in _FIELDS}
@@ -79,13 +70,8 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Model
 
 def _check(config: ModelConfig) -> None:
     """Refuse a config Dream's network or config.json cannot express."""
-    unsupported = {"include_bias": True, "include_qkv_bias": False, "scale_logits": True, "input_emb_norm": True,
-                   "causal": True}
-    bad = [f"{k}={v}" for k, v in unsupported.items() if getattr(config, k) == v]
-    if config.embedding_size != config.vocab_size:
-        bad.append(f"embedding_size={config.embedding_size} (Dream has vocab_size rows)")
-    if bad:
-        raise ConfigError(f"a Dream model cannot have {', '.join(bad)}")
+    refuse_unless(config, "Dream", {"include_bias": False, "include_qkv_bias": True, "scale_logits": False,
+                                    "input_emb_norm": False, "causal": False})
 
 
 def config_to_json(config: ModelConfig) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from llada.config import ConfigError, ModelConfig, MoEConfig
-from llada.families import Family, KeyTable, read_fields, register
+from llada.families import Family, KeyTable, read_fields, refuse_unless, register
 from llada.model import LLaDAModel
 
 REFERENCE_CODE_REPO = "inclusionAI/LLaDA2.0-mini"  # configuration_llada2_moe.py / modeling_llada2_moe.py
@@ -88,16 +88,12 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Model
 def config_to_json(config: ModelConfig) -> dict[str, Any]:
     """LLaDA 2.x's config.json for `config` (unknown keys of the source file kept)."""
     m = config.moe
-    bad = [name for name, value in (("include_bias", config.include_bias), ("scale_logits", config.scale_logits),
-                                    ("input_emb_norm", config.input_emb_norm), ("causal", config.causal)) if value]
-    if (m is None or m.score != "sigmoid" or not m.norm_topk or m.bias != "selection"
-            or m.dense_layers != tuple(range(len(m.dense_layers)))
-            or m.shared_intermediate_size % m.intermediate_size):
-        bad.append("a router or layout other than LLaDA 2.x's")
-    if config.embedding_size != config.vocab_size:
-        bad.append(f"embedding_size={config.embedding_size}")
-    if bad:
-        raise ConfigError(f"a LLaDA 2.x model cannot have {', '.join(bad)}")
+    layout_ok = (m is not None and m.score == "sigmoid" and m.norm_topk and m.bias == "selection"
+                 and m.dense_layers == tuple(range(len(m.dense_layers)))
+                 and not m.shared_intermediate_size % m.intermediate_size)
+    refuse_unless(config, "LLaDA 2.x", {"include_bias": False, "scale_logits": False, "input_emb_norm": False,
+                                        "causal": False},
+                  also=[] if layout_ok else ["a router or layout other than LLaDA 2.x's"])
     out = dict(config.extra)
     out.update({theirs: getattr(config, ours) for theirs, ours in _FIELDS.items()})
     out.update({

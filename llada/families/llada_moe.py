@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from llada.config import ConfigError, ModelConfig, MoEConfig
-from llada.families import Family, KeyTable, read_fields, register
+from llada.families import Family, KeyTable, read_fields, refuse_unless, register
 from llada.model import LLaDAModel
 
 REFERENCE_CODE_REPO = "inclusionAI/LLaDA-MoE-7B-A1B-Base"  # configuration_lladamoe.py / modeling_lladamoe.py
@@ -78,15 +78,11 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Model
 def config_to_json(config: ModelConfig) -> dict[str, Any]:
     """LLaDA-MoE's config.json for `config` (unknown keys of the source file kept)."""
     m = config.moe
-    bad = [name for name, value in (("include_bias", config.include_bias), ("include_qkv_bias", config.include_qkv_bias),
-                                    ("scale_logits", config.scale_logits), ("input_emb_norm", config.input_emb_norm),
-                                    ("causal", config.causal)) if value]
-    if m is None or m.score != "softmax" or m.norm_topk or m.scaling != 1.0 or m.groups != 1 or m.bias == "selection":
-        bad.append("a router other than LLaDA-MoE's (softmax, top-k weights as they are)")
-    if config.embedding_size != config.vocab_size:
-        bad.append(f"embedding_size={config.embedding_size}")
-    if bad:
-        raise ConfigError(f"a LLaDA-MoE model cannot have {', '.join(bad)}")
+    router_ok = (m is not None and m.score == "softmax" and not m.norm_topk and m.scaling == 1.0 and m.groups == 1
+                 and m.bias != "selection")
+    refuse_unless(config, "LLaDA-MoE", {"include_bias": False, "include_qkv_bias": False, "scale_logits": False,
+                                        "input_emb_norm": False, "causal": False},
+                  also=[] if router_ok else ["a router other than LLaDA-MoE's (softmax, top-k weights as they are)"])
     out = dict(config.extra)
     out.update({theirs: getattr(config, ours) for theirs, ours in _FIELDS.items()})
     out.update({
