@@ -22,6 +22,18 @@ from llada.model import LLaDAModel
 
 logger = logging.getLogger(__name__)
 
+def inference_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None) -> str | torch.dtype | None:
+    """The dtype a command that only runs a model (generate, chat, serve, eval, lm-eval, poem) loads
+    it in: `dtype` as given, except "auto"/None on a CUDA device that supports bfloat16, which is
+    "bfloat16" there (a float32 checkpoint at half the memory and on the tensor cores, as LLaDA's own
+    weights are stored) and enables TF32 for the matmuls that stay in float32. Elsewhere "auto"
+    keeps the stored dtype. Training keeps float32 master weights and never calls this."""
+    if dtype not in (None, "auto") or device is None or torch.device(device).type != "cuda":
+        return dtype
+    torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
+    return "bfloat16" if torch.cuda.is_bf16_supported() else dtype
+
+
 # The weight-only quantizations `llada.load` and the --quantization flags accept (None: none).
 Quantization = Literal["int8", "int4"]
 QUANTIZATIONS: tuple[str, ...] = typing.get_args(Quantization)

@@ -298,3 +298,23 @@ def test_offloaded_moe_blocks_give_the_same_logits(tmp_path):
     assert torch.equal(placed(ids), plain(ids))
     options = SamplerOptions.from_dict({"preset": "llada2", "gen_length": 8, "block_length": 4})
     assert torch.equal(sample(placed, ids[:1, :5], options).sequences, sample(plain, ids[:1, :5], options).sequences)
+
+
+def test_inference_commands_load_float32_checkpoints_in_bfloat16_on_cuda(monkeypatch):
+    """generate/chat/serve/eval/lm-eval/poem: "auto" is bfloat16 on a CUDA device that has it (and
+    TF32 for what stays float32); on the CPU, or with a dtype given, nothing changes."""
+    from llada.runtime import inference_dtype
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert inference_dtype("auto", "cpu") == "auto" and inference_dtype(None, "cpu") is None
+        assert torch.get_float32_matmul_precision() == "highest"
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+        assert inference_dtype("auto", "cuda") == "bfloat16" and inference_dtype(None, "cuda:1") == "bfloat16"
+        assert torch.get_float32_matmul_precision() == "high"
+        assert inference_dtype("float32", "cuda") == "float32"  # asked for: kept
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+        assert inference_dtype("auto", "cuda") == "auto"  # (a GPU without bfloat16: the stored dtype)
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -74,7 +74,7 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
             training_config.json records; --world.n_people 24 to choose one)
         out_dir: where to write the report (default: runs/eval/NAME, NAME from the model's path)
         device: cpu, cuda, mps (default: cuda when available)
-        dtype: auto, float32, bfloat16
+        dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
         quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
     """
     from llada.checkpoint import load
@@ -82,6 +82,7 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
     from llada.evaluation.builtin import check_tasks, grid, heldout_likelihood, label, run_task, summary_line
     from llada.evaluation.report import write_report
     from llada.recipe import SAMPLER
+    from llada.runtime import inference_dtype
     from llada.sampling.remasking import REMASKING
 
     steps = SAMPLER.num_steps if steps is None else steps
@@ -111,7 +112,7 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
     models = [("diffusion", model)] + ([("autoregressive", baseline)] if baseline else [])
     results, likelihood = [], {}
     for wanted, path in models:
-        bundle = load(path, dtype=dtype, device=device, quantization=quantization)
+        bundle = load(path, dtype=inference_dtype(dtype, device), device=device, quantization=quantization)
         kind = bundle.model.config.kind
         if kind != wanted:
             flag, want = ("--model", "a diffusion model") if wanted == "diffusion" else \

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from llada.checkpoint import load
 from llada.errors import UserError
 from llada.likelihood import is_greedy, log_likelihoods
+from llada.runtime import inference_dtype
 from llada.sampling import SamplerOptions, sample
 from llada.sampling.options import OPTION_NAMES
 from llada.sampling.text import cut_at_stop_texts, decode_response, left_pad
@@ -81,7 +82,8 @@ class LLaDAEvalLM(TemplateLM):
         self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         if device is None or self._world_size > 1:
             device = str(self.accelerator.device)
-        bundle = load(pretrained, dtype=dtype, device=device, revision=revision, quantization=quantization)
+        bundle = load(pretrained, dtype=inference_dtype(dtype, device), device=device, revision=revision,
+                      quantization=quantization)
         self.model, self.tokenizer = bundle.model.eval(), bundle.tokenizer
         self._device = torch.device(device)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8

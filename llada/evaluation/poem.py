@@ -146,7 +146,7 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
         batch_size: prompts answered together (left padded; greedy answers do not depend on it)
         limit: use only the first LIMIT couplets
         device: cpu or cuda (default: cuda when available)
-        dtype: float32, bfloat16 or float16 (default: as stored)
+        dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
         quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
         revision: a branch, tag or commit when --model is a Hugging Face Hub id
 
@@ -155,6 +155,7 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
     """
     from llada.checkpoint import load
     from llada.cli import output_dir, resolve_device
+    from llada.runtime import inference_dtype
     from llada.sampling import SamplerOptions, sample_text
 
     device = resolve_device(device)
@@ -168,7 +169,8 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
     options = SamplerOptions(gen_length=gen_length, steps=steps, block_length=block_length, cfg_scale=cfg_scale,
                              logits_eos_inf=logits_eos_inf)
     out = output_dir(out_dir)
-    bundle = load(model, dtype=dtype, device=device, revision=revision, quantization=quantization)
+    bundle = load(model, dtype=inference_dtype(dtype, device), device=device, revision=revision,
+                  quantization=quantization)
     net, tok = bundle.model.eval(), bundle.tokenizer
 
     items = [it for d in DIRECTIONS for it in build_items(couplets, d)]

@@ -50,8 +50,10 @@ def _load(model: str, device: str | None, dtype: str | None, revision: str | Non
           quantization: str | None = None):
     from llada.checkpoint import load
     from llada.cli import resolve_device
+    from llada.runtime import inference_dtype
 
-    return load(model, dtype=dtype, device=resolve_device(device), revision=revision, quantization=quantization)
+    device = resolve_device(device)
+    return load(model, dtype=inference_dtype(dtype, device), device=device, revision=revision, quantization=quantization)
 
 
 @sampler_flags
@@ -66,7 +68,7 @@ def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool 
         trace: show the canvas step by step
         chat: wrap the prompt in the chat template
         device: cpu or cuda (default: cuda when available)
-        dtype: float32, bfloat16 or float16 (default: as stored)
+        dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
         revision: a branch, tag or commit when --model is a Hugging Face Hub id
         quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
     """
@@ -97,7 +99,7 @@ def chat(model: str = "runs/quickstart/sft/model", device: str | None = None, dt
     Args:
         model: a model directory
         device: cpu or cuda (default: cuda when available)
-        dtype: float32, bfloat16 or float16
+        dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
         revision: a branch, tag or commit when --model is a Hugging Face Hub id
         quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
     """

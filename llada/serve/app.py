@@ -600,7 +600,7 @@ def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", por
         host: address to bind; loopback by default. Anything else needs --api_key (or --allow_unauthenticated).
         port: TCP port
         device: cpu, cuda, ... (default: cuda when available)
-        dtype: auto, float32, bfloat16
+        dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
         quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
         max_batch: requests batched into one sampler call
         max_queue: waiting requests before 429
@@ -629,7 +629,9 @@ def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", por
     import uvicorn
 
     from llada.checkpoint import load
+    from llada.runtime import inference_dtype
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    bundle = load(model, dtype=dtype, device=device, revision=revision, quantization=quantization)
+    bundle = load(model, dtype=inference_dtype(dtype, device), device=device, revision=revision,
+                  quantization=quantization)
     uvicorn.run(create_app(bundle, cfg), host=host, port=port, log_level="info")
