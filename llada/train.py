@@ -78,6 +78,10 @@ def trained_world(model_dir: str | Path) -> tuple[int, WorldConfig] | None:
     return int(saved.get("seed", 0)), WorldConfig(**saved.get("world", {}))
 
 
+# fp16: consecutive steps the GradScaler may skip (each halves the scale) before it is divergence.
+MAX_SKIPPED_STEPS = 25
+
+
 class TrainingDiverged(UserError):
     """The loss or gradient became NaN or infinite."""
 
@@ -266,6 +270,7 @@ class Trainer:
         self.rank = self.acc.process_index
         self.global_batch = cfg.batch_size * cfg.grad_accum * self.world
         self.step = 0
+        self.skipped_in_a_row = 0  # fp16 steps skipped by the GradScaler since the last update
         self._clean_temporaries()
         self._build()
 
@@ -498,18 +503,25 @@ class Trainer:
             total += out.loss.detach() / cfg.grad_accum
         grad_norm = self.acc.clip_grad_norm_(self.module.parameters(), cfg.max_grad_norm) \
             if cfg.max_grad_norm > 0 else _grad_norm(self.module)
-        if not torch.isfinite(grad_norm) or not torch.isfinite(total):
+        finite_loss, finite_grad = bool(torch.isfinite(total)), bool(torch.isfinite(grad_norm))
+        # fp16's GradScaler (accelerate's, on the optimizer) skips a step whose scaled gradient overflowed
+        # and lowers the scale: that is routine, not divergence, unless it goes on and on
+        overflow = finite_loss and not finite_grad and getattr(self.opt, "scaler", None) is not None
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if overflow else 0
+        if not (finite_loss and finite_grad) and not overflow or self.skipped_in_a_row > MAX_SKIPPED_STEPS:
+            why = (f"the fp16 gradient overflowed {self.skipped_in_a_row} steps in a row" if overflow else
+                   f"the loss or gradient is {float(total):.3g}/{float(grad_norm):.3g} (not finite)")
             raise TrainingDiverged(
-                f"step {self.step}: the loss or gradient is {float(total):.3g}/{float(grad_norm):.3g} (not finite); "
-                "the last checkpoint is intact. Lower --lr, raise --warmup_steps, set --max_grad_norm, "
-                "or train in full precision (--mixed_precision no)")
-        self.opt.step()
-        self.sched.step()
+                f"step {self.step}: {why}; the last checkpoint is intact. Lower --lr, raise --warmup_steps, "
+                "set --max_grad_norm, or train in full precision (--mixed_precision no)")
+        self.opt.step()  # (with a GradScaler and an overflow: skipped, the scale lowered)
+        if not overflow:
+            self.sched.step()  # the schedule follows the updates made
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
         loss = self.acc.reduce(total, reduction="mean")
         return {"loss": float(loss), "grad_norm": float(grad_norm), "lr": self.sched.get_last_lr()[0],
-                "tokens": batch["input_ids"].numel()}
+                "tokens": batch["input_ids"].numel(), "skipped": int(overflow)}
 
     @torch.no_grad()
     def evaluate(self) -> float:

@@ -164,6 +164,42 @@ def test_divergence_stops_and_keeps_the_last_checkpoint(tmp_path, corpus, monkey
     assert llada.load(Path(cfg.out_dir) / "checkpoints" / "step-000004").model is not None
 
 
+def test_an_fp16_overflow_is_skipped_not_fatal(tmp_path, corpus, monkeypatch):
+    """With fp16's GradScaler (torch's own, handed to accelerate as its fp16 runs on a GPU do, at
+    scale 1 so the CPU's unscaled gradients are right), an overflowing gradient skips that update
+    and the schedule, as GradScaler means it to, and training goes on."""
+    import accelerate
+
+    class WithScaler(accelerate.Accelerator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+
+    monkeypatch.setattr(accelerate, "Accelerator", WithScaler)
+    trainer = Trainer(_cfg(tmp_path, corpus, max_steps=4))
+    scaler = trainer.opt.scaler
+    assert scaler is trainer.acc.scaler is not None
+    weight = trainer.base.transformer.wte.weight
+    overflow = {"left": 1}
+
+    def poison(grad):
+        if overflow["left"] and trainer.step == 1:
+            overflow["left"] -= 1
+            return grad * float("inf")
+        return grad
+
+    weight.register_hook(poison)
+    m0 = trainer.train_step()
+    before = {n: p.detach().clone() for n, p in trainer.base.named_parameters()}
+    lr_before = trainer.sched.get_last_lr()[0]
+    m1 = trainer.train_step()  # step 1: overflow
+    assert (m0["skipped"], m1["skipped"]) == (0, 1) and trainer.step == 2
+    assert all(torch.equal(p, before[n]) for n, p in trainer.base.named_parameters())  # no update
+    assert trainer.sched.get_last_lr()[0] == lr_before and scaler.get_scale() < 1.0  # schedule held, scale lowered
+    m2 = trainer.train_step()
+    assert m2["skipped"] == 0 and not torch.equal(trainer.base.transformer.wte.weight, before["transformer.wte.weight"])
+
+
 def test_crash_during_save_leaves_previous_checkpoints_whole(tmp_path, corpus, monkeypatch):
     cfg = _cfg(tmp_path, corpus, max_steps=6, save_every=2)
     import llada.checkpoint as ck
