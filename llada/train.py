@@ -316,9 +316,12 @@ class Trainer:
         return model
 
     def _load_dir(self, path: str | Path) -> LLaDAModel:
+        """The model of a directory, to train: in float32 when all of it is trained (the optimizer's
+        master weights; bf16/fp16 is accelerate's autocast, --mixed_precision), as stored when only
+        LoRA adapters are (the frozen base keeps its dtype and memory)."""
         from llada.checkpoint import load
 
-        bundle = load(path)  # weights streamed once, shard by shard
+        bundle = load(path, dtype=None if self.cfg.lora_r else "float32")  # streamed once, shard by shard
         self.tokenizer = bundle.tokenizer
         return bundle.model
 

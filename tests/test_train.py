@@ -164,6 +164,22 @@ def test_divergence_stops_and_keeps_the_last_checkpoint(tmp_path, corpus, monkey
     assert llada.load(Path(cfg.out_dir) / "checkpoints" / "step-000004").model is not None
 
 
+def test_a_bfloat16_checkpoint_is_fully_fine_tuned_in_float32(tmp_path, corpus):
+    """Full fine-tuning keeps float32 master weights whatever the checkpoint's dtype (bf16 compute is
+    --mixed_precision's autocast); LoRA leaves the frozen base as stored."""
+    base = Trainer(_cfg(tmp_path / "pt", corpus, max_steps=1)).fit()
+    bf16 = tmp_path / "bf16"
+    bundle = llada.load(base)
+    llada.save(bf16, bundle.model, bundle.tokenizer, dtype="bfloat16")
+    full = Trainer(_cfg(tmp_path / "full", corpus, model=str(bf16), max_steps=1))
+    assert {p.dtype for p in full.base.parameters()} == {torch.float32}
+    assert math.isfinite(full.train_step()["loss"])
+    lora = Trainer(_cfg(tmp_path / "lora", corpus, model=str(bf16), max_steps=1, lora_r=2))
+    frozen = {p.dtype for n, p in lora.module.named_parameters() if "lora_" not in n}
+    assert frozen == {torch.bfloat16}
+    assert math.isfinite(lora.train_step()["loss"])
+
+
 def test_an_fp16_overflow_is_skipped_not_fatal(tmp_path, corpus, monkeypatch):
     """With fp16's GradScaler (torch's own, handed to accelerate as its fp16 runs on a GPU do, at
     scale 1 so the CPU's unscaled gradients are right), an overflowing gradient skips that update
