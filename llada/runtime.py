@@ -92,10 +92,15 @@ def prepare_model(model: LLaDAModel, *, lora_r: int = 0, activation_checkpointin
         out = apply_lora(model, lora_r)
     model.activation_checkpointing = activation_checkpointing
     if compile:
-        # dynamic=False: training batches have a fixed shape (variable-length crops recompile once
-        # per new length, which is rare at LLaDA's 1%).
-        out = torch.compile(out)
+        out = compile_model(out)
     return out
+
+
+def compile_model(module: nn.Module) -> nn.Module:
+    """`torch.compile` with static shapes: training batches have one shape (LLaDA's 1% of
+    variable-length crops recompile once per new length); the trainer calls it after
+    `accelerator.prepare`, so it traces the module as wrapped for DDP/FSDP and mixed precision."""
+    return torch.compile(module, dynamic=False)
 
 
 # ------------------------------------------------------------------------------- quantization (torchao)

@@ -408,13 +408,13 @@ class Trainer:
 
     def _prepare_optimization(self) -> None:
         """The runtime-prepared module (LoRA, checkpointing, compile), AdamW and its schedule."""
-        from llada.runtime import prepare_model
+        from llada.runtime import compile_model, prepare_model
 
         cfg = self.cfg
         with torch.random.fork_rng(devices=[]):  # LoRA's initial adapters: drawn from cfg.seed, not the process's history
             torch.manual_seed(cfg.seed)
             module = prepare_model(self.base, lora_r=cfg.lora_r,
-                                   activation_checkpointing=cfg.activation_checkpointing, compile=cfg.compile)
+                                   activation_checkpointing=cfg.activation_checkpointing)
         params = [p for p in module.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -426,6 +426,8 @@ class Trainer:
         # The scheduler is not passed through prepare(): accelerate would advance it once per process
         # per step. It follows the optimizer step count here and is checkpointed alongside.
         self.module, self.opt = self.acc.prepare(module, opt)
+        if cfg.compile:  # last: it traces the module as accelerate wrapped it (DDP, FSDP, autocast)
+            self.module = compile_model(self.module)
         self.sched = sched
         self.acc.register_for_checkpointing(self.sched)
 

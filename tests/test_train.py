@@ -180,6 +180,28 @@ def test_a_bfloat16_checkpoint_is_fully_fine_tuned_in_float32(tmp_path, corpus):
     assert math.isfinite(lora.train_step()["loss"])
 
 
+def test_compile_wraps_the_prepared_module_with_static_shapes(tmp_path, corpus, monkeypatch):
+    """--compile: torch.compile (its eager backend here, to keep the test fast) runs after
+    accelerate's prepare, with dynamic=False; the run trains and saves the same keys as uncompiled."""
+    calls = []
+    real = torch.compile
+
+    def recording(module, **kwargs):
+        calls.append((type(module).__name__, kwargs))
+        return real(module, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording)
+    trainer = Trainer(_cfg(tmp_path / "c", corpus, max_steps=2, compile=True))
+    assert calls == [("LLaDAModel", {"dynamic": False})]  # (on the CPU prepare leaves the model unwrapped)
+    assert hasattr(trainer.module, "_orig_mod")
+    final = trainer.fit()
+    plain = Trainer(_cfg(tmp_path / "p", corpus, max_steps=2)).fit()
+    from safetensors import safe_open
+    with safe_open(str(Path(final) / "model.safetensors"), "pt") as a, \
+            safe_open(str(Path(plain) / "model.safetensors"), "pt") as b:
+        assert sorted(a.keys()) == sorted(b.keys())
+
+
 def test_an_fp16_overflow_is_skipped_not_fatal(tmp_path, corpus, monkeypatch):
     """With fp16's GradScaler (torch's own, handed to accelerate as its fp16 runs on a GPU do, at
     scale 1 so the CPU's unscaled gradients are right), an overflowing gradient skips that update
