@@ -129,13 +129,15 @@ class LLaDAModelLM(PreTrainedModel, GenerationMixin):
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
         """transformers' saving for LLaDA's layout; a model of another family is written by
-        `llada.save` in that family's own layout (its keys, its config.json), so it opens again here,
-        in `llada.load`, and in the family's reference code."""
+        `llada.save` in that family's own layout (its keys, its config.json) with the model's
+        generation config, so it opens again here, in `llada.load`, and in the family's reference
+        code; transformers' other saving keywords (safe_serialization, ...) do not apply there."""
         if self.model.config.family == "llada":
             return super().save_pretrained(save_directory, *args, **kwargs)
         from llada import checkpoint
 
-        checkpoint.save(save_directory, self.model, max_shard_size=kwargs.get("max_shard_size", "5GB"))
+        options = checkpoint.sampler_options(self.generation_config.to_dict(), source="generation_config")
+        checkpoint.save(save_directory, self.model, max_shard_size=kwargs.get("max_shard_size", "5GB"), options=options)
 
     @torch.no_grad()
     def _init_weights(self, module: torch.nn.Module) -> None:

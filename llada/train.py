@@ -425,9 +425,9 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / cfg.lr)
         # The scheduler is not passed through prepare(): accelerate would advance it once per process
         # per step. It follows the optimizer step count here and is checkpointed alongside.
-        self.module, self.opt = self.acc.prepare(module, opt)
-        if cfg.compile:  # last: it traces the module as accelerate wrapped it (DDP, FSDP, autocast)
-            self.module = compile_model(self.module)
+        self.prepared, self.opt = self.acc.prepare(module, opt)  # the module accelerate knows (and saves)
+        # compiled last: it traces the module as accelerate wrapped it (DDP, FSDP, autocast)
+        self.module = compile_model(self.prepared) if cfg.compile else self.prepared
         self.sched = sched
         self.acc.register_for_checkpointing(self.sched)
 
@@ -470,9 +470,9 @@ class Trainer:
         trainer/ holds none (`_no_model_weights`), so take it out of what load_state reads, and copy
         in only the trainable LoRA adapters, from the checkpoint's adapter/. Under FSDP accelerate
         loads the model's shards itself and it is not in `models`: nothing changes."""
-        if not any(m is self.module for m in models):
+        if not any(m is self.prepared for m in models):
             return
-        models.remove(self.module)
+        models.remove(self.prepared)
         if self.cfg.lora_r:
             restore_adapters(self.acc.unwrap_model(self.module), Path(input_dir).parent, base=self.cfg.model)
 

@@ -411,6 +411,18 @@ def test_dream_configs_we_cannot_run_say_so(change, message):
         ModelConfig.from_dict({**DREAM_7B_CONFIG, **change}, source="config.json")
 
 
+@pytest.mark.parametrize("change", [{"qk_norm": True}, {"partial_rotary_factor": 0.5}, {"include_bias": True}])
+def test_a_dream_model_refuses_what_its_config_json_cannot_hold(change):
+    """Saving would drop these and the reloaded model would differ: refused instead."""
+    from llada.families.dream import DreamModel, config_to_json
+
+    config = ModelConfig.from_dict(DREAM_7B_CONFIG).replace(**change)
+    with pytest.raises(ConfigError, match="a Dream model cannot have"):
+        config_to_json(config)
+    with pytest.raises(ConfigError, match="a Dream model cannot have"), torch.device("meta"):
+        DreamModel(config)
+
+
 def test_dream_names_its_sampler_choices_in_our_registry():
     from llada.sampling.remasking import REMASKING, entropy, low_confidence, margin, random
 

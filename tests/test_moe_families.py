@@ -765,7 +765,10 @@ def test_transformers_auto_classes_open_each_family(public_dir, tmp_path):
     got = model.generate(prompt, max_new_tokens=4, steps=4, block_length=4)
     from llada.hf import pad_after_stop
     assert torch.equal(got, pad_after_stop(want, 3, ours.config.roles))
+    model.generation_config.max_new_tokens, model.generation_config.threshold = 7, 0.5
     model.save_pretrained(tmp_path / "saved")
+    again = llada.load(tmp_path / "saved", tokenizer=False).options
+    assert (again.gen_length, again.threshold) == (7, 0.5)  # the model's generation config, saved with it
     from safetensors import safe_open
     keys = set()
     for f in (tmp_path / "saved").glob("model*.safetensors"):

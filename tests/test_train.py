@@ -196,6 +196,18 @@ def test_compile_wraps_the_prepared_module_with_static_shapes(tmp_path, corpus, 
     assert hasattr(trainer.module, "_orig_mod")
     final = trainer.fit()
     plain = Trainer(_cfg(tmp_path / "p", corpus, max_steps=2)).fit()
+    # a compiled run resumes from its checkpoint and ends where an uninterrupted one does
+    for lora_r in (0, 2):
+        whole = Trainer(_cfg(tmp_path / f"w{lora_r}", corpus, max_steps=4, compile=True, lora_r=lora_r)).fit()
+        cfg = _cfg(tmp_path / f"r{lora_r}", corpus, max_steps=4, save_every=2, compile=True, lora_r=lora_r)
+        first = Trainer(cfg)
+        first.train_step(), first.train_step()
+        first.save_checkpoint()
+        del first
+        resumed = Trainer(cfg)
+        assert resumed.step == 2
+        a, b = load_file(whole / "model.safetensors"), load_file(resumed.fit() / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), lora_r
     from safetensors import safe_open
     with safe_open(str(Path(final) / "model.safetensors"), "pt") as a, \
             safe_open(str(Path(plain) / "model.safetensors"), "pt") as b:

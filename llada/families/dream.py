@@ -71,7 +71,8 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Model
 def _check(config: ModelConfig) -> None:
     """Refuse a config Dream's network or config.json cannot express."""
     refuse_unless(config, "Dream", {"include_bias": False, "include_qkv_bias": True, "scale_logits": False,
-                                    "input_emb_norm": False, "causal": False})
+                                    "input_emb_norm": False, "causal": False, "qk_norm": False,
+                                    "partial_rotary_factor": 1.0, "moe": None})
 
 
 def config_to_json(config: ModelConfig) -> dict[str, Any]:
