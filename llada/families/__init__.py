@@ -19,7 +19,8 @@ token i), so the samplers, estimators, server and evaluation never ask which fam
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,6 +185,21 @@ def refuse_unless(config: ModelConfig, family_name: str, required: dict[str, Any
     bad += list(also)
     if bad:
         raise ConfigError(f"a {family_name} model cannot have {', '.join(bad)}")
+
+
+@contextmanager
+def naming(source: str) -> Iterator[None]:
+    """Re-raise a ConfigError from the block with `source` (the config.json) in front of it."""
+    try:
+        yield
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def unused_keys(data: dict[str, Any], *used: Any) -> dict[str, Any]:
+    """The keys of a config.json that none of `used` (tables or key lists) reads: `ModelConfig.extra`,
+    kept so that saving loses nothing."""
+    return {k: v for k, v in data.items() if not any(k in u for u in used)}
 
 
 def read_fields(data: dict[str, Any], source: str, fields: dict[str, str], required: tuple[str, ...],

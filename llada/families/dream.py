@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from llada.config import ConfigError, ModelConfig
-from llada.families import Family, KeyTable, read_fields, refuse_unless, register
+from llada.config import ModelConfig
+from llada.families import Family, KeyTable, naming, read_fields, refuse_unless, register, unused_keys
 from llada.model import KVCache, LLaDAModel
 
 REFERENCE_CODE_REPO = "Dream-org/Dream-v0-Base-7B"  # configuration_dream.py / modeling_dream.py
@@ -61,11 +61,9 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Model
     known = read_fields(data, source, _FIELDS, _REQUIRED, _DEFAULTS, _FIXED)
     known.setdefault("pad_token_id", known["eos_token_id"])
     known.setdefault("bos_token_id", None)  # then the tokenizer's, if it has one
-    extra = {k: v for k, v in data.items() if k not in _FIELDS}
-    try:
-        return ModelConfig(**known, include_qkv_bias=True, eot_token_id=None, family="dream", extra=extra)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+    with naming(source):
+        return ModelConfig(**known, include_qkv_bias=True, eot_token_id=None, family="dream",
+                           extra=unused_keys(data, _FIELDS))
 
 
 def _check(config: ModelConfig) -> None:

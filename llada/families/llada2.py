@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from llada.config import ConfigError, ModelConfig, MoEConfig
-from llada.families import Family, KeyTable, read_fields, refuse_unless, register
+from llada.families import Family, KeyTable, naming, read_fields, refuse_unless, register, unused_keys
 from llada.model import LLaDAModel
 
 REFERENCE_CODE_REPO = "inclusionAI/LLaDA2.0-mini"  # configuration_llada2_moe.py / modeling_llada2_moe.py
@@ -72,17 +72,15 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Model
     if head_dim is not None and head_dim != data["hidden_size"] // data["num_attention_heads"]:
         raise ConfigError(f"{source}: `head_dim` = {head_dim} is not supported (only hidden_size / "
                           f"num_attention_heads = {data['hidden_size'] // data['num_attention_heads']})")
-    try:
+    with naming(source):
         moe = MoEConfig(num_experts=values["num_experts"], num_experts_per_tok=values["num_experts_per_tok"],
                         intermediate_size=values["moe_intermediate_size"],
                         shared_intermediate_size=values["moe_intermediate_size"] * (values["num_shared_experts"] or 0),
                         dense_layers=tuple(range(values["first_k_dense_replace"])), score="sigmoid",
                         norm_topk=True, scaling=float(values["routed_scaling_factor"]), groups=values["n_group"],
                         topk_groups=values["topk_group"], bias="selection")
-        extra = {k: v for k, v in data.items() if k not in _FIELDS and k not in _MOE_KEYS}
-        return ModelConfig(**known, moe=moe, eot_token_id=None, family="llada2", extra=extra)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        return ModelConfig(**known, moe=moe, eot_token_id=None, family="llada2",
+                           extra=unused_keys(data, _FIELDS, _MOE_KEYS))
 
 
 def config_to_json(config: ModelConfig) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from llada.config import ConfigError, ModelConfig, MoEConfig
-from llada.families import Family, KeyTable, read_fields, refuse_unless, register
+from llada.families import Family, KeyTable, naming, read_fields, refuse_unless, register, unused_keys
 from llada.model import LLaDAModel
 
 REFERENCE_CODE_REPO = "inclusionAI/LLaDA-MoE-7B-A1B-Base"  # configuration_lladamoe.py / modeling_lladamoe.py
@@ -63,16 +63,14 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Model
     known["qk_norm"] = bool(known["qk_norm"])
     if not dense:  # every block is an MoE: the dense size is unused (and may be absent)
         known["mlp_hidden_size"] = known.get("mlp_hidden_size") or data["expert_intermediate_size"]
-    try:
+    with naming(source):
         moe = MoEConfig(num_experts=data["num_experts"], num_experts_per_tok=data["num_experts_per_tok"],
                         intermediate_size=data["expert_intermediate_size"],
                         shared_intermediate_size=data.get("shared_expert_intermediate_size") or 0,
                         dense_layers=dense, score="softmax", norm_topk=False, scaling=1.0,
                         bias="weights" if data.get("moe_router_enable_expert_bias") else None)
-        extra = {k: v for k, v in data.items() if k not in _FIELDS and k not in _MOE_KEYS}
-        return ModelConfig(**known, moe=moe, eot_token_id=None, family="llada_moe", extra=extra)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        return ModelConfig(**known, moe=moe, eot_token_id=None, family="llada_moe",
+                           extra=unused_keys(data, _FIELDS, _MOE_KEYS))
 
 
 def config_to_json(config: ModelConfig) -> dict[str, Any]:

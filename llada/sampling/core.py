@@ -226,10 +226,14 @@ class _Predictor:
         self.logits_eos_inf, self.confidence_eos_eot_inf, self.generator = logits_eos_inf, confidence_eos_eot_inf, generator
         self.never: Tensor | None = None
 
-    def probability(self, logits: Tensor, x0: Tensor) -> Tensor:
+    def probability(self, logits: Tensor, x0: Tensor, confidence: Tensor) -> Tensor:
         """The probability (B, T) of each prediction under the step's logits, in float64: what block
-        diffusion's threshold and editing rules compare (as LLaDA 2.x's `x0_p`), whatever ranks."""
-        return REMASKING["low_confidence"](logits.double(), x0, None)
+        diffusion's threshold and editing rules compare (as LLaDA 2.x's `x0_p`), whatever ranks.
+        `confidence` (this step's, from `__call__`) already is it under low-confidence remasking."""
+        low_confidence = REMASKING["low_confidence"]
+        if self.score is low_confidence and self.exact and not self.confidence_eos_eot_inf:
+            return confidence
+        return low_confidence(logits.double(), x0, None)
 
     def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         cfg = self.cfg
@@ -399,7 +403,7 @@ def _block_diffusion(canvas: Tensor, start: int, block_length: int, steps_per_bl
             k = torch.minimum(quota[:, min(i, steps_per_block - 1)], masked.sum(-1))
             transfer = select_quota(confidence.masked_fill(~masked, float("-inf")), k) & masked  # the quota
             if threshold is not None or editing_threshold is not None:
-                p = predict.probability(logits, x0)
+                p = predict.probability(logits, x0, confidence)
             if threshold is not None:  # all above it instead, when at least the quota are
                 above = masked & (p > threshold)
                 transfer = torch.where((above.sum(-1) >= k)[:, None], above, transfer)
