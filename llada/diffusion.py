@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 LogitsFn = Callable[..., Tensor]  # model(input_ids, attention_mask=...) -> (B, L, V) logits
@@ -78,15 +77,58 @@ def forward_process(input_ids: Tensor, mask_id: int, *, t: Tensor | None = None,
     return NoisedBatch(noisy, masked, t)
 
 
-def masked_cross_entropy(logits: Tensor, targets: Tensor, masked: Tensor) -> Tensor:
-    """Per-position cross-entropy (B, L) in float32, zero where `masked` is False.
+# float32 elements of logits upcast at once by `masked_cross_entropy` (128 MiB): bounds its memory
+_CE_CHUNK_ELEMENTS = 1 << 25
 
-    Only the masked rows of the logits are upcast: the float32 copy is (num_masked, V), not
-    (B, L, V), which matters for a 126k vocabulary.
+
+def _at_least_float32(x: Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+class _RowCrossEntropy(torch.autograd.Function):
+    """Cross-entropy of each row of logits (N, V) against targets (N,), in float32 (float64 for
+    float64 logits), a chunk of rows
+    at a time. It keeps only each row's log-sum-exp (N floats) for the backward pass, which
+    recomputes softmax - one_hot chunk by chunk into the gradient: memory beyond the logits and
+    their gradient is one float32 chunk, where `F.cross_entropy` on the upcast rows keeps an
+    (N, V) float32 log-softmax until the backward pass."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:
+        rows = max(1, _CE_CHUNK_ELEMENTS // logits.shape[-1])
+        lse = torch.empty(logits.shape[0], dtype=_at_least_float32(logits), device=logits.device)
+        ce = torch.empty_like(lse)
+        for i in range(0, logits.shape[0], rows):
+            x = logits[i:i + rows].to(lse.dtype)
+            lse[i:i + rows] = torch.logsumexp(x, dim=-1)
+            ce[i:i + rows] = lse[i:i + rows] - x.gather(-1, targets[i:i + rows, None]).squeeze(-1)
+        ctx.save_for_backward(logits, targets, lse)
+        return ce
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        logits, targets, lse = ctx.saved_tensors
+        rows = max(1, _CE_CHUNK_ELEMENTS // logits.shape[-1])
+        out = torch.empty_like(logits)
+        for i in range(0, logits.shape[0], rows):
+            p = (logits[i:i + rows].to(lse.dtype) - lse[i:i + rows, None]).exp_()  # softmax
+            p.scatter_add_(-1, targets[i:i + rows, None], p.new_full((p.shape[0], 1), -1.0))
+            out[i:i + rows] = p.mul_(grad[i:i + rows, None])
+        return out, None
+
+
+def masked_cross_entropy(logits: Tensor, targets: Tensor, masked: Tensor) -> Tensor:
+    """Per-position cross-entropy (B, L) in float32 (float64 for float64 logits), zero where
+    `masked` (B, L) is False.
+
+    logits (B, L, V) in any dtype; targets (B, L) ids. Without a host synchronisation: selecting
+    the masked rows (`logits[masked]`, as LLaDA's guidelines do) makes the host wait for their
+    count every micro-batch. Every row is scored instead (`_RowCrossEntropy`: float32, a chunk at a
+    time) and the unmasked ones zeroed, which makes their gradient exactly zero.
     """
-    ce = torch.zeros(targets.shape, dtype=torch.float32, device=logits.device)
-    rows = logits[masked].float()  # (N, V)
-    return ce.masked_scatter(masked, F.cross_entropy(rows, targets[masked], reduction="none"))
+    B, L, V = logits.shape
+    ce = _RowCrossEntropy.apply(logits.reshape(B * L, V), targets.reshape(B * L))
+    return torch.where(masked, ce.view(B, L), 0.0)
 
 
 def pretrain_loss(model: LogitsFn, input_ids: Tensor, mask_id: int, *, attention_mask: Tensor | None = None,

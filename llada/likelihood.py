@@ -223,24 +223,34 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
         ids, am = _pad(noised[lo:hi], pad_id)
         targets, _ = _pad(clean[lo:hi], pad_id)
         where, _ = _pad(target[lo:hi], 0)
-        ids, targets, where = ids.to(device), targets.to(device), where.bool().to(device)
-        am = None if am is None else am.to(device)
+        b = ids.shape[0]
+        rows, cols = where.bool().nonzero(as_tuple=True)  # (N,) each, found on the host: no device sync
+        context = _pad(in_context[lo:hi], 0)[0].bool() if cfg_scale > 0 else None
+        ids, targets, rows, cols, am, context = _to_device(device, ids, targets, rows, cols, am, context)
         # Only the masked positions reach the output head and the float32 log-softmax, as in the
         # reference's logits[mask_index]: (N, V) for the N masked tokens, never (b, T, V).
         if cfg_scale > 0:  # the unconditional rows mask the context (prompt and suffix)
-            uncond = ids.masked_fill(_pad(in_context[lo:hi], 0)[0].bool().to(device), mask_id)
+            uncond = ids.masked_fill(context, mask_id)
             logits = _up(model(torch.cat([ids, uncond]), None if am is None else torch.cat([am, am]),
-                               output_positions=torch.cat([where, where])))
-            cond, unc = logits.chunk(2)  # row-major selection: the conditional rows' tokens come first
+                               output_positions=(torch.cat([rows, rows + b]), torch.cat([cols, cols]))))
+            cond, unc = logits.chunk(2)  # the conditional rows' tokens come first
             logits = unc + (cfg_scale + 1) * (cond - unc)
         else:
-            logits = _up(model(ids, am, output_positions=where))  # (N, V)
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[where][:, None])[:, 0]  # (N,)
-        row = torch.arange(where.shape[0], device=device)[:, None].expand_as(where)[where]  # (N,) owner row
-        sums.append(torch.zeros(where.shape[0], dtype=logp.dtype, device=device).index_add_(0, row, logp))
+            logits = _up(model(ids, am, output_positions=(rows, cols)))  # (N, V)
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[rows, cols][:, None])[:, 0]  # (N,)
+        sums.append(torch.zeros(b, dtype=logp.dtype, device=device).index_add_(0, rows, logp))
     values = torch.cat(sums).double().cpu() * torch.cat(weight)
     rows = torch.as_tensor(owner)
     return [_estimate(values[rows == i], len(pairs[i][1])) for i in range(len(pairs))]
+
+
+def _to_device(device: torch.device, *tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Host tensors (None kept) onto `device`. On CUDA through pinned memory without blocking: a
+    plain copy from pageable memory waits for the GPU to finish its queue, so the host could not
+    prepare the next batch while the GPU runs this one."""
+    if device.type != "cuda":
+        return tuple(None if t is None else t.to(device) for t in tensors)
+    return tuple(None if t is None else t.pin_memory().to(device, non_blocking=True) for t in tensors)
 
 
 def _up(logits: Tensor) -> Tensor:

@@ -318,7 +318,7 @@ class LLaDAModel(nn.Module):
     # ----------------------------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 position_ids: Tensor | None = None, past_key_values: list[KV] | None = None,
-                output_positions: Tensor | slice | None = None, kv_cache: KVCache | None = None,
+                output_positions: Tensor | slice | tuple[Tensor, Tensor] | None = None, kv_cache: KVCache | None = None,
                 cache_position: int = 0, block_size: int | None = None) -> Tensor:
         """Logits (B, T, embedding_size) for `input_ids` (B, T).
 
@@ -331,9 +331,11 @@ class LLaDAModel(nn.Module):
         past_key_values: per layer (k, v) of the S positions not re-run.
         kv_cache: a `KVCache` to write this call's keys/values into, at positions
             cache_position..cache_position+T, attending over all of it.
-        output_positions: index into T (a slice or index tensor) to compute logits only there, or a
-            (B, T) bool tensor: logits (N, embedding_size) of its N True positions, row by row
-            (a likelihood scores only its masked tokens: memory grows with them, not with B * T).
+        output_positions: index into T (a slice or index tensor) to compute logits only there; or
+            N positions, as a (B, T) bool tensor or as a pair (rows, columns) of (N,) long tensors
+            (`mask.nonzero(as_tuple=True)`): logits (N, embedding_size) of those positions in that
+            order (a likelihood scores only its masked tokens: memory grows with them, not with
+            B * T). The pair costs no host synchronisation; the bool tensor one (its count of N).
         block_size: block diffusion (LLaDA 2.x): a query at sequence position p sees the keys of its
             own block of `block_size` positions (counted from position 0 of the keys) and of every
             block before it, none after. None: every key (bidirectional).
@@ -366,7 +368,7 @@ class LLaDAModel(nn.Module):
 
     def forward_kv(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                    position_ids: Tensor | None = None, past_key_values: list[KV] | None = None,
-                   output_positions: Tensor | slice | None = None,
+                   output_positions: Tensor | slice | tuple[Tensor, Tensor] | None = None,
                    return_kv: bool = True, kv_cache: KVCache | None = None,
                    cache_position: int = 0, block_size: int | None = None) -> tuple[Tensor, list[KV]]:
         """As `forward`, and also the keys/values of the positions run, per layer (for caches)."""
@@ -415,16 +417,19 @@ class LLaDAModel(nn.Module):
             logits = logits * (1 / math.sqrt(cfg.d_model))
         return logits, kvs
 
-    def select_outputs(self, x: Tensor, output_positions: Tensor | slice | None, start: int,
+    def select_outputs(self, x: Tensor, output_positions: Tensor | slice | tuple[Tensor, Tensor] | None, start: int,
                        kv_cache: KVCache | None) -> Tensor:
         """The final hidden states (B, T, D) of the positions whose logits are asked for: all of
-        them, (B, T', D) for a slice or index, or (N, D) for a (B, T) bool mask. Here position i's
+        them, (B, T', D) for a slice or index, or (N, D) for a (B, T) bool mask or a (rows,
+        columns) pair of (N,) indices. Here position i's
         state predicts token i; a family whose state at i predicts token i + 1 (Dream) overrides
         this to realign them (`start`: position of x's first row; `kv_cache`: the call's cache)."""
         if output_positions is None:
             return x
         B, T = x.shape[:2]
-        return x[output_positions] if _is_row_mask(output_positions, B, T) else x[:, output_positions]
+        if isinstance(output_positions, tuple) or _is_row_mask(output_positions, B, T):
+            return x[output_positions]
+        return x[:, output_positions]
 
     # ----------------------------------------------------------------------------------------------
     @property

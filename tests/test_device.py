@@ -12,9 +12,12 @@ machine (`make test-gpu`, `bench/gpu.sh`).
 from __future__ import annotations
 
 import os
+from collections import deque
+from collections.abc import Iterator
 
 import pytest
 import torch
+from host_sync import syncs_on
 
 from llada.config import preset
 from llada.diffusion import forward_process, pretrain_loss_from_logits, sft_loss_from_logits
@@ -156,18 +159,85 @@ def test_training_loss_and_gradients_on_the_device(stage):
         _close(grad_dev, grad_ref)
 
 
-@pytest.mark.skipif(DEVICE.type != "cuda", reason="host synchronisation is counted on CUDA")
-def test_fixed_step_loop_has_no_host_sync():
-    """The fixed-step reverse process never waits for the GPU inside its step loop (issue: every
-    hidden .item()/bool() is a stall per step); torch raises on a synchronising call here."""
+# Host synchronisations, counted on this device (`host_sync.py`: torch's report on CUDA; on a CPU,
+# the operators that would wait for a GPU). Fixed-step sampling never waits inside its step loop.
+FIXED_STEPS = {"greedy": {}, "dual cache": {"cache": "dual"}, "prefix cache, cfg": {"cache": "prefix", "cfg_scale": 1.0},
+               "temperature": {"temperature": 0.7}, "random remasking": {"remasking": "random"},
+               "dream schedule, alg_temp": {"schedule": "dream", "alg_temp": 0.5},
+               "eos kept last": {"logits_eos_inf": True, "confidence_eos_eot_inf": True}}
+# ... and when the step count depends on the predictions, it checks once per step (block diffusion:
+# and once as each block starts)
+DATA_DEPENDENT = {"threshold": {"threshold": 0.5}, "factor": {"factor": 1.0},
+                  "threshold, dual cache": {"threshold": 0.5, "cache": "dual"},
+                  "block diffusion": {"block_causal": True},
+                  "block diffusion, threshold, prefix cache": {"block_causal": True, "threshold": 0.5, "cache": "prefix"},
+                  "token editing": {"block_causal": True, "editing_threshold": 0.5}}
+
+
+def _count_step_syncs(mode: dict) -> tuple[int, int, int, list[str]]:
+    """(syncs, steps, blocks, what synced) of one padded, batched call after a warm-up call."""
     _, test = _models()
-    canvas = torch.cat([torch.randint(0, 55, (2, 6)), torch.full((2, 32), MASK)], 1).to(DEVICE)
-    steps = denoise(test, canvas, start=6, block_length=16, steps=16)
-    next(steps)  # the first step may build what the loop reuses
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in steps:
-            pass
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    assert not (canvas == MASK).any()
+    am = torch.ones(2, 38, dtype=torch.long, device=DEVICE)
+    am[0, :2] = 0  # rows of different lengths, left padded
+
+    def run() -> Iterator:
+        canvas = torch.cat([torch.randint(0, 55, (2, 6)), torch.full((2, 32), MASK)], 1).to(DEVICE)
+        return denoise(test, canvas, start=6, block_length=16, steps=16, attention_mask=am,
+                       generator=torch.Generator(DEVICE).manual_seed(0), **mode)
+
+    deque(run(), maxlen=0)  # the first call may build what later ones reuse
+    steps = run()
+    with syncs_on(DEVICE) as syncs:
+        states = list(steps)
+    return syncs.count, len(states), len({s.block for s in states}), syncs.events
+
+
+@pytest.mark.parametrize("mode", list(FIXED_STEPS))
+def test_fixed_step_loop_has_no_host_sync(mode):
+    count, steps, _, events = _count_step_syncs(FIXED_STEPS[mode])
+    assert steps == 16 and count == 0, events
+
+
+@pytest.mark.parametrize("mode", list(DATA_DEPENDENT))
+def test_data_dependent_loops_sync_once_per_step(mode):
+    count, steps, blocks, events = _count_step_syncs(DATA_DEPENDENT[mode])
+    allowed = steps + (blocks if DATA_DEPENDENT[mode].get("block_causal") else 0)
+    assert 0 < count <= allowed, (count, steps, blocks, events)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_training_loss_and_backward_have_no_host_sync(stage):
+    """The loss of a micro-batch already on the device, forward and backward, never waits for it
+    (selecting the masked rows, `logits[masked]`, would: their count reaches the host)."""
+    _, test = _models()
+    test.train()
+    x0 = torch.randint(0, 55, (2, 32), device=DEVICE)
+    response = (torch.arange(32, device=DEVICE) >= 8)[None].expand(2, 32)
+    noised = forward_process(x0, MASK, maskable=response if stage == "sft" else None,
+                             generator=torch.Generator(DEVICE).manual_seed(0))
+    with syncs_on(DEVICE) as syncs:
+        logits = test(noised.noisy_ids)
+        if stage == "sft":
+            out = sft_loss_from_logits(logits, x0, noised, response)
+        else:
+            out = pretrain_loss_from_logits(logits, x0, noised)
+        out.loss.backward()
+    assert syncs.count == 0, syncs.events
+
+
+def test_likelihood_batches_do_not_wait_for_the_device():
+    """Eq. 6 selects the masked positions on the host (the model takes their indices): the model
+    never synchronises, and a call synchronises the same number of times whatever its batch count
+    (on CUDA: once, to bring the sums back)."""
+    _, test = _models()
+    pairs = [([1, 2, 3, 4], [5, 6, 7]), ([9, 8], [7, 6, 5, 4])]
+    counts = []
+    for batch_size in (16, 2):  # 2 and 16 forward passes
+        log_likelihoods(test, pairs, mc_num=16, batch_size=batch_size, cfg_scale=1.0)  # warm-up
+        with syncs_on(DEVICE) as syncs:
+            log_likelihoods(test, pairs, mc_num=16, batch_size=batch_size, cfg_scale=1.0,
+                            generator=torch.Generator().manual_seed(1))
+        assert not [e for e in syncs.events if "model.py" in e], syncs.events
+        counts.append(syncs.count)
+    if DEVICE.type == "cuda":
+        assert counts[0] == counts[1] <= 1, counts

@@ -15,6 +15,7 @@ from llada.diffusion import (
     ar_loss,
     crop_length,
     forward_process,
+    masked_cross_entropy,
     pretrain_loss,
     sample_t,
     sft_loss,
@@ -284,3 +285,30 @@ def test_pretrain_loss_from_logits_hand_masks():
     assert out.num_tokens.item() == 5
     no_pad = pretrain_loss_from_logits(logits, x0, noised)  # without a mask: B · L = 10
     assert no_pad.loss.item() == pytest.approx(expected * 8 / 10, rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_masked_cross_entropy_matches_torch_in_chunks(monkeypatch, dtype):
+    """Per-position cross-entropy and its gradient equal torch's cross_entropy on the upcast logits,
+    row by row, when the rows are processed in several chunks (a ragged last one); unmasked
+    positions give exactly zero loss and zero gradient."""
+    import llada.diffusion as diffusion
+
+    monkeypatch.setattr(diffusion, "_CE_CHUNK_ELEMENTS", 7 * 13)  # 7 rows per chunk, 33 rows
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(3, 11, 13, dtype=torch.float64)).to(dtype).requires_grad_()
+    targets = torch.randint(0, 13, (3, 11))
+    masked = torch.rand(3, 11) < 0.5
+    weights = torch.randn(3, 11, dtype=torch.float64)
+    ce = masked_cross_entropy(logits, targets, masked)
+    assert ce.dtype == torch.promote_types(dtype, torch.float32)
+    (grad,) = torch.autograd.grad((ce.double() * weights).sum(), logits)
+    upcast = logits.detach().to(ce.dtype).requires_grad_()
+    want = torch.where(masked, F.cross_entropy(upcast.transpose(1, 2), targets, reduction="none"), 0.0)
+    (want_grad,) = torch.autograd.grad((want.double() * weights).sum(), upcast)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert torch.allclose(ce, want, atol=tol, rtol=0)
+    assert torch.allclose(grad.to(want_grad.dtype), want_grad, atol=tol if dtype != torch.bfloat16 else 1e-2, rtol=0)
+    assert (grad[~masked] == 0).all() and (ce[~masked] == 0).all()
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(lambda x: masked_cross_entropy(x, targets, masked), (logits.detach().requires_grad_(),))
