@@ -535,15 +535,18 @@ def fsync_tree(root: Path) -> None:
 _PEFT_PREFIX = "base_model.model."
 
 
-def save_lora_adapter(module: nn.Module, path: str | Path, base: str) -> None:
+def save_lora_adapter(module: nn.Module, path: str | Path, base: str,
+                      state: dict[str, torch.Tensor] | None = None) -> None:
     """Write the LoRA adapters of `module` (a peft-wrapped LLaDAModel, compiled or not) into `path`:
-    adapter_config.json (naming `base`, the model it adapts) and adapter_model.safetensors."""
+    adapter_config.json (naming `base`, the model it adapts) and adapter_model.safetensors.
+    `state`: the module's whole state dict when its own parameters are not (FSDP shards: the one
+    accelerate's `get_state_dict` gathered); default `module.state_dict()`."""
     from peft import get_peft_model_state_dict
 
     peft_model = getattr(module, "_orig_mod", module)
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    state = get_peft_model_state_dict(peft_model)
+    state = get_peft_model_state_dict(peft_model, state_dict=state)
     state = {_PEFT_PREFIX + KEY_PREFIX + k.removeprefix(_PEFT_PREFIX): v.detach().cpu().contiguous()
              for k, v in state.items()}
     save_file(state, str(out / ADAPTER_WEIGHTS), metadata={"format": "pt"})

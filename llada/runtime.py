@@ -64,11 +64,28 @@ def apply_lora(model: LLaDAModel, r: int, alpha: int | None = None, dropout: flo
     return peft_model
 
 
-def merge_lora(model: nn.Module) -> LLaDAModel:
-    """The plain model with the adapters folded into the weights (a no-op without LoRA)."""
-    if hasattr(model, "merge_and_unload"):
-        return model.merge_and_unload()
-    return model
+def merge_lora_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """peft's `merge_and_unload` on a state dict of the peft-wrapped `model` (its `state_dict()`, or the one
+    accelerate's `get_state_dict` gathers from FSDP shards, whose parameters `copy.deepcopy` and an
+    in-place merge cannot take): each adapted Linear's `base_layer.weight` W becomes
+    W + scaling · B @ A (computed in float32, rounded once to W's dtype, as peft's merge does for a
+    half-precision weight on the CPU), under the key the plain model gives it; the adapters are
+    dropped. Other keys keep their prefix (peft's `base_model.model.`). No copy of the model is made.
+
+    Raises KeyError when an adapted weight has no lora_A/lora_B pair in `state`."""
+    from peft.tuners.lora import LoraLayer
+
+    scaling = {name: m.scaling["default"] for name, m in model.named_modules() if isinstance(m, LoraLayer)}
+    merged: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if ".lora_" in key:
+            continue
+        module, found, leaf = key.rpartition(".base_layer.")
+        if found and leaf == "weight":
+            a, b = state[f"{module}.lora_A.default.weight"], state[f"{module}.lora_B.default.weight"]
+            value = (value.float() + (b.float() @ a.float()) * scaling[module]).to(value.dtype)
+        merged[f"{module}.{leaf}" if found else key] = value
+    return merged
 
 
 def base_model(model: nn.Module) -> LLaDAModel:

@@ -675,30 +675,30 @@ class Trainer:
     def _save_model_dir(self, path: Path) -> None:
         """The model directory of the weights being trained: a checkpoint's (beside trainer/, which
         holds no weights) or the final one. With LoRA it holds the merged weights, and adapter/ the
-        adapters alone as peft writes them (what a resume reads back, `restore_adapters`).
+        adapters alone as peft writes them (what a resume reads back, `restore_adapters`); both come
+        from one state dict, gathered from every process's shards under FSDP (written by rank 0).
         training_config.json and adapter/ go in first, so that the model card describes them."""
         from llada import checkpoint
         from llada.runtime import base_model
 
         unwrapped = self.acc.unwrap_model(self.module)
+        full = self.acc.get_state_dict(self.module)  # every process calls it: under FSDP it gathers the shards
+        if not self.acc.is_main_process:
+            return
         if self.cfg.lora_r:
-            import copy
+            from llada.runtime import merge_lora_state
 
-            from llada.runtime import merge_lora
-
-            merged = merge_lora(copy.deepcopy(unwrapped))
-            state = {k: v.detach().cpu() for k, v in merged.state_dict().items()}
+            merged = merge_lora_state(full, unwrapped)
         else:
-            full = self.acc.get_state_dict(self.module)
-            prefix = _common_prefix(full, base_model(unwrapped))
-            state = {k[len(prefix):]: v.detach().cpu() for k, v in full.items()}
+            merged = full
+        prefix = _common_prefix(merged, base_model(unwrapped))
+        state = {k[len(prefix):]: v.detach().cpu() for k, v in merged.items()}
         state = family_for(self.model_config).to_checkpoint(state)  # in the keys of the model's family
-        if self.acc.is_main_process:
-            path.mkdir(parents=True, exist_ok=True)
-            (path / TRAINING_CONFIG).write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n")
-            if self.cfg.lora_r:
-                checkpoint.save_lora_adapter(unwrapped, path / checkpoint.ADAPTER_DIR, base=self.cfg.model)
-            checkpoint.save_state_dict(path, state, self.model_config, self.tokenizer)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / TRAINING_CONFIG).write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n")
+        if self.cfg.lora_r:
+            checkpoint.save_lora_adapter(unwrapped, path / checkpoint.ADAPTER_DIR, base=self.cfg.model, state=full)
+        checkpoint.save_state_dict(path, state, self.model_config, self.tokenizer)
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metrics logged after `step`: a resumed run drops what it will redo, a run started

@@ -807,3 +807,69 @@ def test_killed_anywhere_then_resumed_ends_with_the_uninterrupted_weights(tmp_pa
            [(r["step"], r["loss"], r["grad_norm"]) for r in ref_rows]
     a, b = load_file(reference / "model.safetensors"), load_file(out / "run" / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("lora_r", [4, 0], ids=["lora", "full"])
+def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path, corpus, lora_r):
+    """Two processes under accelerate's FSDP2 (each Transformer block sharded, `fsdp_on_cpu.py`):
+    the saved model, gathered from the shards (LoRA: merged), equals a one-process run with the same
+    global batch up to the order of the reductions; a run stopped at its step-2 checkpoint and resumed
+    from the sharded state ends with the uninterrupted run's weights, bit for bit."""
+    common = ["train", "--model", "debug", "--data", str(corpus), "--seq_len", "32", "--log_every", "1",
+              "--eval_every", "0", "--save_every", "2", "--vocab_size", "300", "--progress", "false",
+              "--tensorboard", "false", "--lora_r", str(lora_r)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    fsdp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            str(Path(__file__).with_name("fsdp_on_cpu.py")), *common, "--batch_size", "2"]
+    runs = {"whole": ["--max_steps", "4"], "stopped": ["--max_steps", "2"],
+            "resumed": ["--max_steps", "4", "--resume", "auto"]}
+    for name, extra in runs.items():
+        out = tmp_path / ("resumed" if name == "stopped" else name)
+        done = subprocess.run([*fsdp, *extra, "--out_dir", str(out)], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "llada", *common, "--batch_size", "4", "--max_steps", "4",
+                          "--out_dir", str(tmp_path / "one")], env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b, c = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("whole", "one", "resumed"))
+    assert set(a) == set(b) and not any(".lora_" in k or "base_layer" in k for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0, msg=k)
+        assert torch.equal(a[k], c[k]), k
+    assert _losses(tmp_path / "whole") == pytest.approx(_losses(tmp_path / "one"), rel=1e-5)
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "whole")
+    if lora_r:  # the adapters are whole too, not one process's shard
+        adapters = load_file(tmp_path / "whole" / "model" / "adapter" / "adapter_model.safetensors")
+        want = load_file(tmp_path / "one" / "model" / "adapter" / "adapter_model.safetensors")
+        assert {k: v.shape for k, v in adapters.items()} == {k: v.shape for k, v in want.items()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lora_merged_from_a_state_dict_equals_peft_merge(dtype):
+    """`merge_lora_state` (what a FSDP run's gathered state dict is merged with) gives peft's
+    merge_and_unload weights: bit for bit in float32; in bfloat16 within one rounding (peft rounds
+    the update before adding it)."""
+    import copy
+
+    from llada.config import preset
+    from llada.model import LLaDAModel
+    from llada.runtime import apply_lora, merge_lora_state
+
+    torch.manual_seed(0)
+    adapted = apply_lora(LLaDAModel(preset("debug")).to(dtype), 4)
+    with torch.no_grad():  # peft starts B at zero: a merge of that would change nothing
+        for name, p in adapted.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.3)
+    got = merge_lora_state(adapted.state_dict(), adapted)
+    want = copy.deepcopy(adapted).merge_and_unload().state_dict()
+    got = {k.removeprefix("base_model.model."): v for k, v in got.items()}
+    assert got.keys() == want.keys()
+    before = {k.removeprefix("base_model.model.").replace(".base_layer", ""): v
+              for k, v in adapted.state_dict().items() if ".lora_" not in k}
+    changed = [k for k in want if not torch.equal(want[k], before[k])]
+    assert len(changed) == 2 * 7  # every adapted Linear of the debug model's blocks
+    for k in want:
+        if dtype == torch.float32:
+            assert torch.equal(got[k], want[k]), k
+        else:
+            torch.testing.assert_close(got[k].float(), want[k].float(), atol=0, rtol=2**-7, msg=k)
