@@ -25,6 +25,7 @@ import torch
 
 from llada.config import preset
 from llada.model import LLaDAModel
+from llada.runtime import compile_blocks
 from llada.sampling import generate
 
 SETTINGS = {
@@ -81,13 +82,13 @@ def main() -> None:
     p.add_argument("--batch", default="1", help="comma list of batch sizes")
     p.add_argument("--settings", default=",".join(SETTINGS))
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    p.add_argument("--compile", action="store_true", help="compile each block first (llada.load(..., compile=True))")
     p.add_argument("--quality", action="store_true")
     args = p.parse_args()
 
     model, tokenizer = build(args)
     if args.compile:
-        model.forward = torch.compile(model.forward, dynamic=True)
+        compile_blocks(model)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()} threads"
     print(f"device: {name}; model {args.model or args.preset} ({model.config.num_params() / 1e6:.1f}M, {args.dtype}); "
           f"gen_length {args.gen_length}, block {args.block_length}")

@@ -48,4 +48,8 @@ timeout 120 $PY bench/likelihood.py --preset llada-8b --dtype bfloat16 --device 
   --mc-batch 32,64 2>&1 | tee "$OUT/likelihood.txt"
 timeout 120 $PY bench/likelihood_memory.py --preset llada-8b --dtype bfloat16 --device cuda \
   --lengths 1024,2048,4000 --mc-batch 32 2>&1 | tee "$OUT/likelihood-memory.txt"
+log "sampler at batch 1 with each block compiled (runtime.compile_blocks), against generate.txt (last: compilation may run long)"
+timeout 200 $PY bench/generate.py --preset llada-8b --vocab 126464 --dtype bfloat16 --device cuda \
+  --prompt-len 128 --gen-length 256 --batch 1 --settings "reference,dual+thr 0.9" --compile 2>&1 | tee "$OUT/generate-compiled.txt"
+
 log "done"

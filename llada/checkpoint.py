@@ -190,7 +190,7 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
                device: str | torch.device | None = None, revision: str | None = None,
                quantization: str | None = None, device_map: str | dict[str, Any] | None = None,
                max_memory: dict[int | str, int | str] | None = None,
-               offload_folder: str | Path | None = None) -> LLaDAModel:
+               offload_folder: str | Path | None = None, compile: bool = False) -> LLaDAModel:
     """The model of a model directory, in eval mode, streamed shard by shard onto `device`.
 
     quantization: None, "int8" or "int4": the block Linear layers quantized weight-only after loading
@@ -199,16 +199,18 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
         (`placement.resolve_device_map`); each tensor goes straight to its place and accelerate's
         hooks run the forward across them. max_memory: the budget of "auto" ({0: "80GiB", "cpu":
         "200GiB"}); offload_folder: where "disk" weights are written.
+    compile: each block compiled for inference (`runtime.compile_blocks`).
     Raises ModelDirError / CheckpointError for a directory that does not load, and CheckpointError
-    for options that do not go together (device_map with device or quantization).
+    for options that do not go together (device_map with device, quantization or compile).
     """
     from llada import runtime
 
     runtime.check_quantization(quantization)
     if device_map is not None and device is not None:
         raise CheckpointError("give device or device_map, not both: a device_map places every module itself")
-    if device_map is not None and quantization is not None:
-        raise CheckpointError("quantization with a device_map is not supported yet; give one of them")
+    if device_map is not None and (quantization is not None or compile):
+        raise CheckpointError(f"{'quantization' if quantization is not None else 'compile'} with a device_map is "
+                              "not supported yet; give one of them")
     if device_map is None and (max_memory is not None or offload_folder is not None):
         raise CheckpointError("max_memory and offload_folder apply with device_map; give device_map='auto' too")
     root = _resolve_dir(path, revision)
@@ -237,7 +239,7 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
         return placer.dispatch(model)
     if quantization is not None:
         runtime.quantize(model, quantization, device)
-    return model
+    return runtime.compile_blocks(model) if compile else model
 
 
 def _stored_dtype(root: Path, files: dict[str, list[str]]) -> torch.dtype:
@@ -343,7 +345,7 @@ def check_tokenizer(tokenizer: Any, config: ModelConfig, source: str = "tokenize
 def load(path: str | Path, *, dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
          tokenizer: bool = True, revision: str | None = None, quantization: str | None = None,
          device_map: str | dict[str, Any] | None = None, max_memory: dict[int | str, int | str] | None = None,
-         offload_folder: str | Path | None = None) -> Bundle:
+         offload_folder: str | Path | None = None, compile: bool = False) -> Bundle:
     """Open a model directory (ours or a public LLaDA checkpoint, sharded or not, or a Hub id).
 
     dtype: None/"auto" keeps the stored dtype; "float32", "bfloat16" or "float16" converts.
@@ -355,11 +357,13 @@ def load(path: str | Path, *, dtype: str | torch.dtype | None = None, device: st
     device_map: instead of `device`, "auto" (blocks balanced over the GPUs of `max_memory`, then the
         CPU, then disk) or a dict of module name -> GPU index, "cpu" or "disk"; blocks are never split
         and `offload_folder` holds the "disk" weights (accelerate's big-model inference, `placement`).
+    compile: compile each block for a model that only runs forward (`runtime.compile_blocks`; the
+        first calls pay the compilation).
     Errors are ModelDirError / CheckpointError with one line saying what was wrong.
     """
     root = _resolve_dir(path, revision)
     model = load_model(root, dtype=dtype, device=device, quantization=quantization, device_map=device_map,
-                       max_memory=max_memory, offload_folder=offload_folder)
+                       max_memory=max_memory, offload_folder=offload_folder, compile=compile)
     tok = load_tokenizer(root, model.config) if tokenizer else None
     if tok is not None:
         fill_special_ids(model.config, tok)

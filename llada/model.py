@@ -168,6 +168,7 @@ class MoE(nn.Module):
             weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
         return chosen, weights * m.scaling
 
+    @torch.compiler.disable  # the grouping by expert is data dependent: eager under a compiled block
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, D) -> (B, T, D): each token's experts run on it, mixed by the router's weights in
         float32; tokens are grouped by expert so each expert runs once (one host sync per block,
@@ -227,7 +228,7 @@ class Block(nn.Module):
         self.act = _ACTIVATIONS[config.activation_type]
 
     def attention(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, past: KV | None,
-                  cache: KV | None = None, at: int = 0, is_causal: bool = False) -> tuple[Tensor, KV]:
+                  cache: KV | None = None, at: Tensor | None = None, is_causal: bool = False) -> tuple[Tensor, KV]:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
@@ -238,8 +239,8 @@ class Block(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         new_kv = (k, v)
         if cache is not None:  # write this step's positions into the static buffers, attend over all
-            cache[0][:, :, at:at + T] = k
-            cache[1][:, :, at:at + T] = v
+            cache[0].index_copy_(2, at, k)  # `at`: the T positions, a tensor (a compiled block does not
+            cache[1].index_copy_(2, at, v)  # specialise on the position as it would on an int)
             k, v = cache  # (B, Hkv, L, hd)
         elif past is not None:
             k = torch.cat((past[0], k), dim=2)  # (B, Hkv, S + T, hd)
@@ -258,7 +259,7 @@ class Block(nn.Module):
         return self.ff_out(self.act(self.ff_proj(x)) * self.up_proj(x))
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None = None,
-                past: KV | None = None, cache: KV | None = None, at: int = 0,
+                past: KV | None = None, cache: KV | None = None, at: Tensor | None = None,
                 is_causal: bool = False) -> tuple[Tensor, KV]:
         p = self.config.residual_dropout if self.training else 0.0
         a, kv = self.attention(self.attn_norm(x), cos, sin, mask, past, cache, at, is_causal)
@@ -390,13 +391,14 @@ class LLaDAModel(nn.Module):
         x = F.dropout(x, cfg.embedding_dropout, self.training)
 
         kvs: list[KV] = []
+        at = None if kv_cache is None else torch.arange(start, start + T, device=input_ids.device)  # cache positions
         for i, block in enumerate(self.transformer.blocks):
             past = None if past_key_values is None else past_key_values[i]
             cache = None if kv_cache is None else kv_cache.layers[i]
             if self.activation_checkpointing and self.training:
-                x, kv = checkpoint(block, x, cos, sin, mask, past, cache, start, is_causal, use_reentrant=False)
+                x, kv = checkpoint(block, x, cos, sin, mask, past, cache, at, is_causal, use_reentrant=False)
             else:
-                x, kv = block(x, cos, sin, mask, past, cache, start, is_causal)
+                x, kv = block(x, cos, sin, mask, past, cache, at, is_causal)
             if cache is not None and kv[0].device != cache[0].device:
                 # the block ran on another device (a device_map's hooks moved its inputs there) and
                 # wrote into a copy of its cache: the layer's cache moves there, with these positions

@@ -120,6 +120,26 @@ def compile_model(module: nn.Module) -> nn.Module:
     return torch.compile(module, dynamic=False)
 
 
+def compile_blocks(model: LLaDAModel) -> LLaDAModel:
+    """Compile each Transformer block of a model that only runs forward (`llada.load(...,
+    compile=True)`, the inference commands' --compile), in place; returns the model.
+
+    torch.compile with inductor fuses what eager runs as separate kernels (the norms, RoPE,
+    SwiGLU's product, the residual adds) around the matmuls and attention. Every block shares one
+    compiled graph per kind of call (the blocks are one class, their weights inputs). Sizes are
+    symbolic from the start (batch, prompt length, cache length; the cache positions are a tensor),
+    so the kinds are few: with or without a key/value cache, with or without padded rows, a batch of
+    one or more (torch specialises size 1); tests/test_load_options.py counts 6 graphs for all the
+    sampler's calls, and none more for new lengths and batch sizes. The first calls pay the
+    compilation. An MoE block's routing stays eager (its grouping by expert is data dependent).
+    torchao's quantized layers compile too (their kernels are made for it). No CUDA graphs: they
+    need static shapes, which a server would get by bucketing lengths; unmeasured, so not built.
+    """
+    for block in model.transformer.blocks:
+        block.compile(dynamic=True)
+    return model
+
+
 # ------------------------------------------------------------------------------- quantization (torchao)
 
 # int4 weights are quantized in groups along the input dimension, each with its own scale and zero

@@ -685,6 +685,8 @@ class Trainer:
         full = self.acc.get_state_dict(self.module)  # every process calls it: under FSDP it gathers the shards
         if not self.acc.is_main_process:
             return
+        unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)  # --compile: the module it compiled
+        full = {k.removeprefix("_orig_mod."): v for k, v in full.items()}
         if self.cfg.lora_r:
             from llada.runtime import merge_lora_state
 

@@ -172,7 +172,8 @@ def test_a_missing_backend_names_the_extra(model_dir, monkeypatch):
 def test_the_cli_flag(model_dir, capsys):
     for command in ("serve", "eval", "poem", "generate", "chat"):
         assert main([command, "--help"]) == 0
-        assert "--quantization" in capsys.readouterr().out, command
+        shown = capsys.readouterr().out
+        assert "--quantization" in shown and "--compile" in shown, command
     assert main(["serve", "--model", str(model_dir), "--quantization", "int3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "int8, int4" in err
@@ -196,6 +197,41 @@ def test_lm_eval_model_args_take_it(model_dir):
     harness = pytest.importorskip("llada.evaluation.harness", exc_type=ImportError)
     lm = harness.LLaDAEvalLM(pretrained=str(model_dir), device="cpu", quantization="int8")
     assert type(lm.model.transformer.blocks[0].q_proj.weight).__name__ == "Int8Tensor"
+
+
+# --------------------------------------------------------------------------------------------- compile
+
+
+def test_compiled_blocks_answer_as_eager_and_stop_recompiling(model_dir, full):
+    """`compile=True`: every block compiled; greedy answers equal the eager model's with and without
+    the dual cache and with padded rows. Once a first round of requests has made the sizes symbolic,
+    a second round of new prompt lengths and batch sizes compiles nothing, and the graphs stay
+    under dynamo's recompile limit (past it, a block would silently run eager)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    compiled = llada.load(model_dir, compile=True).model
+    assert all(getattr(b, "_compiled_call_impl", None) is not None for b in compiled.transformer.blocks)
+    graphs = []
+    for round_ in ([(1, 5), (1, 7), (2, 6), (3, 9)], [(1, 11), (2, 4), (4, 8), (5, 13)]):
+        for i, (rows, length) in enumerate(round_):
+            am = torch.ones(rows, length, dtype=torch.long)
+            am[-1, :2] = 0 if rows > 1 else 1  # a left-padded row among longer ones
+            for cache in (None, "dual"):
+                opts = SamplerOptions(gen_length=8, steps=4, block_length=4, cache=cache)
+                want = sample(full.model, _ids(rows, length, i), opts, attention_mask=am).sequences
+                got = sample(compiled, _ids(rows, length, i), opts, attention_mask=am).sequences
+                assert torch.equal(got, want), (rows, length, cache)
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    assert graphs[1] == graphs[0] < torch._dynamo.config.recompile_limit, graphs
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("value", ["yes", 1])
+def test_lm_eval_compile_takes_a_boolean(model_dir, value):
+    harness = pytest.importorskip("llada.evaluation.harness", exc_type=ImportError)
+    with pytest.raises(UserError, match="compile must be true or false"):
+        harness.LLaDAEvalLM(pretrained=str(model_dir), device="cpu", compile=value)
 
 
 # --------------------------------------------------------------------------------------------- device_map
@@ -277,6 +313,7 @@ def test_auto_on_this_cpu_places_everything_here(model_dir, full):
     (dict(device_map={"": "cpu"}, max_memory={"cpu": "1GiB"}), "applies to device_map='auto'"),
     (dict(device_map="auto", max_memory={"cpu": 1000}), "offloads transformer.wte to disk"),  # too little
     (dict(device_map="auto", max_memory={"cpu": "lots"}), "max_memory"),
+    (dict(device_map="auto", compile=True), "compile with a device_map"),
 ])
 def test_device_map_mistakes_are_one_line(model_dir, kwargs, message):
     with pytest.raises(CheckpointError, match=message) as e:

@@ -50,7 +50,8 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
              limit: int | None = 100, mc_num: int = 16,
              choice: bool = True, likelihood_docs: int = 64, seed: int | None = None,
              world: WorldConfig | None = None, out_dir: str | None = None,
-             device: str | None = None, dtype: str = "auto", quantization: str | None = None) -> Path:
+             device: str | None = None, dtype: str = "auto", quantization: str | None = None,
+             compile: bool = False) -> Path:
     """Score a model on the built-in tasks, with optional ablations and an AR baseline.
 
     Args:
@@ -76,6 +77,7 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
         device: cpu, cuda, mps (default: cuda when available)
         dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
         quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
+        compile: compile each Transformer block (torch.compile; the first calls pay the compilation)
     """
     from llada.checkpoint import load
     from llada.cli import output_dir, resolve_device
@@ -112,7 +114,8 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
     models = [("diffusion", model)] + ([("autoregressive", baseline)] if baseline else [])
     results, likelihood = [], {}
     for wanted, path in models:
-        bundle = load(path, dtype=inference_dtype(dtype, device), device=device, quantization=quantization)
+        bundle = load(path, dtype=inference_dtype(dtype, device), device=device, quantization=quantization,
+                      compile=compile)
         kind = bundle.model.config.kind
         if kind != wanted:
             flag, want = ("--model", "a diffusion model") if wanted == "diffusion" else \

@@ -7,7 +7,8 @@
     llada lm-eval --model llada --model_args pretrained=GSAI-ML/LLaDA-8B-Instruct --preset llada-8b-instruct --tasks gsm8k
         # the paper's settings for each task (llada/evaluation/presets.py); explicit flags win
 
-`quantization=int8` (or int4) in --model_args loads the model quantized, as `llada.load` does.
+`quantization=int8` (or int4) in --model_args loads the model quantized, and `compile=true` with
+each block compiled, as `llada.load` does.
 
 `llada lm-eval` is lm-eval's own command line with this model registered (lm-eval has no plugin
 discovery); from Python, `import llada.evaluation.harness` and then `lm_eval.simple_evaluate(model="llada")`.
@@ -69,11 +70,14 @@ class LLaDAEvalLM(TemplateLM):
     def __init__(self, pretrained: str, dtype: str = "auto", device: str | None = None, batch_size: int | str = 8,
                  mc_num: int = 128, mc_batch_size: int = 32, is_greedy_check: bool = True,
                  rolling_context: int = 0, seed: int = 1234, max_length: int | None = None,
-                 revision: str | None = None, quantization: str | None = None, **sampler: Any) -> None:
+                 revision: str | None = None, quantization: str | None = None, compile: bool = False,
+                 **sampler: Any) -> None:
         super().__init__()
         unknown = sorted(set(sampler) - set(SAMPLER_KEYS))
         if unknown:
             raise UserError(f"unknown --model_args {', '.join(unknown)}; sampler options are {', '.join(SAMPLER_KEYS)}")
+        if not isinstance(compile, bool):
+            raise UserError(f"compile must be true or false, got {compile!r}")
         import accelerate
 
         device = _check_device(device)
@@ -83,7 +87,7 @@ class LLaDAEvalLM(TemplateLM):
         if device is None or self._world_size > 1:
             device = str(self.accelerator.device)
         bundle = load(pretrained, dtype=inference_dtype(dtype, device), device=device, revision=revision,
-                      quantization=quantization)
+                      quantization=quantization, compile=compile)
         self.model, self.tokenizer = bundle.model.eval(), bundle.tokenizer
         self._device = torch.device(device)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8

@@ -130,7 +130,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int = 28, steps: int | None = None,
               block_length: int | None = None, cfg_scale: float = 0.0, logits_eos_inf: bool = True,
               batch_size: int = 16, limit: int | None = None, device: str | None = None,
-              dtype: str | None = None, quantization: str | None = None,
+              dtype: str | None = None, quantization: str | None = None, compile: bool = False,
               revision: str | None = None) -> dict[str, dict[str, float]]:
     """Forward and reverse accuracy of a model on poem couplets (Table 4); writes results.json and report.md.
 
@@ -148,6 +148,7 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
         device: cpu or cuda (default: cuda when available)
         dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
         quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
+        compile: compile each Transformer block (torch.compile; the first calls pay the compilation)
         revision: a branch, tag or commit when --model is a Hugging Face Hub id
 
     Returns {"forward": {...}, "reverse": {...}} with n, accuracy, accuracy_se, exact, exact_se.
@@ -170,7 +171,7 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
                              logits_eos_inf=logits_eos_inf)
     out = output_dir(out_dir)
     bundle = load(model, dtype=inference_dtype(dtype, device), device=device, revision=revision,
-                  quantization=quantization)
+                  quantization=quantization, compile=compile)
     net, tok = bundle.model.eval(), bundle.tokenizer
 
     items = [it for d in DIRECTIONS for it in build_items(couplets, d)]

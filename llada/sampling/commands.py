@@ -47,19 +47,20 @@ def options_from_flags(flags: dict[str, Any]) -> Any:
 
 
 def _load(model: str, device: str | None, dtype: str | None, revision: str | None = None,
-          quantization: str | None = None):
+          quantization: str | None = None, compile: bool = False):
     from llada.checkpoint import load
     from llada.cli import resolve_device
     from llada.runtime import inference_dtype
 
     device = resolve_device(device)
-    return load(model, dtype=inference_dtype(dtype, device), device=device, revision=revision, quantization=quantization)
+    return load(model, dtype=inference_dtype(dtype, device), device=device, revision=revision, quantization=quantization,
+                compile=compile)
 
 
 @sampler_flags
 def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool = False, chat: bool = True,
              device: str | None = None, dtype: str | None = None, revision: str | None = None,
-             quantization: str | None = None, **options: Any) -> None:
+             quantization: str | None = None, compile: bool = False, **options: Any) -> None:
     """Sample a response to PROMPT (the reverse process; left to right for an autoregressive model).
 
     Args:
@@ -71,11 +72,12 @@ def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool 
         dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
         revision: a branch, tag or commit when --model is a Hugging Face Hub id
         quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
+        compile: compile each Transformer block (torch.compile; the first calls pay the compilation)
     """
     from llada.sampling.text import decode_response, stream_text
 
     opts = options_from_flags(options)
-    bundle = _load(model, device, dtype, revision, quantization)
+    bundle = _load(model, device, dtype, revision, quantization, compile)
     state = None
     for state, text in stream_text(bundle.model, bundle.tokenizer, prompt, opts, chat=chat):
         if trace and not state.final:
@@ -92,7 +94,8 @@ def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool 
 
 @sampler_flags
 def chat(model: str = "runs/quickstart/sft/model", device: str | None = None, dtype: str | None = None,
-         revision: str | None = None, quantization: str | None = None, **options: Any) -> None:
+         revision: str | None = None, quantization: str | None = None, compile: bool = False,
+         **options: Any) -> None:
     """Multi-turn chat in the terminal: each answer is written as its text settles, left to right.
     An empty line, `exit` or end of input quits; /help lists the commands (/reset, /settings, /set).
 
@@ -102,9 +105,10 @@ def chat(model: str = "runs/quickstart/sft/model", device: str | None = None, dt
         dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
         revision: a branch, tag or commit when --model is a Hugging Face Hub id
         quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
+        compile: compile each Transformer block (torch.compile; the first calls pay the compilation)
     """
     opts = options_from_flags(options)
-    bundle = _load(model, device, dtype, revision, quantization)
+    bundle = _load(model, device, dtype, revision, quantization, compile)
     _line_editing()
     session = _Chat(bundle, opts)
     print("chat with the model; an empty line or `exit` quits, /help lists the commands")

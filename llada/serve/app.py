@@ -589,7 +589,8 @@ def _check_exposure(host: str, port: int, api_key: str | None, allow_unauthentic
 
 @sampler_flags
 def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", port: int = 8000,
-          device: str | None = None, dtype: str = "auto", quantization: str | None = None, max_batch: int = 8, max_queue: int = 64,
+          device: str | None = None, dtype: str = "auto", quantization: str | None = None, compile: bool = False,
+          max_batch: int = 8, max_queue: int = 64,
           timeout_s: float = 120.0, max_gen_tokens: int = 256, api_key: str | None = None,
           served_model_name: str | None = None, mc_num: int = 32, allowed_hosts: str | None = None,
           allow_unauthenticated: bool = False, revision: str | None = None, **options: Any) -> None:
@@ -602,6 +603,7 @@ def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", por
         device: cpu, cuda, ... (default: cuda when available)
         dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
         quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
+        compile: compile each Transformer block (torch.compile; the first calls pay the compilation)
         max_batch: requests batched into one sampler call
         max_queue: waiting requests before 429
         timeout_s: per-request limit (queueing included) before 408
@@ -633,5 +635,5 @@ def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", por
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     bundle = load(model, dtype=inference_dtype(dtype, device), device=device, revision=revision,
-                  quantization=quantization)
+                  quantization=quantization, compile=compile)
     uvicorn.run(create_app(bundle, cfg), host=host, port=port, log_level="info")
