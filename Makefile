@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 EXTRAS ?= train,eval,serve,dev,quant
 BIN     = $(VENV)/bin
 
-.PHONY: setup quickstart test lint bench clean test-gpu bench-gpu
+.PHONY: setup quickstart test lint bench clean test-gpu bench-gpu rehearse-gpu
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ test-gpu:
 
 bench-gpu:
 	PYTHON=$(GPU_PYTHON) bash bench/gpu.sh
+
+# The same script on this machine's CPU with tiny shapes, before spending device time on it.
+rehearse-gpu: setup
+	REHEARSAL=1 OUT=runs/gpu-rehearsal PYTHON=$(BIN)/python bash bench/gpu.sh
 
 lint: setup
 	$(BIN)/ruff check llada tests bench

@@ -24,9 +24,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 aten = torch.ops.aten
 
 # operators that read a value or a data-dependent size back to the host
-_SYNCING = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten._unique, aten._unique2,
-            aten.unique_dim, aten.unique_consecutive, aten.argwhere}
-_BOOL_INDEXED = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
+def _ops(*names: str) -> set:
+    """The operators of these names that this torch build has (the GPU machine's may be older)."""
+    return {getattr(aten, n) for n in names if hasattr(aten, n)}
+
+
+_SYNCING = _ops("_local_scalar_dense", "nonzero", "masked_select", "_unique", "_unique2", "unique_dim",
+                "unique_consecutive", "argwhere")
+_BOOL_INDEXED = _ops("index", "index_put", "index_put_", "_index_put_impl_")
 _HOST_COPIES = ("tolist", "cpu", "numpy")
 
 
