@@ -447,7 +447,23 @@ class Trainer:
         state = json.loads((resume_dir / "trainer" / "state.json").read_text())
         self.step = state["step"]
         self._match_threads(state.get("threads"), resume_dir)
+        self._set_aside_later(self.step, resume_dir)
         logger.info("resumed from %s at step %d", resume_dir, self.step)
+
+    def _set_aside_later(self, step: int, resume_dir: Path) -> None:
+        """A resume from step `step` (an explicit --resume of an older checkpoint) starts the run
+        anew from there: checkpoints of this out_dir past that step belong to the run it replaces,
+        and a later `--resume auto` must never pick one up. Each is kept, renamed superseded-step-N,
+        and the log says so."""
+        later = [c for c in self.checkpoints() if _step_of(c) > step]
+        self.acc.wait_for_everyone()  # every process has seen the same list before any is moved
+        for old in later:
+            aside = _unused(self.ckpt_root / f"superseded-{old.name}")
+            if self.acc.is_main_process:
+                os.replace(old, aside)
+            self._note(f"{old.name} comes after {resume_dir.name}, where this run resumes: it belongs to the "
+                       f"run being redone, so it is kept as {aside.name}, where --resume auto will not pick it up")
+        self.acc.wait_for_everyone()
 
     def _match_threads(self, threads: int | None, ckpt: Path) -> None:
         """Train on with the CPU thread count the checkpoint was written with.
@@ -885,6 +901,11 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def _step_of(ckpt: Path) -> int:
+    """N of a checkpoint directory named step-N."""
+    return int(ckpt.name.removeprefix("step-"))
 
 
 def _unused(path: Path) -> Path:

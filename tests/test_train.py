@@ -873,3 +873,24 @@ def test_lora_merged_from_a_state_dict_equals_peft_merge(dtype):
             assert torch.equal(got[k], want[k]), k
         else:
             torch.testing.assert_close(got[k].float(), want[k].float(), atol=0, rtol=2**-7, msg=k)
+
+
+def test_resuming_an_older_checkpoint_sets_the_later_ones_aside(tmp_path, corpus, caplog):
+    """--resume of step 2 while steps 4 and 6 exist redoes the run from step 2: 4 and 6 are kept
+    as superseded-step-N, so that a later --resume auto picks the new run's checkpoints, and the
+    redone run ends with the weights of the uninterrupted one."""
+    whole = Trainer(_cfg(tmp_path, corpus, max_steps=7, save_every=2, keep_last=3)).fit()
+    root = tmp_path / "run" / "checkpoints"
+    want = load_file(whole / "model.safetensors")
+    with caplog.at_level("WARNING", logger="llada"):
+        redo = Trainer(_cfg(tmp_path, corpus, max_steps=3, save_every=2, keep_last=3,
+                            resume=str(root / "step-000002")))
+    assert redo.step == 2
+    assert sorted(p.name for p in root.iterdir()) == ["step-000002", "superseded-step-000004",
+                                                      "superseded-step-000006"]
+    assert "step-000004 comes after step-000002, where this run resumes" in caplog.text
+    redo.fit()
+    again = Trainer(_cfg(tmp_path, corpus, max_steps=7, save_every=2, keep_last=3, resume="auto"))
+    assert again.step == 2  # not the old run's step 6
+    got = load_file(again.fit() / "model.safetensors")
+    assert all(torch.equal(want[k], got[k]) for k in want)
