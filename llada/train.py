@@ -100,7 +100,9 @@ class TrainConfig:
     """Everything a training run depends on; saved with every checkpoint."""
 
     model: str = "tiny"
-    """A preset name (debug, tiny, small, 100m, 1b, llada-8b) to start from scratch, or a model directory."""
+    """A preset name (debug, tiny, small, 100m, 1b, llada-8b) to start from scratch, or a model directory or Hub id."""
+    revision: str | None = None
+    """A branch, tag or commit when --model is a Hugging Face Hub id (None: main)."""
     data: str | None = None
     """Training data: a .txt/.jsonl/.parquet file, directory or glob, or a Hub dataset; None = the built-in world."""
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -191,6 +193,9 @@ class TrainConfig:
             raise UserError("--warmup_steps, --eval_every and --save_every must be >= 0")
         if self.model not in PRESETS and not Path(self.model).expanduser().is_dir() and "/" not in self.model:
             raise UserError(f"--model {self.model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory")
+        if self.revision is not None and (self.from_scratch or Path(self.model).expanduser().is_dir()):
+            raise UserError(f"--revision applies to a Hugging Face Hub id; --model {self.model!r} is a "
+                            f"{'preset' if self.from_scratch else 'local directory'}")
 
     @property
     def from_scratch(self) -> bool:
@@ -309,19 +314,19 @@ class Trainer:
         elif cfg.from_scratch:
             model = self._fresh_model(resume_dir)
         else:
-            model = self._load_dir(cfg.model)
+            model = self._load_dir(cfg.model, cfg.revision)
         if self.objective.causal != model.config.causal:
             raise UserError(f"--objective {cfg.objective} does not match {cfg.model} "
                             f"(causal={model.config.causal})")
         return model
 
-    def _load_dir(self, path: str | Path) -> LLaDAModel:
+    def _load_dir(self, path: str | Path, revision: str | None = None) -> LLaDAModel:
         """The model of a directory, to train: in float32 when all of it is trained (the optimizer's
         master weights; bf16/fp16 is accelerate's autocast, --mixed_precision), as stored when only
         LoRA adapters are (the frozen base keeps its dtype and memory)."""
         from llada.checkpoint import load
 
-        bundle = load(path, dtype=None if self.cfg.lora_r else "float32")  # streamed once, shard by shard
+        bundle = load(path, dtype=None if self.cfg.lora_r else "float32", revision=revision)  # streamed once
         self.tokenizer = bundle.tokenizer
         return bundle.model
 
@@ -627,7 +632,8 @@ class Trainer:
 
     def _check_compatible(self, ckpt: Path) -> None:
         saved = json.loads((ckpt / "trainer" / "state.json").read_text())["config"]
-        keys = ("model", "stage", "objective", "seq_len", "seed", "data", "world", "lora_r", "vocab_size", "overrides")
+        keys = ("model", "revision", "stage", "objective", "seq_len", "seed", "data", "world", "lora_r", "vocab_size",
+                "overrides")
         now = dataclasses.asdict(self.cfg)
         diff = {k: (saved.get(k), now[k]) for k in keys if saved.get(k, now[k]) != now[k]}
         if diff:

@@ -894,3 +894,24 @@ def test_resuming_an_older_checkpoint_sets_the_later_ones_aside(tmp_path, corpus
     assert again.step == 2  # not the old run's step 6
     got = load_file(again.fit() / "model.safetensors")
     assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_revision_reaches_the_hub_download_and_is_refused_elsewhere(tmp_path, corpus, monkeypatch):
+    """--revision picks the branch, tag or commit of a Hub --model (as on llada generate); for a preset
+    or a local directory it is one line saying why not."""
+    base = Trainer(_cfg(tmp_path / "pt", corpus, max_steps=1)).fit()
+    import llada.checkpoint
+
+    asked = []
+
+    def download(repo_id, revision=None, **kwargs):
+        asked.append((repo_id, revision))
+        return str(base)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", download)
+    trainer = Trainer(_cfg(tmp_path / "hub", corpus, model="someone/tiny-llada", revision="v1.0", max_steps=1))
+    assert asked and asked[0] == ("someone/tiny-llada", "v1.0")
+    assert trainer.model_config.d_model == llada.checkpoint.read_config(base).d_model
+    for model in ("tiny", str(base)):
+        with pytest.raises(UserError, match="--revision applies to a Hugging Face Hub id"):
+            _cfg(tmp_path / "x", corpus, model=model, revision="v1.0")
