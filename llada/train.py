@@ -296,7 +296,7 @@ class Trainer:
         self.base = model.train()
         self.data.prepare(self.tokenizer, self.acc.main_process_first)
         self.plan = BatchPlan(len(self.data.train), self.global_batch, cfg.seed)
-        self._prepare_optimization()
+        self._prepare_optimization(resume_dir)
         if resume_dir is not None:
             self._load_trainer_state(resume_dir)
 
@@ -411,8 +411,10 @@ class Trainer:
         """What a fresh tokenizer is trained on: the stage's training texts."""
         return self.data.tokenizer_texts()
 
-    def _prepare_optimization(self) -> None:
-        """The runtime-prepared module (LoRA, checkpointing, compile), AdamW and its schedule."""
+    def _prepare_optimization(self, resume_dir: Path | None) -> None:
+        """The runtime-prepared module (LoRA, checkpointing, compile), AdamW and its schedule. A
+        resumed LoRA run copies the checkpoint's adapters in before accelerate's prepare, so that
+        under FSDP they are sharded like every other weight."""
         from llada.runtime import compile_model, prepare_model
 
         cfg = self.cfg
@@ -420,6 +422,8 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             module = prepare_model(self.base, lora_r=cfg.lora_r,
                                    activation_checkpointing=cfg.activation_checkpointing)
+        if resume_dir is not None and cfg.lora_r:
+            restore_adapters(module, resume_dir, base=cfg.model)
         params = [p for p in module.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -436,11 +440,33 @@ class Trainer:
         self.sched = sched
         self.acc.register_for_checkpointing(self.sched)
 
+    @contextmanager
+    def _no_fsdp_model_files(self) -> Iterator[None]:
+        """Under FSDP accelerate's save_state writes the model's shards into trainer/ (and load_state
+        reads them), whatever the save hooks say; the model directory beside trainer/ holds the
+        same weights whole, and a resume builds the model from it. Within this context accelerate's
+        FSDP model save and load do nothing, so a checkpoint holds the weights once. (The optimizer's
+        shards are still written: they are state no model directory has.)"""
+        import accelerate.accelerator as accelerator
+        from accelerate.utils import DistributedType
+
+        if self.acc.distributed_type != DistributedType.FSDP or not all(
+                hasattr(accelerator, name) for name in ("save_fsdp_model", "load_fsdp_model")):
+            yield
+            return
+        saved = accelerator.save_fsdp_model, accelerator.load_fsdp_model
+        accelerator.save_fsdp_model = accelerator.load_fsdp_model = _skip
+        try:
+            yield
+        finally:
+            accelerator.save_fsdp_model, accelerator.load_fsdp_model = saved
+
     def _load_trainer_state(self, resume_dir: Path) -> None:
         """Optimizer, scheduler, RNG and step from checkpoints/step-N/trainer."""
         hook = self.acc.register_load_state_pre_hook(self._restore_weights)
         try:
-            self.acc.load_state(str(resume_dir / "trainer"))
+            with self._no_fsdp_model_files():
+                self.acc.load_state(str(resume_dir / "trainer"))
         except UserError:  # the hook's own message (a LoRA base changed since)
             raise
         except Exception as e:  # noqa: BLE001 - damage `checkpoint_problem` cannot see without reading it all
@@ -487,15 +513,12 @@ class Trainer:
                        "of the gradients, and the run would not retrace its loss curve")
 
     def _restore_weights(self, models: list[torch.nn.Module], input_dir: str) -> None:
-        """accelerate's load_state pre-hook: the model already holds its weights (`_build_model`), and
-        trainer/ holds none (`_no_model_weights`), so take it out of what load_state reads, and copy
-        in only the trainable LoRA adapters, from the checkpoint's adapter/. Under FSDP accelerate
-        loads the model's shards itself and it is not in `models`: nothing changes."""
-        if not any(m is self.prepared for m in models):
-            return
-        models.remove(self.prepared)
-        if self.cfg.lora_r:
-            restore_adapters(self.acc.unwrap_model(self.module), Path(input_dir).parent, base=self.cfg.model)
+        """accelerate's load_state pre-hook: the model already holds its weights (`_build_model`; a
+        LoRA run's adapters too, `_prepare_optimization`), and trainer/ holds none
+        (`_no_model_weights`), so take it out of what load_state reads. (Under FSDP it is not in
+        `models`: `_no_fsdp_model_files` keeps accelerate from reading shards instead.)"""
+        if any(m is self.prepared for m in models):
+            models.remove(self.prepared)
 
     # ------------------------------------------------------------------------------------- loss
     def _noised(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> diffusion.NoisedBatch | None:
@@ -656,7 +679,8 @@ class Trainer:
             self.acc.wait_for_everyone()
             hook = self.acc.register_save_state_pre_hook(_no_model_weights)
             try:
-                self.acc.save_state(str(tmp / "trainer"))  # optimizer, scheduler, RNG (+ model shards under FSDP)
+                with self._no_fsdp_model_files():
+                    self.acc.save_state(str(tmp / "trainer"))  # optimizer, scheduler, RNG: no weights
             finally:
                 hook.remove()
             self._save_model_dir(tmp)
@@ -859,8 +883,9 @@ def restore_adapters(module: torch.nn.Module, ckpt: Path, base: str = "the base 
 def _no_model_weights(models: list[torch.nn.Module], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
     """accelerate's save_state pre-hook: keep the model weights out of trainer/. The model directory
     beside it holds them (with LoRA: merged, and the adapters in adapter/), and a resume builds the
-    model from there (`Trainer._build_model`, `_restore_weights`), so a checkpoint stores them once.
-    Under FSDP accelerate writes its model shards before this hook runs, and reads them on resume."""
+    model from there (`Trainer._build_model`, `_prepare_optimization`), so a checkpoint stores them
+    once. Under FSDP accelerate writes its model shards before this hook runs: see
+    `Trainer._no_fsdp_model_files`."""
     weights.clear()
 
 
@@ -907,6 +932,10 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def _skip(*args: Any, **kwargs: Any) -> None:
+    """Stands in for accelerate's FSDP model save and load (`Trainer._no_fsdp_model_files`)."""
 
 
 def _step_of(ckpt: Path) -> int:

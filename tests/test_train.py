@@ -814,7 +814,8 @@ def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path, corpus, lora_r):
     """Two processes under accelerate's FSDP2 (each Transformer block sharded, `fsdp_on_cpu.py`):
     the saved model, gathered from the shards (LoRA: merged), equals a one-process run with the same
     global batch up to the order of the reductions; a run stopped at its step-2 checkpoint and resumed
-    from the sharded state ends with the uninterrupted run's weights, bit for bit."""
+    from the sharded optimizer state ends with the uninterrupted run's weights, bit for bit. The
+    checkpoint holds the weights once (its model directory), not again as shards in trainer/."""
     common = ["train", "--model", "debug", "--data", str(corpus), "--seq_len", "32", "--log_every", "1",
               "--eval_every", "0", "--save_every", "2", "--vocab_size", "300", "--progress", "false",
               "--tensorboard", "false", "--lora_r", str(lora_r)]
@@ -830,6 +831,8 @@ def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path, corpus, lora_r):
     one = subprocess.run([sys.executable, "-m", "llada", *common, "--batch_size", "4", "--max_steps", "4",
                           "--out_dir", str(tmp_path / "one")], env=env, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-3000:]
+    trainer_files = {p.name for p in (tmp_path / "resumed" / "checkpoints" / "step-000002" / "trainer").iterdir()}
+    assert "optimizer_0" in trainer_files and not any("model" in f for f in trainer_files), trainer_files  # weights once
     a, b, c = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("whole", "one", "resumed"))
     assert set(a) == set(b) and not any(".lora_" in k or "base_layer" in k for k in a)
     for k in a:
