@@ -176,6 +176,18 @@ def test_cfg_scale_reaches_the_sampler(tmp_path):
     assert (lm.cfg_scale, options.cfg_scale, options.gen_length) == (0.5, 0.5, 4)
 
 
+def test_task_top_k_and_top_p_reach_the_sampler(tmp_path, capsys):
+    """A task's top_k / top_p generation kwargs set the sampler's, as transformers reads them (top_k
+    0: none); nothing about them is reported as ignored."""
+    from llada.evaluation.harness import LLaDAEvalLM
+
+    lm = LLaDAEvalLM(str(_save_model(tmp_path / "m", causal=False)), device="cpu", steps=4, block_length=4)
+    options, _, _ = lm._plan({"max_gen_toks": 4, "temperature": 0.7, "top_p": 0.9, "top_k": 0, "do_sample": True})
+    assert (options.temperature, options.top_p, options.top_k) == (0.7, 0.9, None)
+    options, _, _ = lm._plan({"max_gen_toks": 4, "top_k": 5})
+    assert options.top_k == 5 and "ignored" not in capsys.readouterr().err
+
+
 def test_device_choice(tmp_path, capsys):
     from llada.errors import UserError
     from llada.evaluation.harness import LLaDAEvalLM, _check_device

@@ -506,3 +506,110 @@ def test_threshold_compares_in_full_precision():
     assert core.select_threshold(conf, masked, 0.9).tolist() == [[False, True]]
     conf_bf16 = torch.tensor([[0.8984375, 0.95]], dtype=torch.bfloat16)  # exactly bf16(0.9): below 0.9
     assert core.select_threshold(conf_bf16, masked, 0.9).tolist() == [[False, True]]
+
+
+# ------------------------------------------------------------------------------------ top_k, top_p
+
+
+def _kept_by_a_loop(logits: torch.Tensor, top_k, top_p) -> torch.Tensor:
+    """(rows, V) bool: the tokens top_k then top_p keep, token by token as LLaDA 2.x's sampler
+    defines them: the k largest (ties at the k-th kept), then, in descending order, each token
+    whose predecessors' probabilities sum to at most top_p."""
+    keep = torch.ones_like(logits, dtype=torch.bool)
+    for r in range(logits.shape[0]):
+        row = logits[r].double()
+        if top_k is not None:
+            kth = sorted(row.tolist(), reverse=True)[top_k - 1]
+            keep[r] &= row >= kth
+        if top_p is not None:
+            p = torch.softmax(row.masked_fill(~keep[r], float("-inf")), -1)
+            total = 0.0
+            for i in sorted(range(len(row)), key=lambda i: -row[i].item()):
+                if not keep[r, i]:
+                    continue
+                keep[r, i] = total <= top_p
+                total += p[i].item()
+    return keep
+
+
+@pytest.mark.parametrize("top_k,top_p", [(3, None), (None, 0.5), (None, 0.9), (5, 0.7), (1, None), (None, 1e-9)])
+def test_filter_logits_keeps_what_a_loop_keeps(top_k, top_p):
+    torch.manual_seed(0)
+    logits = torch.randn(6, 12, dtype=torch.float64) * 2
+    got = torch.isfinite(core.filter_logits(logits, top_k, top_p))
+    assert torch.equal(got, _kept_by_a_loop(logits, top_k, top_p))
+    assert got.any(-1).all()  # the most probable token always stays
+
+
+def test_top_k_top_p_sampling_follows_the_cut_distribution():
+    """Gumbel-max draws from the cut logits: nothing outside top_k / the nucleus, and inside it the
+    frequencies of softmax(logits / T) renormalised over what is kept (temperature applied first)."""
+    logits = torch.tensor([[3.0, 2.5, 2.0, 1.0, 0.5, -1.0, 0.0, 0.2]], dtype=torch.float64)
+    T, n = 0.8, 20000
+    predictor = core._Predictor(tiny_config(vocab_size=8, mask_token_id=7, eos_token_id=6, pad_token_id=6,
+                                            bos_token_id=5, eot_token_id=4),
+                                T, "low_confidence", False, False, False, torch.Generator().manual_seed(0),
+                                top_k=4, top_p=0.8, tempered_confidence=True)
+    predictor.never = torch.zeros(8, dtype=torch.bool)  # every column may be drawn here
+    draws = torch.stack([predictor(logits[None].expand(1, n, 8).clone())[0][0]]).flatten()
+    want = torch.softmax(core.filter_logits(logits[0] / T, 4, 0.8), -1)
+    freq = torch.bincount(draws, minlength=8).double() / n
+    assert set(draws.unique().tolist()) == set(torch.nonzero(want).flatten().tolist())
+    assert (freq - want).abs().max() < 0.015, (freq, want)
+
+
+def test_tempered_confidence_is_the_sampled_tokens_probability_under_the_cut_distribution():
+    """tempered_confidence ranks by the probability LLaDA 2.x's `_sample_with_temperature_topk_topp`
+    returns for the token drawn (softmax of the tempered, cut logits); without it, by the plain softmax."""
+    cfg = tiny_config(vocab_size=8, mask_token_id=7, eos_token_id=6, pad_token_id=6, bos_token_id=5, eot_token_id=4)
+    logits = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1))
+    for tempered in (True, False):
+        predictor = core._Predictor(cfg, 0.7, "low_confidence", True, False, False,
+                                    torch.Generator().manual_seed(2), top_k=5, top_p=0.9, tempered_confidence=tempered)
+        x0, confidence = predictor(logits.clone())
+        probs = torch.softmax(core.filter_logits(logits.double() / 0.7, 5, 0.9) if tempered else logits.double(), -1)
+        assert torch.allclose(confidence, probs.gather(-1, x0[..., None])[..., 0], atol=1e-12)
+
+
+@pytest.mark.parametrize("cache", [None, "dual"])
+def test_top_k_one_samples_the_greedy_answer(model, cache):
+    prompt = torch.randint(0, 55, (2, 6), generator=torch.Generator().manual_seed(4))
+    opts = dict(gen_length=16, steps=16, block_length=8, cache=cache)
+    greedy = generate(model, prompt, **opts).sequences
+    sampled = generate(model, prompt, **opts, temperature=5.0, generator=torch.Generator().manual_seed(0)).sequences
+    assert not torch.equal(sampled, greedy)  # a high temperature alone does change the answer
+    # (not with tempered_confidence: under a one-token distribution every confidence is 1, so the
+    # positions are taken in order rather than by the model's confidence)
+    for cut in ({"top_k": 1}, {"top_p": 1e-9}, {"top_k": 1, "top_p": 0.5}):
+        got = generate(model, prompt, **opts, temperature=5.0, generator=torch.Generator().manual_seed(0), **cut)
+        assert torch.equal(got.sequences, greedy), cut
+
+
+def test_top_k_and_top_p_are_validated():
+    from llada.sampling import SamplerOptions
+
+    for bad, needle in (({"top_k": 0}, "top_k"), ({"top_k": 2.5}, "top_k"), ({"top_p": 0}, "top_p"),
+                        ({"top_p": 1.5}, "top_p"), ({"top_p": float("nan")}, "top_p")):
+        with pytest.raises(GenerationError, match=needle):
+            SamplerOptions(**bad)
+    assert SamplerOptions.from_dict({"top_k": "none", "top_p": "0.9"}).top_p == 0.9
+
+
+def test_autoregressive_baseline_takes_top_k_and_top_p():
+    from llada.sampling.autoregressive import generate_autoregressive
+
+    torch.manual_seed(0)
+    ar = LLaDAModel(tiny_config(causal=True, max_sequence_length=128)).eval()
+    prompt = torch.randint(0, 55, (2, 5), generator=torch.Generator().manual_seed(1))
+    greedy = generate_autoregressive(ar, prompt, gen_length=12).sequences
+    hot = dict(gen_length=12, temperature=50.0)  # near uniform: only a cut keeps it greedy
+    assert not torch.equal(llada_sample(ar, prompt, hot, 0), greedy)
+    assert torch.equal(llada_sample(ar, prompt, {**hot, "top_k": 1}, 0), greedy)
+    assert torch.equal(llada_sample(ar, prompt, {**hot, "top_p": 1e-9}, 0), greedy)
+
+
+def llada_sample(model, prompt, options, seed):
+    from llada.sampling import SamplerOptions, sample
+
+    return sample(model, prompt, SamplerOptions(block_length=None, **options),
+                  generator=torch.Generator().manual_seed(seed)).sequences

@@ -260,6 +260,23 @@ def test_seeded_sampling_is_reproducible_under_load(bundle):
     assert [r.json()["choices"][0]["text"] for r, b in zip(rs, bodies, strict=True) if b["seed"]] == [want] * 3
 
 
+def test_top_k_and_top_p_reach_the_sampler(bundle):
+    """OpenAI's top_p and vLLM's top_k set the sampler's options: at temperature 1, top_k 1 (or a
+    nucleus too small for a second token) leaves only the most probable token, so the answer is the
+    greedy one; top_k -1 (vLLM's "off") and top_p 1 change nothing."""
+    tok = bundle.tokenizer
+    prompt_ids = [tok.bos_token_id] + tok("the cat", add_special_tokens=False)["input_ids"]
+    greedy = _reference(bundle, prompt_ids, steps=8, gen_length=8, block_length=8)
+    base = {"prompt": "the cat", "max_tokens": 8, "steps": 8, "block_length": 8, "temperature": 1.0, "seed": 3}
+    sampled = _reference(bundle, prompt_ids, steps=8, gen_length=8, block_length=8, temperature=1.0,
+                         generator=torch.Generator().manual_seed(3))
+    assert sampled != greedy  # at temperature 1 the tiny model's answer is not the greedy one
+    with running(bundle) as (url, _):
+        texts = [httpx.post(url + "/v1/completions", json={**base, **extra}, timeout=60).json()["choices"][0]["text"]
+                 for extra in ({"top_k": 1}, {"top_p": 1e-6}, {"top_k": -1, "top_p": 1.0})]
+    assert texts == [greedy, greedy, sampled]
+
+
 @pytest.mark.parametrize("body,status,needle", [
     (b"{not json", 400, "not valid JSON"),
     (json.dumps({"prompt": "hi", "stepz": 3}).encode(), 422, "stepz"),
@@ -267,7 +284,8 @@ def test_seeded_sampling_is_reproducible_under_load(bundle):
     (json.dumps({"prompt": "hi", "threshold": 2}).encode(), 422, "threshold"),
     (json.dumps({"prompt": "hi", "remasking": "loudest"}).encode(), 422, "remasking"),
     (json.dumps({"prompt": "hi", "seed": -1}).encode(), 422, "seed"),
-    (json.dumps({"prompt": "hi", "top_p": 0.9}).encode(), 422, "nucleus"),
+    (json.dumps({"prompt": "hi", "top_p": 1.5}).encode(), 422, "top_p"),
+    (json.dumps({"prompt": "hi", "top_k": -5}).encode(), 422, "top_k"),
     (json.dumps({"prompt": "hi", "max_tokens": 10_000}).encode(), 400, "max_tokens"),
     (json.dumps({"prompt": "cat " * 400}).encode(), 400, "limit"),
     (json.dumps({"prompt": "x" * 3000}).encode(), 413, "exceeds"),
@@ -383,7 +401,7 @@ def test_several_prompts_in_one_request_are_several_choices(bundle):
     (True, {"response_format": {"type": "json_object"}}, '{"type": "text"}'),
     (True, {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tool"),
     (True, {"tool_choice": "required"}, "tool_choice"), (True, {"logprobs": True}, "/v1/completions"),
-    (False, {"suffix": "end"}, "suffix"), (False, {"top_k": 5}, "top_k"), (False, {"logprobs": 21}, "20"),
+    (False, {"suffix": "end"}, "suffix"), (False, {"logprobs": 21}, "20"),
     (True, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      "only text parts"),
     (True, {"messages": [{"role": "tool", "content": "42", "tool_call_id": "c1"}]}, "tool"),

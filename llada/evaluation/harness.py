@@ -20,7 +20,7 @@ discovery); from Python, `import llada.evaluation.harness` and then `lm_eval.sim
 - generate_until: `llada.sample` (the reverse process; left to right for an AR baseline); every
   `SamplerOptions` field (steps, block_length, remasking, temperature, cfg_scale, threshold, factor,
   cache, ...) and a sampler `preset` (reference, fast, quality) can be given in --model_args, and
-  max_gen_toks / until / temperature / do_sample from the task; requests with equal settings run
+  max_gen_toks / until / temperature / top_k / top_p / do_sample from the task; requests with equal settings run
   `batch_size` prompts at a time, left padded.
 """
 
@@ -244,13 +244,17 @@ class LLaDAEvalLM(TemplateLM):
     def _plan(self, gen_kwargs: dict[str, Any] | None) -> tuple[SamplerOptions, list[str], int]:
         """Sampler options, stop strings and the tokens asked for, for one request's generation
         kwargs: max_gen_toks sets gen_length (blocks and steps fitted to it, so it may round up:
-        the answer is cut back), temperature and do_sample as in transformers."""
+        the answer is cut back), temperature, top_k, top_p and do_sample as in transformers."""
         gen_kwargs = dict(gen_kwargs or {})
         until = self._stop_strings(gen_kwargs.pop("until", None))
         given = dict(self._given)
         temperature = gen_kwargs.pop("temperature", None)
         if temperature is not None:
             given["temperature"] = float(temperature)
+        for name in ("top_k", "top_p"):  # as transformers reads them (top_k 0: no top-k)
+            value = gen_kwargs.pop(name, None)
+            if value is not None and not (name == "top_k" and int(value) <= 0):
+                given[name] = value
         if gen_kwargs.pop("do_sample", None) is False:  # as in transformers: greedy whatever the temperature
             given["temperature"] = 0.0
         max_gen = gen_kwargs.pop("max_gen_toks", None)
@@ -258,7 +262,7 @@ class LLaDAEvalLM(TemplateLM):
         if ignored:
             self._warned.update(ignored)
             print(f"llada: generation kwargs {', '.join(ignored)} have no meaning for this sampler and are ignored "
-                  f"(it takes until, max_gen_toks, temperature, do_sample; the rest via --model_args)", file=sys.stderr)
+                  f"(it takes until, max_gen_toks, temperature, top_k, top_p, do_sample; the rest via --model_args)", file=sys.stderr)
         if max_gen is None:
             options = self._base.fitted(None, **given)
             return options, until, options.gen_length

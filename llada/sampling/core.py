@@ -89,6 +89,23 @@ def add_gumbel_noise(logits: Tensor, temperature: float, generator: torch.Genera
     return logits.exp() / (-torch.log(u)) ** temperature
 
 
+def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """`logits` (..., V) with every token outside the top_k most probable, then outside the nucleus
+    of probability top_p, set to -inf, in the order LLaDA 2.x's sampler (and transformers) applies
+    them; Dream's applies top_p first, which is the same when only one is given. The nucleus is the
+    shortest prefix of the descending order whose probabilities sum to more than top_p (the most
+    probable token is always kept). None (or top_p 1) leaves the logits as they are."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        ordered, order = logits.sort(dim=-1, descending=True)
+        reached = ordered.softmax(-1).cumsum(-1) > top_p  # (..., V) in descending order
+        beyond = torch.cat([torch.zeros_like(reached[..., :1]), reached[..., :-1]], -1)  # the tokens after it
+        logits = logits.masked_fill(torch.zeros_like(beyond).scatter_(-1, order, beyond), float("-inf"))
+    return logits
+
+
 def never_sampled(config: ModelConfig, width: int, device: torch.device) -> Tensor:
     """(width,) bool: the output columns no sampler may pick: the mask id (a canvas must end with
     no mask left) and the padded embedding rows past vocab_size (ids the tokenizer cannot decode).
@@ -221,19 +238,24 @@ class _Predictor:
     token at each position, and its confidence (B, T) by the remasking rule, at every position."""
 
     def __init__(self, cfg: ModelConfig, temperature: float, remasking: str, exact: bool, logits_eos_inf: bool,
-                 confidence_eos_eot_inf: bool, generator: torch.Generator | None):
+                 confidence_eos_eot_inf: bool, generator: torch.Generator | None, top_k: int | None = None,
+                 top_p: float | None = None, tempered_confidence: bool = False):
         self.cfg, self.temperature, self.score, self.exact = cfg, temperature, REMASKING[remasking], exact
         self.logits_eos_inf, self.confidence_eos_eot_inf, self.generator = logits_eos_inf, confidence_eos_eot_inf, generator
+        self.top_k, self.top_p = (top_k, top_p) if temperature > 0 else (None, None)  # greedy: nothing to cut
+        self.tempered = tempered_confidence and temperature > 0
         self.never: Tensor | None = None
+        self.scored: Tensor | None = None  # the last step's logits its confidences were computed from
 
     def probability(self, logits: Tensor, x0: Tensor, confidence: Tensor) -> Tensor:
         """The probability (B, T) of each prediction under the step's logits, in float64: what block
-        diffusion's threshold and editing rules compare (as LLaDA 2.x's `x0_p`), whatever ranks.
-        `confidence` (this step's, from `__call__`) already is it under low-confidence remasking."""
+        diffusion's threshold and editing rules compare (as LLaDA 2.x's `x0_p`), whatever ranks; with
+        tempered_confidence, under the distribution it was sampled from. `confidence` (this step's,
+        from `__call__`) already is it under low-confidence remasking."""
         low_confidence = REMASKING["low_confidence"]
         if self.score is low_confidence and self.exact and not self.confidence_eos_eot_inf:
             return confidence
-        return low_confidence(logits.double(), x0, None)
+        return low_confidence((self.scored if self.tempered else logits).double(), x0, None)
 
     def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         cfg = self.cfg
@@ -241,16 +263,25 @@ class _Predictor:
             logits[..., cfg.eos_token_id] = float("-inf")
         if self.never is None:
             self.never = never_sampled(cfg, logits.shape[-1], logits.device)
-        x0 = add_gumbel_noise(logits.masked_fill(self.never, float("-inf")), self.temperature, self.generator).argmax(-1)
+        kept = scored = logits
+        if self.tempered or self.top_k is not None or self.top_p is not None:
+            # the distribution sampled from: softmax(logits / temperature) cut to top_k, then top_p
+            # (temperature first, as LLaDA 2.x and Dream apply it: it changes which tokens make top_p)
+            sampled = filter_logits(logits.double() / self.temperature, self.top_k, self.top_p)
+            kept = logits.masked_fill(sampled == float("-inf"), float("-inf"))
+            # LLaDA's generate.py ranks by the plain softmax; LLaDA 2.x and Dream by this distribution
+            scored = sampled if self.tempered else logits
+        x0 = add_gumbel_noise(kept.masked_fill(self.never, float("-inf")), self.temperature, self.generator).argmax(-1)
         if self.confidence_eos_eot_inf:  # an EOS/EOT prediction is kept last (App. B.4)
-            logits = logits.clone()
-            logits[..., cfg.eos_token_id] = float("-inf")
+            scored = scored.clone()
+            scored[..., cfg.eos_token_id] = float("-inf")
             if cfg.eot_token_id is not None:
-                logits[..., cfg.eot_token_id] = float("-inf")
+                scored[..., cfg.eot_token_id] = float("-inf")
+        self.scored = scored
         # Fixed steps rank in the logits' dtype, as LLaDA's generate.py does (bf16 parity); rules that
         # compare against a number (threshold, factor, editing) do it in float64 as Fast-dLLM does: a
         # bf16 confidence would read 0.9 as 0.8984375.
-        return x0, self.score(logits.double() if self.exact else logits, x0, self.generator)
+        return x0, self.score(scored.double() if self.exact else scored, x0, self.generator)
 
 
 @torch.no_grad()
@@ -264,7 +295,8 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
             block_causal: bool = False, editing_threshold: float | None = None,
             max_post_steps: int = _D.max_post_steps, schedule: str = _D.schedule,
             schedule_eps: float = _D.schedule_eps, alg_temp: float | None = None,
-            steps_per_block: int | None = None) -> Iterator[StepState]:
+            steps_per_block: int | None = None, top_k: int | None = None, top_p: float | None = None,
+            tempered_confidence: bool = False) -> Iterator[StepState]:
     """Unmask the masked positions of `canvas[:, start:]` block by block, yielding after each step.
 
     `canvas` (B, L) is updated in place. `steps` is the total over all blocks. Positions before
@@ -272,7 +304,8 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
     refresh_every_step rebuilds the cache at every step instead of every block (a check: it must
     reproduce the uncached output). block_causal, editing_threshold, max_post_steps: block
     diffusion, see `_block_diffusion` (`steps_per_block`: its steps per block, default steps over the
-    blocks of canvas[:, start:]); schedule, schedule_eps, alg_temp: see `_semi_autoregressive`.
+    blocks of canvas[:, start:]); schedule, schedule_eps, alg_temp: see `_semi_autoregressive`;
+    top_k, top_p, tempered_confidence: see `SamplerOptions` and `_Predictor`.
     """
     cfg = model.config
     num_blocks = max(1, (canvas.shape[1] - start) // block_length)
@@ -284,7 +317,7 @@ def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int,
                        block_size=block_length if block_causal else None)
     fixed_steps = threshold is None and factor is None and editing_threshold is None
     predict = _Predictor(cfg, temperature, remasking, not fixed_steps, logits_eos_inf, confidence_eos_eot_inf,
-                         generator)
+                         generator, top_k, top_p, tempered_confidence)
     if block_causal:
         steps_of = _block_diffusion(canvas, start, block_length, steps_per_block, forward, predict, threshold,
                                     editing_threshold, max_post_steps, refresh_every_step)
@@ -455,7 +488,8 @@ def diffusion_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOption
                          block_causal=options.block_causal, editing_threshold=options.editing_threshold,
                          max_post_steps=options.max_post_steps, schedule=options.schedule,
                          schedule_eps=options.schedule_eps, alg_temp=options.alg_temp,
-                         steps_per_block=options.steps_per_block):
+                         steps_per_block=options.steps_per_block, top_k=options.top_k, top_p=options.top_p,
+                         tempered_confidence=options.tempered_confidence):
         yield StepState(shown, state.transferred[:, :P + gen_length], state.block, state.step, P, stats)
     yield StepState(shown, torch.zeros_like(shown, dtype=torch.bool), state.block, state.step, P, stats, final=True)
 

@@ -11,7 +11,7 @@ their options from this class, so one setting gives the same tokens on every sur
 Defaults follow LLaDA's reference sampler (ML-GSAI/LLaDA `generate.py`, the call in its `main`):
 128 tokens, one token per step, semi-autoregressive blocks of 32, low-confidence remasking,
 temperature 0 and no guidance (paper Sec. 2.4, App. B.3). An autoregressive model reads only
-gen_length, temperature and seed; the rest configure the reverse process.
+gen_length, temperature, top_k, top_p and seed; the rest configure the reverse process.
 """
 
 from __future__ import annotations
@@ -42,6 +42,15 @@ class SamplerOptions:
     block_length: int | None = field(default=32, metadata=_help(
         "semi-autoregressive block length, dividing gen_length (longer or None: one block)"))
     temperature: float = field(default=0.0, metadata=_help("0 decodes greedily; > 0 samples (Gumbel-max)"))
+    top_k: int | None = field(default=None, metadata=_help(
+        "with temperature > 0, sample among the k most probable tokens only; None: all"))
+    top_p: float | None = field(default=None, metadata=_help(
+        "with temperature > 0, nucleus sampling: among the most probable tokens whose probabilities sum "
+        "to top_p, in (0, 1] (after top_k, as transformers applies them); None: all"))
+    tempered_confidence: bool = field(default=False, metadata=_help(
+        "rank and compare each prediction by its probability under the distribution it was sampled "
+        "from (temperature, top_k, top_p), as LLaDA 2.x and Dream do; false: the plain softmax, as "
+        "LLaDA's generate.py does (the same at temperature 0)"))
     cfg_scale: float = field(default=0.0, metadata=_help("unsupervised classifier-free guidance; 0 is off"))
     remasking: str = field(default="low_confidence", metadata=_help(
         "which predictions to keep at each step: low_confidence, random, margin, entropy"))
@@ -174,12 +183,14 @@ SAMPLER_PRESETS: dict[str, dict[str, Any]] = {
     # One token per step, no parallel decoding, no approximate cache.
     "quality": {"steps": None, "threshold": None, "factor": None, "cache": None},
     # LLaDA 2.x's recommended decoding: block diffusion, blocks of 32, threshold 0.95, finished blocks cached.
-    "llada2": {"block_causal": True, "block_length": 32, "threshold": 0.95, "cache": "prefix", "temperature": 0.0},
+    "llada2": {"block_causal": True, "block_length": 32, "threshold": 0.95, "cache": "prefix", "temperature": 0.0,
+               "tempered_confidence": True},
     # LLaDA 2.1's: the same, with token editing at 0.9 (its generate's defaults).
     "llada2.1": {"block_causal": True, "block_length": 32, "threshold": 0.95, "cache": "prefix", "temperature": 0.0,
-                 "editing_threshold": 0.9, "max_post_steps": 16},
+                 "editing_threshold": 0.9, "max_post_steps": 16, "tempered_confidence": True},
     # Dream's sampler as its examples call it: one block, entropy ranking, its step schedule.
-    "dream": {"block_length": None, "remasking": "entropy", "schedule": "dream", "schedule_eps": 1e-3},
+    "dream": {"block_length": None, "remasking": "entropy", "schedule": "dream", "schedule_eps": 1e-3,
+              "tempered_confidence": True},
 }
 
 
@@ -230,6 +241,10 @@ def _check_sampling(o: SamplerOptions) -> None:
     for name in ("temperature", "cfg_scale"):
         if not _finite(getattr(o, name)) or getattr(o, name) < 0:
             raise GenerationError(f"{name} must be a finite number >= 0, got {getattr(o, name)!r}")
+    if o.top_k is not None and (not isinstance(o.top_k, int) or isinstance(o.top_k, bool) or o.top_k < 1):
+        raise GenerationError(f"top_k must be a positive integer (None: no top-k), got {o.top_k!r}")
+    if o.top_p is not None and not (_finite(o.top_p) and 0 < o.top_p <= 1):
+        raise GenerationError(f"top_p must be in (0, 1] (None: no nucleus), got {o.top_p!r}")
     if o.seed is not None and (not isinstance(o.seed, int) or isinstance(o.seed, bool) or not 0 <= o.seed < 2**63):
         raise GenerationError(f"seed must be an integer in [0, 2**63), got {o.seed!r}")
 
@@ -274,12 +289,14 @@ def _finite(value: Any) -> bool:
 
 # Each option's value type: read by _coerce, the CLI flags (commands.sampler_flags) and the server schema.
 OPTION_TYPES: dict[str, type] = {
-    "gen_length": int, "steps": int, "block_length": int, "temperature": float, "cfg_scale": float, "remasking": str,
+    "gen_length": int, "steps": int, "block_length": int, "temperature": float, "top_k": int, "top_p": float,
+    "tempered_confidence": bool, "cfg_scale": float, "remasking": str,
     "threshold": float, "factor": float, "cache": str, "logits_eos_inf": bool, "confidence_eos_eot_inf": bool,
     "early_exit": bool, "block_causal": bool, "editing_threshold": float, "max_post_steps": int, "schedule": str, "schedule_eps": float, "alg_temp": float,
     "seed": int}
 # Options whose value may be None: "none" clears them (over a preset's value, on the command line too).
-OPTIONAL_OPTIONS = {"steps", "block_length", "threshold", "factor", "cache", "seed", "editing_threshold", "alg_temp"}
+OPTIONAL_OPTIONS = {"steps", "block_length", "threshold", "factor", "cache", "seed", "editing_threshold", "alg_temp",
+                    "top_k", "top_p"}
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -53,13 +53,11 @@ class _OpenAIFields(_Strict):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
-    top_p: float | None = Field(None, gt=0.0, le=1.0)  # only 1: the diffusion sampler has no nucleus sampling
     # accepted at their neutral values only (`check_supported`)
     n: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
-    top_k: int | None = None  # vLLM's extra field, sent by some lm-eval tasks
     # bookkeeping: accepted, no effect on the answer
     user: str | None = None
     store: bool | None = None
@@ -141,7 +139,6 @@ _ONLY: dict[str, tuple[Callable[[Any], bool], str]] = {
     "presence_penalty": (lambda v: not v, "0 (the sampler has no repetition penalties)"),
     "frequency_penalty": (lambda v: not v, "0 (the sampler has no repetition penalties)"),
     "logit_bias": (lambda v: not v, "{} (the sampler takes no per-token bias)"),
-    "top_k": (lambda v: v in (None, 0, -1), "0 or -1 (off); the sampler has no top-k truncation"),
     "suffix": (lambda v: not v, "null (no text after the insertion point)"),
     "response_format": (lambda v: v is None or v.get("type") == "text", '{"type": "text"} (no JSON mode)'),
     "tools": (lambda v: not v, f"[] ({_NO_TOOLS})"),
@@ -209,11 +206,10 @@ def sampler_options(req: Any, defaults: SamplerOptions, max_gen_tokens: int) -> 
     preset (else the server's defaults), then its own fields, gen_length from max_tokens (rounded
     up to whole blocks, steps fitted to it: the answer is cut back to the length asked for).
     RequestError 422 names a field the sampler refuses; 400 a max_tokens above the server's limit."""
-    if req.top_p is not None and req.top_p < 1:
-        raise RequestError(422, f"top_p: {req.top_p} asks for nucleus sampling, which the diffusion sampler "
-                                "does not do; leave it out (or 1) and use temperature")
     given = {name: getattr(req, name) for name in OPTION_NAMES
              if name not in _OPENAI_NAMED and getattr(req, name) is not None}
+    if given.get("top_k") in (0, -1):  # vLLM's (and lm-eval's) way of saying no top-k
+        given.pop("top_k")
     gen = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     if gen is not None and gen > max_gen_tokens:
         raise RequestError(400, f"max_tokens is {gen}; this server allows at most {max_gen_tokens}")
