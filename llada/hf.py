@@ -245,7 +245,8 @@ def sampler_request(config: GenerationConfig | None, kwargs: dict[str, Any],
     for name in _ONLY_ONE:
         if kwargs.pop(name, None) not in (None, 1):
             raise GenerationError(f"{name} must be 1: the sampler returns one answer per prompt")
-    base = sampler_options(config.to_dict() if config is not None else {}, source="generation_config")
+    # what the config sets, not transformers' class defaults (its top_k of 50 is no setting of this model)
+    base = sampler_options(config.to_diff_dict() if config is not None else {}, source="generation_config")
     new_tokens = _new_tokens(kwargs, base, prompt_length)
     temperature = _temperature(config, kwargs, base)
     unknown = sorted(set(kwargs) - set(OPTION_NAMES))

@@ -318,11 +318,12 @@ def test_generate_until_in_batches_matches_one_prompt_at_a_time(tmp_path, causal
     assert got == want
     assert len(set(want)) >= 4  # the answers differ, so a mix-up between rows would show
 
-    # do_sample=False means greedy whatever the temperature (as in transformers); top_k is named as ignored
+    # do_sample=False means greedy whatever the temperature (as in transformers); a penalty is named as ignored
     greedy = Instance("generate_until", {}, ("the cat", {"until": ["\n\n"], "max_gen_toks": 8, "do_sample": False,
-                                                         "temperature": 0.7, "top_k": 5}), 0)
+                                                         "temperature": 0.7, "top_k": 5,
+                                                         "repetition_penalty": 1.1}), 0)
     assert lm.generate_until([greedy], disable_tqdm=True) == want[:1]
-    assert "top_k have no meaning" in capsys.readouterr().err
+    assert "repetition_penalty have no meaning" in capsys.readouterr().err
 
 
 def test_infill_rows_blank_every_mention_of_the_name(word_tokenizer):

@@ -141,8 +141,8 @@ def test_generate_refuses_what_it_cannot_honour(model_dir, tokenizer):
     ids, mask = _prompts(tokenizer)
     with pytest.raises(GenerationError, match="num_beams must be 1"):
         hf.generate(ids, num_beams=2)
-    with pytest.raises(GenerationError, match="top_k, which this sampler does not use"):
-        hf.generate(ids, top_k=5, max_new_tokens=8)
+    with pytest.raises(GenerationError, match="repetition_penalty, which this sampler does not use"):
+        hf.generate(ids, repetition_penalty=1.2, max_new_tokens=8)
     with pytest.raises(GenerationError, match="max_length 3 leaves no room"):
         hf.generate(ids, max_length=3)
     with pytest.raises(GenerationError, match="remasking"):

@@ -588,7 +588,8 @@ def test_top_k_one_samples_the_greedy_answer(model, cache):
 def test_top_k_and_top_p_are_validated():
     from llada.sampling import SamplerOptions
 
-    for bad, needle in (({"top_k": 0}, "top_k"), ({"top_k": 2.5}, "top_k"), ({"top_p": 0}, "top_p"),
+    assert SamplerOptions(top_k=0).top_k is None  # transformers' "no top-k"
+    for bad, needle in (({"top_k": -1}, "top_k"), ({"top_k": 2.5}, "top_k"), ({"top_p": 0}, "top_p"),
                         ({"top_p": 1.5}, "top_p"), ({"top_p": float("nan")}, "top_p")):
         with pytest.raises(GenerationError, match=needle):
             SamplerOptions(**bad)

@@ -400,7 +400,7 @@ def test_several_prompts_in_one_request_are_several_choices(bundle):
     (True, {"logit_bias": {"5": 10}}, "logit_bias"), (True, {"n": 2}, "n: 2"), (False, {"best_of": 3}, "best_of"),
     (True, {"response_format": {"type": "json_object"}}, '{"type": "text"}'),
     (True, {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tool"),
-    (True, {"tool_choice": "required"}, "tool_choice"), (True, {"logprobs": True}, "/v1/completions"),
+    (True, {"tool_choice": "required"}, "tool_choice"),
     (False, {"suffix": "end"}, "suffix"), (False, {"logprobs": 21}, "20"),
     (True, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      "only text parts"),
@@ -666,6 +666,35 @@ def test_logprobs_of_an_answer_add_up_to_its_estimate(bundle):
     assert sum(lp["token_logprobs"]) == pytest.approx(want, rel=1e-6)
     assert all(len(t) == 1 for t in lp["top_logprobs"])  # logprobs 0: the token alone
     assert echo0["choices"][0]["text"] == "the cat sat" and echo0["usage"]["completion_tokens"] == 0
+
+
+def test_chat_logprobs_in_chat_format_add_up_to_the_answers_estimate(bundle):
+    """Chat's "logprobs": true, "top_logprobs": 2, read by the official client: one entry per answer
+    token (its text, value, UTF-8 bytes and the two likeliest, highest first); the values are
+    /v1/completions' and add up to the Eq. 6 estimate of the answer given the chat prompt."""
+    from llada.likelihood import log_likelihood
+
+    tok = bundle.tokenizer
+    messages = [{"role": "user", "content": "the cat"}]
+    opts = {"steps": 4, "block_length": 4, "seed": 5}
+    with running(bundle, mc_num=4) as (url, _):
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none")
+        r = client.chat.completions.create(model="llada", messages=messages, max_tokens=4, logprobs=True,
+                                           top_logprobs=2, extra_body=opts)
+        refused = httpx.post(url + "/v1/chat/completions", json={"messages": messages, "top_logprobs": 2}, timeout=30)
+    assert refused.status_code == 400 and "top_logprobs needs logprobs" in refused.text
+    content = r.choices[0].logprobs.content
+    prompt = _chat_ids(tok, messages)
+    answer = _reference_ids(bundle, prompt, gen_length=4, steps=4, block_length=4)
+    assert len(content) == len(answer) == r.usage.completion_tokens > 0
+    assert "".join(c.token for c in content).strip() == r.choices[0].message.content
+    want = log_likelihood(bundle.model, prompt, answer, mc_num=4, generator=torch.Generator().manual_seed(5)).value
+    assert sum(c.logprob for c in content) == pytest.approx(want, rel=1e-6)
+    for c in content:
+        assert bytes(c.bytes).decode() == c.token and len(c.top_logprobs) == 2
+        values = [t.logprob for t in c.top_logprobs]
+        assert values == sorted(values, reverse=True)
+        assert c.token not in [t.token for t in c.top_logprobs] or c.logprob in values
 
 
 def _lm_eval_tasks(root, questions):

@@ -253,7 +253,7 @@ class LLaDAEvalLM(TemplateLM):
             given["temperature"] = float(temperature)
         for name in ("top_k", "top_p"):  # as transformers reads them (top_k 0: no top-k)
             value = gen_kwargs.pop(name, None)
-            if value is not None and not (name == "top_k" and int(value) <= 0):
+            if value is not None:
                 given[name] = value
         if gen_kwargs.pop("do_sample", None) is False:  # as in transformers: greedy whatever the temperature
             given["temperature"] = 0.0

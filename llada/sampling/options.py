@@ -43,7 +43,7 @@ class SamplerOptions:
         "semi-autoregressive block length, dividing gen_length (longer or None: one block)"))
     temperature: float = field(default=0.0, metadata=_help("0 decodes greedily; > 0 samples (Gumbel-max)"))
     top_k: int | None = field(default=None, metadata=_help(
-        "with temperature > 0, sample among the k most probable tokens only; None: all"))
+        "with temperature > 0, sample among the k most probable tokens only; None (or 0): all"))
     top_p: float | None = field(default=None, metadata=_help(
         "with temperature > 0, nucleus sampling: among the most probable tokens whose probabilities sum "
         "to top_p, in (0, 1] (after top_k, as transformers applies them); None: all"))
@@ -86,6 +86,8 @@ class SamplerOptions:
     def __post_init__(self) -> None:
         if self.cache == "none":
             object.__setattr__(self, "cache", None)
+        if self.top_k == 0 and not isinstance(self.top_k, bool):  # transformers' (and OpenAI tools') "no top-k"
+            object.__setattr__(self, "top_k", None)
         for check in (_check_lengths, _check_sampling, _check_parallel):
             check(self)
 
@@ -242,7 +244,7 @@ def _check_sampling(o: SamplerOptions) -> None:
         if not _finite(getattr(o, name)) or getattr(o, name) < 0:
             raise GenerationError(f"{name} must be a finite number >= 0, got {getattr(o, name)!r}")
     if o.top_k is not None and (not isinstance(o.top_k, int) or isinstance(o.top_k, bool) or o.top_k < 1):
-        raise GenerationError(f"top_k must be a positive integer (None: no top-k), got {o.top_k!r}")
+        raise GenerationError(f"top_k must be a positive integer (None or 0: no top-k), got {o.top_k!r}")
     if o.top_p is not None and not (_finite(o.top_p) and 0 < o.top_p <= 1):
         raise GenerationError(f"top_p must be in (0, 1] (None: no nucleus), got {o.top_p!r}")
     if o.seed is not None and (not isinstance(o.seed, int) or isinstance(o.seed, bool) or not 0 <= o.seed < 2**63):

@@ -15,7 +15,8 @@ An answer holds at most max_tokens tokens (the sampler's length is rounded up to
 and the answer cut back), ends at the first EOS / end-of-turn or stop string, and its usage
 counts the generated tokens it kept, with the sampler's steps and forward passes under "llada".
 
-Log-probabilities (/v1/completions, "logprobs": k, with "echo" for the prompt's) are Monte-Carlo
+Log-probabilities (/v1/completions, "logprobs": k, with "echo" for the prompt's; /v1/chat/completions,
+"logprobs": true and "top_logprobs": k, for the answer's tokens in chat's format) are Monte-Carlo
 estimates of Eq. 6 (llada.likelihood), `ServeConfig.mc_num` samples each, seeded by the request's
 seed (else 0). A masked diffusion model has no left-to-right factorisation, so a token's value is
 a difference of sequence-level estimates: token i's logprob is E(i) - E(i+1), where E(k) is the
@@ -203,7 +204,7 @@ class Service:
         """Choose the options and queue one request, given its prompts (`prompts`)."""
         prompts, texts = encoded
         options, limit = schema.sampler_options(req, self.cfg.options, self.cfg.max_gen_tokens)
-        top = None if chat else schema.top_logprobs(req)
+        top = schema.top_logprobs(req, chat)
         if req.stream and (len(prompts) > 1 or top is not None):
             raise RequestError(400, "stream: a streamed request is allowed one prompt and no logprobs; "
                                     "send it with stream false")
@@ -360,7 +361,29 @@ class Service:
                   work=self.score(prompt, d.ids, call.echo, call.top or 0, call.seed))
         self._submit([job])
         values, alts = await self.result(call, job, request)
-        return await asyncio.to_thread(self._logprobs_body, call, k, d, values, alts)
+        body = self._chat_logprobs_body if call.reply.chat else self._logprobs_body
+        return await asyncio.to_thread(body, call, k, d, values, alts)
+
+    def _chat_logprobs_body(self, call: _Call, k: int, d: _Done, values: list, alts: list) -> dict[str, Any]:
+        """Chat's logprobs of answer k: per answer token, its text, value, UTF-8 bytes and the
+        `top_logprobs` likeliest (the token among them at its own value when it is one of them),
+        highest first. The values are those of /v1/completions: they add up to the Eq. 6 estimate
+        of the whole answer given the prompt."""
+        seq, P = call.prompts[k] + d.ids, len(call.prompts[k])
+        pieces = token_pieces(self.tok, seq, [False] * len(seq), self.special_ids)
+
+        def item(text: str, value: float) -> dict[str, Any]:
+            return {"token": text, "logprob": value, "bytes": list(text.encode("utf-8"))}
+
+        content = []
+        for i in range(P, len(seq)):
+            if seq[i] in self.special_ids:
+                continue
+            ranked = {self.tok.decode([t]): values[i] + gap for t, gap in zip(*alts[i], strict=True) if t != seq[i]}
+            ranked[pieces[i]] = values[i]
+            best = sorted(ranked.items(), key=lambda kv: -kv[1])[: call.top or 0]
+            content.append({**item(pieces[i], values[i]), "top_logprobs": [item(t, v) for t, v in best]})
+        return {"content": content, "refusal": None}
 
     def _logprobs_body(self, call: _Call, k: int, d: _Done, values: list, alts: list) -> dict[str, Any]:
         seq, P = call.prompts[k] + d.ids, len(call.prompts[k])

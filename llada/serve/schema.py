@@ -146,7 +146,6 @@ _ONLY: dict[str, tuple[Callable[[Any], bool], str]] = {
     "tool_choice": (lambda v: v in (None, "none", "auto"), f'"none" or "auto" ({_NO_TOOLS})'),
     "function_call": (lambda v: v in (None, "none", "auto"), f'"none" or "auto" ({_NO_TOOLS})'),
     "modalities": (lambda v: v in (None, ["text"]), '["text"]'),
-    "logprobs.chat": (lambda v: not v, "false on chat completions; /v1/completions reports logprobs"),
 }
 
 
@@ -189,9 +188,17 @@ def stop_texts(req: Any) -> list[str]:
     return [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
 
 
-def top_logprobs(req: Any) -> int | None:
-    """How many alternatives per token the request wants reported (None: no logprobs)."""
+def top_logprobs(req: Any, chat: bool = False) -> int | None:
+    """How many alternatives per token the request wants reported (None: no logprobs): completions'
+    "logprobs": k, or chat's "logprobs": true with "top_logprobs": k (OpenAI refuses top_logprobs
+    without logprobs, and so does this: 400)."""
     value = getattr(req, "logprobs", None)
+    if chat:
+        if not value:
+            if req.top_logprobs:
+                raise RequestError(400, "top_logprobs needs logprobs: true")
+            return None
+        return req.top_logprobs or 0
     if value is None or value is False:
         return None
     if value is True:
@@ -208,7 +215,7 @@ def sampler_options(req: Any, defaults: SamplerOptions, max_gen_tokens: int) -> 
     RequestError 422 names a field the sampler refuses; 400 a max_tokens above the server's limit."""
     given = {name: getattr(req, name) for name in OPTION_NAMES
              if name not in _OPENAI_NAMED and getattr(req, name) is not None}
-    if given.get("top_k") in (0, -1):  # vLLM's (and lm-eval's) way of saying no top-k
+    if given.get("top_k") == -1:  # vLLM's way of saying no top-k (0 is the options' own)
         given.pop("top_k")
     gen = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     if gen is not None and gen > max_gen_tokens:
@@ -228,7 +235,7 @@ def sampler_options(req: Any, defaults: SamplerOptions, max_gen_tokens: int) -> 
 # ------------------------------------------------------------------------------------ responses
 @dataclass
 class Answer:
-    """One choice of a response: its text, why it ended, and (completions) its logprobs."""
+    """One choice of a response: its text, why it ended, and its logprobs (in its endpoint's format)."""
 
     text: str
     reason: str
@@ -251,7 +258,7 @@ class Reply:
         """The whole (non-streamed) response."""
         if self.chat:
             choices = [{"index": i, "message": {"role": "assistant", "content": a.text}, "finish_reason": a.reason,
-                        "logprobs": None} for i, a in enumerate(answers)]
+                        "logprobs": a.logprobs} for i, a in enumerate(answers)]
         else:
             choices = [{"index": i, "text": a.text, "finish_reason": a.reason, "logprobs": a.logprobs}
                        for i, a in enumerate(answers)]
