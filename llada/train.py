@@ -483,10 +483,12 @@ class Trainer:
 
     def _set_aside_later(self, step: int, resume_dir: Path) -> None:
         """A resume from step `step` (an explicit --resume of an older checkpoint) starts the run
-        anew from there: checkpoints of this out_dir past that step belong to the run it replaces,
+        anew from there: checkpoints of this out_dir past that step (or at it, when the resume is
+        from another directory, such as a superseded one) belong to the run it replaces,
         and a later `--resume auto` must never pick one up. Each is kept, renamed superseded-step-N,
         and the log says so."""
-        later = [c for c in self.checkpoints() if _step_of(c) > step]
+        later = [c for c in self.checkpoints()
+                 if _step_of(c) > step or (_step_of(c) == step and c.resolve() != resume_dir.resolve())]
         self.acc.wait_for_everyone()  # every process has seen the same list before any is moved
         for old in later:
             aside = _unused(self.ckpt_root / f"superseded-{old.name}")

@@ -65,7 +65,11 @@ class Rigged(torch.nn.Module):
     def forward(self, *a, output_positions=None, **k):
         time.sleep(self.delay)
         logits = self._rig(self.inner(*a, **k))
-        return logits if output_positions is None else logits[:, output_positions]
+        if output_positions is None:
+            return logits
+        if isinstance(output_positions, tuple) or getattr(output_positions, "dtype", None) == torch.bool:  # (N, V)
+            return logits[output_positions]
+        return logits[:, output_positions]
 
     def forward_kv(self, *a, **k):  # the cached path is only slowed
         time.sleep(self.delay)
@@ -668,6 +672,26 @@ def test_logprobs_of_an_answer_add_up_to_its_estimate(bundle):
     assert echo0["choices"][0]["text"] == "the cat sat" and echo0["usage"]["completion_tokens"] == 0
 
 
+def test_echo_joins_prompt_and_answer_as_generated(bundle):
+    """echo returns the prompt then the answer as its tokens read, the answer's leading space kept
+    (the plain text drops it, having nothing to join it to); chat's logprobs tokens join into its
+    content, which drops it as well."""
+    tok = bundle.tokenizer
+    tail = tok(" dog ran to the", add_special_tokens=False)["input_ids"]
+    body = {"prompt": "the cat", "max_tokens": len(tail), "steps": len(tail), "block_length": len(tail)}
+    with running(bundle, tail=tail) as (url, _):
+        echoed = httpx.post(url + "/v1/completions", json={**body, "echo": True}, timeout=60).json()
+        plain = httpx.post(url + "/v1/completions", json=body, timeout=60).json()
+        chat_body = {k: v for k, v in body.items() if k != "prompt"}
+        chat = httpx.post(url + "/v1/chat/completions", json={**chat_body, "messages": [{"role": "user", "content": "hi"}],
+                                                               "logprobs": True}, timeout=60).json()
+    assert echoed["choices"][0]["text"] == "the cat dog ran to the"
+    assert plain["choices"][0]["text"] == "dog ran to the"
+    # chat's content drops the leading space too, and its logprobs tokens join into it
+    assert chat["choices"][0]["message"]["content"] == "dog ran to the"
+    assert "".join(c["token"] for c in chat["choices"][0]["logprobs"]["content"]) == "dog ran to the"
+
+
 def test_chat_logprobs_in_chat_format_add_up_to_the_answers_estimate(bundle):
     """Chat's "logprobs": true, "top_logprobs": 2, read by the official client: one entry per answer
     token (its text, value, UTF-8 bytes and the two likeliest, highest first); the values are
@@ -687,7 +711,7 @@ def test_chat_logprobs_in_chat_format_add_up_to_the_answers_estimate(bundle):
     prompt = _chat_ids(tok, messages)
     answer = _reference_ids(bundle, prompt, gen_length=4, steps=4, block_length=4)
     assert len(content) == len(answer) == r.usage.completion_tokens > 0
-    assert "".join(c.token for c in content).strip() == r.choices[0].message.content
+    assert "".join(c.token for c in content) == r.choices[0].message.content  # no stop string here
     want = log_likelihood(bundle.model, prompt, answer, mc_num=4, generator=torch.Generator().manual_seed(5)).value
     assert sum(c.logprob for c in content) == pytest.approx(want, rel=1e-6)
     for c in content:

@@ -897,6 +897,10 @@ def test_resuming_an_older_checkpoint_sets_the_later_ones_aside(tmp_path, corpus
     assert again.step == 2  # not the old run's step 6
     got = load_file(again.fit() / "model.safetensors")
     assert all(torch.equal(want[k], got[k]) for k in want)
+    # resuming the old run again, from its set-aside step 4: the new run's step 4 and 6 go aside too
+    Trainer(_cfg(tmp_path, corpus, max_steps=7, save_every=2, keep_last=3, resume=str(root / "superseded-step-000004")))
+    assert sorted(p.name for p in root.iterdir()) == ["step-000002", "superseded-step-000004", "superseded-step-000004.1",
+                                                      "superseded-step-000006", "superseded-step-000006.1"]
 
 
 def test_revision_reaches_the_hub_download_and_is_refused_elsewhere(tmp_path, corpus, monkeypatch):

@@ -314,7 +314,11 @@ class Service:
                     job.cancelled.set()
         for k, d in enumerate(done):
             logprobs = None if call.top is None else await self.logprobs(call, k, d, request)
-            answers.append(Answer(call.prompt_texts[k] + d.text if call.echo else d.text, d.reason, logprobs))
+            text = d.text
+            if call.echo:  # prompt and answer as they join: the space an answer starts with is kept
+                raw = self.tok.decode(d.ids, skip_special_tokens=True)
+                text = call.prompt_texts[k] + raw[: len(raw) - len(raw.lstrip())] + d.text
+            answers.append(Answer(text, d.reason, logprobs))
         llada = call.options.to_dict()
         if call.top is not None:  # how the logprobs were estimated
             llada["logprobs"] = {"estimator": "Eq. 6 Monte-Carlo", "mc_num": self.cfg.mc_num, "seed": call.seed}
@@ -368,21 +372,24 @@ class Service:
         """Chat's logprobs of answer k: per answer token, its text, value, UTF-8 bytes and the
         `top_logprobs` likeliest (the token among them at its own value when it is one of them),
         highest first. The values are those of /v1/completions: they add up to the Eq. 6 estimate
-        of the whole answer given the prompt."""
+        of the whole answer given the prompt. The tokens join into the message's content (whose
+        leading whitespace is dropped; with a stop string, the last one may hold part of it)."""
         seq, P = call.prompts[k] + d.ids, len(call.prompts[k])
         pieces = token_pieces(self.tok, seq, [False] * len(seq), self.special_ids)
 
         def item(text: str, value: float) -> dict[str, Any]:
             return {"token": text, "logprob": value, "bytes": list(text.encode("utf-8"))}
 
-        content = []
+        content, leading = [], True
         for i in range(P, len(seq)):
             if seq[i] in self.special_ids:
                 continue
             ranked = {self.tok.decode([t]): values[i] + gap for t, gap in zip(*alts[i], strict=True) if t != seq[i]}
             ranked[pieces[i]] = values[i]
             best = sorted(ranked.items(), key=lambda kv: -kv[1])[: call.top or 0]
-            content.append({**item(pieces[i], values[i]), "top_logprobs": [item(t, v) for t, v in best]})
+            shown = pieces[i].lstrip() if leading else pieces[i]  # the content's leading space is dropped: so here
+            leading = leading and not shown
+            content.append({**item(shown, values[i]), "top_logprobs": [item(t, v) for t, v in best]})
         return {"content": content, "refusal": None}
 
     def _logprobs_body(self, call: _Call, k: int, d: _Done, values: list, alts: list) -> dict[str, Any]:
