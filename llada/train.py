@@ -285,7 +285,8 @@ class Trainer:
         resume_dir = self._find_resume()
         self.objective = objective_for(cfg)
         self.data = self.objective.data
-        self.data.load()
+        with _datasets_progress(cfg.progress):
+            self.data.load()
         if resume_dir is not None:
             self._check_compatible(resume_dir)
         model = self._build_model(resume_dir)
@@ -294,7 +295,8 @@ class Trainer:
             logger.warning("seq_len %d exceeds the model's max_sequence_length %d", cfg.seq_len,
                            self.model_config.max_sequence_length)
         self.base = model.train()
-        self.data.prepare(self.tokenizer, self.acc.main_process_first)
+        with _datasets_progress(cfg.progress):
+            self.data.prepare(self.tokenizer, self.acc.main_process_first)
         self.plan = BatchPlan(len(self.data.train), self.global_batch, cfg.seed)
         self._prepare_optimization(resume_dir)
         if resume_dir is not None:
@@ -934,6 +936,22 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+@contextmanager
+def _datasets_progress(shown: bool) -> Iterator[None]:
+    """--progress false also silences the datasets library's bars (loading, tokenizing) while the
+    data is prepared; its setting is restored after."""
+    import datasets
+
+    was = datasets.is_progress_bar_enabled()
+    if not shown:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was and not shown:
+            datasets.enable_progress_bars()
 
 
 def _skip(*args: Any, **kwargs: Any) -> None:

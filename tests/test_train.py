@@ -922,3 +922,17 @@ def test_revision_reaches_the_hub_download_and_is_refused_elsewhere(tmp_path, co
     for model in ("tiny", str(base)):
         with pytest.raises(UserError, match="--revision applies to a Hugging Face Hub id"):
             _cfg(tmp_path / "x", corpus, model=model, revision="v1.0")
+
+
+def test_progress_false_silences_the_data_bars_too(tmp_path, corpus, capfd):
+    """Each run reads a file of its own (datasets caches what it has prepared, and a cached file
+    shows no bars): with --progress false nothing of datasets' bars reaches stderr."""
+    import datasets
+
+    text = corpus.read_text()
+    for name, shown in (("quiet", False), ("loud", True)):
+        data = tmp_path / f"{name}.txt"
+        data.write_text(f"{name}\n\n{text}")
+        Trainer(_cfg(tmp_path / name, data, max_steps=1, progress=shown))
+        assert ("Map" in capfd.readouterr().err) == shown, name
+        assert datasets.is_progress_bar_enabled()  # the setting is restored after
