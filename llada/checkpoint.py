@@ -206,6 +206,8 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
     from llada import runtime
 
     runtime.check_quantization(quantization)
+    if not isinstance(compile, bool):
+        raise CheckpointError(f"compile must be True or False, got {compile!r}")
     if device_map is not None and device is not None:
         raise CheckpointError("give device or device_map, not both: a device_map places every module itself")
     if device_map is not None and (quantization is not None or compile):

@@ -314,6 +314,7 @@ def test_auto_on_this_cpu_places_everything_here(model_dir, full):
     (dict(device_map="auto", max_memory={"cpu": 1000}), "offloads transformer.wte to disk"),  # too little
     (dict(device_map="auto", max_memory={"cpu": "lots"}), "max_memory"),
     (dict(device_map="auto", compile=True), "compile with a device_map"),
+    (dict(compile="yes"), "compile must be True or False"),
 ])
 def test_device_map_mistakes_are_one_line(model_dir, kwargs, message):
     with pytest.raises(CheckpointError, match=message) as e:
