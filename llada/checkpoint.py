@@ -207,7 +207,7 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype | None = None,
 
     runtime.check_quantization(quantization)
     if not isinstance(compile, bool):
-        raise CheckpointError(f"compile must be True or False, got {compile!r}")
+        raise CheckpointError(f"compile must be true or false, got {compile!r}")
     if device_map is not None and device is not None:
         raise CheckpointError("give device or device_map, not both: a device_map places every module itself")
     if device_map is not None and (quantization is not None or compile):

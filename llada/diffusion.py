@@ -87,11 +87,10 @@ def _at_least_float32(x: Tensor) -> torch.dtype:
 
 class _RowCrossEntropy(torch.autograd.Function):
     """Cross-entropy of each row of logits (N, V) against targets (N,), in float32 (float64 for
-    float64 logits), a chunk of rows
-    at a time. It keeps only each row's log-sum-exp (N floats) for the backward pass, which
-    recomputes softmax - one_hot chunk by chunk into the gradient: memory beyond the logits and
-    their gradient is one float32 chunk, where `F.cross_entropy` on the upcast rows keeps an
-    (N, V) float32 log-softmax until the backward pass."""
+    float64 logits), a chunk of rows at a time. It keeps only each row's log-sum-exp (N floats) for
+    the backward pass, which recomputes softmax - one_hot chunk by chunk into the gradient: memory
+    beyond the logits and their gradient is one float32 chunk, where `F.cross_entropy` on the upcast
+    rows keeps an (N, V) float32 log-softmax until the backward pass."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:

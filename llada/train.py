@@ -493,12 +493,18 @@ class Trainer:
                  if _step_of(c) > step or (_step_of(c) == step and c.resolve() != resume_dir.resolve())]
         self.acc.wait_for_everyone()  # every process has seen the same list before any is moved
         for old in later:
-            aside = _unused(self.ckpt_root / f"superseded-{old.name}")
-            if self.acc.is_main_process:
-                os.replace(old, aside)
-            self._note(f"{old.name} comes after {resume_dir.name}, where this run resumes: it belongs to the "
-                       f"run being redone, so it is kept as {aside.name}, where --resume auto will not pick it up")
+            aside = self._put_aside(old, "superseded")
+            self._note(f"{old.name} is not part of the run resumed from {resume_dir.name}: it belongs to the run "
+                       f"being redone, so it is kept as {aside.name}, where --resume auto will not pick it up")
         self.acc.wait_for_everyone()
+
+    def _put_aside(self, ckpt: Path, label: str) -> Path:
+        """Rename checkpoint `ckpt` to `label`-<its name> (the first free name; the main process
+        renames) and return the new path. Callers wait for every process before and after."""
+        aside = _unused(self.ckpt_root / f"{label}-{ckpt.name}")
+        if self.acc.is_main_process:
+            os.replace(ckpt, aside)
+        return aside
 
     def _match_threads(self, threads: int | None, ckpt: Path) -> None:
         """Train on with the CPU thread count the checkpoint was written with.
@@ -649,9 +655,7 @@ class Trainer:
             return None
         self.acc.wait_for_everyone()  # every process chose the same one before any is moved
         for bad, problem in damaged:
-            aside = _unused(self.ckpt_root / f"damaged-{bad.name}")
-            if self.acc.is_main_process:
-                os.replace(bad, aside)
+            aside = self._put_aside(bad, "damaged")
             self._note(f"{bad} is damaged ({problem}); resuming from {ckpt.name}, the latest whole checkpoint "
                        f"(the damaged one is kept as {aside.name})")
         self.acc.wait_for_everyone()
@@ -731,12 +735,11 @@ class Trainer:
         from llada import checkpoint
         from llada.runtime import base_model
 
-        unwrapped = self.acc.unwrap_model(self.module)
-        full = self.acc.get_state_dict(self.module)  # every process calls it: under FSDP it gathers the shards
+        # the module accelerate prepared (--compile wraps it later): its names are the model's own
+        unwrapped = self.acc.unwrap_model(self.prepared)
+        full = self.acc.get_state_dict(self.prepared)  # every process calls it: under FSDP it gathers the shards
         if not self.acc.is_main_process:
             return
-        unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)  # --compile: the module it compiled
-        full = {k.removeprefix("_orig_mod."): v for k, v in full.items()}
         if self.cfg.lora_r:
             from llada.runtime import merge_lora_state
 

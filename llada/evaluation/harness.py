@@ -76,8 +76,6 @@ class LLaDAEvalLM(TemplateLM):
         unknown = sorted(set(sampler) - set(SAMPLER_KEYS))
         if unknown:
             raise UserError(f"unknown --model_args {', '.join(unknown)}; sampler options are {', '.join(SAMPLER_KEYS)}")
-        if not isinstance(compile, bool):
-            raise UserError(f"compile must be true or false, got {compile!r}")
         import accelerate
 
         device = _check_device(device)

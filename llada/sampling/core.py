@@ -245,7 +245,7 @@ class _Predictor:
         self.top_k, self.top_p = (top_k, top_p) if temperature > 0 else (None, None)  # greedy: nothing to cut
         self.tempered = tempered_confidence and temperature > 0
         self.never: Tensor | None = None
-        self.scored: Tensor | None = None  # the last step's logits its confidences were computed from
+        self.sampled: Tensor | None = None  # tempered: the last step's distribution sampled from (logits)
 
     def probability(self, logits: Tensor, x0: Tensor, confidence: Tensor) -> Tensor:
         """The probability (B, T) of each prediction under the step's logits, in float64: what block
@@ -255,7 +255,7 @@ class _Predictor:
         low_confidence = REMASKING["low_confidence"]
         if self.score is low_confidence and self.exact and not self.confidence_eos_eot_inf:
             return confidence
-        return low_confidence((self.scored if self.tempered else logits).double(), x0, None)
+        return low_confidence((self.sampled if self.tempered else logits).double(), x0, None)
 
     def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         cfg = self.cfg
@@ -271,13 +271,13 @@ class _Predictor:
             kept = logits.masked_fill(sampled == float("-inf"), float("-inf"))
             # LLaDA's generate.py ranks by the plain softmax; LLaDA 2.x and Dream by this distribution
             scored = sampled if self.tempered else logits
+            self.sampled = sampled
         x0 = add_gumbel_noise(kept.masked_fill(self.never, float("-inf")), self.temperature, self.generator).argmax(-1)
         if self.confidence_eos_eot_inf:  # an EOS/EOT prediction is kept last (App. B.4)
             scored = scored.clone()
             scored[..., cfg.eos_token_id] = float("-inf")
             if cfg.eot_token_id is not None:
                 scored[..., cfg.eot_token_id] = float("-inf")
-        self.scored = scored
         # Fixed steps rank in the logits' dtype, as LLaDA's generate.py does (bf16 parity); rules that
         # compare against a number (threshold, factor, editing) do it in float64 as Fast-dLLM does: a
         # bf16 confidence would read 0.9 as 0.8984375.
