@@ -281,6 +281,7 @@ def _stream_weights(model: LLaDAModel, root: Path, files: dict[str, list[str]], 
                                               f"{CONFIG_NAME} implies {tuple(expected[name].shape)}")
                     if want_dtype is not None and tensor.is_floating_point():
                         tensor = tensor.to(want_dtype)
+                    tensor = _own_storage(tensor)
                     if placer is not None:
                         tensor = placer.place(name, tensor)
                     if tensor is not None:  # None: written to the offload folder, left on the meta device
@@ -290,6 +291,23 @@ def _stream_weights(model: LLaDAModel, root: Path, files: dict[str, list[str]], 
     if missing:
         shown = ", ".join(fam.checkpoint_key(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise CheckpointError(f"{root}: {len(missing)} weight(s) missing from the safetensors files: {shown}")
+
+
+_ALIGNMENT = 64  # bytes: what torch's CPU allocator gives every fresh tensor
+
+
+def _own_storage(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor`, copied into a fresh allocation when it is a view into a larger buffer (a safetensors
+    file's bytes, a fused query_key_value split in three) or not aligned as a fresh tensor is. The
+    CPU's matrix kernels may take another path for an unaligned operand, so without this the same
+    weights loaded two ways (a public fused layout, a re-saved one, an offloaded copy) could give
+    logits that differ in the last float32 bits."""
+    if tensor.device.type != "cpu":
+        return tensor
+    shared = tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size()
+    if shared or tensor.data_ptr() % _ALIGNMENT or not tensor.is_contiguous():
+        return tensor.clone(memory_format=torch.contiguous_format)
+    return tensor
 
 
 def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:

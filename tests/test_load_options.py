@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 from conftest import make_word_tokenizer
-from test_moe_families import LLADA2_FLASH_CONFIG, TINY_LLADA2, _public_dir
+from test_moe_families import LLADA2_FLASH_CONFIG, TINY_LLADA2, _public_dir, assert_same_float32_logits
 from torch import nn
 
 import llada
@@ -326,15 +326,15 @@ def test_device_map_mistakes_are_one_line(model_dir, kwargs, message):
 @torch.no_grad()
 def test_offloaded_moe_blocks_give_the_same_logits(tmp_path):
     """Mixture-of-experts blocks on disk (their router, its expert bias and every expert fetched by
-    accelerate's hooks at the block's forward): the logits and a block-diffusion answer with the
-    cache equal the plain model's exactly."""
+    accelerate's hooks at the block's forward): the logits equal the plain model's to float32's
+    precision and a block-diffusion answer with the cache token for token."""
     root, _ = _public_dir(tmp_path / "moe", TINY_LLADA2)
     n = TINY_LLADA2["num_hidden_layers"]
     plain = llada.load(root, tokenizer=False).model
     placed = llada.load(root, tokenizer=False, device_map=_half_on_disk(n), offload_folder=tmp_path / "offload").model
     assert placed.transformer.blocks[-1].moe.router.weight.is_meta  # on disk until its forward
     ids = _ids(2, 8)
-    assert torch.equal(placed(ids), plain(ids))
+    assert_same_float32_logits(placed(ids), plain(ids))
     options = SamplerOptions.from_dict({"preset": "llada2", "gen_length": 8, "block_length": 4})
     assert torch.equal(sample(placed, ids[:1, :5], options).sequences, sample(plain, ids[:1, :5], options).sequences)
 
