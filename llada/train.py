@@ -22,11 +22,13 @@ checkpoint), so it needs no more memory than a fresh one.
 
 Layout of `out_dir`:
     checkpoints/step-000200/   a model directory (config.json, safetensors, tokenizer) plus
-        trainer/               accelerate state (optimizer, scheduler, RNG) and state.json (step, config)
+        trainer/               optimizer, scheduler and RNG states, as data (llada/trainer_state.py),
+                               and state.json (step, config)
     model/                     the final model directory
     metrics.jsonl, tb/, curves.png
 Checkpoints are written to a temporary directory and renamed into place, so one is never half
-written; the last `keep_last` are kept.
+written; the last `keep_last` are kept, and an older one is renamed to a temporary name before it
+is removed, so one is never half removed either. Resuming reads no pickle that could run code.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from llada import diffusion
+from llada import diffusion, trainer_state
 from llada.checkpoint import fsync_tree
 from llada.config import PRESETS, ModelConfig, preset
 from llada.data.world import WorldConfig
@@ -78,6 +80,15 @@ def trained_world(model_dir: str | Path) -> tuple[int, WorldConfig] | None:
     return int(saved.get("seed", 0)), WorldConfig(**saved.get("world", {}))
 
 
+def refuse_ambiguous_model(model: str) -> None:
+    """A UserError when `model` names both a preset and a model directory in the current directory
+    (`tiny` beside a ./tiny holding config.json): either guess would train something not asked for."""
+    if model in PRESETS and (Path(model) / "config.json").is_file():
+        raise UserError(f"--model {model} names both the preset {model} and the model directory ./{model}; "
+                        f"write --model ./{model} to start from the directory, or run from another directory "
+                        f"to train a fresh {model} model")
+
+
 # fp16: consecutive steps the GradScaler may skip (each halves the scale) before it is divergence.
 MAX_SKIPPED_STEPS = 25
 
@@ -100,7 +111,8 @@ class TrainConfig:
     """Everything a training run depends on; saved with every checkpoint."""
 
     model: str = "tiny"
-    """A preset name (debug, tiny, small, 100m, 1b, llada-8b) to start from scratch, or a model directory or Hub id."""
+    """A preset name (debug, tiny, small, 100m, 1b, llada-8b) to start from scratch, or a model directory or Hub id.
+    A name that is both a preset and a model directory here (./tiny with a config.json) is refused: write ./tiny."""
     revision: str | None = None
     """A branch, tag or commit when --model is a Hugging Face Hub id (None: main)."""
     data: str | None = None
@@ -191,6 +203,7 @@ class TrainConfig:
             raise UserError(f"--eps must be in [0, 1), got {self.eps}")
         if self.warmup_steps < 0 or self.eval_every < 0 or self.save_every < 0:
             raise UserError("--warmup_steps, --eval_every and --save_every must be >= 0")
+        refuse_ambiguous_model(self.model)
         if self.model not in PRESETS and not Path(self.model).expanduser().is_dir() and "/" not in self.model:
             raise UserError(f"--model {self.model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory")
         if self.revision is not None and (self.from_scratch or Path(self.model).expanduser().is_dir()):
@@ -308,7 +321,7 @@ class Trainer:
         Resuming without LoRA, the checkpoint's model directory holds exactly the weights being
         trained, so the model is built from it and from nothing else. With LoRA it holds merged
         weights, which cannot give the frozen base back: that is built from its source as a fresh
-        run builds it, and the adapters come from the checkpoint's adapter/ (`_restore_weights`).
+        run builds it, and the adapters come from the checkpoint's adapter/ (`restore_adapters`).
         """
         cfg = self.cfg
         if resume_dir is not None and not cfg.lora_r:
@@ -436,47 +449,23 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / cfg.lr)
         # The scheduler is not passed through prepare(): accelerate would advance it once per process
         # per step. It follows the optimizer step count here and is checkpointed alongside.
-        self.prepared, self.opt = self.acc.prepare(module, opt)  # the module accelerate knows (and saves)
+        self.prepared, self.opt = self.acc.prepare(module, opt)  # the module accelerate wrapped
         # compiled last: it traces the module as accelerate wrapped it (DDP, FSDP, autocast)
         self.module = compile_model(self.prepared) if cfg.compile else self.prepared
         self.sched = sched
-        self.acc.register_for_checkpointing(self.sched)
-
-    @contextmanager
-    def _no_fsdp_model_files(self) -> Iterator[None]:
-        """Under FSDP accelerate's save_state writes the model's shards into trainer/ (and load_state
-        reads them), whatever the save hooks say; the model directory beside trainer/ holds the
-        same weights whole, and a resume builds the model from it. Within this context accelerate's
-        FSDP model save and load do nothing, so a checkpoint holds the weights once. (The optimizer's
-        shards are still written: they are state no model directory has.)"""
-        import accelerate.accelerator as accelerator
-        from accelerate.utils import DistributedType
-
-        if self.acc.distributed_type != DistributedType.FSDP or not all(
-                hasattr(accelerator, name) for name in ("save_fsdp_model", "load_fsdp_model")):
-            yield
-            return
-        saved = accelerator.save_fsdp_model, accelerator.load_fsdp_model
-        accelerator.save_fsdp_model = accelerator.load_fsdp_model = _skip
-        try:
-            yield
-        finally:
-            accelerator.save_fsdp_model, accelerator.load_fsdp_model = saved
 
     def _load_trainer_state(self, resume_dir: Path) -> None:
-        """Optimizer, scheduler, RNG and step from checkpoints/step-N/trainer."""
-        hook = self.acc.register_load_state_pre_hook(self._restore_weights)
+        """Optimizer, scheduler, RNG and step from checkpoints/step-N/trainer, read as data
+        (`trainer_state.load`: a file holding a Python object is refused, never unpickled). The
+        model already holds its weights (`_build_model`; a LoRA run's adapters too,
+        `_prepare_optimization`), and trainer/ holds none."""
         try:
-            with self._no_fsdp_model_files():
-                self.acc.load_state(str(resume_dir / "trainer"))
-        except UserError:  # the hook's own message (a LoRA base changed since)
-            raise
+            trainer_state.load(resume_dir / "trainer", self.acc, self.prepared, self.opt, self.sched)
         except Exception as e:  # noqa: BLE001 - damage `checkpoint_problem` cannot see without reading it all
-            raise CheckpointError(f"cannot resume from {resume_dir}: its trainer state does not load "
-                                  f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
-                                  "--resume an earlier checkpoint, or move it away") from None
-        finally:
-            hook.remove()
+            first = trainer_state.first_line(e)
+            why = first if isinstance(e, UserError) else f"its trainer state does not load ({type(e).__name__}: {first})"
+            raise CheckpointError(f"cannot resume from {resume_dir}: {why}; --resume an earlier checkpoint, "
+                                  "or move it away") from None
         state = json.loads((resume_dir / "trainer" / "state.json").read_text())
         self.step = state["step"]
         self._match_threads(state.get("threads"), resume_dir)
@@ -521,14 +510,6 @@ class Trainer:
             self._note(f"resuming with {threads} CPU threads, as {ckpt.name} was written (this process "
                        f"started with {now}): a reduction split another way would change the last bits "
                        "of the gradients, and the run would not retrace its loss curve")
-
-    def _restore_weights(self, models: list[torch.nn.Module], input_dir: str) -> None:
-        """accelerate's load_state pre-hook: the model already holds its weights (`_build_model`; a
-        LoRA run's adapters too, `_prepare_optimization`), and trainer/ holds none
-        (`_no_model_weights`), so take it out of what load_state reads. (Under FSDP it is not in
-        `models`: `_no_fsdp_model_files` keeps accelerate from reading shards instead.)"""
-        if any(m is self.prepared for m in models):
-            models.remove(self.prepared)
 
     # ------------------------------------------------------------------------------------- loss
     def _noised(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> diffusion.NoisedBatch | None:
@@ -606,13 +587,32 @@ class Trainer:
         return self.out / "checkpoints"
 
     def _clean_temporaries(self) -> None:
-        """Remove what a killed run left half written: .tmp-* in out_dir and in checkpoints/."""
+        """Remove what a killed run left half written or half removed: .tmp-* in out_dir and in
+        checkpoints/ (`_remove_dir`), and `_half_removed` checkpoints."""
         if self.acc.is_main_process:
             for tmp in [*self.out.glob(".tmp-*"), *self.ckpt_root.glob(".tmp-*")]:
                 if tmp.is_dir():
                     shutil.rmtree(tmp, ignore_errors=True)
                 else:
                     tmp.unlink(missing_ok=True)
+            self._half_removed()
+
+    def _half_removed(self) -> None:
+        """A step-N without trainer/state.json is what an earlier llada left when it was killed while
+        pruning it (it removed files in place): nothing resumes from it. One older than the latest
+        checkpoint is removed, as the pruning meant to; a later one is not pruning's, and is set
+        aside as damaged-step-N. Each says so. (The main process calls this.)"""
+        if not self.ckpt_root.exists():
+            return
+        whole = self.checkpoints()
+        for ckpt in sorted(p for p in self.ckpt_root.glob("step-*") if p.is_dir() and p not in whole):
+            if whole and ckpt.name < whole[-1].name:
+                _remove_dir(ckpt)
+                self._note(f"removed {ckpt}: a checkpoint half removed (it has no trainer/state.json) when a run "
+                           "was killed while pruning it")
+            else:
+                aside = self._put_aside(ckpt, "damaged")
+                self._note(f"{ckpt} has no trainer/state.json, so nothing resumes from it; it is kept as {aside.name}")
 
     def checkpoints(self) -> list[Path]:
         if not self.ckpt_root.exists():
@@ -685,26 +685,23 @@ class Trainer:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
             self.acc.wait_for_everyone()
-            hook = self.acc.register_save_state_pre_hook(_no_model_weights)
-            try:
-                with self._no_fsdp_model_files():
-                    self.acc.save_state(str(tmp / "trainer"))  # optimizer, scheduler, RNG: no weights
-            finally:
-                hook.remove()
+            # optimizer, scheduler, RNG: no weights (the model directory beside trainer/ holds them)
+            trainer_state.save(tmp / "trainer", self.acc, self.prepared, self.opt, self.sched)
             self._save_model_dir(tmp)
+            self.acc.wait_for_everyone()  # every process has written its share (its RNG state) into tmp
             if self.acc.is_main_process:
                 state = {"step": self.step, "config": dataclasses.asdict(self.cfg), "time": time.time(),
                          "threads": torch.get_num_threads()}  # see _match_threads
                 state["config"]["_global_batch"] = self.global_batch
                 (tmp / "trainer" / "state.json").write_text(json.dumps(state, indent=2))
                 fsync_tree(tmp)
-        self.acc.wait_for_everyone()  # every process has written its share (its RNG state) into tmp
+        self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             _replace_dir(tmp, final)
             # prune only what is older: a checkpoint past this step is another run's future
             done = [c for c in self.checkpoints() if c.name <= final.name]
             for old in done[: -self.cfg.keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+                _remove_dir(old)
         self.acc.wait_for_everyone()
         return final
 
@@ -887,23 +884,16 @@ def restore_adapters(module: torch.nn.Module, ckpt: Path, base: str = "the base 
     load_lora_adapter(module, ckpt / ADAPTER_DIR)
 
 
-def _no_model_weights(models: list[torch.nn.Module], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
-    """accelerate's save_state pre-hook: keep the model weights out of trainer/. The model directory
-    beside it holds them (with LoRA: merged, and the adapters in adapter/), and a resume builds the
-    model from there (`Trainer._build_model`, `_prepare_optimization`), so a checkpoint stores them
-    once. Under FSDP accelerate writes its model shards before this hook runs: see
-    `Trainer._no_fsdp_model_files`."""
-    weights.clear()
-
-
 def checkpoint_problem(ckpt: Path) -> str | None:
     """Why checkpoint directory `ckpt` cannot be resumed from, or None when it looks whole.
 
     Cheap, reading headers rather than tensors: trainer/state.json parses and names a step, the
     model directory has its config and weights, every torch file is a whole zip archive (its
     directory is at the end, so a file cut short has none), every safetensors header covers its
-    file, every JSON file parses."""
+    file, every JSON file parses, and the tokenizer loads and fits the config (a resume needs it)."""
     from safetensors import safe_open
+
+    from llada.checkpoint import load_tokenizer, read_config
 
     try:
         state = json.loads((ckpt / "trainer" / "state.json").read_text())
@@ -925,8 +915,21 @@ def checkpoint_problem(ckpt: Path) -> str | None:
             elif f.suffix == ".json":
                 json.loads(f.read_text())
         except Exception as e:  # noqa: BLE001 - each reader has its own error types
-            return f"{name} is damaged or cut short: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+            return f"{name} is damaged or cut short: {trainer_state.first_line(e)}"
+    try:
+        load_tokenizer(ckpt, read_config(ckpt))
+    except Exception as e:  # noqa: BLE001 - transformers and tokenizers fail in many ways
+        return f"the tokenizer does not load: {trainer_state.first_line(e)}"
     return None
+
+
+def _remove_dir(path: Path) -> None:
+    """Remove directory `path`, in effect at once: it is renamed to .tmp-removed-<name> first, so that
+    a kill during the removal leaves a temporary, which the next run removes (`_clean_temporaries`),
+    never a half-removed `path`."""
+    trash = _unused(path.with_name(f".tmp-removed-{path.name}"))
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -955,10 +958,6 @@ def _datasets_progress(shown: bool) -> Iterator[None]:
     finally:
         if was and not shown:
             datasets.enable_progress_bars()
-
-
-def _skip(*args: Any, **kwargs: Any) -> None:
-    """Stands in for accelerate's FSDP model save and load (`Trainer._no_fsdp_model_files`)."""
 
 
 def _step_of(ckpt: Path) -> int:

@@ -4,7 +4,7 @@ command line with accelerate's FSDP2, as configs/accelerate/fsdp.yaml asks for i
 accelerate turns any CPU launch into DDP ("MULTI_CPU"), while torch's FSDP2 itself runs on CPUs over
 gloo. So the accelerator is told it is FSDP after it is built: the trainer then goes through
 accelerate's FSDP code (fully_shard per Transformer block, DTensor parameters, sharded optimizer
-state, the gathered state dict, save_state/load_state of sharded checkpoints), as on GPUs.
+state, the gathered state dict, the optimizer's sharded checkpoints), as on GPUs.
 """
 
 from __future__ import annotations

@@ -635,6 +635,80 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, corp
     assert sorted(p.name for p in root.iterdir()) == ["damaged-step-000004", "step-000002", "step-000004"]
 
 
+def _two_checkpoints(cfg: TrainConfig) -> Path:
+    """Steps 2 and 4 of `cfg` saved; returns the checkpoints directory."""
+    first = Trainer(cfg)
+    for _ in range(2):
+        first.train_step(), first.train_step()
+        first.save_checkpoint()
+    return Path(cfg.out_dir) / "checkpoints"
+
+
+@pytest.mark.parametrize("damage", ["missing", "not a tokenizer"])
+def test_a_checkpoint_whose_tokenizer_does_not_load_falls_back_to_the_one_before(tmp_path, corpus, caplog, damage):
+    """The latest checkpoint's tokenizer.json missing, or JSON that is no tokenizer: --resume auto
+    sets it aside and resumes from the one before, as for any damaged file; --resume of it is one line."""
+    cfg = _cfg(tmp_path, corpus, max_steps=6, save_every=2)
+    root = _two_checkpoints(cfg)
+    tokenizer = root / "step-000004" / "tokenizer.json"
+    if damage == "missing":
+        tokenizer.unlink()
+    else:
+        tokenizer.write_text(json.dumps({"version": "1.0", "model": {"type": "none"}}))
+    with caplog.at_level("WARNING", logger="llada"):
+        resumed = Trainer(cfg)
+    assert resumed.step == 2
+    lines = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "tokenizer" in lines[0], lines
+    assert sorted(p.name for p in root.iterdir()) == ["damaged-step-000004", "step-000002"]
+    with pytest.raises(CheckpointError, match="the checkpoint is damaged \\(the tokenizer does not load") as refused:
+        Trainer(_cfg(tmp_path, corpus, max_steps=6, resume=str(root / "damaged-step-000004")))
+    assert "\n" not in str(refused.value)
+
+
+def test_a_kill_while_pruning_never_leaves_a_half_removed_checkpoint(tmp_path, corpus, monkeypatch):
+    """Killed while the pruning of step 2 had removed its trainer/ but not yet its weights: what is
+    left is a temporary the next run removes, not a step-000002 that nothing resumes from or cleans up."""
+    import shutil
+
+    cfg = _cfg(tmp_path, corpus, max_steps=6, save_every=2, keep_last=1)
+    rmtree = shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):
+        path = Path(path)
+        if (path / "trainer").is_dir() and (path / "model.safetensors").is_file():  # a checkpoint
+            rmtree(path / "trainer")
+            (path / "trainer").mkdir()
+            raise _Killed
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", killed_midway)
+    with pytest.raises(_Killed):
+        Trainer(cfg).fit()
+    monkeypatch.undo()
+    root = tmp_path / "run" / "checkpoints"
+    assert Trainer(cfg).step == 4
+    assert sorted(p.name for p in root.iterdir()) == ["step-000004"]
+
+
+def test_a_half_removed_checkpoint_left_by_an_earlier_version_is_cleaned_up(tmp_path, corpus, caplog):
+    """step-N with its weights but an empty trainer/ (an earlier version pruned in place): one older
+    than the latest checkpoint is removed, one past it set aside as damaged, each saying so."""
+    import shutil
+
+    cfg = _cfg(tmp_path, corpus, max_steps=8, save_every=2, keep_last=2)
+    root = _two_checkpoints(cfg)
+    shutil.copytree(root / "step-000004", root / "step-000006")
+    for half in (root / "step-000002", root / "step-000006"):
+        shutil.rmtree(half / "trainer")
+        (half / "trainer").mkdir()
+    with caplog.at_level("WARNING", logger="llada"):
+        assert Trainer(cfg).step == 4
+    assert sorted(p.name for p in root.iterdir()) == ["damaged-step-000006", "step-000004"]
+    assert f"removed {root / 'step-000002'}: a checkpoint half removed" in caplog.text
+    assert "it is kept as damaged-step-000006" in caplog.text
+
+
 def test_a_full_disk_while_saving_is_one_line_and_leaves_the_earlier_checkpoints(tmp_path, corpus, monkeypatch):
     import errno
 
