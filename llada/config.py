@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+import reprlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,92 @@ SHARED_MODEL_TYPES = {"llada"}
 NOT_YET: dict[str, str] = {}
 
 
+# Sizes a config may ask for. A config.json is read on any machine (`llada info` describes a model
+# it will not load), so the bounds are fixed numbers, far above every public model, not this
+# machine's memory: they turn a hostile or mistyped size into one line before anything is built
+# or counted, where it would otherwise hang or exhaust memory.
+MAX_PARAMS = 10**13
+"""Parameters, every expert counted (the largest public models have about 2e12)."""
+MAX_LAYERS = 1024
+"""Transformer blocks (the deepest public models have about 128); each is Python objects when built."""
+MAX_EXPERTS = 65536
+"""Routed experts over all MoE blocks (DeepSeek-V3: 14,848); each is three modules when built."""
+MAX_INT = 2**63 - 1
+"""Every integer of a config ends up a tensor shape or element: int64."""
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def brief_repr(value: Any) -> str:
+    """`repr(value)` cut to a few dozen characters, for error messages about untrusted values."""
+    return _BRIEF.repr(value)
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = _BRIEF.maxlong = 48
+_BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxdict = 6
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+# A field's declared type (as dataclasses record it under `from __future__ import annotations`)
+# -> the test a config.json value must pass and what the error says is allowed. JSON has no NaN
+# or Infinity, but Python's json reads them; booleans are JSON's true and false, not strings or
+# 0/1, so "false" never reads as true.
+_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (_is_int, "an integer"),
+    "float": (_is_finite, "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "tuple[int, ...]": (lambda v: isinstance(v, (list, tuple)) and all(map(_is_int, v)), "a list of integers"),
+    "list[str]": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "MoEConfig": (lambda v: isinstance(v, (dict, MoEConfig)), "an object of MoE fields"),
+    "dict[str, Any]": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def check_value(name: str, value: Any, kind: str, owner: str = "") -> None:
+    """ConfigError unless `value` of field `name` is of `kind`, a declared type ("int", "float",
+    "bool", "str | None", ...): integers in int64, finite numbers, JSON booleans. `owner` goes in
+    front of the name ("moe "). The message quotes the value shortened."""
+    base, _, optional = kind.partition(" | ")
+    if value is None and optional == "None":
+        return
+    test, allowed = _TYPES[base]
+    if not test(value):
+        null = " or null" if optional == "None" else ""
+        raise ConfigError(f"{owner}`{name}` must be {allowed}{null}, got {brief_repr(value)}")
+    if _is_int(value) and not -MAX_INT <= value <= MAX_INT:
+        raise ConfigError(f"{owner}`{name}` = {brief_repr(value)} is out of range (at most 2**63 - 1)")
+
+
+def _check_types(obj: Any, owner: str = "") -> None:
+    """Every field of dataclass `obj` against its declared type (see `check_value`)."""
+    for f in fields(obj):
+        check_value(f.name, getattr(obj, f.name), f.type, owner)
+
+
+def check_depth(n_layers: int) -> None:
+    """ConfigError for more blocks than MAX_LAYERS (checked before anything makes one per block)."""
+    if n_layers > MAX_LAYERS:
+        raise ConfigError(f"`n_layers` = {n_layers} blocks: at most {MAX_LAYERS} (the deepest public models "
+                          "have about 128)")
+
+
+def _size_text(n: float) -> str:
+    """Bytes in decimal units: 12.8 EB."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} YB"
+
+
 ROUTER_SCORES = ("softmax", "sigmoid")
 ROUTER_BIAS = ("weights", "selection")
 
@@ -90,9 +179,10 @@ class MoEConfig:
     mixing weights, as LLaDA-MoE's code does) or "selection" (it only chooses, as LLaDA 2.x's does)."""
 
     def __post_init__(self) -> None:
+        _check_types(self, owner="moe ")
         for name in ("num_experts", "num_experts_per_tok", "intermediate_size", "groups", "topk_groups"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if value <= 0:
                 raise ConfigError(f"moe `{name}` must be a positive integer, got {value!r}")
         if self.num_experts_per_tok > self.num_experts:
             raise ConfigError(f"moe `num_experts_per_tok` ({self.num_experts_per_tok}) exceeds `num_experts` "
@@ -103,12 +193,29 @@ class MoEConfig:
         if self.groups > 1 and self.num_experts // self.groups < 2:
             raise ConfigError("moe: each expert group needs at least two experts (groups are ranked by their best two)")
         if self.score not in ROUTER_SCORES:
-            raise ConfigError(f"moe `score` is {self.score!r}; supported: {', '.join(ROUTER_SCORES)}")
+            raise ConfigError(f"moe `score` is {brief_repr(self.score)}; supported: {', '.join(ROUTER_SCORES)}")
         if self.bias is not None and self.bias not in ROUTER_BIAS:
-            raise ConfigError(f"moe `bias` is {self.bias!r}; supported: None, {', '.join(ROUTER_BIAS)}")
+            raise ConfigError(f"moe `bias` is {brief_repr(self.bias)}; supported: None, {', '.join(ROUTER_BIAS)}")
         if self.shared_intermediate_size < 0 or self.scaling <= 0:
             raise ConfigError("moe `shared_intermediate_size` must be >= 0 and `scaling` positive")
         object.__setattr__(self, "dense_layers", tuple(self.dense_layers))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MoEConfig:
+        """From the `moe` object of our config.json; unknown or missing keys are named."""
+        names = [f.name for f in fields(cls)]
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            shown = ", ".join(brief_repr(k)[1:-1] for k in unknown[:6])
+            raise ConfigError(f"moe: unknown field(s) {shown}; known: {', '.join(names)}")
+        missing = [f.name for f in fields(cls) if f.name not in data and f.default is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"moe: missing field(s) {', '.join(missing)}")
+        return cls(**data)
+
+    def moe_blocks(self, n_layers: int) -> int:
+        """How many of `n_layers` blocks are MoE blocks."""
+        return n_layers - len(set(self.dense_layers))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -172,8 +279,8 @@ class ModelConfig:
     """The absorbing [MASK] token of the forward process."""
     eos_token_id: int = 126081
     """End of text; also pads SFT responses and is learned there."""
-    pad_token_id: int = 126081
-    """Padding id for batches of different lengths (LLaDA uses EOS)."""
+    pad_token_id: int | None = 126081
+    """Padding id for batches of different lengths (LLaDA uses EOS; None: EOS)."""
     bos_token_id: int | None = 126080
     """Beginning of text, or None."""
     eot_token_id: int | None = 126348
@@ -193,11 +300,13 @@ class ModelConfig:
     """Keys of the source config.json we do not use, kept so that saving loses nothing."""
 
     def __post_init__(self) -> None:
+        _check_types(self)  # first: nothing below computes with a value of the wrong type
         self._fill_derived_sizes()
         self._check_sizes()
         self._check_head_layout()
         self._check_options()
         self._check_token_ids()
+        self._check_limits()
 
     def _fill_derived_sizes(self) -> None:
         if self.n_kv_heads is None:
@@ -207,13 +316,13 @@ class ModelConfig:
         if self.embedding_size is None:
             self.embedding_size = self.vocab_size
         if isinstance(self.moe, dict):
-            self.moe = MoEConfig(**self.moe)
+            self.moe = MoEConfig.from_dict(self.moe)
 
     def _check_sizes(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size", "vocab_size",
                      "embedding_size", "max_sequence_length"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if value <= 0:
                 raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
 
     def _check_head_layout(self) -> None:
@@ -230,16 +339,18 @@ class ModelConfig:
     def _check_options(self) -> None:
         for name, allowed in _ALLOWED.items():
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"`{name}` is {getattr(self, name)!r}; supported: {', '.join(allowed)}")
+                raise ConfigError(f"`{name}` is {brief_repr(getattr(self, name))}; supported: {', '.join(allowed)}")
         if self.family not in FAMILY_BY_MODEL_TYPE.values():
-            raise ConfigError(f"`family` is {self.family!r}; known: {', '.join(sorted(set(FAMILY_BY_MODEL_TYPE.values())))}")
+            raise ConfigError(f"`family` is {brief_repr(self.family)}; known: {', '.join(sorted(set(FAMILY_BY_MODEL_TYPE.values())))}")
         if not 0 < self.partial_rotary_factor <= 1 or self.rotary_dim % 2:
             raise ConfigError(f"`partial_rotary_factor` ({self.partial_rotary_factor}) must be in (0, 1] and rotate "
                               f"an even number of each head's {self.head_dim} dimensions")
         if self.moe is not None and any(not 0 <= i < self.n_layers for i in self.moe.dense_layers):
-            raise ConfigError(f"moe `dense_layers` {list(self.moe.dense_layers)} must be block indices 0..{self.n_layers - 1}")
+            raise ConfigError(f"moe `dense_layers` {brief_repr(list(self.moe.dense_layers))} must be block indices 0..{self.n_layers - 1}")
         if self.rope_theta <= 0 or self.rms_norm_eps <= 0:
             raise ConfigError("`rope_theta` and `rms_norm_eps` must be positive")
+        if self.init_std < 0:
+            raise ConfigError(f"`init_std` must be at least 0, got {self.init_std}")
         for name in ("attention_dropout", "residual_dropout", "embedding_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"`{name}` must be in [0, 1), got {getattr(self, name)}")
@@ -250,6 +361,27 @@ class ModelConfig:
             if value is not None and not 0 <= value < self.embedding_size:
                 raise ConfigError(
                     f"`{name}` = {value} is outside the embedding (0..{self.embedding_size - 1})")
+
+    def _check_limits(self) -> None:
+        """Refuse sizes no machine holds (see MAX_PARAMS, MAX_LAYERS, MAX_EXPERTS), by arithmetic
+        on the fields alone: nothing is built, and nothing loops over blocks or experts."""
+        params = self.num_params()
+        if params > MAX_PARAMS:
+            dtype = self.extra.get("torch_dtype") or self.extra.get("dtype")
+            dtype = dtype if isinstance(dtype, str) and dtype in _DTYPE_BYTES else "float32"
+            shape = (f"d_model={self.d_model}, n_layers={self.n_layers}, mlp_hidden_size={self.mlp_hidden_size}, "
+                     f"embedding_size={self.embedding_size}")
+            if self.moe is not None:
+                shape += (f", {self.moe.num_experts} experts of {self.moe.intermediate_size} "
+                          f"(shared {self.moe.shared_intermediate_size})")
+            raise ConfigError(f"{shape} give {params:.1e} parameters ({_size_text(params * _DTYPE_BYTES[dtype])} "
+                              f"in {dtype}), over the {MAX_PARAMS:.0e} any config may have (the largest public "
+                              "models have about 2e+12)")
+        check_depth(self.n_layers)
+        blocks = 0 if self.moe is None else self.moe.moe_blocks(self.n_layers)
+        if blocks and self.moe.num_experts * blocks > MAX_EXPERTS:
+            raise ConfigError(f"moe: {self.moe.num_experts} experts in each of {blocks} blocks "
+                              f"({self.moe.num_experts * blocks} in all): at most {MAX_EXPERTS} in all")
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -273,14 +405,14 @@ class ModelConfig:
         attn += 2 * self.head_dim if self.qk_norm else 0
         dense = 3 * d * h + ((2 * h + d) if self.include_bias else 0)
         norms = 2 * d * (2 if self.include_bias else 1)
-        total = d * (2 if self.include_bias else 1)
-        for i in range(self.n_layers):
-            mlp = dense
-            if self.is_moe_layer(i):
-                m = self.moe
-                experts = m.num_experts_per_tok if active else m.num_experts
-                mlp = d * m.num_experts + 3 * d * (experts * m.intermediate_size + m.shared_intermediate_size)
-            total += attn + mlp + norms
+        total = d * (2 if self.include_bias else 1) + self.n_layers * (attn + norms)
+        moe_blocks = 0 if self.moe is None else self.moe.moe_blocks(self.n_layers)
+        total += (self.n_layers - moe_blocks) * dense  # by multiplication: n_layers may be any size here
+        if moe_blocks:
+            m = self.moe
+            experts = m.num_experts_per_tok if active else m.num_experts
+            total += moe_blocks * (d * m.num_experts + 3 * d * (experts * m.intermediate_size
+                                                                 + m.shared_intermediate_size))
         if embeddings:
             head = 0 if self.weight_tying else self.embedding_size * (d + (1 if self.include_bias else 0))
             total += self.embedding_size * d + head
@@ -290,6 +422,8 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
         """Build from a `config.json` dict, with errors that name `source` and the field. A config.json
         of another family (see `family_of`) is read by that family's reader (llada/families)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a JSON object, got {brief_repr(data)}")
         name = family_of(data, source)
         if name != "llada":
             from llada.families import family
@@ -298,16 +432,13 @@ class ModelConfig:
         missing = [k for k in REQUIRED if data.get(k) is None]
         if missing:
             raise ConfigError(f"{source}: missing required field(s) {', '.join(missing)}")
-        for key, wanted in _FIXED.items():
-            if key in data and data[key] is not None and bool(data[key]) != wanted:
-                raise ConfigError(f"{source}: `{key}` = {data[key]!r} is not supported (only {wanted})")
         names = {f.name for f in fields(cls)} - {"extra", "family"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names}
         unknown = sorted(k for k in extra if k not in _METADATA_KEYS and k not in _FIXED
                          and not k.startswith("_") and k not in ("name_or_path",))
         if unknown:
-            logger.warning("%s: ignoring unknown field(s) %s", source, ", ".join(unknown))
+            logger.warning("%s: ignoring unknown field(s) %s", source, ", ".join(map(brief_repr, unknown[:20])))
         if data.get("include_qkv_bias") is None and "include_qkv_bias" in known:
             known["include_qkv_bias"] = False
         # LLaDA's own config.json names no BOS or end-of-turn id: they come from the tokenizer
@@ -315,20 +446,20 @@ class ModelConfig:
         for key in ("bos_token_id", "eot_token_id"):
             known.setdefault(key, None)
         try:
+            _check_fixed(data)
             return cls(**known, extra=extra)
-        except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
-        except TypeError as e:
+        except (ConfigError, TypeError) as e:
             raise ConfigError(f"{source}: {e}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> ModelConfig:
+        """Read and validate a config.json (errors name the file and the field)."""
         path = Path(path)
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such file") from None
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:  # also ints of over 4300 digits, nesting past the stack
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object")
@@ -376,10 +507,24 @@ class ModelConfig:
         return "autoregressive" if self.causal else "diffusion"
 
 
+def _check_fixed(data: dict[str, Any]) -> None:
+    """The reference options of _FIXED: absent, null, or the one value implemented (a JSON boolean)."""
+    for key, wanted in _FIXED.items():
+        if data.get(key) is not None:
+            check_value(key, data[key], "bool")
+            if data[key] != wanted:
+                raise ConfigError(f"`{key}` = {data[key]!r} is not supported (only {wanted})")
+
+
 def family_of(data: dict[str, Any], source: str = "config") -> str:
     """The family (a key of llada.families.FAMILIES) whose reader takes this config.json: by its
     `architectures`, else its `model_type` (they must agree); a config naming neither is LLaDA's."""
-    names = [a for a in data.get("architectures") or [] if isinstance(a, str)]
+    try:
+        check_value("architectures", data.get("architectures"), "list[str] | None")
+        check_value("model_type", data.get("model_type"), "str | None")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    names = data.get("architectures") or []
     model_type = data.get("model_type")
     for key in [*names, model_type]:
         if key in NOT_YET:
@@ -396,9 +541,9 @@ def family_of(data: dict[str, Any], source: str = "config") -> str:
         return by_architecture
     if by_architecture is not None:
         wanted = next(k for k, v in FAMILY_BY_MODEL_TYPE.items() if v == by_architecture)
-        raise ConfigError(f"{source}: `model_type` is {model_type!r}; expected {wanted!r} for architectures "
-                          f"{', '.join(names)}")
-    raise ConfigError(f"{source}: `model_type` is {model_type!r}; expected one of "
+        raise ConfigError(f"{source}: `model_type` is {brief_repr(model_type)}; expected {wanted!r} for "
+                          f"architectures {', '.join(brief_repr(n)[1:-1] for n in names[:6])}")
+    raise ConfigError(f"{source}: `model_type` is {brief_repr(model_type)}; expected one of "
                       f"{', '.join(repr(k) for k in FAMILY_BY_MODEL_TYPE)}")
 
 

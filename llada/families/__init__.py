@@ -18,6 +18,7 @@ token i), so the samplers, estimators, server and evaluation never ask which fam
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from typing import Any
 
 from torch import Tensor
 
-from llada.config import ConfigError, ModelConfig
+from llada.config import ConfigError, ModelConfig, brief_repr, check_value
 from llada.model import LLaDAModel
 
 
@@ -202,23 +203,45 @@ def unused_keys(data: dict[str, Any], *used: Any) -> dict[str, Any]:
     return {k: v for k, v in data.items() if not any(k in u for u in used)}
 
 
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+
+
+def read_values(data: dict[str, Any], source: str, types: dict[str, str], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The keys of `types` that a config.json holds or `defaults` gives (null: the default), each
+    checked against its type ("int", "float", "bool", "int | None", ... as `config.check_value`
+    reads them) before anything computes with it. Errors name `source` and the key."""
+    values = {k: data[k] if data.get(k) is not None else defaults.get(k) for k in types if k in data or k in defaults}
+    with naming(source):
+        for key, value in values.items():
+            check_value(key, value, types[key])
+    return values
+
+
 def read_fields(data: dict[str, Any], source: str, fields: dict[str, str], required: tuple[str, ...],
                 defaults: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
     """ModelConfig keyword values from a transformers-style config.json (`fields`: its key -> our
-    field), with `defaults` for keys it may omit (the family's configuration class defaults);
-    keys in `fixed` must hold the one value implemented (or be absent / null). Errors name
-    `source` and the key."""
+    field, whose declared type its value must have), with `defaults` for keys it may omit (the
+    family's configuration class defaults); keys in `fixed` must hold the one value implemented
+    (or be absent / null). Errors name `source` and the key."""
     missing = [k for k in required if data.get(k) is None]
     if missing:
         raise ConfigError(f"{source}: missing required field(s) {', '.join(missing)}")
-    for key, wanted in fixed.items():
-        if data.get(key, wanted) not in (wanted, None):
-            raise ConfigError(f"{source}: `{key}` = {data[key]!r} is not supported (only {wanted})")
-    values = {**defaults, **{k: v for k, v in data.items() if v is not None or k not in defaults}}
-    known = {ours: values[theirs] for theirs, ours in fields.items() if theirs in values}
-    if isinstance(known.get("eos_token_id"), list):  # some configs list several; the first is EOS
-        known["eos_token_id"] = known["eos_token_id"][0]
-    return known
+    with naming(source):
+        for key, wanted in fixed.items():
+            if data.get(key) is None:
+                continue
+            if isinstance(wanted, bool):
+                check_value(key, data[key], "bool")
+            if data[key] != wanted:
+                raise ConfigError(f"`{key}` = {brief_repr(data[key])} is not supported (only {wanted})")
+        eos = data.get("eos_token_id")
+        if isinstance(eos, list):  # some configs list several; the first is EOS
+            if not eos:
+                raise ConfigError("`eos_token_id` must be a token id or a non-empty list of them, got []")
+            check_value("eos_token_id", eos, "tuple[int, ...]")
+            data = {**data, "eos_token_id": eos[0]}
+    values = read_values(data, source, {theirs: _FIELD_TYPES[ours] for theirs, ours in fields.items()}, defaults)
+    return {fields[theirs]: value for theirs, value in values.items()}
 
 
 # Registration: each module calls `register` once on import.

@@ -28,8 +28,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from llada.config import ConfigError, ModelConfig, MoEConfig
-from llada.families import Family, KeyTable, naming, read_fields, refuse_unless, register, unused_keys
+from llada.config import ConfigError, ModelConfig, MoEConfig, check_depth
+from llada.errors import CheckpointError
+from llada.families import (
+    Family,
+    KeyTable,
+    naming,
+    read_fields,
+    read_values,
+    refuse_unless,
+    register,
+    unused_keys,
+)
 from llada.model import LLaDAModel
 
 REFERENCE_CODE_REPO = "inclusionAI/LLaDA2.0-mini"  # configuration_llada2_moe.py / modeling_llada2_moe.py
@@ -45,8 +55,10 @@ _FIELDS = {
     "partial_rotary_factor": "partial_rotary_factor", "mask_token_id": "mask_token_id",
     "eos_token_id": "eos_token_id", "pad_token_id": "pad_token_id", "bos_token_id": "bos_token_id",
 }
-_MOE_KEYS = ("num_experts", "num_shared_experts", "num_experts_per_tok", "n_group", "topk_group",
-             "routed_scaling_factor", "moe_intermediate_size", "first_k_dense_replace")
+# The mixture-of-experts keys and their types.
+_MOE_KEYS = {"num_experts": "int", "num_shared_experts": "int", "num_experts_per_tok": "int", "n_group": "int",
+             "topk_group": "int", "routed_scaling_factor": "float", "moe_intermediate_size": "int",
+             "first_k_dense_replace": "int"}
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
              "num_experts", "num_experts_per_tok", "moe_intermediate_size")
 # configuration_llada2_moe.py's defaults for keys a config.json may leave out (EOS and mask: its generate's).
@@ -65,22 +77,29 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Model
     if data.get("use_bias", True) is not False:  # its configuration class defaults to True
         raise ConfigError(f"{source}: `use_bias` must be false (a bias on the attention output is not implemented)")
     known = read_fields(data, source, _FIELDS, _REQUIRED, _DEFAULTS, _FIXED)
-    values = {**_DEFAULTS, **data}
-    if not known["n_kv_heads"]:  # 0: as many as the query heads (LLaDA 2.1's configuration)
+    values = read_values(data, source, {**_MOE_KEYS, "head_dim": "int | None"}, _DEFAULTS)
+    if not known["n_kv_heads"]:  # 0 or null: as many as the query heads (LLaDA 2.1's configuration)
         known["n_kv_heads"] = known["n_heads"]
-    head_dim = data.get("head_dim")
-    if head_dim is not None and head_dim != data["hidden_size"] // data["num_attention_heads"]:
-        raise ConfigError(f"{source}: `head_dim` = {head_dim} is not supported (only hidden_size / "
-                          f"num_attention_heads = {data['hidden_size'] // data['num_attention_heads']})")
+    for key in ("num_shared_experts", "first_k_dense_replace"):
+        if values[key] < 0:
+            raise ConfigError(f"{source}: `{key}` must be at least 0, got {values[key]}")
+    if values["first_k_dense_replace"] > known["n_layers"]:
+        raise ConfigError(f"{source}: `first_k_dense_replace` = {values['first_k_dense_replace']} exceeds "
+                          f"`num_hidden_layers` ({known['n_layers']})")
     with naming(source):
+        check_depth(known["n_layers"])  # before range() makes a tuple of the dense blocks
         moe = MoEConfig(num_experts=values["num_experts"], num_experts_per_tok=values["num_experts_per_tok"],
                         intermediate_size=values["moe_intermediate_size"],
-                        shared_intermediate_size=values["moe_intermediate_size"] * (values["num_shared_experts"] or 0),
+                        shared_intermediate_size=values["moe_intermediate_size"] * values["num_shared_experts"],
                         dense_layers=tuple(range(values["first_k_dense_replace"])), score="sigmoid",
-                        norm_topk=True, scaling=float(values["routed_scaling_factor"]), groups=values["n_group"],
+                        norm_topk=True, scaling=values["routed_scaling_factor"], groups=values["n_group"],
                         topk_groups=values["topk_group"], bias="selection")
-        return ModelConfig(**known, moe=moe, eot_token_id=None, family="llada2",
-                           extra=unused_keys(data, _FIELDS, _MOE_KEYS))
+        config = ModelConfig(**known, moe=moe, eot_token_id=None, family="llada2",
+                             extra=unused_keys(data, _FIELDS, _MOE_KEYS))
+    if values.get("head_dim") not in (None, config.head_dim):
+        raise ConfigError(f"{source}: `head_dim` = {values['head_dim']} is not supported (only hidden_size / "
+                          f"num_attention_heads = {config.head_dim})")
+    return config
 
 
 def config_to_json(config: ModelConfig) -> dict[str, Any]:
@@ -127,6 +146,11 @@ def split(key: str, tensor: Tensor, config: ModelConfig) -> dict[str, Tensor] | 
     if m is None:
         return None
     kv_rows = config.n_kv_heads * config.head_dim
+    rows = config.n_heads * config.head_dim + 2 * kv_rows
+    if tensor.shape[0] != rows:
+        raise CheckpointError(f"{key} has shape {tuple(tensor.shape)}, but config.json implies "
+                              f"{(rows, *tensor.shape[1:])} (q, k and v of {config.n_heads} + 2 x "
+                              f"{config.n_kv_heads} heads of {config.head_dim})")
     q, k, v = tensor.split([config.n_heads * config.head_dim, kv_rows, kv_rows], dim=0)
     return {f"transformer.blocks.{m[1]}.{name}.{m[2]}": t for name, t in zip(_QKV, (q, k, v), strict=True)}
 

@@ -25,8 +25,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from llada.config import ConfigError, ModelConfig, MoEConfig
-from llada.families import Family, KeyTable, naming, read_fields, refuse_unless, register, unused_keys
+from llada.config import ConfigError, ModelConfig, MoEConfig, brief_repr
+from llada.families import (
+    Family,
+    KeyTable,
+    naming,
+    read_fields,
+    read_values,
+    refuse_unless,
+    register,
+    unused_keys,
+)
 from llada.model import LLaDAModel
 
 REFERENCE_CODE_REPO = "inclusionAI/LLaDA-MoE-7B-A1B-Base"  # configuration_lladamoe.py / modeling_lladamoe.py
@@ -41,14 +50,17 @@ _FIELDS = {
     "pad_token_id": "pad_token_id", "bos_token_id": "bos_token_id", "qk_layernorm": "qk_norm",
     "partial_rotary_factor": "partial_rotary_factor",
 }
-_MOE_KEYS = ("num_experts", "num_experts_per_tok", "expert_intermediate_size", "shared_expert_intermediate_size",
-             "moe_layer_freq", "moe_router_enable_expert_bias")
+# The mixture-of-experts keys and their types (`moe_layer_freq` is also checked to hold a 0 or 1 per block).
+_MOE_KEYS = {"num_experts": "int", "num_experts_per_tok": "int", "expert_intermediate_size": "int",
+             "shared_expert_intermediate_size": "int | None", "moe_layer_freq": "tuple[int, ...]",
+             "moe_router_enable_expert_bias": "bool"}
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "rope_theta", "num_experts",
              "num_experts_per_tok", "expert_intermediate_size", "moe_layer_freq")
 # configuration_lladamoe.py's defaults for keys a config.json may leave out.
 _DEFAULTS = {"max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "hidden_act": "silu", "tie_word_embeddings": False,
              "initializer_range": 0.02, "attention_dropout": 0.0, "pad_token_id": 1, "eos_token_id": 50279,
-             "bos_token_id": None, "qk_layernorm": False, "partial_rotary_factor": 1.0, "mask_token_id": MASK_TOKEN_ID}
+             "bos_token_id": None, "qk_layernorm": False, "partial_rotary_factor": 1.0, "mask_token_id": MASK_TOKEN_ID,
+             "moe_router_enable_expert_bias": False}
 _FIXED = {"attention_bias": False, "clip_qkv": None, "rope_scaling": None}
 
 
@@ -56,19 +68,20 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Model
     """ModelConfig of a LLaDA-MoE config.json (errors name `source` and the field)."""
     known = read_fields(data, source, _FIELDS, _REQUIRED, _DEFAULTS, _FIXED)
     freq = data["moe_layer_freq"]
-    if not isinstance(freq, list) or len(freq) != data["num_hidden_layers"]:
-        raise ConfigError(f"{source}: `moe_layer_freq` must list 0 or 1 for each of the "
-                          f"{data['num_hidden_layers']} layers, got {freq!r}")
+    if not isinstance(freq, list) or len(freq) != known["n_layers"] or any(type(f) is not int or f not in (0, 1)
+                                                                           for f in freq):
+        raise ConfigError(f"{source}: `moe_layer_freq` must list 0 or 1 for each of the {known['n_layers']} "
+                          f"layers, got {brief_repr(freq)}")
+    values = read_values(data, source, _MOE_KEYS, _DEFAULTS)
     dense = tuple(i for i, f in enumerate(freq) if f == 0)
-    known["qk_norm"] = bool(known["qk_norm"])
     if not dense:  # every block is an MoE: the dense size is unused (and may be absent)
-        known["mlp_hidden_size"] = known.get("mlp_hidden_size") or data["expert_intermediate_size"]
+        known["mlp_hidden_size"] = known.get("mlp_hidden_size") or values["expert_intermediate_size"]
     with naming(source):
-        moe = MoEConfig(num_experts=data["num_experts"], num_experts_per_tok=data["num_experts_per_tok"],
-                        intermediate_size=data["expert_intermediate_size"],
-                        shared_intermediate_size=data.get("shared_expert_intermediate_size") or 0,
+        moe = MoEConfig(num_experts=values["num_experts"], num_experts_per_tok=values["num_experts_per_tok"],
+                        intermediate_size=values["expert_intermediate_size"],
+                        shared_intermediate_size=values.get("shared_expert_intermediate_size") or 0,
                         dense_layers=dense, score="softmax", norm_topk=False, scaling=1.0,
-                        bias="weights" if data.get("moe_router_enable_expert_bias") else None)
+                        bias="weights" if values["moe_router_enable_expert_bias"] else None)
         return ModelConfig(**known, moe=moe, eot_token_id=None, family="llada_moe",
                            extra=unused_keys(data, _FIELDS, _MOE_KEYS))
 
