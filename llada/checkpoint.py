@@ -17,6 +17,15 @@ and keys map onto ours; nothing below names a family.
 
 Every file is read through `read_json` / `_safetensors`, which turn a damaged file (truncated, not
 UTF-8, a directory where a file should be) into one `UserError` naming it, not a traceback.
+
+A directory is data, read only within itself: every file it names resolves inside it. A name read
+from one of its JSON files (an index's `weight_map`, a tokenizer_config.json `*_file`) is a relative
+path without `..`, and a symlink, wherever it is, must lead to a file inside (`_check_entries`,
+`_named_file`) or to a blob of the Hugging Face cache (`models--org--name/blobs/<hash>`): the
+files of a cache snapshot (`models--org--name/snapshots/<revision>/`) are symlinks to
+`../../blobs/<hash>`, and so are those of a `--local-dir` download by huggingface_hub before 0.23.
+A FIFO, socket or device where a file belongs is refused before anything opens it (a FIFO would
+block the read).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import copy
 import json
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -99,6 +109,7 @@ def _resolve_dir(path: str | Path, revision: str | None = None) -> Path:
     if p.is_dir():
         if revision is not None:
             raise ModelDirError(f"{p} is a local directory; --revision applies to a Hugging Face Hub id")
+        _check_entries(p)
         return p
     if p.exists():
         raise ModelDirError(f"{p} is a file; a model directory (with {CONFIG_NAME} and safetensors) is needed")
@@ -108,11 +119,13 @@ def _resolve_dir(path: str | Path, revision: str | None = None) -> Path:
         from huggingface_hub import snapshot_download
 
         try:
-            return Path(snapshot_download(text, revision=revision,
+            root = Path(snapshot_download(text, revision=revision,
                                           allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*",
                                                           "*.model", "*.txt"]))
         except Exception as e:  # noqa: BLE001 - network and auth errors vary by hub version
             raise _hub_error(text, revision, e) from None
+        _check_entries(root)
+        return root
     raise ModelDirError(f"{p}: no such directory (expected a model directory with {CONFIG_NAME})")
 
 
@@ -122,15 +135,62 @@ def _hub_error(repo: str, revision: str | None, e: Exception) -> ModelDirError:
                          f"Hub ({type(e).__name__}: {e})")
 
 
-def read_json(path: Path, error: type[UserError] = CheckpointError) -> Any:
-    """A JSON file of a model directory. Whatever keeps it from being read (missing, a directory,
-    not UTF-8, not JSON) is one `error` (or ModelDirError) naming the file."""
+def _check_inside(path: Path, root: Path) -> None:
+    """Refuse `path` (in model directory `root`) when, symlinks followed, it leads out of `root`,
+    unless to a blob of the Hugging Face cache (a model file the Hub's client stored)."""
+    target = path.resolve()
+    hub_blob = target.parent.name == "blobs" and target.parent.parent.name.startswith("models--")
+    if not (target.is_relative_to(root.resolve()) or hub_blob):
+        raise ModelDirError(f"{path} leads to {target}, outside the model directory {root}; a model directory "
+                            "must hold the files it names: copy the file in instead of linking to it")
+
+
+def _check_regular(path: Path, kind: str = "a file") -> None:
+    """Refuse `path` unless it is a regular file (symlinks followed), without opening it: a FIFO
+    would block whatever opens it, a device might never end."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        mode = path.stat().st_mode
     except FileNotFoundError:
         raise ModelDirError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ModelDirError(f"{path} is a directory; a JSON file belongs there") from None
+    except OSError as e:
+        raise ModelDirError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if stat.S_ISDIR(mode):
+        raise ModelDirError(f"{path} is a directory; {kind} belongs there")
+    if not stat.S_ISREG(mode):
+        raise ModelDirError(f"{path} is not a regular file (a FIFO, socket or device); {kind} belongs there")
+
+
+def _check_entries(root: Path) -> None:
+    """Refuse a model directory with a symlink leading outside it, or a FIFO, socket or device among
+    its files (those of `additional_chat_templates/` too, which transformers reads). Folders are
+    not entered: loading reads none of them but that one."""
+    templates = root / "additional_chat_templates"
+    for folder in (root, templates) if templates.is_dir() else (root,):
+        for path in folder.iterdir():
+            if path.is_symlink():
+                _check_inside(path, root)
+            if path.exists() and not path.is_dir():
+                _check_regular(path)
+
+
+def _named_file(root: Path, name: Any, source: str) -> Path:
+    """`root / name` for a file name read from a JSON file of model directory `root` (`source` says
+    where): a relative path that stays inside, symlinks followed; anything else is one error."""
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"{source}: {name!r} is not a file name")
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ModelDirError(f"{source} names {name!r}, a path outside the model directory {root}; a model "
+                            "directory names only files inside it")
+    _check_inside(root / name, root)
+    return root / name
+
+
+def read_json(path: Path, error: type[UserError] = CheckpointError) -> Any:
+    """A JSON file of a model directory. Whatever keeps it from being read (missing, a directory, a
+    FIFO, not UTF-8, not JSON) is one `error` (or ModelDirError) naming the file."""
+    _check_regular(path, "a JSON file")
+    try:
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise ModelDirError(f"{path}: cannot be read ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
@@ -138,7 +198,7 @@ def read_json(path: Path, error: type[UserError] = CheckpointError) -> Any:
                     "or not the JSON file it should be") from None
     try:
         return json.loads(text)
-    except json.JSONDecodeError as e:
+    except (ValueError, RecursionError) as e:  # also ints of over 4300 digits, nesting past the stack
         raise error(f"{path}: not valid JSON ({e})") from None
 
 
@@ -153,7 +213,9 @@ def read_config(root: Path) -> ModelConfig:
 
 @contextmanager
 def _safetensors(path: Path, device: str = "cpu") -> Iterator[Any]:
-    """`safe_open`, with a damaged file (truncated, not safetensors, a directory) as one CheckpointError."""
+    """`safe_open`, with a damaged file (truncated, not safetensors, a directory, a FIFO) as one
+    CheckpointError (ModelDirError)."""
+    _check_regular(path, "a safetensors file")
     try:
         with safe_open(str(path), framework="pt", device=device) as f:
             yield f
@@ -172,6 +234,8 @@ def _weight_files(root: Path) -> dict[str, list[str]]:
         weight_map = weight_map["weight_map"]
         files: dict[str, list[str]] = {}
         for key, name in weight_map.items():
+            if not isinstance(name, str) or name not in files:
+                _named_file(root, name, f"{index}: weight_map[{key!r}]")
             files.setdefault(name, []).append(key)
         missing = [n for n in files if not (root / n).exists()]
         if missing:
@@ -276,9 +340,7 @@ def _stream_weights(model: LLaDAModel, root: Path, files: dict[str, list[str]], 
                                           f"(weight_tying={config.weight_tying}, "
                                           f"include_bias={config.include_bias})")
                 for name, tensor in pieces.items():
-                    if tuple(tensor.shape) != tuple(expected[name].shape):
-                        raise CheckpointError(f"{file_path}: {key} has shape {tuple(tensor.shape)}, but "
-                                              f"{CONFIG_NAME} implies {tuple(expected[name].shape)}")
+                    _check_piece(file_path, key, tensor, expected[name])
                     if want_dtype is not None and tensor.is_floating_point():
                         tensor = tensor.to(want_dtype)
                     tensor = _own_storage(tensor)
@@ -291,6 +353,18 @@ def _stream_weights(model: LLaDAModel, root: Path, files: dict[str, list[str]], 
     if missing:
         shown = ", ".join(fam.checkpoint_key(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise CheckpointError(f"{root}: {len(missing)} weight(s) missing from the safetensors files: {shown}")
+
+
+def _check_piece(file_path: Path, key: str, tensor: torch.Tensor, slot: torch.Tensor) -> None:
+    """Refuse a stored tensor that does not fit the parameter (or buffer) `slot` it fills: another
+    shape, or integer values where the model holds floating-point ones (they would load, and the
+    first forward would fail)."""
+    if tuple(tensor.shape) != tuple(slot.shape):
+        raise CheckpointError(f"{file_path}: {key} has shape {tuple(tensor.shape)}, but "
+                              f"{CONFIG_NAME} implies {tuple(slot.shape)}")
+    if slot.is_floating_point() and not tensor.is_floating_point():
+        raise CheckpointError(f"{file_path}: {key} holds {str(tensor.dtype).removeprefix('torch.')} values; "
+                              "a model's weights are floating-point (float32, bfloat16 or float16)")
 
 
 _ALIGNMENT = 64  # bytes: what torch's CPU allocator gives every fresh tensor
@@ -321,13 +395,18 @@ def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 
 def load_tokenizer(path: str | Path, config: ModelConfig | None = None) -> Any:
-    """The tokenizer of a model directory, checked against the model config when one is given.
-    A family whose directories name remote tokenizer code (Dream) opens with its transformers class."""
+    """The tokenizer of a model directory, checked against the model config when one is given, and
+    its chat template rendered once (`tokenizer.check_chat_template`). A family whose directories
+    name remote tokenizer code (Dream) opens with its transformers class."""
     import transformers
+
+    from llada.tokenizer import check_chat_template
 
     root = Path(path)
     if not any((root / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise ModelDirError(f"{root}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
+    _check_entries(root)
+    _check_tokenizer_names(root)
     name = family_for(config).tokenizer_class if config is not None else None
     cls = getattr(transformers, name) if name else transformers.AutoTokenizer
     quiet = transformers.utils.logging.get_verbosity()
@@ -344,7 +423,19 @@ def load_tokenizer(path: str | Path, config: ModelConfig | None = None) -> Any:
         transformers.utils.logging.set_verbosity(quiet)
     if config is not None:
         check_tokenizer(tokenizer, config, source=str(root))
+    check_chat_template(tokenizer, source=str(root))
     return tokenizer
+
+
+def _check_tokenizer_names(root: Path) -> None:
+    """Refuse a tokenizer_config.json whose `*_file` / `*_files` keys name a file outside the
+    directory: transformers opens what they name (4.x as written; 5.x its `fast_tokenizer_files`)."""
+    path = root / "tokenizer_config.json"
+    config = read_json(path) if path.exists() else None
+    for key, value in config.items() if isinstance(config, dict) else ():
+        if key.endswith(("_file", "_files")) and value is not None:
+            for name in value if isinstance(value, list) else [value]:
+                _named_file(root, name, f"{path}: `{key}`")
 
 
 def check_tokenizer(tokenizer: Any, config: ModelConfig, source: str = "tokenizer") -> None:
@@ -381,6 +472,9 @@ def load(path: str | Path, *, dtype: str | torch.dtype | None = None, device: st
         first calls pay the compilation).
     Errors are ModelDirError / CheckpointError with one line saying what was wrong.
     """
+    from llada import runtime
+
+    runtime.check_device(device)  # before anything is read or downloaded
     root = _resolve_dir(path, revision)
     model = load_model(root, dtype=dtype, device=device, quantization=quantization, device_map=device_map,
                        max_memory=max_memory, offload_folder=offload_folder, compile=compile)
@@ -475,6 +569,8 @@ def save(path: str | Path, model: LLaDAModel, tokenizer: Any = None, *, max_shar
     `trust_remote_code=True`; a Dream directory here and in Dream's own code. `push_to_hub="user/name"`
     then uploads it (`push`)."""
     want = resolve_dtype(dtype)
+    if push_to_hub:
+        check_repo_id(push_to_hub)  # before anything is written
     save_state_dict(path, state_dict_for_saving(model, want), model.config, tokenizer,
                     max_shard_size=max_shard_size, options=options)
     if push_to_hub:
@@ -500,7 +596,7 @@ def save_state_dict(path: str | Path, state: dict[str, torch.Tensor], config: Mo
         if stale.exists() and stale.name not in split.filename_to_tensors:
             stale.unlink()
     for file_name, keys in split.filename_to_tensors.items():
-        save_file({k: state[k].contiguous() for k in keys}, str(root / file_name), metadata={"format": "pt"})
+        save_safetensors({k: state[k].contiguous() for k in keys}, root / file_name)
     if split.is_sharded:
         index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
                  "weight_map": split.tensor_to_filename}
@@ -523,6 +619,26 @@ def save_state_dict(path: str | Path, state: dict[str, torch.Tensor], config: Mo
     fsync_tree(root)
 
 
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Write `tensors` as the safetensors file `path`, its mode set by the user's umask like every
+    other file of the directory (safetensors itself creates its files readable by the owner only)."""
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system shows it (Linux: /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore, the one portable way to read it
+    os.umask(mask)
+    return mask
+
+
 def _drop_unshipped_tokenizer_code(root: Path) -> None:
     """Remove a tokenizer_config.json `auto_map` naming modules the directory does not hold (Dream's
     tokenizer names its remote `tokenization_dream.py`; ours was opened, and is saved, as its
@@ -530,9 +646,7 @@ def _drop_unshipped_tokenizer_code(root: Path) -> None:
     is not there."""
     path = root / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    entries = (config.get("auto_map") or {}).values()
-    modules = [name.split("--")[-1].split(".")[0] for entry in entries
-               for name in (entry if isinstance(entry, list) else [entry]) if isinstance(name, str)]
+    modules = _auto_map_modules(config)
     if modules and not all((root / f"{m}.py").is_file() for m in modules):
         del config["auto_map"]
         path.write_text(json.dumps(config, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
@@ -573,7 +687,7 @@ def save_lora_adapter(module: nn.Module, path: str | Path, base: str,
     state = get_peft_model_state_dict(peft_model, state_dict=state)
     state = {_PEFT_PREFIX + KEY_PREFIX + k.removeprefix(_PEFT_PREFIX): v.detach().cpu().contiguous()
              for k, v in state.items()}
-    save_file(state, str(out / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    save_safetensors(state, out / ADAPTER_WEIGHTS)
     config = copy.copy(peft_model.peft_config["default"])
     local = Path(base).expanduser()
     config.base_model_name_or_path = str(local.resolve()) if local.is_dir() else base
@@ -629,9 +743,19 @@ def write_model_card(root: Path, name: str | None = None) -> None:
     """Write README.md into model directory `root` (unless it holds a card written by hand); `name`
     is how the usage examples refer to it (default: the path)."""
     path = root / CARD_NAME
-    if path.is_file() and CARD_MARKER not in path.read_text(encoding="utf-8", errors="replace"):
-        return
-    path.write_text(model_card(root, name or str(root)), encoding="utf-8")
+    if not _own_card(path):
+        path.write_text(model_card(root, name or str(root)), encoding="utf-8")
+
+
+def _own_card(path: Path) -> bool:
+    """Whether README.md `path` is a card written by hand (no marker line), which is never replaced."""
+    return path.is_file() and CARD_MARKER not in path.read_text(encoding="utf-8", errors="replace")
+
+
+def _card_text(root: Path, name: str) -> str:
+    """The card `push` uploads: the one written by hand as it is, else one generated naming `name`."""
+    path = root / CARD_NAME
+    return path.read_text(encoding="utf-8", errors="replace") if _own_card(path) else model_card(root, name)
 
 
 def _optional_json(path: Path) -> Any:
@@ -864,9 +988,11 @@ def convert(model: str, out: str, dtype: str = "auto", max_shard_size: str = "5G
 
 def push(model: str, repo: str, revision: str | None = None, private: bool = False,
          message: str | None = None) -> None:
-    """Upload a model directory to the Hugging Face Hub (creating the repository if needed); its
-    generated model card is first rewritten to name the repository. Log in first (`hf auth login`
-    or the HF_TOKEN environment variable).
+    """Upload a model directory to the Hugging Face Hub (creating the repository if needed) in one
+    commit: its weights, config.json, generation_config.json, tokenizer files, LoRA adapter and
+    the records its model card cites (`upload_files`), nothing else; the uploaded card names the
+    repository, and the directory itself is left as it is. Log in first (`hf auth login` or the
+    HF_TOKEN environment variable).
 
     Args:
         model: the model directory
@@ -875,22 +1001,92 @@ def push(model: str, repo: str, revision: str | None = None, private: bool = Fal
         private: create the repository private (an existing one keeps its visibility)
         message: the commit message
     """
-    from huggingface_hub import HfApi
+    import huggingface_hub
+    from huggingface_hub import CommitOperationAdd
 
-    root = _resolve_dir(model)
+    check_repo_id(repo)
+    root = Path(model).expanduser()
+    if not root.is_dir():
+        raise ModelDirError(f"{model}: no such directory; `llada push` uploads a local model directory")
     if not (root / CONFIG_NAME).exists():
         raise ModelDirError(f"{root}: no {CONFIG_NAME}; `llada push` uploads a model directory")
     read_config(root)  # refuse to upload a directory that would not open
-    _weight_files(root)
-    write_model_card(root, name=repo)
-    api = HfApi()
+    files = upload_files(root)
+    card = _card_text(root, repo).encode("utf-8")
+    if huggingface_hub.get_token() is None:
+        raise UserError("not logged in to the Hugging Face Hub: log in with `hf auth login` or set HF_TOKEN "
+                        "to a token that may write, then push again")
     try:
+        operations = [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(root / n)) for n in files]
+        operations.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card))
+        api = huggingface_hub.HfApi()
         api.create_repo(repo, private=private, exist_ok=True)
         if revision is not None:
             api.create_branch(repo, branch=revision, exist_ok=True)
-        api.upload_folder(repo_id=repo, folder_path=str(root), revision=revision,
-                          commit_message=message or f"Upload {root.name} (llada)")
+        api.create_commit(repo, operations, commit_message=message or f"Upload {root.name} (llada)",
+                          revision=revision)
     except Exception as e:  # noqa: BLE001 - network, auth and permission errors vary by hub version
-        raise UserError(f"could not push {root} to {repo!r} ({type(e).__name__}: {e}); log in with "
-                        "`hf auth login` or set HF_TOKEN, and check that you may write to that repository") from None
+        raise _push_error(root, repo, e) from None
     print(f"pushed {root} to {repo}" + (f" (branch {revision})" if revision else ""))
+
+
+def check_repo_id(repo: str) -> None:
+    """A UserError unless `repo` is a Hub repository id (`owner/name` or `name`)."""
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except ValueError:  # HFValidationError
+        raise UserError(f"{repo!r} is not a Hugging Face Hub repository id: use owner/name, each part letters, "
+                        "digits, '-', '_' and '.' (not first or last), at most 96 characters") from None
+
+
+# What `push` uploads of a model directory besides its safetensors: the files a model is opened
+# from, and the records its card cites. Pickles, optimizer state, notes and the like stay home.
+UPLOADED = (CONFIG_NAME, GENERATION_CONFIG_NAME, INDEX_NAME, TRAINING_CONFIG_NAME, EVAL_RESULTS,
+            "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+            "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+            f"{ADAPTER_DIR}/adapter_config.json", f"{ADAPTER_DIR}/{ADAPTER_WEIGHTS}")
+
+
+def upload_files(root: Path) -> list[str]:
+    """The files of model directory `root` that `push` uploads (its README.md is generated apart):
+    the safetensors its index names (or model.safetensors), the `UPLOADED` files it has, and the
+    Python modules its `auto_map` names that it holds (a checkpoint with its own modeling code)."""
+    names = [*_weight_files(root), *(n for n in UPLOADED if (root / n).is_file())]
+    for config in (CONFIG_NAME, "tokenizer_config.json"):
+        names += [f"{m}.py" for m in _auto_map_modules(_optional_json(root / config)) if (root / f"{m}.py").is_file()]
+    return sorted(set(names))
+
+
+def _auto_map_modules(config: Any) -> list[str]:
+    """The modules a config's `auto_map` names (`module.Class`, or `repo--module.Class` on the Hub)."""
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    entries = auto_map.values() if isinstance(auto_map, dict) else []
+    return [name.split("--")[-1].split(".")[0] for entry in entries
+            for name in (entry if isinstance(entry, list) else [entry]) if isinstance(name, str)]
+
+
+def _push_error(root: Path, repo: str, e: Exception) -> UserError:
+    """What stopped an upload, in one line: the token refused, no permission, the Hub out of reach, or else."""
+    where = f"could not push {root} to {repo!r}"
+    response = getattr(e, "response", None)
+    status = getattr(response, "status_code", None) if response is not None else None
+    reason = (str(e).strip().splitlines() or [""])[0]
+    if status == 401:
+        return UserError(f"{where}: the Hugging Face Hub refused the token (401 Unauthorized); log in again with "
+                         "`hf auth login` or set HF_TOKEN to a valid token")
+    if status == 403:
+        return UserError(f"{where}: this token may not write to {repo!r} (403 Forbidden); push to a repository "
+                         "of your own or of an organisation you may write to, with a write token")
+    if status is None and _unreachable(e):
+        return UserError(f"{where}: cannot reach the Hugging Face Hub ({type(e).__name__}: {reason}); check the "
+                         "network connection and that HF_HUB_OFFLINE is not set, then push again")
+    return UserError(f"{where} ({type(e).__name__}{f' {status}' if status else ''}: {reason})")
+
+
+def _unreachable(e: Exception) -> bool:
+    """A network failure (offline mode, refused, no route, timed out) in the HTTP client of any
+    huggingface_hub version (requests, httpx)."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return isinstance(e, (OSError, TimeoutError)) or bool(names & {"TransportError", "Timeout", "ConnectionError"})

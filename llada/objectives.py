@@ -150,8 +150,9 @@ class Conversations(TrainingData):
         from llada.data.sft import SFTCollator, render_all
 
         cfg = self.cfg
-        self.train = self._learnable(render_all(tokenizer, self.train_conversations), "training")
-        self.eval = self._learnable(render_all(tokenizer, self.eval_conversations), "held-out")
+        # rendered only as far as seq_len tokens reach: the collator cuts there
+        self.train = self._learnable(render_all(tokenizer, self.train_conversations, cfg.seq_len), "training")
+        self.eval = self._learnable(render_all(tokenizer, self.eval_conversations, cfg.seq_len), "held-out")
         self.collate = SFTCollator(tokenizer.eos_token_id, cfg.seq_len, cfg.truncation, cfg.padding)
         if not self.eval:
             logger.warning("there are no held-out conversations, so this run reports no held-out loss")

@@ -15,9 +15,12 @@ config; nothing else in the package names an id.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from llada.errors import CheckpointError
 
 BOS, EOS, MASK = "<|startoftext|>", "<|endoftext|>", "<|mdm_mask|>"
 START_HEADER, END_HEADER, EOT = "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
@@ -33,6 +36,56 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
+
+
+# A chat template is code from the model directory: jinja's sandbox keeps it from reaching Python
+# objects and blocks one huge `range`, but not loops within loops, so a render is also given a budget
+# of Python steps (trace events), far above what a real template spends: about 500 for a one-message
+# conversation with the template above, 12,000 for a hundred messages.
+TEMPLATE_STEPS = 5_000_000
+SAMPLE_CHAT = [{"role": "user", "content": "Hello"}]  # what `check_chat_template` renders
+
+
+class _OutOfSteps(BaseException):
+    """Raised inside a render past its budget; not an Exception, so no `except Exception` on the way keeps it going."""
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = True,
+                steps: int = TEMPLATE_STEPS) -> str:
+    """`tokenizer.apply_chat_template(messages, tokenize=False, ...)`, stopped after `steps` Python
+    trace events. A template that raises, or runs past the budget, is one CheckpointError saying which."""
+    left = steps
+
+    def count(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise _OutOfSteps
+        return count
+
+    previous = sys.gettrace()
+    sys.settrace(count)
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except _OutOfSteps:
+        raise CheckpointError(f"the chat template does not finish (stopped after {steps:,} steps)") from None
+    except Exception as e:  # noqa: BLE001 - a template raises whatever its code raises
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"the chat template fails ({type(e).__name__}: {reason})") from None
+    finally:
+        sys.settrace(previous)
+
+
+def check_chat_template(tokenizer: Any, source: str = "tokenizer") -> None:
+    """Render a one-message conversation with the tokenizer's chat template, if it has one: a
+    template that fails or runs away is refused once, where the model is opened, and not by every
+    chat request after it (CheckpointError naming `source`)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return
+    try:
+        render_chat(tokenizer, SAMPLE_CHAT)
+    except CheckpointError as e:
+        raise CheckpointError(f"{source}: {e} on a one-message conversation; fix or remove it") from None
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2) -> Any:

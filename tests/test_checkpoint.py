@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -335,42 +336,124 @@ def test_revision_reaches_the_hub_for_load_and_convert(llada_dir, tmp_path, monk
 
 
 class _FakeHfApi:
-    """Records what huggingface_hub.HfApi would be asked to do."""
+    """Records what huggingface_hub.HfApi would be asked to do; `refuse` makes each call fail with it."""
 
     calls: list[tuple] = []
+    refuse: Exception | None = None
+
+    def _call(self, *record):
+        self.calls.append(record)
+        if self.refuse is not None:
+            raise self.refuse
 
     def create_repo(self, repo_id, private=False, exist_ok=False, **kw):
-        self.calls.append(("create_repo", repo_id, private))
+        self._call("create_repo", repo_id, private)
 
     def create_branch(self, repo_id, branch, exist_ok=False, **kw):
-        self.calls.append(("create_branch", repo_id, branch))
+        self._call("create_branch", repo_id, branch)
 
-    def upload_folder(self, repo_id, folder_path, revision=None, commit_message=None, **kw):
-        files = sorted(p.name for p in Path(folder_path).iterdir())
-        card = (Path(folder_path) / "README.md").read_text()
-        self.calls.append(("upload_folder", repo_id, revision, files, f'from_pretrained("{repo_id}")' in card))
+    def create_commit(self, repo_id, operations, commit_message=None, revision=None, **kw):
+        uploaded = {op.path_in_repo: op.path_or_fileobj for op in operations}
+        card = uploaded.get("README.md")
+        card = card if isinstance(card, bytes) else Path(card).read_bytes()
+        self._call("create_commit", repo_id, revision, sorted(uploaded),
+                   f'from_pretrained("{repo_id}")'.encode() in card)
+
+    def upload_folder(self, repo_id, folder_path, **kw):
+        self._call("upload_folder", repo_id, sorted(str(p.relative_to(folder_path))
+                                                    for p in Path(folder_path).rglob("*") if p.is_file()))
 
 
-def test_push_uploads_a_model_directory(llada_dir, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def hub(monkeypatch):
+    """A fake HfApi and a stored token (no network)."""
     import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeHfApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test")
+    monkeypatch.setattr(_FakeHfApi, "calls", [])
+    monkeypatch.setattr(_FakeHfApi, "refuse", None)
+    return _FakeHfApi
+
+
+MODEL_FILES = ["README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json"]
+
+
+def test_push_uploads_a_model_directory(llada_dir, tmp_path, hub, capsys):
+    from llada.cli import main
+
+    bundle = llada.load(llada_dir[0])
+    llada.save(tmp_path / "m", bundle.model, bundle.tokenizer)
+    card = (tmp_path / "m" / "README.md").read_bytes()
+    assert main(["push", str(tmp_path / "m"), "me/llada-tiny", "--revision", "dev"]) == 0
+    assert "pushed" in capsys.readouterr().out
+    assert hub.calls == [("create_repo", "me/llada-tiny", False), ("create_branch", "me/llada-tiny", "dev"),
+                         ("create_commit", "me/llada-tiny", "dev", MODEL_FILES, True)]
+    assert (tmp_path / "m" / "README.md").read_bytes() == card  # the card names the repository in the upload only
+    hub.calls.clear()
+    llada.save(tmp_path / "n", bundle.model, bundle.tokenizer, push_to_hub="me/other")
+    assert hub.calls[-1][:3] == ("create_commit", "me/other", None)
+    assert main(["push", str(tmp_path), "me/x"]) == 2  # not a model directory: one line, nothing uploaded
+    assert "no config.json" in capsys.readouterr().err and len(hub.calls) == 2
+
+
+def test_push_uploads_only_the_models_files(llada_dir, tmp_path, hub):
+    """A training checkpoint holds pickles, optimizer state and notes beside the model: none of that goes."""
+    bundle = llada.load(llada_dir[0])
+    root = tmp_path / "m"
+    llada.save(root, bundle.model, bundle.tokenizer)
+    for name in ("trainer/custom_checkpoint_0.pkl", "optimizer.pt", "pytorch_model.bin", "notes.txt", ".env",
+                 "eval/report.md", "training_config.json", "eval/results.json", "adapter/adapter_config.json",
+                 "adapter/adapter_model.safetensors", "special_tokens_map.json"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("{}")
+    from llada.checkpoint import push
+
+    push(str(root), "me/m")
+    assert hub.calls[-1][3] == sorted([*MODEL_FILES, "adapter/adapter_config.json",
+                                       "adapter/adapter_model.safetensors", "eval/results.json",
+                                       "special_tokens_map.json", "training_config.json"])
+
+
+@pytest.mark.parametrize("repo,refuse,words", [
+    ("bad id!!", None, "'bad id!!' is not a Hugging Face Hub repository id"),
+    ("a/b/c", None, "'a/b/c' is not a Hugging Face Hub repository id"),
+    ("me/m", "no token", "not logged in to the Hugging Face Hub: log in with `hf auth login` or set HF_TOKEN"),
+    ("me/m", "offline", "cannot reach the Hugging Face Hub"),
+    ("me/m", 401, "the Hugging Face Hub refused the token (401 Unauthorized)"),
+    ("me/m", 403, "may not write to 'me/m' (403 Forbidden)"),
+])
+def test_push_failures_are_one_line_each_and_change_nothing(llada_dir, tmp_path, hub, monkeypatch, capsys, repo,
+                                                            refuse, words):
+    from types import SimpleNamespace
+
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.hf_api import HfApi
 
     from llada.cli import main
 
-    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeHfApi)
-    _FakeHfApi.calls = []
     bundle = llada.load(llada_dir[0])
-    llada.save(tmp_path / "m", bundle.model, bundle.tokenizer)
-    assert main(["push", str(tmp_path / "m"), "me/llada-tiny", "--revision", "dev"]) == 0
-    assert "pushed" in capsys.readouterr().out
-    files = ["README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-             "tokenizer_config.json"]
-    assert _FakeHfApi.calls == [("create_repo", "me/llada-tiny", False), ("create_branch", "me/llada-tiny", "dev"),
-                                ("upload_folder", "me/llada-tiny", "dev", files, True)]
-    _FakeHfApi.calls = []
-    llada.save(tmp_path / "n", bundle.model, bundle.tokenizer, push_to_hub="me/other")
-    assert _FakeHfApi.calls[-1][:3] == ("upload_folder", "me/other", None)
-    assert main(["push", str(tmp_path), "me/x"]) == 2  # not a model directory: one line, nothing uploaded
-    assert "no config.json" in capsys.readouterr().err and len(_FakeHfApi.calls) == 2
+    root = tmp_path / "m"
+    llada.save(root, bundle.model, bundle.tokenizer)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    if refuse == "no token":
+        monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    elif refuse == "offline":  # the real client, in offline mode: it fails before any socket opens
+        monkeypatch.setattr(huggingface_hub, "HfApi", HfApi)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        monkeypatch.setenv("HF_TOKEN", "hf_test")
+    elif refuse is not None:
+        response = SimpleNamespace(status_code=refuse, headers={}, request=None)
+        hub.refuse = HfHubHTTPError(f"{refuse} Client Error", response=response)
+    assert main(["push", str(root), repo]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err, err
+    assert ("log in" in err) == (refuse in ("no token", 401)), err  # only where logging in is the fix
+    assert before == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    assert not any(c[0] == "create_commit" for c in hub.calls)
 
 
 # ------------------------------------------------------------------------------------ damaged files
@@ -485,3 +568,187 @@ def test_a_lora_run_saves_a_peft_adapter_beside_the_merged_weights(tmp_path, wor
                                   atol=1e-4)  # the adapters were trained: they change the model
     card = (final / "README.md").read_text()
     assert "rank 4 adapters" in card and "`adapter/` (peft)" in card
+
+
+# ------------------------------------------------------------------------ directories that reach outside
+
+
+def _sharded(llada_dir, tmp_path) -> Path:
+    return _write_llada_dir(tmp_path / "sharded", LLADA_STYLE_CONFIG, llada_dir[1], shards=3)
+
+
+def _point_index_at(root: Path, shard: str, name: str) -> None:
+    index = json.loads((root / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {k: (name if v == shard else v) for k, v in index["weight_map"].items()}
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize("how", ["relative", "absolute", "symlink", "symlinked single file", "symlinked config"])
+def test_a_directory_naming_a_file_outside_itself_is_refused(llada_dir, tmp_path, capsys, how):
+    """A shard the index names by `../`, by an absolute path, or through a symlink leading out of the
+    directory (or such a symlink in place of a file loading reads) is refused in one line naming it."""
+    from llada.cli import main
+
+    root, shard = _sharded(llada_dir, tmp_path), "model-00002-of-00003.safetensors"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if how == "symlinked single file":
+        root = llada_dir[0]
+        (root / "model.safetensors").rename(outside / "x.safetensors")
+        (root / "model.safetensors").symlink_to(outside / "x.safetensors")
+    elif how == "symlinked config":
+        (root / "config.json").rename(outside / "config.json")
+        (root / "config.json").symlink_to(outside / "config.json")
+    else:
+        (root / shard).rename(outside / "x.safetensors")
+        if how == "symlink":
+            (root / shard).symlink_to(outside / "x.safetensors")
+        else:
+            _point_index_at(root, shard, "../outside/x.safetensors" if how == "relative"
+                            else str(outside / "x.safetensors"))
+    with pytest.raises(ModelDirError, match="outside the model directory") as info:
+        llada.load(root)
+    assert "\n" not in str(info.value)
+    assert main(["info", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "outside the model directory" in err
+
+
+@pytest.mark.parametrize("key,value", [("fast_tokenizer_files", ["../outside/tokenizer.4.0.0.json"]),
+                                       ("tokenizer_file", "OUTSIDE/tokenizer.json")])
+def test_a_tokenizer_config_naming_a_file_outside_is_refused(llada_dir, tmp_path, key, value):
+    root = llada_dir[0]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("tokenizer.json", "tokenizer.4.0.0.json"):
+        (outside / name).write_text((root / "tokenizer.json").read_text())
+    config = json.loads((root / "tokenizer_config.json").read_text())
+    config[key] = value.replace("OUTSIDE", str(outside)) if isinstance(value, str) else value
+    (root / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelDirError, match=f"tokenizer_config.json.*{key}.*outside the model directory"):
+        llada.load(root)
+
+
+def test_symlinks_that_stay_inside_and_the_hub_cache_layout_load(llada_dir, tmp_path):
+    """A symlink to a file inside the directory is fine; so is a Hugging Face cache snapshot, whose
+    files are symlinks into the repository folder's `blobs/` (../../blobs/<hash>), and a directory
+    whose files link to such blobs (a `--local-dir` download by huggingface_hub before 0.23)."""
+    root, _ = llada_dir
+    (root / "store").mkdir()
+    (root / "model.safetensors").rename(root / "store" / "weights.safetensors")
+    (root / "model.safetensors").symlink_to(Path("store") / "weights.safetensors")
+    ids = torch.randint(0, 60, (1, 6))
+    expected = llada.load(root).model(ids)
+
+    repo = tmp_path / "hub" / "models--org--tiny"
+    snapshot = repo / "snapshots" / "0123abcd"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    sharded = _sharded(llada_dir, tmp_path)
+    for i, f in enumerate(sorted(p for p in sharded.iterdir())):
+        blob = repo / "blobs" / f"{i:040x}"
+        f.rename(blob)
+        (snapshot / f.name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
+    assert torch.equal(llada.load(snapshot).model(ids), expected)
+    local = tmp_path / "local"
+    local.mkdir()
+    for f in snapshot.iterdir():
+        (local / f.name).symlink_to(f.resolve())
+    assert torch.equal(llada.load(local).model(ids), expected)
+
+
+# ------------------------------------------------------------------------ files that are not what they say
+
+
+def test_integer_weights_are_refused_at_load(llada_dir, tmp_path):
+    """int64 weights where the model has a float parameter would load and fail at the first forward."""
+    _, sd = llada_dir
+    bad = {**sd, "model.transformer.blocks.0.q_proj.weight": torch.ones(32, 32, dtype=torch.int64)}
+    root = _write_llada_dir(tmp_path / "int", LLADA_STYLE_CONFIG, bad)
+    with pytest.raises(CheckpointError, match=r"blocks.0.q_proj.weight holds int64 values.*floating-point"):
+        llada.load(root)
+
+
+def _load_next_to(fifo: Path, root: Path) -> BaseException | None:
+    """What llada.load(root) raises. A load blocked opening `fifo` (inside a library that holds the GIL, so
+    no thread of this process could help) is released after 20 s by another process opening it for
+    writing, and then fails on the empty file."""
+    import subprocess
+
+    writer = subprocess.Popen(["sh", "-c", 'sleep 20; : > "$0"', str(fifo)])
+    try:
+        llada.load(root)
+    except BaseException as e:  # noqa: BLE001 - handed to the test
+        return e
+    finally:
+        writer.kill()
+        writer.wait()
+    return None
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json",
+                                  "generation_config.json", "model-00002-of-00003.safetensors",
+                                  "model.safetensors.index.json"])
+def test_a_fifo_in_place_of_a_file_is_refused_before_it_is_opened(llada_dir, tmp_path, name):
+    import os
+
+    root = _sharded(llada_dir, tmp_path) if "0000" in name or "index" in name else llada_dir[0]
+    (root / "generation_config.json").write_text("{}")
+    (root / name).unlink()
+    os.mkfifo(root / name)
+    error = _load_next_to(root / name, root)
+    assert isinstance(error, ModelDirError) and f"{root / name} is not a regular file" in str(error), error
+
+
+def _with_chat_template(root: Path, template: str) -> Path:
+    config = json.loads((root / "tokenizer_config.json").read_text())
+    (root / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": template}))
+    return root
+
+
+@pytest.mark.parametrize("template,needle", [
+    ("{{ raise_exception('no chat here') }}", "no chat here"),
+    ("{% for i in range(100000000) %}x{% endfor %}", "OverflowError"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "does not finish"),
+])
+def test_a_chat_template_that_fails_or_runs_away_is_refused_at_load(llada_dir, template, needle):
+    root = _with_chat_template(llada_dir[0], template)
+    with pytest.raises(CheckpointError, match="chat template") as info:
+        llada.load(root)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_working_chat_template_still_loads(llada_dir):
+    from llada.tokenizer import CHAT_TEMPLATE
+
+    tok = llada.load(_with_chat_template(llada_dir[0], CHAT_TEMPLATE)).tokenizer
+    assert tok.apply_chat_template([{"role": "user", "content": "the cat"}], tokenize=False).startswith(
+        "<|startoftext|><|start_header_id|>user")
+
+
+@pytest.mark.parametrize("device,message", [
+    ("bogus", "device 'bogus' is not a device; use one of: cpu"),
+    (3.5, "device 3.5 is not a device; use one of: cpu"),
+    ("cuda:0" if not torch.cuda.is_available() else "cuda:99", "device cuda"),
+])
+def test_load_names_a_device_it_cannot_use(llada_dir, device, message):
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        llada.load(llada_dir[0], device=device)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_files_follow_the_umask(llada_dir, tmp_path, umask):
+    """safetensors writes its files 0600; a model directory gets the user's umask like any file."""
+    import os
+
+    bundle = llada.load(llada_dir[0])
+    old = os.umask(umask)
+    try:
+        llada.save(tmp_path / "out" / "single", bundle.model, bundle.tokenizer)
+        llada.save(tmp_path / "out" / "sharded", bundle.model, bundle.tokenizer, max_shard_size="20KB")
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len([p for p in files if p.name.endswith(".safetensors")]) > 2
+    assert {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in files} == \
+        {p.relative_to(tmp_path).as_posix(): 0o666 & ~umask for p in files}

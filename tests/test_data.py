@@ -177,3 +177,79 @@ def test_sft_records_with_bad_bytes_or_types_are_named_by_file_and_line(tmp_path
     chat.write_bytes(json.dumps(good).encode() + b'\n{"prompt": "\xff", "response": "a"}\n')
     with pytest.raises(DataError, match="chat.jsonl:2: not UTF-8 text \\(byte 0xff at column 13\\)"):
         load_conversations(str(chat))
+
+
+# ------------------------------------------------------------ lines that cost more than they hold
+
+
+def test_a_conversation_that_opens_with_the_assistant_is_named_by_file_and_line(tmp_path):
+    """Its response would have no prompt before it (the template cannot render an empty one)."""
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("\n".join(json.dumps({"messages": m}) for m in [
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+        [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]]) + "\n")
+    with pytest.raises(DataError, match="chat.jsonl:2: the conversation opens with an assistant turn"):
+        load_conversations(str(chat))
+
+
+@pytest.mark.parametrize("kind", ["sft jsonl", "text jsonl", "text json"])
+def test_a_line_nested_too_deep_is_named_by_file_and_line(tmp_path, kind):
+    deep = "[" * 100_000 + "]" * 100_000
+    if kind == "text json":
+        path = tmp_path / "data.json"
+        path.write_text(f'[{{"text": "ok"}}, {{"text": {deep}}}]\n')
+        where = "data.json"
+    else:
+        path = tmp_path / "data.jsonl"
+        path.write_text(json.dumps({"text": "ok", "prompt": "q", "response": "a"}) + "\n" + deep + "\n")
+        where = "data.jsonl:2"
+    with pytest.raises(DataError, match=f"{where}: JSON nested too deeply"):
+        load_conversations(str(path)) if kind == "sft jsonl" else load_texts(str(path))
+
+
+long_text = st.integers(1, 300).map(lambda n: "alpha beta gamma " * n)
+
+
+@settings(max_examples=40, deadline=None)
+@given(turns=st.lists(st.tuples(st.one_of(st.sampled_from(["what is two", " delta  "]), long_text),
+                                st.one_of(st.sampled_from(["four", "two plus"]), long_text)), min_size=1, max_size=6),
+       seq_len=st.integers(2, 80))
+def test_rendering_up_to_seq_len_keeps_what_the_collator_keeps(tok, turns, seq_len):
+    """Rendered with max_tokens=seq_len (messages cut to what seq_len + 1 tokens can hold, those past
+    them left out), a conversation has the whole rendering's first seq_len ids and response marks, and
+    is longer than seq_len exactly when the whole is (the collator counts it as truncated)."""
+    messages = [m for q, a in turns for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+    whole_ids, whole_mask = render_conversation(tok, messages)
+    ids, mask = render_conversation(tok, messages, max_tokens=seq_len)
+    assert ids[:seq_len] == whole_ids[:seq_len] and mask[:seq_len] == whole_mask[:seq_len]
+    assert (len(ids) > seq_len) == (len(whole_ids) > seq_len)
+
+
+def test_a_20_mb_line_costs_memory_by_seq_len_not_by_its_size(tok, tmp_path):
+    """One 20 MB JSONL line took 5.3 GB at --seq_len 64 (its whole text rendered and tokenized). The SFT
+    data now renders each conversation only as far as seq_len tokens reach: at --seq_len 64 and at most
+    19 characters a token (this tokenizer's longest entry) that is about 1,200 characters a message, so
+    the Python memory rendering takes stays under 2 MB, a tenth of the line (whose text the loaded
+    conversation holds once, before and after), whatever the line's length."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from llada.objectives import Conversations
+
+    big = "alpha beta gamma delta " * 900_000  # 20.7 MB
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": q},
+                                                       {"role": "assistant", "content": a}]})
+                              for q, a in [("what is two", big), (big, "four"), ("what is two", "four")]) + "\n")
+    data = Conversations(SimpleNamespace(data=str(path), seq_len=64, seed=0, world=None, truncation="truncate",
+                                         padding="longest"))
+    data.load()
+    tracemalloc.start()
+    try:
+        data.prepare(tok)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"rendering took {peak / 1e6:.1f} MB"
+    # the long answer stays longer than seq_len (counted as truncated); the long question fills seq_len (dropped)
+    assert sorted(len(r["input_ids"]) > 64 for r in data.train + data.eval) == [False, True]

@@ -344,6 +344,57 @@ def test_api_key(bundle):
         assert client.models.list().data[0].id == "llada"
 
 
+def test_with_an_api_key_only_the_page_and_health_answer_without_it(bundle):
+    """Every route but the chat page and /health needs the key, the API's schema and unknown paths
+    included; /docs and /redoc (scripts from a CDN) are not served at all."""
+    key = {"Authorization": "Bearer sekret"}
+    with running(bundle, api_key="sekret") as (url, _):
+        for path in ("/v1/models", "/v1/sampler", "/openapi.json", "/docs", "/redoc", "/nowhere"):
+            r = httpx.get(url + path)
+            assert r.status_code == 401 and "API key" in r.json()["error"]["message"], path
+        r = httpx.post(url + "/v1/completions", json={"prompt": "the cat", "max_tokens": 2},
+                       headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401
+        assert httpx.get(url + "/").status_code == 200 and httpx.get(url + "/health").status_code == 200
+        assert httpx.get(url + "/v1/sampler", headers=key).status_code == 200
+        assert "/v1/chat/completions" in httpx.get(url + "/openapi.json", headers=key).json()["paths"]
+        assert httpx.get(url + "/docs", headers=key).status_code == 404
+        assert httpx.get(url + "/redoc", headers=key).status_code == 404
+
+
+def _with_template(bundle, template: str) -> SimpleNamespace:
+    tok = train_tokenizer(TEXTS, vocab_size=300)
+    tok.chat_template = template
+    return SimpleNamespace(model=bundle.model, tokenizer=tok)
+
+
+@pytest.mark.parametrize("template,needle", [
+    ("{{ raise_exception('no chat here') }}", "no chat here"),
+    ("{% for i in range(100000000) %}x{% endfor %}", "OverflowError"),
+])
+def test_serve_refuses_to_start_with_a_chat_template_that_fails(monkeypatch, capsys, bundle, template, needle):
+    """Such a template answered every chat request with a 500; the server now stops at start, in one line."""
+    app, ran = _serve_cli(monkeypatch, _with_template(bundle, template), [])
+    err = capsys.readouterr().err.strip()
+    assert app is None and not ran and "chat template" in err and needle in err and len(err.splitlines()) == 1, err
+
+
+def test_a_chat_template_that_fails_on_one_request_answers_it_400(bundle):
+    """A template that renders the start-up conversation but raises (or runs away) on a request's messages."""
+    raising = ("{% if messages[0]['content'] == 'boom' %}{{ raise_exception('no boom') }}{% endif %}"
+               "{% if messages[0]['content'] == 'loop' %}{% for i in range(100000) %}{% for j in range(100000) %}"
+               "{% endfor %}{% endfor %}{% endif %}" + bundle.tokenizer.chat_template)
+    app = create_app(_with_template(bundle, raising), ServeConfig())
+    with serving(app) as url:
+        for content, needle in [("boom", "no boom"), ("loop", "does not finish")]:
+            r = httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": content}],
+                                                               "max_tokens": 2}, timeout=60)
+            assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+        r = httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "the cat"}],
+                                                           "max_tokens": 2, "steps": 2})
+        assert r.status_code == 200
+
+
 def test_page_is_served(bundle):
     with running(bundle) as (url, _):
         r = httpx.get(url + "/")

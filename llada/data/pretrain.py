@@ -25,6 +25,7 @@ from llada.data.world import WorldConfig
 from llada.errors import DataError
 
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_TOO_DEEP = "JSON nested too deeply to read (lists or objects inside one another past Python's recursion limit)"
 
 
 def _local_files(source: str) -> list[Path] | None:
@@ -91,6 +92,8 @@ def _check_file(path: Path, fields: tuple[str, ...], any_of: bool = False,
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise DataError(f"{path}:{n}: {_TOO_DEEP}") from None
         _check_record(record, f"{path}:{n}", fields, any_of, check)
 
 
@@ -104,6 +107,8 @@ def _check_json_list(path: Path, fields: tuple[str, ...], any_of: bool,
         records = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}: {_TOO_DEEP}") from None
     for i, record in enumerate(records):
         _check_record(record, f"{path}: record {i + 1}", fields, any_of, check)
     return True

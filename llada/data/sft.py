@@ -6,6 +6,9 @@ response (its content and closing end-of-turn token may be masked and are learne
 else (BOS, role headers, user and system turns) is prompt and stays clean (paper Eq. 5, App. B.1).
 The sequence ends with EOS, and a batch is padded with more EOS, which are response too: the
 model learns to end its answer by filling the rest of the canvas with EOS.
+
+A conversation is rendered only as far as the run's seq_len reaches (`render_conversation`'s
+`max_tokens`), so one huge record costs what seq_len tokens cost, not what its text does.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ def to_messages(record: dict[str, Any], where: str = "record") -> list[dict[str,
                             f"{type(m['role']).__name__} and {type(m['content']).__name__}")
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{where}: the conversation has no assistant turn, so there is nothing to learn")
+    if messages[0]["role"] == "assistant":
+        raise DataError(f"{where}: the conversation opens with an assistant turn; a response needs a prompt "
+                        "before it (a user or system turn)")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
@@ -83,15 +89,51 @@ def load_conversations(source: str | None = None, *, split: str = "train", seed:
     return [convs[i] for i in sorted(keep)]
 
 
-def render_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[bool]]:
+def chars_per_token(tokenizer: Any) -> int:
+    """The most characters one token can stand for: the length of the longest vocabulary entry (a
+    byte-level entry has one character per byte, so at least as many as the text it decodes to)."""
+    return max(map(len, tokenizer.get_vocab()), default=1)
+
+
+def _reach(messages: list[dict[str, str]], max_tokens: int, per_token: int) -> tuple[list[dict[str, str]], bool]:
+    """The messages that can reach the first `max_tokens` tokens of the rendering, each cut to what
+    max_tokens + 1 tokens can hold (`per_token` characters each), and whether anything was cut. A
+    message renders to a token at least (its role header), so none past the first max_tokens + 1
+    counts; nor any after the kept ones hold that many characters between them."""
+    budget = (max_tokens + 1) * per_token
+    kept: list[dict[str, str]] = []
+    held = 0
+    for m in messages[: max_tokens + 1]:
+        text = m["content"][:budget]
+        kept.append({"role": m["role"], "content": text})
+        held += len(text.strip())  # what a template that trims the content keeps of it
+        if held >= budget:
+            break
+    return kept, len(kept) < len(messages) or any(len(k["content"]) < len(m["content"])
+                                                  for k, m in zip(kept, messages, strict=False))
+
+
+def render_conversation(tokenizer: Any, messages: list[dict[str, str]], max_tokens: int | None = None,
+                        per_token: int | None = None) -> tuple[list[int], list[bool]]:
     """Token ids of the chat-templated conversation plus EOS, and which of them are response.
 
     The text is cut at turn boundaries (which fall on special tokens, so tokenising the pieces
     gives the same ids as tokenising the whole); the tail after the last assistant turn (LLaDA-8B's
     template always appends an assistant header) is replaced by EOS.
+
+    max_tokens: only the first max_tokens tokens are wanted (the collator cuts there), so only the
+    messages and characters that can reach them are rendered (`_reach`; `per_token`: the tokenizer's
+    `chars_per_token`). The first max_tokens ids and marks are then the whole rendering's (a text cut
+    inside a word could tokenize differently at the cut, past max_tokens), and a conversation
+    cut short still renders to more than max_tokens tokens (its prompt tail in place of EOS), so the
+    collator counts it as truncated.
     """
     def render(msgs: list[dict[str, str]], gen: bool) -> str:
         return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+
+    cut = False
+    if max_tokens is not None:
+        messages, cut = _reach(messages, max_tokens, per_token or chars_per_token(tokenizer))
 
     eot = "<|eot_id|>"
     pieces: list[tuple[str, bool]] = []
@@ -109,6 +151,9 @@ def render_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> tuple
             response = response[: response.index(eot) + len(eot)]
         pieces += [(before[len(done):], False), (response, True)]
         done = before + response
+    if cut:  # what follows the last response, as prompt: past max_tokens, but it makes the row as long
+        rest = render(messages, False)
+        pieces.append((rest[len(done):] if rest.startswith(done) else "", False))
     ids: list[int] = []
     mask: list[bool] = []
     for text, is_response in pieces:
@@ -169,10 +214,21 @@ def learnable(row: dict[str, list], seq_len: int) -> bool:
     return any(row["response_mask"][:seq_len])
 
 
-def render_all(tokenizer: Any, conversations: list[list[dict[str, str]]]) -> list[dict[str, list]]:
-    """Render every conversation once (the trainer batches the results)."""
+def render_all(tokenizer: Any, conversations: list[list[dict[str, str]]],
+               max_tokens: int | None = None) -> list[dict[str, list]]:
+    """Render every conversation once (the trainer batches the results), each only as far as
+    `max_tokens` (the run's seq_len) reaches when given. A conversation the chat template cannot
+    render is one DataError naming it."""
+    per_token = chars_per_token(tokenizer) if max_tokens is not None else None
     out = []
-    for messages in conversations:
-        ids, mask = render_conversation(tokenizer, messages)
+    for k, messages in enumerate(conversations):
+        try:
+            ids, mask = render_conversation(tokenizer, messages, max_tokens, per_token)
+        except DataError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a template raises whatever its code raises
+            reason = (str(e).strip().splitlines() or [""])[0][:200]
+            raise DataError(f"conversation {k + 1} (opening {messages[0]['content'][:40]!r}): the chat template "
+                            f"cannot render it ({type(e).__name__}: {reason})") from None
         out.append({"input_ids": ids, "response_mask": mask})
     return out

@@ -5,7 +5,9 @@
 
 Routes: GET / (the chat page), GET /health, GET /v1/models, GET /v1/sampler (the default options,
 presets and remasking strategies), POST /v1/completions, POST /v1/chat/completions (both with
-"stream": true for server-sent events). The request format
+"stream": true for server-sent events), GET /openapi.json (the API's schema). With an API key,
+every route but / and /health needs it; there are no /docs or /redoc pages (FastAPI's load their
+scripts from a CDN, so they would be blank offline). The request format
 and its mapping onto `SamplerOptions` are in schema.py; batching in batcher.py. Errors are
 OpenAI-shaped JSON with a 4xx status: 400 bad value, 401 key, 408 timeout, 413 body too large,
 415 a POST body that is not JSON, 421 a Host header naming another server, 422 unknown or
@@ -48,13 +50,14 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from llada.errors import UserError
+from llada.errors import CheckpointError, UserError
 from llada.sampling.commands import sampler_flags
 from llada.sampling.options import SamplerOptions
 from llada.sampling.text import cut_at_stop, cut_at_stop_texts, token_pieces
 from llada.serve import schema
 from llada.serve.batcher import Batcher, Job, QueueFull
 from llada.serve.schema import Answer, ChatRequest, CompletionRequest, Reply, RequestError
+from llada.tokenizer import check_chat_template, render_chat
 
 
 class ServeConfigError(UserError, ValueError):
@@ -72,7 +75,7 @@ class ServeConfig:
     max_body_bytes: int = 1_000_000
     max_prompt_tokens: int | None = None  # default: the model's context (prompt + response must fit it)
     max_gen_tokens: int = 256
-    api_key: str | None = None  # when set, /v1/* need "Authorization: Bearer <key>"
+    api_key: str | None = None  # when set, every route but / and /health needs "Authorization: Bearer <key>"
     mc_num: int = 32  # Monte-Carlo samples of each Eq. 6 estimate behind logprobs
     mc_batch_size: int = 32  # rows per forward pass of those estimates
     allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback and the bound address; "*": any
@@ -140,6 +143,7 @@ class Service:
 
     def __init__(self, bundle: Any, cfg: ServeConfig) -> None:
         self.cfg, self.model, self.tok = cfg, bundle.model.eval(), bundle.tokenizer
+        check_chat_template(self.tok)  # a template that fails would fail every chat request: refuse to start
         self.roles = self.model.config.roles
         self.max_prompt = cfg.max_prompt_tokens or self.model.config.max_sequence_length - 1
         self.special_ids = set(self.tok.all_special_ids) | set(self.roles.stops)
@@ -164,7 +168,10 @@ class Service:
                     for i, m in enumerate(req.messages)]
         for i, m in enumerate(messages):
             self.encode(m["content"], f"messages[{i}].content")
-        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        try:
+            text = render_chat(self.tok, messages)
+        except CheckpointError as e:  # the template itself refused these messages, or ran away on them
+            raise RequestError(400, f"messages: {e}") from None
         return self.encode(text, "messages")
 
     def completion_prompts(self, req: Any) -> tuple[list[list[int]], list[str]]:
@@ -479,9 +486,9 @@ def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
         yield
         service.batcher.close()  # type: ignore[union-attr]
 
-    app = FastAPI(title="llada", version="1", lifespan=lifespan)
+    app = FastAPI(title="llada", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batch_sizes, app.state.batcher, app.state.service = service.batch_sizes, None, service
-    app.add_middleware(_Guard, allowed_hosts=cfg.allowed_hosts)
+    app.add_middleware(_Guard, allowed_hosts=cfg.allowed_hosts, api_key=cfg.api_key)
     _add_error_handlers(app)
     _add_routes(app, service, cfg)
     return app
@@ -504,15 +511,19 @@ def _is_loopback(name: str) -> bool:
         return False
 
 
+PUBLIC_PATHS = ("/", "/health")  # what answers without the API key: the chat page (it asks for the key) and liveness
+
+
 class _Guard:
     """Checks made before any route, so that a web page the user visits cannot use a server on their
     machine: the Host header must name this server (loopback, the address the connection came in on,
-    or --allowed_hosts), else 421 (a DNS-rebinding page names its own host); a POST body must be
-    declared JSON, else 415 (a cross-origin page can send text/plain without asking first). No CORS
-    headers are sent, so browsers keep other origins from reading the answers."""
+    or --allowed_hosts), else 421 (a DNS-rebinding page names its own host); with an API key, every
+    path but `PUBLIC_PATHS` must send it, else 401; a POST body must be declared JSON, else 415 (a
+    cross-origin page can send text/plain without asking first). No CORS headers are sent, so
+    browsers keep other origins from reading the answers."""
 
-    def __init__(self, app: Any, allowed_hosts: tuple[str, ...] = ()) -> None:
-        self.app, self.allowed = app, set(allowed_hosts)
+    def __init__(self, app: Any, allowed_hosts: tuple[str, ...] = (), api_key: str | None = None) -> None:
+        self.app, self.allowed, self.api_key = app, set(allowed_hosts), api_key
 
     def refusal(self, scope: dict[str, Any]) -> tuple[int, str] | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
@@ -521,6 +532,10 @@ class _Guard:
         if not ("*" in self.allowed or name in self.allowed or _is_loopback(name) or (name and name == bound)):
             return 421, (f"this server does not answer for host {name or '(none)'!r}; start it with "
                          f"--allowed_hosts {name or 'NAME'} to allow that name")
+        sent = headers.get("authorization", "").encode("latin-1")
+        if (self.api_key and scope.get("path") not in PUBLIC_PATHS
+                and not hmac.compare_digest(sent, f"Bearer {self.api_key}".encode())):
+            return 401, "missing or wrong API key: send 'Authorization: Bearer <key>'"
         kind = headers.get("content-type", "").split(";")[0].strip().lower()
         if scope.get("method") == "POST" and kind != "application/json":
             return 415, f"the request body must be JSON, sent with Content-Type: application/json (got {kind!r})"
@@ -552,13 +567,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _add_routes(app: FastAPI, service: Service, cfg: ServeConfig) -> None:
     started = int(time.time())
 
-    def check_key(request: Request) -> None:
-        sent = request.headers.get("authorization", "")
-        if cfg.api_key and not hmac.compare_digest(sent.encode(), f"Bearer {cfg.api_key}".encode()):
-            raise RequestError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
-
     async def body_of(request: Request) -> bytes:
-        check_key(request)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cfg.max_body_bytes:
             raise RequestError(413, f"request body of {declared} bytes exceeds the limit of {cfg.max_body_bytes}")
@@ -584,8 +593,7 @@ def _add_routes(app: FastAPI, service: Service, cfg: ServeConfig) -> None:
         return await handle(request, chat=True)
 
     @app.get("/v1/models")
-    async def models(request: Request) -> dict[str, Any]:
-        check_key(request)
+    async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": cfg.model_name, "object": "model", "created": started,
                                             "owned_by": "llada",
                                             "max_model_len": service.model.config.max_sequence_length}]}
@@ -638,7 +646,7 @@ def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", por
         max_queue: waiting requests before 429
         timeout_s: per-request limit (queueing included) before 408
         max_gen_tokens: the largest max_tokens a request may ask for
-        api_key: require "Authorization: Bearer <key>" on /v1/* (or set LLADA_API_KEY)
+        api_key: require "Authorization: Bearer <key>" on every route but / and /health (or set LLADA_API_KEY)
         served_model_name: the model id /v1/models reports (default: the model directory's name)
         mc_num: Monte-Carlo samples of each Eq. 6 estimate behind "logprobs" on /v1/completions
         allowed_hosts: Host header names to answer besides loopback and the bound address, comma-separated ("*": any)
