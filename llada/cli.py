@@ -307,31 +307,12 @@ def resolve_device(device: str | None) -> str:
     that says which it has; None: cuda when available, else cpu."""
     import torch
 
-    from llada.errors import UserError
+    from llada.runtime import check_device
 
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        d = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UserError(f"--device {device!r} is not a device; use one of: {', '.join(_devices())}") from None
-    if d.type == "cpu":
-        return device
-    backend = torch.backends.mps if d.type == "mps" else getattr(torch, d.type, None)
-    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
-        raise UserError(f"--device {device}: this machine has no {d.type} device; use one of: {', '.join(_devices())}")
-    count = backend.device_count() if hasattr(backend, "device_count") else 1
-    if d.index is not None and d.index >= count:
-        raise UserError(f"--device {device}: this machine has {count} {d.type} device(s), numbered from 0")
+    check_device(device, "--device")
     return device
-
-
-def _devices() -> list[str]:
-    """The device names this machine offers."""
-    import torch
-
-    found = ["cpu"] + (["cuda", "cuda:N"] if torch.cuda.is_available() else [])
-    return found + (["mps"] if torch.backends.mps.is_available() else [])
 
 
 if __name__ == "__main__":

@@ -358,6 +358,9 @@ def next_token_logprobs(model: LLaDAModel, ids: Sequence[int], start: int = 1, b
     (diffusion; exactly Eq. 6 for a one-token response) or the next-token distribution
     (autoregressive). Its argmax is what left-to-right decoding one token at a time would pick."""
     cfg = model.config
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise LikelihoodError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    _check_token_ids(ids, "ids", cfg.vocab_size)
     if not 1 <= start <= len(ids):
         raise LikelihoodError(f"start must be in 1..{len(ids)}, got {start}")
     if len(ids) > cfg.max_sequence_length:

@@ -155,6 +155,33 @@ def check_quantization(scheme: str | None) -> str | None:
                           "(or None for full precision)")
 
 
+def check_device(device: str | torch.device | None, name: str = "device") -> torch.device | None:
+    """`device` as a torch.device when this machine has it (None stays None: the caller's default);
+    else a CheckpointError naming the argument `name` and the devices this machine offers."""
+    if device is None:
+        return None
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise CheckpointError(f"{name} {device!r} is not a device; use one of: {', '.join(devices())}") from None
+    if d.type in ("cpu", "meta"):  # every machine has these (meta: shapes without data)
+        return d
+    backend = torch.backends.mps if d.type == "mps" else getattr(torch, d.type, None)
+    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+        raise CheckpointError(f"{name} {device}: this machine has no {d.type} device; use one of: "
+                              f"{', '.join(devices())}")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if d.index is not None and d.index >= count:
+        raise CheckpointError(f"{name} {device}: this machine has {count} {d.type} device(s), numbered from 0")
+    return d
+
+
+def devices() -> list[str]:
+    """The device names this machine offers."""
+    found = ["cpu"] + (["cuda", "cuda:N"] if torch.cuda.is_available() else [])
+    return found + (["mps"] if torch.backends.mps.is_available() else [])
+
+
 def quantization_targets(model: LLaDAModel) -> list[str]:
     """Names of the Linear layers quantization replaces: every Linear inside the blocks (attention,
     MLP, MoE experts) except an MoE router, whose scores pick the experts. The embedding, the norms

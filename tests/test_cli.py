@@ -383,6 +383,27 @@ def test_stage_is_not_a_flag_and_sft_needs_a_model(monkeypatch, tmp_path, capsys
     assert "llada train trains the pretrain stage" in _one_error_line(capsys.readouterr().err, "train")
 
 
+@pytest.mark.parametrize("command", ["train", "sft"])
+def test_a_model_name_that_is_both_a_preset_and_a_model_directory_is_refused(command, model_dir, monkeypatch,
+                                                                             tmp_path, capsys):
+    import shutil
+
+    import llada.train
+
+    ran = []
+    monkeypatch.setattr(llada.train, "run", lambda cfg: ran.append(cfg) or tmp_path)
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(model_dir, tmp_path / "debug")
+    assert main([command, "--model", "debug"]) == 2  # ./debug is a model directory and `debug` a preset
+    line = _one_error_line(capsys.readouterr().err, command)
+    assert "both the preset debug and the model directory ./debug" in line and not ran
+    assert main([command, "--model", "./debug"]) == 0 and ran[-1].model == "./debug"
+    (tmp_path / "tiny").mkdir()  # a folder without config.json is no model: the preset is meant
+    assert main([command, "--model", "tiny"]) == 0 and ran[-1].from_scratch
+    assert main([command, "--help"]) == 0
+    assert "both a preset and a model directory" in " ".join(capsys.readouterr().out.split())
+
+
 def test_a_resumed_run_says_where_it_resumed(tmp_path, capsys):
     out = tmp_path / "pt"
     assert main(["train", "--model", "debug", *_tiny_training(out)]) == 0

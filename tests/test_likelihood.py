@@ -15,6 +15,7 @@ from llada.likelihood import (
     log_likelihood,
     log_likelihoods,
     mask_exactly,
+    next_token_logprobs,
     nll_bound,
     stratified_counts,
 )
@@ -204,6 +205,17 @@ def test_nll_bound_units():
 def test_bad_input(model, kwargs, match):
     with pytest.raises(LikelihoodError, match=match):
         log_likelihood(model, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(batch_size=0), r"batch_size must be an integer >= 1, got 0"),
+    (dict(batch_size=-2), r"batch_size must be an integer >= 1, got -2"),
+    (dict(ids=[1, 2, 999]), r"ids holds token id 999, outside the model's vocabulary 0\.\.63"),
+    (dict(ids=[1, 2.5]), r"ids must be token ids \(integers\), got 2\.5"),
+])
+def test_next_token_logprobs_bad_input(model, kwargs, match):
+    with pytest.raises(LikelihoodError, match=match):
+        next_token_logprobs(model, **{"ids": [1, 2, 3], **kwargs})
 
 
 def test_choose_rejects_empty_options(model):

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from llada.evaluation.reproduce import CLAIMS, Accuracy, paired_difference, reproduce
+from llada.evaluation.reproduce import CLAIMS, Accuracy, check_given, paired_difference, reproduce
 from llada.recipe import RECIPES, train_recipe
 
 
@@ -77,6 +77,52 @@ def test_reproduce_refuses_bad_input(tmp_path):
         reproduce("reversal", out_dir=str(tmp_path), size="huge")  # type: ignore[arg-type]
     with pytest.raises(UserError, match="not a model directory"):
         reproduce("reversal", out_dir=str(tmp_path), diffusion=str(tmp_path / "missing"))
+
+
+def _saved_model(root, *, causal: bool, record: dict | None = None):
+    """A tiny untrained model directory, with `record` as its training_config.json."""
+    from conftest import make_word_tokenizer, tiny_config
+
+    import llada
+    from llada.model import LLaDAModel
+
+    llada.save(root, LLaDAModel(tiny_config(causal=causal)), make_word_tokenizer(["a"]))
+    if record is not None:
+        (root / "training_config.json").write_text(json.dumps(record))
+    return root
+
+
+def test_reproduce_checks_the_models_it_reuses_before_training_any(tmp_path, monkeypatch):
+    import dataclasses
+
+    import llada.train
+    from llada.errors import UserError
+
+    monkeypatch.setattr(llada.train, "run", lambda cfg: pytest.fail("trained a model before checking the flags"))
+    sft = {"stage": "sft", "data": None, "seed": 0, "world": dataclasses.asdict(RECIPES["test"].world)}
+    base = _saved_model(tmp_path / "base", causal=False, record={**sft, "stage": "pretrain"})
+    diffusion = _saved_model(tmp_path / "d", causal=False, record={**sft, "model": str(base)})
+    ar = _saved_model(tmp_path / "a", causal=True, record={**sft, "objective": "ar", "model": str(tmp_path / "gone")})
+    bare = _saved_model(tmp_path / "bare", causal=False)
+    (tmp_path / "damaged").mkdir()
+    damaged = _saved_model(tmp_path / "damaged" / "m", causal=False)
+    (damaged / "training_config.json").write_text("{not json")
+    other_data = _saved_model(tmp_path / "o", causal=False, record={**sft, "data": "chats.jsonl"})
+    cases = [("reversal", {"ar": diffusion}, r"--ar .*/d is a diffusion model; --ar needs an autoregressive one"),
+             ("reversal", {"diffusion": ar}, r"--diffusion .*/a is an autoregressive model; --diffusion needs a "
+                                             "diffusion one"),
+             ("reversal", {"diffusion": bare}, r"--diffusion .*/bare has no training_config.json"),
+             ("reversal", {"diffusion": damaged}, r"training_config.json: not valid JSON"),
+             ("reversal", {"diffusion": other_data}, r"was trained on --data chats.jsonl, not the built-in world"),
+             ("reversal", {"diffusion": base}, r"--diffusion .*/base is a pretrain model; .* fine-tuned"),
+             ("reversal", {"diffusion": tmp_path}, r"--diffusion .* is not a model directory \(no config.json\)"),
+             ("all", {"ar": ar}, r"--ar .*/a: cannot tell which pretrained model it was fine-tuned from")]
+    for claim, given, words in cases:
+        with pytest.raises(UserError, match=words):
+            reproduce(claim, out_dir=str(tmp_path / "out"), size="test", progress=False,
+                      **{k: str(v) for k, v in given.items()})
+    assert not (tmp_path / "out").exists()  # nothing trained, no report written
+    check_given({"diffusion": str(diffusion)}, ["bound"], 0, "test", RECIPES["test"])  # one it can use
 
 
 def test_quickstart_answers_five_questions_and_records_them(tmp_path, capsys):

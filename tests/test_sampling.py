@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -213,6 +214,40 @@ def test_bad_parameters(model, kwargs, message):
         generate(model, torch.randint(0, 55, (1, 4)), **settings)
     with pytest.raises(GenerationError, match="the prompt is empty"):
         generate(model, torch.zeros((1, 0), dtype=torch.long))
+
+
+@pytest.mark.parametrize("input_ids,message", [
+    (torch.tensor([[1, 999]]), "input_ids holds token id 999, outside the model's embedding 0..63"),
+    (torch.tensor([[1, -1]]), "input_ids holds token id -1, outside the model's embedding 0..63"),
+    (torch.tensor([[1.0, 2.0]]), "input_ids must hold integer token ids, got a torch.float32 tensor"),
+    ([[1, 2]], "input_ids must be a torch.Tensor of token ids (batch, prompt_length), got list"),
+])
+def test_sample_names_input_ids_that_are_not_token_ids(model, input_ids, message):
+    from llada.sampling import SamplerOptions, sample
+
+    with pytest.raises(GenerationError, match=re.escape(message)):
+        sample(model, input_ids, SamplerOptions(gen_length=8, block_length=8))
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"gen_length": None}, "gen_length must be a positive integer, got None"),
+    ({"preset": ["fast"]}, "unknown sampler preset ['fast']; choose one of: reference"),
+    ({"remasking": ["random"]}, "remasking must be a string, got ['random']"),
+    ({"schedule": None}, "schedule must be a string, got None"),
+    ({"early_exit": None}, "early_exit must be true or false, got None"),
+    ({"early_exit": ["x"]}, "early_exit must be true or false, got ['x']"),
+    ({"block_causal": 2}, "block_causal must be true or false, got 2"),
+])
+def test_sampler_options_of_the_wrong_type_name_the_option(data, message):
+    from llada.sampling import SamplerOptions
+
+    with pytest.raises(GenerationError, match=re.escape(message)):
+        SamplerOptions.from_dict(data)
+    if "preset" not in data:  # the constructor checks the same
+        with pytest.raises(GenerationError, match=re.escape(message)):
+            SamplerOptions(**data)
+    with pytest.raises(GenerationError, match="sampler options must be a mapping of option names to values, got list"):
+        SamplerOptions.from_dict(["fast"])  # type: ignore[arg-type]
 
 
 # ---- the text of a partly masked canvas -----------------------------------------------------------------------

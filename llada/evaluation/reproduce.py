@@ -97,7 +97,7 @@ class Models:
         if name not in self._dirs:
             objective = "ar" if name.startswith("ar") else "diffusion"
             if name.endswith("-pretrain") and objective in self.given:  # what the given model was tuned from
-                self._dirs[name] = _tuned_from(Path(self.given[objective]))
+                self._dirs[name] = _tuned_from(Path(self.given[objective]), f"--{objective}")
             elif name == "diffusion-eos":  # responses padded with EOS to the full SFT length
                 _, tuned = train_recipe(self.recipe, self.out / "diffusion-eos", seed=self.seed,
                                         sft={"padding": "max_length"}, progress=self.progress,
@@ -112,27 +112,82 @@ class Models:
     def load(self, name: str) -> Any:
         from llada.checkpoint import load
 
-        if name not in self._loaded:
-            bundle = load(self.path(name), device=self.device)  # type: ignore[arg-type]
-            kind, want = bundle.model.config.kind, "autoregressive" if name.startswith("ar") else "diffusion"
-            if kind != want:
-                flag = "--ar" if name.startswith("ar") else "--diffusion"
-                raise UserError(f"{self.path(name)} is {'an' if kind[0] == 'a' else 'a'} {kind} model; "
-                                f"{flag} needs {'an' if want[0] == 'a' else 'a'} {want} one")
-            self._loaded[name] = bundle
+        if name not in self._loaded:  # a given model's kind was checked up front (check_given)
+            self._loaded[name] = load(self.path(name), device=self.device)  # type: ignore[arg-type]
         return self._loaded[name]
 
 
-def _tuned_from(model_dir: Path) -> Path:
-    """The pretrained model directory an SFT model directory was fine-tuned from."""
+def _tuned_from(model_dir: Path, flag: str) -> Path:
+    """The pretrained model directory an SFT model directory (given by `flag`) was fine-tuned from."""
+    from llada.checkpoint import read_json
     from llada.train import TRAINING_CONFIG
 
     saved = model_dir / TRAINING_CONFIG
-    start = json.loads(saved.read_text()).get("model") if saved.is_file() else None
-    if not start or not Path(start).is_dir():
-        raise UserError(f"{model_dir}: cannot tell which pretrained model it was fine-tuned from "
-                        f"(no {TRAINING_CONFIG} naming a directory); this claim needs the pretrained model too")
+    record = read_json(saved) if saved.is_file() else None
+    start = record.get("model") if isinstance(record, dict) else None
+    if not isinstance(start, str) or not Path(start).is_dir():
+        raise UserError(f"{flag} {model_dir}: cannot tell which pretrained model it was fine-tuned from "
+                        f"(no {TRAINING_CONFIG} naming a directory that exists); this claim needs the pretrained "
+                        "model too")
     return Path(start)
+
+
+# The given models (--diffusion / --ar) whose pretrained starting point a claim measures as well.
+PRETRAINED_FOR: dict[str, tuple[str, ...]] = {"semi-ar": ("diffusion",), "bound": ("diffusion", "ar"),
+                                              "any-order": ("diffusion", "ar")}
+
+
+def check_given(given: dict[str, str], names: list[str], seed: int, size: str, recipe: Recipe) -> None:
+    """Refuse, before anything is trained, a --diffusion / --ar directory the claims `names` cannot
+    use: not a model directory, a model of the other kind, not fine-tuned on the built-in world of
+    (`seed`, `recipe.world`) by llada (a report on a model never taught these facts would only say
+    the claim "did not hold"), or, where a claim measures its pretrained model too, no record of it."""
+    for objective, path in given.items():
+        flag, root = f"--{objective}", Path(path)
+        _check_model_kind(flag, root, "autoregressive" if objective == "ar" else "diffusion")
+        _check_training_record(flag, root, seed, size, recipe)
+        if any(objective in PRETRAINED_FOR.get(n, ()) for n in names):
+            _tuned_from(root, flag)
+
+
+def _check_model_kind(flag: str, root: Path, want: str) -> None:
+    from llada.checkpoint import CONFIG_NAME, read_config
+
+    if not root.is_dir():
+        raise UserError(f"{flag} {root} is not a model directory (no such directory)")
+    if not (root / CONFIG_NAME).is_file():
+        raise UserError(f"{flag} {root} is not a model directory (no {CONFIG_NAME})")
+    kind = read_config(root).kind
+    if kind != want:
+        raise UserError(f"{flag} {root} is {'an' if kind[0] == 'a' else 'a'} {kind} model; "
+                        f"{flag} needs {'an' if want[0] == 'a' else 'a'} {want} one")
+
+
+def _check_training_record(flag: str, root: Path, seed: int, size: str, recipe: Recipe) -> None:
+    from llada.checkpoint import read_json
+    from llada.train import TRAINING_CONFIG, trained_world
+
+    path = root / TRAINING_CONFIG
+    if not path.is_file():
+        raise UserError(f"{flag} {root} has no {TRAINING_CONFIG}, so nothing says it was fine-tuned on the built-in "
+                        f"world these claims ask about; give a model directory llada sft wrote, or leave {flag} "
+                        "out to train one")
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    if record.get("data") is not None:
+        raise UserError(f"{flag} {root} was trained on --data {record['data']}, not the built-in world these "
+                        "claims ask about")
+    if record.get("stage") != "sft":
+        raise UserError(f"{flag} {root} is a {record.get('stage')} model; {flag} takes a model fine-tuned "
+                        "by llada sft (the claims ask it questions)")
+    try:
+        trained = trained_world(root)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path}: its seed and world cannot be read ({e})") from None
+    if trained != (seed, recipe.world):
+        raise UserError(f"{flag} {root} was trained on the world (seed {trained[0]}, {trained[1]}), but --size "
+                        f"{size} --seed {seed} evaluates on (seed {seed}, {recipe.world})")
 
 
 # ------------------------------------------------------------------------------------------ claims
@@ -525,9 +580,10 @@ def reproduce(name: str, out_dir: str = "runs/reproduce", size: Literal["test", 
         size: test (seconds: checks the machinery, measures nothing), default (about 15 minutes on
             2 CPU cores), large (a bigger world and model, for a GPU)
         seed: the world's seed and the training seed
-        diffusion: reuse a diffusion SFT model directory instead of training one (its world must be
-            the size's: see llada.recipe)
-        ar: reuse an autoregressive SFT model directory
+        diffusion: reuse a diffusion model directory that llada sft fine-tuned on the size's world
+            (its training_config.json says so; see llada.recipe) instead of training one; checked
+            before anything is trained
+        ar: reuse an autoregressive model directory of the same kind
         device: cpu, cuda, ... (default: cuda when available)
         progress: show progress bars
     """
@@ -544,15 +600,7 @@ def reproduce(name: str, out_dir: str = "runs/reproduce", size: Literal["test", 
     recipe = RECIPES[SIZES[size]]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     given = {k: v for k, v in (("diffusion", diffusion), ("ar", ar)) if v}
-    from llada.train import trained_world
-
-    for k, v in given.items():
-        if not Path(v).is_dir():
-            raise UserError(f"--{k} {v}: not a model directory")
-        trained = trained_world(v)
-        if trained is not None and trained != (seed, recipe.world):
-            raise UserError(f"--{k} {v} was trained on the world (seed {trained[0]}, {trained[1]}), but --size "
-                            f"{size} --seed {seed} evaluates on (seed {seed}, {recipe.world})")
+    check_given(given, names, seed, size, recipe)
     root = Path(out_dir)
     models = Models(root / "models" / f"{size}-seed{seed}", recipe, seed, device, given, progress)
     written = []

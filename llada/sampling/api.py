@@ -38,14 +38,27 @@ def options_used(model: LLaDAModel, options: SamplerOptions) -> dict[str, Any]:
 
 
 def _check_prompt(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None, gen_length: int) -> None:
+    if not isinstance(input_ids, Tensor):
+        raise GenerationError("input_ids must be a torch.Tensor of token ids (batch, prompt_length), "
+                              f"got {type(input_ids).__name__}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+        raise GenerationError(f"input_ids must hold integer token ids, got a {input_ids.dtype} tensor")
     if input_ids.ndim != 2:
         raise GenerationError(f"input_ids must be (batch, prompt_length), got shape {tuple(input_ids.shape)}")
     P, limit = input_ids.shape[1], model.config.max_sequence_length
     if P == 0:
         raise GenerationError("the prompt is empty; give at least one token (for unconditional text, start with BOS)")
+    low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one read back, before the step loop
+    size = model.config.embedding_size
+    if low < 0 or high >= size:
+        raise GenerationError(f"input_ids holds token id {low if low < 0 else high}, outside the model's "
+                              f"embedding 0..{size - 1}")
     if P + gen_length > limit:
         raise GenerationError(f"prompt ({P} tokens) + gen_length ({gen_length}) = {P + gen_length} exceeds the "
                               f"model's max_sequence_length {limit}")
+    if attention_mask is not None and not isinstance(attention_mask, Tensor):
+        raise GenerationError(f"attention_mask must be a torch.Tensor (batch, prompt_length) or None, "
+                              f"got {type(attention_mask).__name__}")
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise GenerationError(f"attention_mask has shape {tuple(attention_mask.shape)}, "
                               f"input_ids {tuple(input_ids.shape)}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -88,7 +89,7 @@ class SamplerOptions:
             object.__setattr__(self, "cache", None)
         if self.top_k == 0 and not isinstance(self.top_k, bool):  # transformers' (and OpenAI tools') "no top-k"
             object.__setattr__(self, "top_k", None)
-        for check in (_check_lengths, _check_sampling, _check_parallel):
+        for check in (_check_types, _check_lengths, _check_sampling, _check_parallel):
             check(self)
 
     # ------------------------------------------------------------------------------------ derived
@@ -164,6 +165,9 @@ class SamplerOptions:
         """Options from a mapping (YAML, JSON, a request, `--model_args`): an optional "preset"
         name first, then the other keys over it. Values given as strings ("0.9", "none", "true")
         are converted to the field's type; unknown keys raise GenerationError."""
+        if data is not None and not isinstance(data, Mapping):
+            raise GenerationError(f"sampler options must be a mapping of option names to values, "
+                                  f"got {type(data).__name__}")
         values = {**(data or {}), **more}
         name = values.pop("preset", None)
         return preset(name).replace(**values) if name not in (None, "", "none") else cls().replace(**values)
@@ -213,7 +217,7 @@ def _cell(value: Any) -> str:
 
 def preset(name: str) -> SamplerOptions:
     """The options of a named preset (`SAMPLER_PRESETS`) over the defaults."""
-    if name not in SAMPLER_PRESETS:
+    if not isinstance(name, str) or name not in SAMPLER_PRESETS:
         raise GenerationError(f"unknown sampler preset {name!r}; choose one of: {', '.join(SAMPLER_PRESETS)}")
     return SamplerOptions().replace(**SAMPLER_PRESETS[name])
 
@@ -221,10 +225,24 @@ def preset(name: str) -> SamplerOptions:
 # -------------------------------------------------------------------------------- validation
 
 
+def _check_types(o: SamplerOptions) -> None:
+    """The switches are booleans and the names strings (None only where the option may be unset);
+    the numbers are checked with their ranges below."""
+    for name, kind in OPTION_TYPES.items():
+        value = getattr(o, name)
+        if value is None and name in OPTIONAL_OPTIONS:
+            continue
+        if kind is bool and not isinstance(value, bool):
+            raise GenerationError(f"{name} must be true or false, got {value!r}")
+        if kind is str and not isinstance(value, str):
+            raise GenerationError(f"{name} must be a string, got {value!r}")
+
+
 def _check_lengths(o: SamplerOptions) -> None:
     for name in ("gen_length", "steps", "block_length"):
         value = getattr(o, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+        if (value is not None or name not in OPTIONAL_OPTIONS) and (
+                not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise GenerationError(f"{name} must be a positive integer, got {value!r}")
     if o.block_causal:  # any length: the canvas ends on a block boundary of the whole sequence
         return
@@ -313,11 +331,11 @@ def _coerce(name: str, value: Any) -> Any:
         return value
     try:
         if kind is bool:
-            if isinstance(value, str):
-                if value.strip().lower() not in ("true", "false", "1", "0"):
-                    raise ValueError
+            if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
                 return value.strip().lower() in ("true", "1")
-            return bool(value)
+            if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+                return bool(value)
+            raise ValueError
         if kind is int:
             number = float(value) if isinstance(value, str) else value
             if isinstance(number, float) and not number.is_integer():
@@ -325,4 +343,5 @@ def _coerce(name: str, value: Any) -> Any:
             return int(number) if not isinstance(number, bool) else number
         return float(value)
     except (TypeError, ValueError):
-        raise GenerationError(f"{name} must be {kind.__name__}, got {value!r}") from None
+        wanted = "true or false" if kind is bool else kind.__name__
+        raise GenerationError(f"{name} must be {wanted}, got {value!r}") from None
