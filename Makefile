@@ -41,7 +41,8 @@ rehearse-gpu: setup
 	REHEARSAL=1 OUT=runs/gpu-rehearsal PYTHON=$(BIN)/python bash bench/gpu.sh
 
 lint: setup
-	$(BIN)/ruff check llada tests bench
+	$(BIN)/ruff check llada tests bench tools
+	$(BIN)/python tools/code_shape.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
