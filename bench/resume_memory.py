@@ -34,7 +34,7 @@ WORLD = dict(n_people=8, n_cities=4, n_countries=2, n_stories=0, n_sums=0, sft_s
 
 def _config(variant: str, preset: str, out_dir: Path, pretrained: Path | None = None):
     from llada.data.world import WorldConfig
-    from llada.train import TrainConfig
+    from llada.training.config import TrainConfig
 
     common = dict(world=WorldConfig(**WORLD), batch_size=2, max_steps=2, save_every=1, keep_last=1,
                   eval_every=0, log_every=1, vocab_size=512, progress=False, tensorboard=False,
@@ -62,7 +62,7 @@ def child(variant: str, preset: str, out_dir: Path, pretrained: Path | None) -> 
     import peft  # noqa: F401
     import transformers  # noqa: F401
 
-    from llada.train import Trainer
+    from llada.training.trainer import Trainer
 
     imports = _peak_mb()
     trainer = Trainer(_config(variant, preset, out_dir, pretrained))
@@ -107,7 +107,7 @@ def main() -> None:
 
 
 def table(args: argparse.Namespace, work: Path) -> None:
-    from llada.train import Trainer
+    from llada.training.trainer import Trainer
 
     pretrained = Trainer(_config("pretrain", args.preset, work / "pt")).fit()  # also pretrain's checkpoint
     print(f"preset {args.preset}; peak RSS in MiB of a fresh process (imports = after importing the libraries)")

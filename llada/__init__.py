@@ -1,7 +1,7 @@
 """llada: masked diffusion language models in the style of LLaDA (Nie et al., 2025).
 
     import llada
-    bundle = llada.load("path/to/model")             # or a public LLaDA checkpoint
+    bundle = llada.load("path/to/model")             # or a public LLaDA checkpoint; options: llada.LoadOptions
     logits = bundle.model(input_ids)                 # (B, L, vocab): predicts every masked token
     out = llada.sample(bundle.model, prompt_ids, llada.SamplerOptions(gen_length=64))  # out.responses
     llada.save("out/model", bundle.model, bundle.tokenizer)
@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it; imported on first attribute access
 _LAZY: dict[str, str] = {
     "Bundle": "llada.checkpoint",
+    "LoadOptions": "llada.checkpoint",
     "load": "llada.checkpoint",
     "save": "llada.checkpoint",
     "ModelConfig": "llada.config",
@@ -33,7 +34,8 @@ _LAZY: dict[str, str] = {
     "sample_steps": "llada.sampling",
 }
 
-__all__ = ["Bundle", "LLaDAModel", "ModelConfig", "SamplerOptions", "load", "preset", "sample", "sample_steps", "save"]
+__all__ = ["Bundle", "LLaDAModel", "LoadOptions", "ModelConfig", "SamplerOptions", "load", "preset", "sample", "sample_steps",
+           "save"]
 
 
 def __getattr__(name: str) -> object:

@@ -25,20 +25,20 @@ from typing import Any
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("llada.quickstart:quickstart",
                    "train a tokenizer and a small model on the built-in world, fine-tune it, answer questions"),
-    "train": ("llada.train:train", "pretrain with the masked diffusion objective (Eq. 3)"),
-    "sft": ("llada.train:sft", "supervised fine-tuning on chat data (Eq. 5)"),
+    "train": ("llada.training.commands:train", "pretrain with the masked diffusion objective (Eq. 3)"),
+    "sft": ("llada.training.commands:sft", "supervised fine-tuning on chat data (Eq. 5)"),
     "generate": ("llada.sampling.commands:generate", "sample a response with the reverse process"),
     "chat": ("llada.sampling.commands:chat", "multi-turn chat in the terminal"),
     "eval": ("llada.evaluation.commands:evaluate",
              "score a model on the built-in tasks (ablations, AR baseline), write a report"),
-    "reproduce": ("llada.evaluation.reproduce:reproduce",
+    "reproduce": ("llada.reproduce.command:reproduce",
                   "reproduce a claim of the paper on the built-in world: report, plot and figures"),
     "lm-eval": ("llada.evaluation.harness:main", "lm-evaluation-harness with the `llada` model registered"),
     "poem": ("llada.evaluation.poem:poem_eval", "the reversal-poem task (Table 4): forward and reverse accuracy"),
     "serve": ("llada.serve.app:serve", "an OpenAI-compatible HTTP server with a chat page that shows the denoising"),
-    "convert": ("llada.checkpoint:convert", "re-save a model directory (dtype, shard size)"),
-    "info": ("llada.checkpoint:info", "print a model directory's config and parameter count"),
-    "push": ("llada.checkpoint:push", "upload a model directory to the Hugging Face Hub"),
+    "convert": ("llada.checkpoint.commands:convert", "re-save a model directory (dtype, shard size)"),
+    "info": ("llada.checkpoint.commands:info", "print a model directory's config and parameter count"),
+    "push": ("llada.checkpoint.commands:push", "upload a model directory to the Hugging Face Hub"),
 }
 
 

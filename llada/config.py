@@ -1,24 +1,22 @@
-"""Model configuration: the fields of a LLaDA `config.json`, validated, plus named presets.
+"""Model configuration: the shape and special tokens of a mask predictor, validated, plus named presets.
 
-Field names are those of the public LLaDA checkpoints, so `ModelConfig.from_dict(json.load(...))`
-reads their `config.json` unchanged and `to_dict()` writes one that the reference code reads.
+`ModelConfig` is neutral: every family's network is built from it, and it knows no family's file
+layout. Field names are those of LLaDA's own config.json; reading and writing a config.json, LLaDA's
+included, is a family's job (`llada.families.config_from_json` picks the family and reads the file,
+`config_to_json` writes one back). Validation is here: every value's type, the sizes a machine
+can hold, and what the network implements.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import math
 import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from llada.errors import UserError
-
-logger = logging.getLogger(__name__)
 
 
 class ConfigError(UserError, ValueError):
@@ -31,32 +29,6 @@ _ALLOWED = {
     "layer_norm_type": ("rms",),
     "activation_type": ("silu", "gelu", "relu"),
 }
-# Reference options whose non-default value we do not implement (field -> the value we support).
-_FIXED = {"alibi": False, "rope": True, "attention_layer_norm": False, "layer_norm_with_affine": True}
-# Keys a Hugging Face `config.json` may carry that say nothing about the network.
-_METADATA_KEYS = {
-    "architectures", "auto_map", "model_type", "transformers_version", "torch_dtype", "dtype",
-    "use_cache", "init_device", "init_fn", "init_cutoff_factor", "precision", "flash_attention",
-    "block_group_size", "multi_query_attention", "rope_full_precision", "alibi_bias_max",
-    "attention_layer_norm_with_affine", "bias_for_layer_norm", "tie_word_embeddings",
-    "llada_version",
-}
-# Fields that LLaDA's own config.json never has: written only when they differ from these defaults.
-_WRITTEN_WHEN_SET = {"qk_norm": False, "partial_rotary_factor": 1.0, "moe": None}
-REQUIRED = ("d_model", "n_layers", "n_heads", "vocab_size", "mask_token_id")
-
-# Which model family (llada/families) reads a config.json, as transformers' Auto classes map a
-# model_type to a class. The architectures are looked at first: they name the class and are more
-# specific (LLaDA-MoE's config.json may reuse model_type "llada"). model_type is compared in lower
-# case (Dream writes "Dream"). A family named here is registered in llada/families/__init__.py.
-FAMILY_BY_ARCHITECTURE = {"LLaDAModelLM": "llada", "DreamModel": "dream", "LLaDAMoEModelLM": "llada_moe",
-                          "LLaDA2MoeModelLM": "llada2"}
-FAMILY_BY_MODEL_TYPE = {"llada": "llada", "Dream": "dream", "lladamoe": "llada_moe", "llada2_moe": "llada2",
-                        "llada21_moe": "llada2"}
-# model_types that more than one family's config.json carries: the architecture decides.
-SHARED_MODEL_TYPES = {"llada"}
-# Public diffusion LMs whose config.json we recognise but whose network is not implemented here.
-NOT_YET: dict[str, str] = {}
 
 
 # Sizes a config may ask for. A config.json is read on any machine (`llada info` describes a model
@@ -294,8 +266,9 @@ class ModelConfig:
     causal: bool = False
     """True only for the autoregressive baseline: a causal mask, trained with next-token loss."""
     family: str = "llada"
-    """The model family that builds, loads and saves this config (llada/families): "llada", or
-    "dream" for a config read from Dream's config.json. Not written into LLaDA's config.json."""
+    """The model family that builds, loads and saves this config: a key of `llada.families.FAMILIES`
+    ("llada", "dream", "llada_moe", "llada2"), set by the family that read the config.json (an unknown
+    name is refused where the family is looked up). Not written into any config.json."""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     """Keys of the source config.json we do not use, kept so that saving loses nothing."""
 
@@ -340,8 +313,6 @@ class ModelConfig:
         for name, allowed in _ALLOWED.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"`{name}` is {brief_repr(getattr(self, name))}; supported: {', '.join(allowed)}")
-        if self.family not in FAMILY_BY_MODEL_TYPE.values():
-            raise ConfigError(f"`family` is {brief_repr(self.family)}; known: {', '.join(sorted(set(FAMILY_BY_MODEL_TYPE.values())))}")
         if not 0 < self.partial_rotary_factor <= 1 or self.rotary_dim % 2:
             raise ConfigError(f"`partial_rotary_factor` ({self.partial_rotary_factor}) must be in (0, 1] and rotate "
                               f"an even number of each head's {self.head_dim} dimensions")
@@ -418,79 +389,6 @@ class ModelConfig:
             total += self.embedding_size * d + head
         return total
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
-        """Build from a `config.json` dict, with errors that name `source` and the field. A config.json
-        of another family (see `family_of`) is read by that family's reader (llada/families)."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a JSON object, got {brief_repr(data)}")
-        name = family_of(data, source)
-        if name != "llada":
-            from llada.families import family
-
-            return family(name).config_from_json(data, source)
-        missing = [k for k in REQUIRED if data.get(k) is None]
-        if missing:
-            raise ConfigError(f"{source}: missing required field(s) {', '.join(missing)}")
-        names = {f.name for f in fields(cls)} - {"extra", "family"}
-        known = {k: v for k, v in data.items() if k in names}
-        extra = {k: v for k, v in data.items() if k not in names}
-        unknown = sorted(k for k in extra if k not in _METADATA_KEYS and k not in _FIXED
-                         and not k.startswith("_") and k not in ("name_or_path",))
-        if unknown:
-            logger.warning("%s: ignoring unknown field(s) %s", source, ", ".join(map(brief_repr, unknown[:20])))
-        if data.get("include_qkv_bias") is None and "include_qkv_bias" in known:
-            known["include_qkv_bias"] = False
-        # LLaDA's own config.json names no BOS or end-of-turn id: they come from the tokenizer
-        # (see checkpoint.load), never from a default.
-        for key in ("bos_token_id", "eot_token_id"):
-            known.setdefault(key, None)
-        try:
-            _check_fixed(data)
-            return cls(**known, extra=extra)
-        except (ConfigError, TypeError) as e:
-            raise ConfigError(f"{source}: {e}") from None
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> ModelConfig:
-        """Read and validate a config.json (errors name the file and the field)."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except (ValueError, RecursionError) as e:  # also ints of over 4300 digits, nesting past the stack
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_dict(data, source=str(path))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The `config.json` content: our fields plus the reference's fixed options, so both read it.
-        A config of another family is written in that family's own config.json layout."""
-        if self.family != "llada":
-            from llada.families import family
-
-            return family(self.family).config_to_json(self)
-        out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in fields(self)
-                    if f.name not in ("extra", "family", *_WRITTEN_WHEN_SET)})
-        out.update({name: getattr(self, name) for name, default in _WRITTEN_WHEN_SET.items()
-                    if getattr(self, name) != default})
-        if out.get("moe") is not None:
-            out["moe"] = self.moe.to_dict()
-        out.update(_FIXED)
-        out.update({
-            "model_type": "llada",
-            "architectures": ["LLaDAModelLM"],
-            "multi_query_attention": None,
-            "rope_full_precision": True,
-            "block_group_size": 1,
-            "use_cache": False,
-            "bias_for_layer_norm": out.get("bias_for_layer_norm"),
-        })
-        return out
-
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
@@ -505,46 +403,6 @@ class ModelConfig:
         """"diffusion" for a mask predictor, "autoregressive" for the causal baseline: what
         `llada.sample` and the likelihood estimators dispatch on."""
         return "autoregressive" if self.causal else "diffusion"
-
-
-def _check_fixed(data: dict[str, Any]) -> None:
-    """The reference options of _FIXED: absent, null, or the one value implemented (a JSON boolean)."""
-    for key, wanted in _FIXED.items():
-        if data.get(key) is not None:
-            check_value(key, data[key], "bool")
-            if data[key] != wanted:
-                raise ConfigError(f"`{key}` = {data[key]!r} is not supported (only {wanted})")
-
-
-def family_of(data: dict[str, Any], source: str = "config") -> str:
-    """The family (a key of llada.families.FAMILIES) whose reader takes this config.json: by its
-    `architectures`, else its `model_type` (they must agree); a config naming neither is LLaDA's."""
-    try:
-        check_value("architectures", data.get("architectures"), "list[str] | None")
-        check_value("model_type", data.get("model_type"), "str | None")
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    names = data.get("architectures") or []
-    model_type = data.get("model_type")
-    for key in [*names, model_type]:
-        if key in NOT_YET:
-            raise ConfigError(f"{source}: {NOT_YET[key]} ({key!r}) is not supported yet")
-    by_architecture = next((FAMILY_BY_ARCHITECTURE[n] for n in names if n in FAMILY_BY_ARCHITECTURE), None)
-    if by_architecture is None and data.get("num_experts") and str(model_type).lower() in SHARED_MODEL_TYPES:
-        by_architecture = "llada_moe"  # LLaDA-MoE's model_type with its architecture left out
-    if model_type is None:
-        return by_architecture or "llada"
-    by_type = {k.lower(): v for k, v in FAMILY_BY_MODEL_TYPE.items()}.get(str(model_type).lower())
-    if by_type is not None and by_architecture in (None, by_type):
-        return by_type
-    if by_architecture is not None and str(model_type).lower() in SHARED_MODEL_TYPES:
-        return by_architecture
-    if by_architecture is not None:
-        wanted = next(k for k, v in FAMILY_BY_MODEL_TYPE.items() if v == by_architecture)
-        raise ConfigError(f"{source}: `model_type` is {brief_repr(model_type)}; expected {wanted!r} for "
-                          f"architectures {', '.join(brief_repr(n)[1:-1] for n in names[:6])}")
-    raise ConfigError(f"{source}: `model_type` is {brief_repr(model_type)}; expected one of "
-                      f"{', '.join(repr(k) for k in FAMILY_BY_MODEL_TYPE)}")
 
 
 @dataclass(frozen=True)

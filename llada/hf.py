@@ -1,8 +1,9 @@
 """Hugging Face `transformers` integration: a config class and a `PreTrainedModel` wrapper.
 
-Importing `llada` registers them with the Auto classes under `model_type: "llada"`, so
+Importing `llada` registers them with the Auto classes under every model_type a family declares
+(`llada.families.FAMILIES`: "llada", "Dream", "lladamoe", "llada2_moe", ...), so
 `AutoModel.from_pretrained(dir)` (and `AutoModelForCausalLM`, `AutoModelForMaskedLM`, which
-lm-eval and peft use) opens our directories and LLaDA's without `trust_remote_code`.
+lm-eval and peft use) opens our directories and those of every family without `trust_remote_code`.
 
 The wrapper holds our `LLaDAModel` as `self.model`, which gives the state-dict keys of the public
 checkpoints (`model.transformer.blocks.0.q_proj.weight`, ...). Its `generate` runs `llada.sample`
@@ -33,16 +34,27 @@ from transformers import (
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.modeling_outputs import MaskedLMOutput
 
+from llada import placement
 from llada.config import ModelConfig, TokenRoles
 from llada.errors import GenerationError
+from llada.families import (
+    DEFAULT,
+    FAMILIES,
+    build_model,
+    config_from_json,
+    config_to_json,
+    detect_family,
+    family_for,
+)
 from llada.model import LLaDAModel, RMSNorm
 from llada.sampling.options import OPTION_NAMES, SamplerOptions
 
 
 class LLaDAConfig(PretrainedConfig):
-    """The `config.json` of a LLaDA model as a transformers config; see `ModelConfig` for fields."""
+    """The `config.json` of a model of any family as a transformers config (LLaDA's model_type;
+    `CONFIG_CLASSES` holds one subclass per other model_type); see `ModelConfig` for fields."""
 
-    model_type = "llada"
+    model_type = FAMILIES[DEFAULT].model_types[0]  # "llada"
 
     def __init__(self, **kwargs: Any):
         weight_tying = kwargs.get("weight_tying", False)
@@ -53,35 +65,11 @@ class LLaDAConfig(PretrainedConfig):
         generic = set(PretrainedConfig().to_dict()) - {"model_type", "architectures", "pad_token_id",
                                                         "eos_token_id", "bos_token_id"}
         ours = {k: v for k, v in self.to_dict().items() if k not in generic}
-        return ModelConfig.from_dict(ours, source="config.json")
+        return config_from_json(ours, source="config.json")
 
     @classmethod
     def from_model_config(cls, config: ModelConfig) -> LLaDAConfig:
-        return cls(**config.to_dict())
-
-
-class LLaDAMoEConfig(LLaDAConfig):
-    """LLaDA-MoE's config.json under its other model_type ("lladamoe", as dllm writes it)."""
-
-    model_type = "lladamoe"
-
-
-class LLaDA2Config(LLaDAConfig):
-    """LLaDA 2.x's config.json (model_type "llada2_moe")."""
-
-    model_type = "llada2_moe"
-
-
-class LLaDA21Config(LLaDAConfig):
-    """LLaDA 2.1's config.json as dllm's copies write it (model_type "llada21_moe")."""
-
-    model_type = "llada21_moe"
-
-
-class DreamConfig(LLaDAConfig):
-    """Dream's config.json (model_type "Dream")."""
-
-    model_type = "Dream"
+        return cls(**config_to_json(config))
 
 
 class LLaDAModelLM(PreTrainedModel, GenerationMixin):
@@ -95,37 +83,46 @@ class LLaDAModelLM(PreTrainedModel, GenerationMixin):
     _supports_sdpa = True
 
     def __init__(self, config: LLaDAConfig, model: LLaDAModel | None = None):
-        from llada.families import build_model
-
         super().__init__(config)
         self.model = model if model is not None else build_model(config.to_model_config())
         self.post_init()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> LLaDAModelLM:
-        """transformers' loading for LLaDA's own layout; a directory of another family (LLaDA-MoE,
+        """transformers' loading for LLaDA's own layout (a `device_map` placed as transformers
+        places it, see `placement.follow_devices`); a directory of another family (LLaDA-MoE,
         LLaDA 2.x, Dream) is read by `llada.load`, whose family adapter knows its keys (`dtype` /
         `torch_dtype` and `revision` honoured), instead of coming back freshly initialised."""
-        from llada import checkpoint
-        from llada.config import family_of
+        from llada.checkpoint import LoadOptions, layout, load
+        from llada.checkpoint.hub import resolve_dir
 
         revision = kwargs.get("revision")
         try:
-            root = checkpoint._resolve_dir(pretrained_model_name_or_path, revision)
-            data = checkpoint.read_json(root / checkpoint.CONFIG_NAME)
+            root = resolve_dir(pretrained_model_name_or_path, LoadOptions(revision=revision))
+            data = layout.read_json(root / layout.CONFIG_NAME)
         except Exception:  # noqa: BLE001 - not a directory we can read: transformers' own loading and errors
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        if not isinstance(data, dict) or family_of(data, str(root / checkpoint.CONFIG_NAME)) == "llada":
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            return cls._transformers_load(pretrained_model_name_or_path, *args, **kwargs)
+        if not isinstance(data, dict) or detect_family(data, str(root / layout.CONFIG_NAME)) == "llada":
+            return cls._transformers_load(pretrained_model_name_or_path, *args, **kwargs)
         dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
-        bundle = checkpoint.load(root, dtype=None if dtype in (None, "auto") else dtype, tokenizer=False)
+        bundle = load(root, dtype=None if dtype in (None, "auto") else dtype, tokenizer=False)
+        config_class = CONFIG_CLASSES[family_for(bundle.config).model_types[0]]
         with torch.device("meta"):  # (construction initialises weights: not the loaded ones)
-            wrapped = cls(CONFIG_CLASSES[bundle.config.family][0].from_model_config(bundle.config))
+            wrapped = cls(config_class.from_model_config(bundle.config))
         wrapped.model = bundle.model
         wrapped.generation_config = GenerationConfig.from_model_config(wrapped.config)
-        if (root / checkpoint.GENERATION_CONFIG_NAME).is_file():
+        if (root / layout.GENERATION_CONFIG_NAME).is_file():
             wrapped.generation_config = GenerationConfig.from_pretrained(root)
         return wrapped.eval()
+
+    @classmethod
+    def _transformers_load(cls, *args: Any, **kwargs: Any) -> LLaDAModelLM:
+        """transformers' own `from_pretrained`; a model it spread over devices gets the hooks that
+        keep the key/value caches with its blocks."""
+        model = super().from_pretrained(*args, **kwargs)
+        if getattr(model, "hf_device_map", None):
+            placement.follow_devices(model.model)
+        return model
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
         """transformers' saving for LLaDA's layout; a model of another family is written by
@@ -134,10 +131,11 @@ class LLaDAModelLM(PreTrainedModel, GenerationMixin):
         code; transformers' other saving keywords (safe_serialization, ...) do not apply there."""
         if self.model.config.family == "llada":
             return super().save_pretrained(save_directory, *args, **kwargs)
-        from llada import checkpoint
+        from llada.checkpoint import save
+        from llada.checkpoint.layout import sampler_options
 
-        options = checkpoint.sampler_options(self.generation_config.to_dict(), source="generation_config")
-        checkpoint.save(save_directory, self.model, max_shard_size=kwargs.get("max_shard_size", "5GB"), options=options)
+        options = sampler_options(self.generation_config.to_dict(), source="generation_config")
+        save(save_directory, self.model, max_shard_size=kwargs.get("max_shard_size", "5GB"), options=options)
 
     @torch.no_grad()
     def _init_weights(self, module: torch.nn.Module) -> None:
@@ -194,39 +192,35 @@ class LLaDAModelLM(PreTrainedModel, GenerationMixin):
         return GenerateDecoderOnlyOutput(sequences=sequences) if return_dict else sequences
 
 
-class LLaDAMoEModelLMForDiffusion(LLaDAModelLM):
-    """`LLaDAModelLM` for LLaDA-MoE directories whose config.json says model_type "lladamoe"."""
-
-    config_class = LLaDAMoEConfig
-
-
-class LLaDA2ModelLMForDiffusion(LLaDAModelLM):
-    """`LLaDAModelLM` for LLaDA 2.x directories."""
-
-    config_class = LLaDA2Config
+def _class_name(model_type: str) -> str:
+    """"llada2_moe" -> "Llada2Moe": a model_type as a class-name prefix."""
+    return "".join(part[:1].upper() + part[1:] for part in model_type.split("_"))
 
 
-class LLaDA21ModelLMForDiffusion(LLaDAModelLM):
-    """`LLaDAModelLM` for LLaDA 2.1 directories that say model_type "llada21_moe"."""
-
-    config_class = LLaDA21Config
-
-
-class DreamModelLMForDiffusion(LLaDAModelLM):
-    """`LLaDAModelLM` for Dream directories."""
-
-    config_class = DreamConfig
+def _config_class(model_type: str) -> type[LLaDAConfig]:
+    """LLaDAConfig under `model_type` (transformers maps each model_type to one config class)."""
+    if model_type == LLaDAConfig.model_type:
+        return LLaDAConfig
+    return type(f"{_class_name(model_type)}Config", (LLaDAConfig,), {
+        "model_type": model_type, "__module__": __name__,
+        "__doc__": f"A config.json of model_type {model_type!r} (see `llada.families.FAMILIES`)."})
 
 
-# Each family's transformers config class (the first: what a loaded model's config is) and the
-# model class of each config class. LLaDA-MoE's public config.json says model_type "llada":
-# LLaDAModelLM reads it (see its from_pretrained).
-CONFIG_CLASSES: dict[str, tuple[type[LLaDAConfig], ...]] = {
-    "llada": (LLaDAConfig,), "llada_moe": (LLaDAMoEConfig,), "llada2": (LLaDA2Config, LLaDA21Config),
-    "dream": (DreamConfig,)}
-MODEL_CLASSES: dict[type[LLaDAConfig], type[LLaDAModelLM]] = {
-    LLaDAConfig: LLaDAModelLM, LLaDAMoEConfig: LLaDAMoEModelLMForDiffusion, LLaDA2Config: LLaDA2ModelLMForDiffusion,
-    LLaDA21Config: LLaDA21ModelLMForDiffusion, DreamConfig: DreamModelLMForDiffusion}
+def _model_class(config_class: type[LLaDAConfig]) -> type[LLaDAModelLM]:
+    """LLaDAModelLM for the directories whose config.json is of `config_class`."""
+    if config_class is LLaDAConfig:
+        return LLaDAModelLM
+    return type(f"{_class_name(config_class.model_type)}ModelLM", (LLaDAModelLM,), {
+        "config_class": config_class, "__module__": __name__,
+        "__doc__": f"`LLaDAModelLM` for directories of model_type {config_class.model_type!r}."})
+
+
+# A transformers config class per model_type a family declares (the one a family writes is the config
+# class of a model loaded in it), and the model class of each. A model_type several families read
+# ("llada": LLaDA-8B and LLaDA-MoE) has one class: its config.json's architectures decide the family.
+CONFIG_CLASSES: dict[str, type[LLaDAConfig]] = {
+    t: _config_class(t) for family in FAMILIES.values() for t in family.model_types}
+MODEL_CLASSES: dict[type[LLaDAConfig], type[LLaDAModelLM]] = {c: _model_class(c) for c in CONFIG_CLASSES.values()}
 
 
 # transformers' generate() keywords that a sampler has no use for: the token ids come from the model.
@@ -239,7 +233,7 @@ def sampler_request(config: GenerationConfig | None, kwargs: dict[str, Any],
                     prompt_length: int) -> tuple[SamplerOptions, int]:
     """The SamplerOptions of a `generate` call and the number of new tokens it returns: `kwargs`
     over the generation `config` over the defaults (see `LLaDAModelLM.generate`)."""
-    from llada.checkpoint import sampler_options
+    from llada.checkpoint.layout import sampler_options
 
     kwargs = {k: v for k, v in kwargs.items() if k not in _IGNORED}
     for name in _ONLY_ONE:
@@ -298,7 +292,7 @@ def register() -> None:
     """Register the configs and the model with the transformers Auto classes (idempotent): every
     family's model_type opens as `LLaDAModelLM` (remote code still wins with trust_remote_code=True)."""
     try:
-        AutoConfig.register("llada", LLaDAConfig)
+        AutoConfig.register(LLaDAConfig.model_type, LLaDAConfig)
     except ValueError:  # already registered
         return
     for config_class, model_class in MODEL_CLASSES.items():

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -125,6 +125,9 @@ def _check_ids(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], vocab_size:
     or too large one would index past the embedding)."""
     if isinstance(pairs, (str, bytes, dict)) or not hasattr(pairs, "__len__"):
         raise LikelihoodError(f"pairs must be a list of (prompt ids, response ids) pairs, got {type(pairs).__name__}")
+    if suffixes is not None and (isinstance(suffixes, (str, bytes, dict)) or not hasattr(suffixes, "__len__")):
+        raise LikelihoodError(f"suffixes must be a list with one list of token ids per pair, got "
+                              f"{type(suffixes).__name__}")
     if len(pairs) == 0:
         raise LikelihoodError("pairs is empty; give at least one (prompt ids, response ids) pair")
     for i, pair in enumerate(pairs):
@@ -144,6 +147,8 @@ def _check_token_ids(ids: Sequence[int], what: str, vocab_size: int) -> None:
         ids = ids.tolist()
     if isinstance(ids, (str, bytes)):
         raise LikelihoodError(f"{what} must be token ids, not text: encode it with the tokenizer first")
+    if isinstance(ids, dict) or not hasattr(ids, "__len__") or not hasattr(ids, "__iter__"):
+        raise LikelihoodError(f"{what} must be a list of token ids (or a 1-D tensor), got {type(ids).__name__}")
     for t in ids:
         if not isinstance(t, numbers.Integral) or isinstance(t, bool):
             raise LikelihoodError(f"{what} must be token ids (integers), got {t!r} ({type(t).__name__})")
@@ -165,7 +170,7 @@ def _pad(rows: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor | None]:
 def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
                     mc_num: int = 128, batch_size: int = 32, cfg_scale: float = 0.0,
                     masking: Masking = "exact_count", generator: torch.Generator | None = None,
-                    mask_id: int | None = None, suffixes: Sequence[Sequence[int]] | None = None) -> list[Estimate]:
+                    suffixes: Sequence[Sequence[int]] | None = None) -> list[Estimate]:
     """Estimate log p(response | prompt) for each (prompt ids, response ids) pair (Eq. 6).
 
     mc_num: Monte-Carlo samples per pair (ignored for an autoregressive model: exact).
@@ -174,15 +179,10 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
     masking: "exact_count" (Eq. 6) or "bernoulli" (the Eq. 3 form; for comparison).
     suffixes: per pair, token ids that follow the response and stay visible (infilling:
         log p(response | prompt, suffix)); diffusion models only.
+    Raises LikelihoodError for input it cannot score, naming the argument.
     """
     cfg = model.config
-    for name, value in (("mc_num", mc_num), ("batch_size", batch_size)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise LikelihoodError(f"{name} must be an integer >= 1, got {value!r}")
-    if not isinstance(cfg_scale, numbers.Real) or not math.isfinite(cfg_scale) or cfg_scale < 0:
-        raise LikelihoodError(f"cfg_scale must be a finite number >= 0, got {cfg_scale!r}")
-    if masking not in ("exact_count", "bernoulli"):
-        raise LikelihoodError(f"masking must be 'exact_count' or 'bernoulli', got {masking!r}")
+    _check_values(mc_num, batch_size, cfg_scale, masking, generator)
     _check_ids(pairs, cfg.vocab_size, suffixes)
     _check_pairs(pairs, cfg.max_sequence_length, suffixes)
     if cfg.causal:
@@ -190,11 +190,42 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
             raise LikelihoodError("an autoregressive model cannot condition on tokens after the response; "
                                   "score response + suffix after the prompt instead")
         return _autoregressive(model, pairs, batch_size)
-    mask_id = cfg.mask_token_id if mask_id is None else mask_id
-    pad_id = cfg.roles.pad
+    draws = _draw(pairs, suffixes, mc_num, masking, generator, cfg.mask_token_id)
+    values = _masked_logp_sums(model, draws, batch_size, cfg_scale).double().cpu() * torch.cat(draws.weight)
+    rows = torch.as_tensor(draws.owner)
+    return [_estimate(values[rows == i], len(pairs[i][1])) for i in range(len(pairs))]
 
-    # One row per Monte-Carlo sample, all drawn before any forward pass.
-    owner, weight, clean, noised, target, in_context = [], [], [], [], [], []
+
+def _check_values(mc_num: int, batch_size: int, cfg_scale: float, masking: str,
+                  generator: torch.Generator | None) -> None:
+    for name, value in (("mc_num", mc_num), ("batch_size", batch_size)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise LikelihoodError(f"{name} must be an integer >= 1, got {value!r}")
+    if not isinstance(cfg_scale, numbers.Real) or not math.isfinite(cfg_scale) or cfg_scale < 0:
+        raise LikelihoodError(f"cfg_scale must be a finite number >= 0, got {cfg_scale!r}")
+    if masking not in ("exact_count", "bernoulli"):
+        raise LikelihoodError(f"masking must be 'exact_count' or 'bernoulli', got {masking!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise LikelihoodError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+@dataclass
+class _Draws:
+    """The Monte-Carlo samples of every pair, one row each, drawn before any forward pass."""
+
+    owner: list[int] = field(default_factory=list)  # the pair each row belongs to
+    weight: list[Tensor] = field(default_factory=list)  # per pair, (mc_num,) float64: L / l, or 1 / t
+    clean: list[Tensor] = field(default_factory=list)  # (T,) prompt, response, suffix
+    noised: list[Tensor] = field(default_factory=list)  # (T,) the same with the sample's positions masked
+    target: list[Tensor] = field(default_factory=list)  # (T,) bool: the masked positions
+    in_context: list[Tensor] = field(default_factory=list)  # (T,) bool: what the unconditional pass hides
+
+
+def _draw(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], suffixes: Sequence[Sequence[int]] | None,
+          mc_num: int, masking: Masking, generator: torch.Generator | None, mask_id: int) -> _Draws:
+    """mc_num masked copies of each pair's response: exactly l of its L tokens with l stratified
+    (Eq. 6), or each with probability t (Eq. 3's form); prompt and suffix never masked."""
+    draws = _Draws()
     for i, (prompt, response) in enumerate(pairs):
         p = torch.as_tensor(list(prompt), dtype=torch.long)
         r = torch.as_tensor(list(response), dtype=torch.long)
@@ -207,25 +238,32 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
             masks, weights = mask_bernoulli(mc_num, L, generator=generator)
         seq = torch.cat([p, r, s])
         position = torch.arange(seq.shape[0])
-        is_context = (position < p.shape[0]) | (position >= p.shape[0] + L)  # what the unconditional pass hides
+        is_context = (position < p.shape[0]) | (position >= p.shape[0] + L)
         for m in masks:
-            clean.append(seq)
-            in_context.append(is_context)
-            noised.append(torch.cat([p, torch.where(m, mask_id, r), s]))
-            target.append(torch.cat([torch.zeros_like(p, dtype=torch.bool), m, torch.zeros_like(s, dtype=torch.bool)]))
-        owner += [i] * mc_num
-        weight.append(weights)
+            draws.clean.append(seq)
+            draws.in_context.append(is_context)
+            draws.noised.append(torch.cat([p, torch.where(m, mask_id, r), s]))
+            draws.target.append(torch.cat([torch.zeros_like(p, dtype=torch.bool), m,
+                                           torch.zeros_like(s, dtype=torch.bool)]))
+        draws.owner += [i] * mc_num
+        draws.weight.append(weights)
+    return draws
 
-    device = model.device
-    sums = []  # (rows,) masked log-probability sums, kept on the device until the end
-    for lo in range(0, len(noised), batch_size):
+
+def _masked_logp_sums(model: LLaDAModel, draws: _Draws, batch_size: int, cfg_scale: float) -> Tensor:
+    """(rows,) on the model's device: each row's sum of log p(clean token | noised row) over its
+    masked positions, `batch_size` rows per forward pass (with CFG, twice that)."""
+    cfg, device = model.config, model.device
+    mask_id, pad_id = cfg.mask_token_id, cfg.roles.pad
+    sums = []  # kept on the device until the end
+    for lo in range(0, len(draws.noised), batch_size):
         hi = lo + batch_size
-        ids, am = _pad(noised[lo:hi], pad_id)
-        targets, _ = _pad(clean[lo:hi], pad_id)
-        where, _ = _pad(target[lo:hi], 0)
+        ids, am = _pad(draws.noised[lo:hi], pad_id)
+        targets, _ = _pad(draws.clean[lo:hi], pad_id)
+        where, _ = _pad(draws.target[lo:hi], 0)
         b = ids.shape[0]
         rows, cols = where.bool().nonzero(as_tuple=True)  # (N,) each, found on the host: no device sync
-        context = _pad(in_context[lo:hi], 0)[0].bool() if cfg_scale > 0 else None
+        context = _pad(draws.in_context[lo:hi], 0)[0].bool() if cfg_scale > 0 else None
         ids, targets, rows, cols, am, context = _to_device(device, ids, targets, rows, cols, am, context)
         # Only the masked positions reach the output head and the float32 log-softmax, as in the
         # reference's logits[mask_index]: (N, V) for the N masked tokens, never (b, T, V).
@@ -239,9 +277,7 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
             logits = _up(model(ids, am, output_positions=(rows, cols)))  # (N, V)
         logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[rows, cols][:, None])[:, 0]  # (N,)
         sums.append(torch.zeros(b, dtype=logp.dtype, device=device).index_add_(0, rows, logp))
-    values = torch.cat(sums).double().cpu() * torch.cat(weight)
-    rows = torch.as_tensor(owner)
-    return [_estimate(values[rows == i], len(pairs[i][1])) for i in range(len(pairs))]
+    return torch.cat(sums)
 
 
 def _to_device(device: torch.device, *tensors: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -361,8 +397,8 @@ def next_token_logprobs(model: LLaDAModel, ids: Sequence[int], start: int = 1, b
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
         raise LikelihoodError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     _check_token_ids(ids, "ids", cfg.vocab_size)
-    if not 1 <= start <= len(ids):
-        raise LikelihoodError(f"start must be in 1..{len(ids)}, got {start}")
+    if not isinstance(start, numbers.Integral) or isinstance(start, bool) or not 1 <= start <= len(ids):
+        raise LikelihoodError(f"start must be an integer in 1..{len(ids)}, got {start!r}")
     if len(ids) > cfg.max_sequence_length:
         raise LikelihoodError(f"{len(ids)} tokens exceed the model's max_sequence_length {cfg.max_sequence_length}")
     seq = torch.as_tensor(list(ids), dtype=torch.long, device=model.device)

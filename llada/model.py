@@ -2,7 +2,7 @@
 
 Pure single-device PyTorch. Module attribute names are the checkpoint key names of the public
 LLaDA checkpoints (`transformer.wte`, `transformer.blocks.N.q_proj`, ...; the Hugging Face wrapper
-in `checkpoint.py` adds the leading `model.`), so weights load by name with no renaming table.
+in `llada.hf` adds the leading `model.`), so weights load by name with no renaming table.
 
     input_ids (B, L) ──wte──▶ x (B, L, D) ──[block] x n_layers──▶ ln_f ──ff_out──▶ logits (B, L, V)
     block: x = x + attn_out(Attention(attn_norm(x)))        # bidirectional, RoPE, GQA
@@ -10,12 +10,13 @@ in `checkpoint.py` adds the leading `model.`), so weights load by name with no r
 
 The model is not told the diffusion time t: the count of mask tokens in the input carries it.
 
-For the caching samplers the forward also takes a `KVCache`: preallocated keys/values of every
-position (rotary applied), into which the positions run are written in place at `cache_position`,
-attention then reading the whole buffer. Nothing grows from step to step, so a step has the same
-shapes (and addresses) each time: what CUDA graphs need. Order does not matter to attention, so a
-prefix cache and a prefix+suffix ("dual") cache are the same mechanism. `past_key_values` (keys
-and values of positions not re-run, concatenated in front) remains for callers that keep their own.
+For the caching samplers the forward also takes a `KVCache`, the one key/value cache: preallocated
+keys/values of every position (rotary applied), into which the positions run are written in place
+at `cache_position`, attention then reading the whole buffer. Nothing grows from step to step, so
+a step has the same shapes (and addresses) each time: what CUDA graphs need. Order does not matter
+to attention, so a prefix cache and a prefix+suffix ("dual") cache are the same mechanism. A model
+spread over several devices keeps each layer's cache where its block runs by hooks of its own
+(`llada.placement.follow_devices`), not here.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ KV = tuple[Tensor, Tensor]  # (keys, values), each (B, H_kv, S, head_dim), rotar
 
 class KVCache:
     """Keys and values of `length` positions for every layer, allocated once: (B, H_kv, length,
-    head_dim) each, written in place by `LLaDAModel.forward_kv(..., kv_cache=, cache_position=)`.
+    head_dim) each, written in place by `LLaDAModel.forward(..., kv_cache=, cache_position=)`.
     Positions not yet written hold zeros; the caller masks them (attention_mask) or a causal model
     never looks ahead to them."""
 
@@ -47,6 +48,7 @@ class KVCache:
         # (B, length, D) final hidden states, kept only by a model whose logits at position i come
         # from position i - 1 (families/dream.py): a run starting at p > 0 reads p - 1's from here.
         self.hidden: Tensor | None = None
+
 
 _ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
 
@@ -227,8 +229,10 @@ class Block(nn.Module):
             self.moe = None
         self.act = _ACTIVATIONS[config.activation_type]
 
-    def attention(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, past: KV | None,
-                  cache: KV | None = None, at: Tensor | None = None, is_causal: bool = False) -> tuple[Tensor, KV]:
+    def attention(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, cache: KV | None = None,
+                  at: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        """Attention of the T positions of x (B, T, D) over their own keys, or, with a `cache`, over
+        the whole cache once their keys and values are written into it at positions `at` (T,)."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
@@ -237,21 +241,17 @@ class Block(nn.Module):
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, hd), (B, Hkv, T, hd)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        new_kv = (k, v)
         if cache is not None:  # write this step's positions into the static buffers, attend over all
             cache[0].index_copy_(2, at, k)  # `at`: the T positions, a tensor (a compiled block does not
             cache[1].index_copy_(2, at, v)  # specialise on the position as it would on an int)
             k, v = cache  # (B, Hkv, L, hd)
-        elif past is not None:
-            k = torch.cat((past[0], k), dim=2)  # (B, Hkv, S + T, hd)
-            v = torch.cat((past[1], v), dim=2)
         dropout = self.config.attention_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal,
             enable_gqa=self.n_kv_heads != self.n_heads,
         )  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
-        return self.attn_out(y), new_kv
+        return self.attn_out(y)
 
     def mlp(self, x: Tensor) -> Tensor:
         if self.moe is not None:
@@ -259,17 +259,15 @@ class Block(nn.Module):
         return self.ff_out(self.act(self.ff_proj(x)) * self.up_proj(x))
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None = None,
-                past: KV | None = None, cache: KV | None = None, at: Tensor | None = None,
-                is_causal: bool = False) -> tuple[Tensor, KV]:
+                cache: KV | None = None, at: Tensor | None = None, is_causal: bool = False) -> Tensor:
         p = self.config.residual_dropout if self.training else 0.0
-        a, kv = self.attention(self.attn_norm(x), cos, sin, mask, past, cache, at, is_causal)
-        x = x + F.dropout(a, p, self.training)
-        x = x + F.dropout(self.mlp(self.ff_norm(x)), p, self.training)
-        return x, kv
+        x = x + F.dropout(self.attention(self.attn_norm(x), cos, sin, mask, cache, at, is_causal), p, self.training)
+        return x + F.dropout(self.mlp(self.ff_norm(x)), p, self.training)
 
 
-def _is_row_mask(index: Tensor | slice, B: int, T: int) -> bool:
-    return isinstance(index, Tensor) and index.dtype == torch.bool and index.shape == (B, T)
+# Which logits a forward computes (`LLaDAModel.forward`'s output_positions): positions start:stop
+# of every row (B, T', V), or N scattered positions given as (rows, columns) (N, V).
+OutputPositions = slice | tuple[Tensor, Tensor]
 
 
 class LLaDAModel(nn.Module):
@@ -317,33 +315,63 @@ class LLaDAModel(nn.Module):
                     module.expert_bias.zero_()
 
     # ----------------------------------------------------------------------------------------------
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                position_ids: Tensor | None = None, past_key_values: list[KV] | None = None,
-                output_positions: Tensor | slice | tuple[Tensor, Tensor] | None = None, kv_cache: KVCache | None = None,
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                *, output_positions: OutputPositions | None = None, kv_cache: KVCache | None = None,
                 cache_position: int = 0, block_size: int | None = None) -> Tensor:
-        """Logits (B, T, embedding_size) for `input_ids` (B, T).
+        """Logits (B, T, embedding_size) for `input_ids` (B, T), or those of `output_positions`.
 
-        attention_mask: (B, K), 1 for a real token and 0 for padding, over every key attended:
-            the cached keys (S) then the new ones, or the whole `kv_cache` (K = its length);
-            None when nothing is padded.
-        position_ids: (B, T) rotary positions of the tokens run; default S..S+T-1, or
+        attention_mask: (B, K), 1 for a real token and 0 for padding, over every key attended: the
+            T run, or the whole `kv_cache` (K = its length); None when nothing is padded.
+        position_ids: (B, T) rotary positions of the tokens run; default 0..T-1, or
             cache_position.. with a kv_cache (left padding with a mask is fine: a constant shift
             of positions does not change RoPE attention).
-        past_key_values: per layer (k, v) of the S positions not re-run.
+        output_positions: which logits to compute, in one of the two forms of `OutputPositions`:
+            a slice of the T positions, the same for every row (logits (B, T', V): what the samplers
+            ask for), or a pair (rows, columns) of (N,) long tensors, e.g.
+            `mask.nonzero(as_tuple=True)` (logits (N, V) of those positions in that order: a
+            likelihood scores only its masked tokens, so memory grows with them, not with B * T;
+            the pair costs no host synchronisation). None: every position. Anything else is a TypeError.
         kv_cache: a `KVCache` to write this call's keys/values into, at positions
             cache_position..cache_position+T, attending over all of it.
-        output_positions: index into T (a slice or index tensor) to compute logits only there; or
-            N positions, as a (B, T) bool tensor or as a pair (rows, columns) of (N,) long tensors
-            (`mask.nonzero(as_tuple=True)`): logits (N, embedding_size) of those positions in that
-            order (a likelihood scores only its masked tokens: memory grows with them, not with
-            B * T). The pair costs no host synchronisation; the bool tensor one (its count of N).
         block_size: block diffusion (LLaDA 2.x): a query at sequence position p sees the keys of its
             own block of `block_size` positions (counted from position 0 of the keys) and of every
             block before it, none after. None: every key (bidirectional).
         """
-        return self.forward_kv(input_ids, attention_mask, position_ids, past_key_values,
-                               output_positions, return_kv=False, kv_cache=kv_cache,
-                               cache_position=cache_position, block_size=block_size)[0]
+        if output_positions is not None and not isinstance(output_positions, (slice, tuple)):
+            raise TypeError(f"output_positions must be a slice or a (rows, columns) pair of index tensors, got "
+                            f"{type(output_positions).__name__}")
+        B, T = input_ids.shape
+        start, keys = (0, T) if kv_cache is None else (cache_position, kv_cache.length)
+        if position_ids is None:
+            position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
+        cos, sin = rope_cos_sin(position_ids, self.config.rotary_dim, self.config.rope_theta)  # (B, 1, T, rotary_dim)
+        mask, is_causal = self._attention_mask(attention_mask, B, T, start, keys, input_ids.device, block_size)
+        at = None if kv_cache is None else torch.arange(start, start + T, device=input_ids.device)  # cache positions
+        x = self.embed(input_ids)  # (B, T, D)
+        for i, block in enumerate(self.transformer.blocks):
+            cache = None if kv_cache is None else kv_cache.layers[i]
+            if self.activation_checkpointing and self.training:
+                x = checkpoint(block, x, cos, sin, mask, cache, at, is_causal, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, mask, cache, at, is_causal)
+        x = self.select_outputs(x, output_positions, start, kv_cache)  # (B, T', D), or (N, D) for a pair
+        return self.head(self.transformer.ln_f(x))
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """Token embeddings (B, T, D), scaled by sqrt(D) when `input_emb_norm`, with embedding dropout."""
+        x = self.transformer.wte(input_ids)
+        if self.config.input_emb_norm:
+            x = x * self.config.d_model**0.5
+        return F.dropout(x, self.config.embedding_dropout, self.training)
+
+    def head(self, x: Tensor) -> Tensor:
+        """Logits (..., embedding_size) of final-normed states x (..., D): the output matrix, or the
+        embedding's with `weight_tying`; times 1/sqrt(D) when `scale_logits`."""
+        if self.config.weight_tying:  # the embedding is the head
+            logits = F.linear(x, self.transformer.wte.weight)
+        else:  # called as a module, so that a device_map's hooks place the head, or fetch it when offloaded
+            logits = self.transformer.ff_out(x)
+        return logits * (1 / math.sqrt(self.config.d_model)) if self.config.scale_logits else logits
 
     def _attention_mask(self, attention_mask: Tensor | None, B: int, T: int, start: int,
                         keys: int, device: torch.device, block_size: int | None = None) -> tuple[Tensor | None, bool]:
@@ -367,69 +395,15 @@ class LLaDAModel(nn.Module):
         tri = torch.ones(T, keys, dtype=torch.bool, device=device).tril(start)
         return (tri if mask is None else mask & tri), False
 
-    def forward_kv(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                   position_ids: Tensor | None = None, past_key_values: list[KV] | None = None,
-                   output_positions: Tensor | slice | tuple[Tensor, Tensor] | None = None,
-                   return_kv: bool = True, kv_cache: KVCache | None = None,
-                   cache_position: int = 0, block_size: int | None = None) -> tuple[Tensor, list[KV]]:
-        """As `forward`, and also the keys/values of the positions run, per layer (for caches)."""
-        B, T = input_ids.shape
-        cfg = self.config
-        if kv_cache is not None:
-            start, keys = cache_position, kv_cache.length
-        else:
-            start = 0 if past_key_values is None else past_key_values[0][0].shape[2]
-            keys = start + T
-        if position_ids is None:
-            position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
-        cos, sin = rope_cos_sin(position_ids, cfg.rotary_dim, cfg.rope_theta)  # (B, 1, T, rotary_dim)
-        mask, is_causal = self._attention_mask(attention_mask, B, T, start, keys, input_ids.device, block_size)
-
-        x = self.transformer.wte(input_ids)  # (B, T, D)
-        if cfg.input_emb_norm:
-            x = x * cfg.d_model**0.5
-        x = F.dropout(x, cfg.embedding_dropout, self.training)
-
-        kvs: list[KV] = []
-        at = None if kv_cache is None else torch.arange(start, start + T, device=input_ids.device)  # cache positions
-        for i, block in enumerate(self.transformer.blocks):
-            past = None if past_key_values is None else past_key_values[i]
-            cache = None if kv_cache is None else kv_cache.layers[i]
-            if self.activation_checkpointing and self.training:
-                x, kv = checkpoint(block, x, cos, sin, mask, past, cache, at, is_causal, use_reentrant=False)
-            else:
-                x, kv = block(x, cos, sin, mask, past, cache, at, is_causal)
-            if cache is not None and kv[0].device != cache[0].device:
-                # the block ran on another device (a device_map's hooks moved its inputs there) and
-                # wrote into a copy of its cache: the layer's cache moves there, with these positions
-                k_all, v_all = (c.to(kv[0].device) for c in cache)
-                k_all[:, :, start:start + T], v_all[:, :, start:start + T] = kv
-                kv_cache.layers[i] = (k_all, v_all)
-            if return_kv:
-                kvs.append(kv)
-
-        x = self.select_outputs(x, output_positions, start, kv_cache)  # (B, T', D), or (N, D) for a bool mask
-        x = self.transformer.ln_f(x)
-        if cfg.weight_tying:  # the embedding is the head; x goes to it (a device_map may place them apart)
-            head = self.transformer.wte.weight
-            logits = F.linear(x.to(head.device), head)  # (B, T', embedding_size)
-        else:  # called as a module, so that a device_map's hooks place the head, or fetch it when offloaded
-            logits = self.transformer.ff_out(x)  # (B, T', embedding_size)
-        if cfg.scale_logits:
-            logits = logits * (1 / math.sqrt(cfg.d_model))
-        return logits, kvs
-
-    def select_outputs(self, x: Tensor, output_positions: Tensor | slice | tuple[Tensor, Tensor] | None, start: int,
+    def select_outputs(self, x: Tensor, output_positions: OutputPositions | None, start: int,
                        kv_cache: KVCache | None) -> Tensor:
         """The final hidden states (B, T, D) of the positions whose logits are asked for: all of
-        them, (B, T', D) for a slice or index, or (N, D) for a (B, T) bool mask or a (rows,
-        columns) pair of (N,) indices. Here position i's
+        them, (B, T', D) for a slice, or (N, D) for a (rows, columns) pair. Here position i's
         state predicts token i; a family whose state at i predicts token i + 1 (Dream) overrides
         this to realign them (`start`: position of x's first row; `kv_cache`: the call's cache)."""
         if output_positions is None:
             return x
-        B, T = x.shape[:2]
-        if isinstance(output_positions, tuple) or _is_row_mask(output_positions, B, T):
+        if isinstance(output_positions, tuple):
             return x[output_positions]
         return x[:, output_positions]
 

@@ -10,7 +10,11 @@ move activations from block to block and bring offloaded weights in for their fo
 
 The model's forward creates its rotary angles and masks on the input's device; the hooks move them
 with the hidden states into each block. The embedding must not be offloaded: the samplers put their
-tensors where `model.device` (the embedding's weight) is.
+tensors where `model.device` (the embedding's weight) is, their key/value cache included. The model
+itself is single-device code; `follow_devices` adds what a spread model needs beyond accelerate's
+hooks: each layer's cache moved to the device its block runs on (a block writes its keys and values
+into the cache in place, which a copy made by the hooks would lose), and a tied output head's input
+moved to the embedding it multiplies by.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from torch import nn
 
 from llada.errors import CheckpointError
+from llada.model import KVCache, LLaDAModel
 
 DeviceMap = dict[str, Any]  # module name -> GPU index, "cuda:N", "cpu" or "disk"
 DEVICE_MAPS = ("auto",)  # the names accepted in place of a dict
@@ -179,4 +184,43 @@ class Placer:
 
         if self.folder is not None and self.index:
             save_offload_index(self.index, str(self.folder))
-        return dispatch_model(model, self.device_map, offload_dir=None if self.folder is None else str(self.folder))
+        model = dispatch_model(model, self.device_map, offload_dir=None if self.folder is None else str(self.folder))
+        follow_devices(model)
+        return model
+
+
+def execution_device(module: nn.Module) -> torch.device | None:
+    """The device accelerate runs `module` on (its hook's `execution_device`: for an offloaded
+    module the main GPU, not where its weights rest), or None when no hook places it."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in [hook, *getattr(hook, "hooks", ())]:  # an AlignDevicesHook, or one inside a SequentialHook
+        where = getattr(h, "execution_device", None)
+        if where is not None:
+            return torch.device(f"cuda:{where}" if isinstance(where, int) else where)
+    return None
+
+
+def caches_to_blocks(model: LLaDAModel, kv_cache: KVCache) -> None:
+    """Move each layer's buffers of `kv_cache` to the device its block runs on, in the cache (once:
+    a layer already there is left as it is, so its buffers keep their addresses)."""
+    for i, block in enumerate(model.transformer.blocks):
+        where = execution_device(block)
+        k, v = kv_cache.layers[i]
+        if where is not None and k.device != where:
+            kv_cache.layers[i] = (k.to(where), v.to(where))
+
+
+def follow_devices(model: LLaDAModel) -> LLaDAModel:
+    """Add to a model spread over devices (accelerate's hooks in place) the hooks it needs beyond
+    them: before each forward with a `kv_cache`, `caches_to_blocks`; with a tied head, the final
+    norm's output moved to the embedding's device. Returns the model."""
+
+    def caches(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        if kwargs.get("kv_cache") is not None:
+            caches_to_blocks(model, kwargs["kv_cache"])
+
+    model.register_forward_pre_hook(caches, with_kwargs=True)
+    if model.config.weight_tying:
+        embedding = model.transformer.wte
+        model.transformer.ln_f.register_forward_hook(lambda module, args, out: out.to(embedding.weight.device))
+    return model

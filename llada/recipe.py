@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from llada.checkpoint.layout import TRAINING_CONFIG_NAME
 from llada.data.world import WorldConfig
 from llada.sampling.options import SamplerOptions
+from llada.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,9 @@ RECIPES: dict[str, Recipe] = {
 SAMPLER = SamplerOptions(gen_length=32, block_length=16)
 
 
-def _done(model_dir: Path, cfg: Any) -> bool:
+def _done(model_dir: Path, cfg: TrainConfig) -> bool:
     """Whether model_dir is the finished result of training with exactly `cfg`."""
-    from llada.train import TRAINING_CONFIG
-
-    saved = model_dir / TRAINING_CONFIG
+    saved = model_dir / TRAINING_CONFIG_NAME
     return saved.is_file() and json.loads(saved.read_text()) == json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
@@ -85,7 +85,7 @@ def train_recipe(recipe: Recipe, out_dir: str | Path, *, objective: Literal["dif
     `pretrained` skips pretraining and fine-tunes that model directory instead. `sft` overrides
     fields of the SFT stage's TrainConfig (for example padding="max_length").
     """
-    from llada.train import TrainConfig, run
+    from llada.training import trainer  # accelerate and datasets (the train extra): only when training
 
     out = Path(out_dir)
     common = dict(batch_size=recipe.batch_size, seed=seed, objective=objective, world=recipe.world,
@@ -97,12 +97,12 @@ def train_recipe(recipe: Recipe, out_dir: str | Path, *, objective: Literal["dif
     if pretrained is None:
         pretrained = out / "pretrain" / "model"
         if not _done(pretrained, pt_cfg):
-            pretrained = run(pt_cfg)
+            pretrained = trainer.run(pt_cfg)
     common["eval_every"] = max(1, recipe.sft_steps // 5)
     sft_cfg = TrainConfig(model=str(pretrained), out_dir=str(out / "sft"), stage="sft", seq_len=recipe.sft_seq_len,
                           max_steps=recipe.sft_steps, lr=recipe.sft_lr, warmup_steps=recipe.sft_warmup,
                           **{**common, **(sft or {})})
     finetuned = out / "sft" / "model"
     if not _done(finetuned, sft_cfg):
-        finetuned = run(sft_cfg)
+        finetuned = trainer.run(sft_cfg)
     return pretrained, finetuned

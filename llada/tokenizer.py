@@ -15,7 +15,6 @@ config; nothing else in the package names an id.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -39,51 +38,64 @@ CHAT_TEMPLATE = (
 
 
 # A chat template is code from the model directory: jinja's sandbox keeps it from reaching Python
-# objects and blocks one huge `range`, but not loops within loops, so a render is also given a budget
-# of Python steps (trace events), far above what a real template spends: about 500 for a one-message
-# conversation with the template above, 12,000 for a hundred messages.
+# objects, and `render_chat` holds it to a budget (llada/template_sandbox.py): Python steps (trace
+# events), far above what a real template spends (about 500 for a one-message conversation with the
+# template above, 12,000 for a hundred messages), and characters: any one value it builds, and its
+# output, at most TEMPLATE_CHARS plus twice the conversation's own text, and TEMPLATE_TOTAL times
+# that built over the whole render (so a render holds at most a few tens of MB at once).
 TEMPLATE_STEPS = 5_000_000
+TEMPLATE_CHARS = 1_000_000  # what a template may add around the messages (system prompts, tool schemas)
+TEMPLATE_TOTAL = 16
 SAMPLE_CHAT = [{"role": "user", "content": "Hello"}]  # what `check_chat_template` renders
-
-
-class _OutOfSteps(BaseException):
-    """Raised inside a render past its budget; not an Exception, so no `except Exception` on the way keeps it going."""
 
 
 def render_chat(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = True,
                 steps: int = TEMPLATE_STEPS) -> str:
-    """`tokenizer.apply_chat_template(messages, tokenize=False, ...)`, stopped after `steps` Python
-    trace events. A template that raises, or runs past the budget, is one CheckpointError saying which."""
-    left = steps
+    """`tokenizer.apply_chat_template(messages, tokenize=False, ...)` within the budget above. A
+    template that raises, runs past `steps` or builds past the characters allowed is one
+    CheckpointError saying which; so is a transformers version whose rendering the budget cannot
+    reach (refused rather than rendered unbounded)."""
+    from llada.template_sandbox import OverBudget, bounded, install, size
 
-    def count(frame: Any, event: str, arg: Any) -> Any:
-        nonlocal left
-        left -= 1
-        if left < 0:
-            raise _OutOfSteps
-        return count
-
-    previous = sys.gettrace()
-    sys.settrace(count)
+    install()
+    limit = TEMPLATE_CHARS + 2 * size(messages)
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    except _OutOfSteps:
-        raise CheckpointError(f"the chat template does not finish (stopped after {steps:,} steps)") from None
+        with bounded(steps, limit, TEMPLATE_TOTAL * limit) as budget:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except OverBudget as e:
+        raise CheckpointError(f"the chat template {e}") from None
     except Exception as e:  # noqa: BLE001 - a template raises whatever its code raises
         reason = (str(e).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(f"the chat template fails ({type(e).__name__}: {reason})") from None
-    finally:
-        sys.settrace(previous)
+    if not budget.bounded:
+        raise CheckpointError("the chat template was rendered outside llada's bounded sandbox (this transformers "
+                              "version compiles templates in a way llada does not know); no template is rendered "
+                              "unbounded: use a transformers version pyproject.toml allows")
+    return text
+
+
+def encode(tokenizer: Any, text: str, *, add_special_tokens: bool = False) -> list[int]:
+    """`tokenizer(text, add_special_tokens=...)["input_ids"]`. A tokenizer that fails on the text (a
+    normalizer or pre-tokenizer regex that gives up panics in Rust: a BaseException, no Exception)
+    is one CheckpointError naming the reason."""
+    try:
+        return tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+    except BaseException as e:
+        if type(e).__name__ != "PanicException":
+            raise
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"the tokenizer fails on this text ({reason}); its tokenizer.json "
+                              "(normalizer or pre-tokenizer) needs fixing") from None
 
 
 def check_chat_template(tokenizer: Any, source: str = "tokenizer") -> None:
-    """Render a one-message conversation with the tokenizer's chat template, if it has one: a
-    template that fails or runs away is refused once, where the model is opened, and not by every
-    chat request after it (CheckpointError naming `source`)."""
-    if not getattr(tokenizer, "chat_template", None):
-        return
+    """Render a one-message conversation with the tokenizer's chat template, if it has one, and
+    encode the result (or the message alone): a template that fails or runs away, or a tokenizer
+    that fails on plain text, is refused once, where the model is opened, and not by every chat
+    request after it (CheckpointError naming `source`)."""
     try:
-        render_chat(tokenizer, SAMPLE_CHAT)
+        text = render_chat(tokenizer, SAMPLE_CHAT) if getattr(tokenizer, "chat_template", None) else "Hello"
+        encode(tokenizer, text)
     except CheckpointError as e:
         raise CheckpointError(f"{source}: {e} on a one-message conversation; fix or remove it") from None
 

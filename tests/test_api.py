@@ -18,7 +18,7 @@ from llada.errors import GenerationError
 from llada.model import LLaDAModel
 from llada.sampling import SAMPLER_PRESETS, SamplerOptions, preset, sample, sample_steps, sample_text
 from llada.sampling.autoregressive import generate_autoregressive
-from llada.tokenizer import config_ids, train_tokenizer
+from llada.tokenizer import CHAT_TEMPLATE, config_ids, train_tokenizer
 
 TEXTS = ["the cat sat on the mat", "a dog ran to the park", "what is two plus two", "four is the answer"] * 20
 
@@ -320,3 +320,161 @@ def test_lm_eval_answer_holds_at_most_max_gen_toks(dirs, bundles):
         full = sample(b.model, torch.tensor([b.tokenizer(context).input_ids]), opts).responses[0]
         assert got == decode_response(b.tokenizer, full[:5], stops)
         assert decode_response(b.tokenizer, full, stops) != got  # the rounding up was cut back
+
+
+# ---- lengths a model cannot use are refused on every surface --------------------------------------------------
+
+@pytest.mark.parametrize("changes,needle", [
+    (dict(gen_length=32, block_length=32, steps=10**9), "steps (1000000000) must be at most gen_length (32)"),
+    (dict(steps=256), "steps (256) must be at most gen_length (128)"),
+    (dict(block_causal=True, gen_length=8, steps=9), "steps (9) must be at most gen_length (8)"),
+    (dict(max_post_steps=10**9), "max_post_steps must be an integer in 0..1024, got 1000000000"),
+    (dict(max_post_steps="1e9"), "max_post_steps must be an integer in 0..1024, got 1000000000"),
+])
+def test_more_steps_than_positions_are_refused(changes, needle):
+    """A step decodes at least one position: steps above gen_length ran 10**9 steps (a hang); the
+    editing steps of a block are capped (LLaDA 2.1 uses 16)."""
+    with pytest.raises(GenerationError, match=re.escape(needle)):
+        SamplerOptions().replace(**changes)
+    with pytest.raises(GenerationError, match=re.escape(needle)):
+        SamplerOptions.from_dict(changes)
+
+
+def test_the_reference_preset_takes_any_length_and_fitting_caps_steps():
+    """`--preset reference --gen_length 64` (one token per step) and a length asked for below the
+    options' steps (a request's max_tokens, lm-eval's max_gen_toks, max_new_tokens) still work:
+    the steps are capped at one per position, which at temperature 0 gives the same tokens."""
+    assert SamplerOptions.from_dict({"preset": "reference", "gen_length": 64}).num_steps == 64
+    o = SamplerOptions(gen_length=256, steps=256, block_length=32)
+    assert (o.fitted(16).gen_length, o.fitted(16).num_steps) == (16, 16)
+    assert SamplerOptions(block_causal=True, steps=64, gen_length=64).fitted(8).num_steps == 8
+
+
+def test_a_prompt_and_answer_longer_than_the_model_is_one_check(bundles):
+    """`SamplerOptions.check_room` is the one home of the length check `sample` (CLI, lm-eval) and the server use."""
+    o = SamplerOptions(gen_length=8, block_length=8)
+    limit = bundles["diffusion"].model.config.max_sequence_length
+    o.check_room(limit - 8, limit)
+    with pytest.raises(GenerationError, match=f"prompt \\({limit - 7} tokens\\) \\+ gen_length \\(8\\)"):
+        o.check_room(limit - 7, limit)
+
+
+def test_cli_refuses_steps_above_gen_length_at_once(dirs, capsys):
+    """`llada generate --steps 1000000000 --gen_length 32` hung; now one line, exit 2."""
+    rc = main(["generate", QUESTION, "--model", str(dirs["diffusion"]), "--device", "cpu", "--steps", "1000000000",
+               "--gen_length", "32", "--block_length", "32"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "steps (1000000000) must be at most gen_length (32)" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("entry,needle", [
+    ({"steps": 10**9}, "steps (1000000000) must be at most gen_length (128)"),
+    ({"max_post_steps": 10**9}, "max_post_steps must be an integer in 0..1024"),
+    ({"do_sample": "false", "temperature": 5}, "do_sample must be true or false, got 'false'"),
+    ({"do_sample": 1, "temperature": 5}, "do_sample must be true or false, got 1"),
+])
+def test_generation_config_values_are_typed_and_bounded_at_load(dirs, tmp_path, entry, needle):
+    """generation_config.json "steps": 1e9 made sample(m, ids, load(d).options) hang; "do_sample":
+    "false" (a string: truthy) turned sampling on at temperature 5."""
+    import json
+    import shutil
+
+    from llada.errors import CheckpointError
+
+    root = tmp_path / "m"
+    shutil.copytree(dirs["diffusion"], root)
+    path = root / "generation_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **entry}))
+    with pytest.raises(CheckpointError, match=re.escape(needle)):
+        llada.load(root)
+
+
+def test_do_sample_false_and_true_still_read_as_before(dirs, tmp_path):
+    import json
+    import shutil
+
+    root = tmp_path / "m"
+    shutil.copytree(dirs["diffusion"], root)
+    path = root / "generation_config.json"
+    base = json.loads(path.read_text())
+    for do_sample, temperature, want in ((False, 5, 0.0), (True, 0.7, 0.7), (True, None, 1.0)):
+        path.write_text(json.dumps({**base, "do_sample": do_sample, "temperature": temperature}))
+        assert llada.load(root, tokenizer=False).options.temperature == want
+
+
+# ---- sample() names its arguments ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,kwargs,needle", [
+    ((torch.tensor([[1, 2, 3]]), {"gen_length": 4, "block_length": 4}), {},
+     "options must be a SamplerOptions (SamplerOptions.from_dict(...) reads a mapping, preset(name) a preset), got dict"),
+    ((torch.tensor([[1, 2, 3]]), "fast"), {}, "options must be a SamplerOptions"),
+    ((torch.tensor([[1, 2, 3]]),), dict(gen_length=4, block_length=4, temperature=1.0, generator=5),
+     "generator must be a torch.Generator or None, got int"),
+    ((torch.zeros(0, 3, dtype=torch.long),), dict(gen_length=4, block_length=4),
+     "input_ids has no rows (shape (0, 3)); give at least one prompt"),
+    ((torch.tensor([[1, 2, 3]], device="meta"),), dict(gen_length=4, block_length=4),
+     "input_ids is on the meta device, which holds no values"),
+    ((torch.tensor([[1, 2, 3]]),), dict(gen_length=4, block_length=4, attention_mask=torch.ones(1, 3, device="meta")),
+     "attention_mask is on the meta device, which holds no values"),
+])
+def test_sample_names_arguments_of_the_wrong_kind(bundles, args, kwargs, needle):
+    """Each was an AttributeError, RuntimeError or NotImplementedError from deep inside."""
+    with pytest.raises(GenerationError, match=re.escape(needle)):
+        sample(bundles["diffusion"].model, *args, **kwargs)
+
+
+# ---- chat templates and tokenizers from a model directory, on every surface -----------------------------------
+
+# Pass the load check (which renders "Hello") and run away on anything else: the probe's loops, a value past the bound.
+SLEEPERS = {
+    "loops": "{% if messages[0]['content'] != 'Hello' %}{% for i in range(100000) %}{% for j in range(100000) %}"
+             "{% endfor %}{% endfor %}{% endif %}",
+    "memory": "{% if messages[0]['content'] != 'Hello' %}{{ 'x' * 1500000 }}{% endif %}",
+}
+PANIC_TEXT = "a" * 40 + "!"  # `(a|aa)+$` gives up on it: the Rust tokenizer panics
+
+
+def _copy_with(dirs, tmp_path, template: str | None = None, normalizer: str | None = None):
+    import json
+    import shutil
+
+    root = tmp_path / "m"
+    shutil.copytree(dirs["diffusion"], root)
+    if template is not None:
+        path = root / "tokenizer_config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "chat_template": template + CHAT_TEMPLATE}))
+    if normalizer is not None:
+        path = root / "tokenizer.json"
+        data = json.loads(path.read_text())
+        data["normalizer"] = {"type": "Replace", "pattern": {"Regex": normalizer}, "content": "b"}
+        path.write_text(json.dumps(data))
+    return root
+
+
+@pytest.mark.parametrize("name", SLEEPERS)
+def test_generate_renders_the_chat_template_within_its_budget(dirs, tmp_path, capsys, name):
+    """`llada generate --model DIR hi` with such a template ran > 40 s (or built what it liked); now one line, exit 2."""
+    root = _copy_with(dirs, tmp_path, template=SLEEPERS[name])
+    rc = main(["generate", "hi", "--model", str(root), "--device", "cpu", "--gen_length", "8"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "chat template" in err and len(err.splitlines()) == 1, err
+
+
+def test_a_tokenizer_that_panics_is_one_line_on_generate(dirs, tmp_path, capsys):
+    """A normalizer regex that gives up raised pyo3's PanicException (a BaseException) out of `llada generate`."""
+    root = _copy_with(dirs, tmp_path, normalizer="(a|aa)+$")
+    rc = main(["generate", PANIC_TEXT, "--model", str(root), "--device", "cpu", "--chat", "false", "--gen_length", "8"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "the tokenizer fails on this text" in err and len(err.splitlines()) == 1, err
+    bundle = llada.load(root)
+    with pytest.raises(llada.errors.CheckpointError, match="tokenizer fails"):
+        sample_text(bundle.model, bundle.tokenizer, PANIC_TEXT, SamplerOptions(gen_length=8))
+
+
+def test_a_tokenizer_that_panics_on_plain_text_is_refused_at_load(dirs, tmp_path):
+    """Encoding the load check's one-message conversation is a cheap check: a tokenizer that fails
+    on "Hello" is refused where the model is opened."""
+    root = _copy_with(dirs, tmp_path, normalizer="(" + "|".join(["."] * 20) + ")*l$")
+    with pytest.raises(llada.errors.CheckpointError, match="tokenizer fails on this text") as info:
+        llada.load(root)
+    assert "\n" not in str(info.value)

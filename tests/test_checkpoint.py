@@ -408,7 +408,7 @@ def test_push_uploads_only_the_models_files(llada_dir, tmp_path, hub):
                  "adapter/adapter_model.safetensors", "special_tokens_map.json"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text("{}")
-    from llada.checkpoint import push
+    from llada.checkpoint.commands import push
 
     push(str(root), "me/m")
     assert hub.calls[-1][3] == sorted([*MODEL_FILES, "adapter/adapter_config.json",
@@ -523,7 +523,8 @@ def world_files(tmp_path_factory) -> Path:
 
 
 def _train(out: Path, data: Path, **kw) -> Path:
-    from llada.train import TrainConfig, Trainer
+    from llada.training.config import TrainConfig
+    from llada.training.trainer import Trainer
 
     base = dict(model="debug", data=str(data), out_dir=str(out), seq_len=32, batch_size=4, max_steps=2,
                 warmup_steps=1, lr=3e-3, eval_every=0, save_every=1, log_every=1, vocab_size=300, progress=False,
@@ -629,10 +630,14 @@ def test_a_tokenizer_config_naming_a_file_outside_is_refused(llada_dir, tmp_path
         llada.load(root)
 
 
-def test_symlinks_that_stay_inside_and_the_hub_cache_layout_load(llada_dir, tmp_path):
+def test_symlinks_that_stay_inside_and_the_hub_cache_layout_load(llada_dir, tmp_path, monkeypatch):
     """A symlink to a file inside the directory is fine; so is a Hugging Face cache snapshot, whose
     files are symlinks into the repository folder's `blobs/` (../../blobs/<hash>), and a directory
-    whose files link to such blobs (a `--local-dir` download by huggingface_hub before 0.23)."""
+    whose files link to such blobs (a `--local-dir` download by huggingface_hub before 0.23).
+    (tests/test_hostile_dirs.py: the blobs of another repository, or outside the cache, are refused.)"""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # the cache those downloads use
     root, _ = llada_dir
     (root / "store").mkdir()
     (root / "model.safetensors").rename(root / "store" / "weights.safetensors")

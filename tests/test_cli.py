@@ -17,7 +17,7 @@ import llada
 from llada.cli import main
 from llada.config import preset
 from llada.model import LLaDAModel
-from llada.sampling import core
+from llada.sampling import SamplerOptions, core
 from llada.tokenizer import config_ids, train_tokenizer
 
 TEXTS = ["the cat sat on the mat", "a dog ran to the park", "what is two plus two", "four is the answer"] * 20
@@ -59,7 +59,8 @@ def expected_answer(bundle, prompt, *, steps: int, gen_length: int, block_length
     cfg = bundle.model.config
     canvas = torch.full((1, len(ids) + gen_length), cfg.mask_token_id)
     canvas[0, :len(ids)] = torch.tensor(ids)
-    for _ in core.denoise(bundle.model, canvas, start=len(ids), block_length=block_length, steps=steps):
+    opts = SamplerOptions(gen_length=gen_length, block_length=block_length, steps=steps)
+    for _ in core.denoise(bundle.model, canvas, opts, start=len(ids)):
         pass
     response = canvas[0, len(ids):].tolist()
     assert cfg.mask_token_id not in response
@@ -344,7 +345,7 @@ def _attribute_docstrings(cls) -> dict[str, str | None]:
 
 @pytest.mark.parametrize("command", ["train", "sft"])
 def test_train_help_shows_each_fields_docstring(command, capsys):
-    from llada.train import TrainConfig
+    from llada.training.config import TrainConfig
 
     assert main([command, "--help"]) == 0
     shown = " ".join(capsys.readouterr().out.split())
@@ -356,16 +357,16 @@ def test_train_help_shows_each_fields_docstring(command, capsys):
 
 
 def test_every_train_flag_is_described():
-    from llada.train import TrainConfig
+    from llada.training.config import TrainConfig
 
     assert [k for k, v in _attribute_docstrings(TrainConfig).items() if not v] == []
 
 
 def test_stage_is_not_a_flag_and_sft_needs_a_model(monkeypatch, tmp_path, capsys):
-    import llada.train
+    import llada.training.trainer
 
     ran = []
-    monkeypatch.setattr(llada.train, "run", lambda cfg: ran.append(cfg) or tmp_path)
+    monkeypatch.setattr(llada.training.trainer, "run", lambda cfg: ran.append(cfg) or tmp_path)
     assert main(["train", "--stage", "sft"]) == 2
     assert "--stage is not a flag" in _one_error_line(capsys.readouterr().err, "train")
     assert main(["sft", "--stage=pretrain", "--model", "tiny"]) == 2
@@ -388,10 +389,10 @@ def test_a_model_name_that_is_both_a_preset_and_a_model_directory_is_refused(com
                                                                              tmp_path, capsys):
     import shutil
 
-    import llada.train
+    import llada.training.trainer
 
     ran = []
-    monkeypatch.setattr(llada.train, "run", lambda cfg: ran.append(cfg) or tmp_path)
+    monkeypatch.setattr(llada.training.trainer, "run", lambda cfg: ran.append(cfg) or tmp_path)
     monkeypatch.chdir(tmp_path)
     shutil.copytree(model_dir, tmp_path / "debug")
     assert main([command, "--model", "debug"]) == 2  # ./debug is a model directory and `debug` a preset

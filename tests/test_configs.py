@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from llada.data.world import WorldConfig
-from llada.train import TrainConfig
+from llada.training.config import TrainConfig
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 # what Trainer is built and tested for: DDP (one process per GPU) and FSDP (sharded); DeepSpeed

@@ -234,7 +234,7 @@ def test_a_20_mb_line_costs_memory_by_seq_len_not_by_its_size(tok, tmp_path):
     import tracemalloc
     from types import SimpleNamespace
 
-    from llada.objectives import Conversations
+    from llada.training.data import Conversations
 
     big = "alpha beta gamma delta " * 900_000  # 20.7 MB
     path = tmp_path / "chat.jsonl"
@@ -253,3 +253,64 @@ def test_a_20_mb_line_costs_memory_by_seq_len_not_by_its_size(tok, tmp_path):
     assert peak < 2_000_000, f"rendering took {peak / 1e6:.1f} MB"
     # the long answer stays longer than seq_len (counted as truncated); the long question fills seq_len (dropped)
     assert sorted(len(r["input_ids"]) > 64 for r in data.train + data.eval) == [False, True]
+
+
+# ------------------------------------------------------------------ hostile files and values
+
+
+@pytest.mark.parametrize("record", [{"prompt": {"a": [1, 2]}, "response": [3, 4]}, {"prompt": float("nan"), "response": "a"},
+                                    {"prompt": "q", "response": 4}, {"instruction": ["q"], "output": "a"}],
+                         ids=["object and list", "NaN", "number", "list instruction"])
+def test_a_prompt_or_response_that_is_not_a_string_is_named_by_file_and_line(tmp_path, record):
+    """Such values were str()-ed and trained on ("{'a': [1, 2]}", "nan")."""
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"prompt": "q", "response": "a"}) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(DataError, match=r"chat.jsonl:2: .* must be a string, got ") as refused:
+        load_conversations(str(chat))
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("kind", ["text", "sft"])
+def test_a_directory_named_like_a_data_file_is_not_read_as_one(tmp_path, kind):
+    data = tmp_path / "data"
+    (data / "sub.jsonl").mkdir(parents=True)
+    records = [{"text": d, "prompt": d, "response": "a"} for d in _docs()]
+    (data / "part.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    if kind == "text":
+        assert len(load_texts(str(data))) + len(load_texts(str(data), split="validation")) == len(_docs())
+    else:
+        assert len(load_conversations(str(data))) + len(load_conversations(str(data), split="validation")) == 20
+
+
+class _Spy:
+    """A tokenizer that records the characters of each call."""
+
+    def __init__(self, tok):
+        self.tok, self.calls = tok, []
+        self.eos_token_id, self.bos_token_id = tok.eos_token_id, tok.bos_token_id
+
+    def get_vocab(self):
+        return self.tok.get_vocab()
+
+    def __call__(self, texts, **kw):
+        self.calls.append(sum(map(len, texts if isinstance(texts, list) else [texts])))
+        return self.tok(texts, **kw)
+
+
+def test_packing_a_long_document_tokenizes_it_in_pieces_bounded_by_seq_len(tok):
+    """One 28 MB line of a .txt took 5.5 GB at --seq_len 32: it was tokenized whole. Each tokenizer call
+    now covers at most max(seq_len, 1024) tokens' worth of characters, cut where a run of whitespace
+    starts (where the byte-level pre-tokenizer splits anyway), so the ids are those of the whole."""
+    import datasets
+
+    from llada.data.pretrain import chars_per_token
+
+    long_doc = " ".join(f"alpha{i % 97} beta  gamma\n\ndelta" for i in range(20_000))  # 610,000 characters
+    texts = datasets.Dataset.from_dict({"text": ["short one", long_doc, "what is two"]})
+    spy = _Spy(tok)
+    packed = pack(spy, texts, 32)
+    bound = 1024 * chars_per_token(tok)
+    assert max(spy.calls) <= bound < len(long_doc) and len(spy.calls) > len(long_doc) // bound
+    whole = [ids for t in texts["text"] for ids in ([tok.bos_token_id] if tok.bos_token_id is not None else [])
+             + tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
+    assert [i for row in packed["input_ids"] for i in row] == whole[: len(whole) // 32 * 32]

@@ -95,7 +95,8 @@ def test_cache_refreshed_every_step_equals_no_cache_on_the_device(cache):
     prompt = torch.randint(0, 55, (2, 6)).to(DEVICE)
     plain = sample(test, prompt, gen_length=16, steps=8, block_length=8)
     canvas = torch.cat([prompt, torch.full((2, 16), MASK, device=DEVICE)], 1)
-    for _ in denoise(test, canvas, start=6, block_length=8, steps=8, cache=cache, refresh_every_step=True):
+    opts = SamplerOptions(gen_length=16, block_length=8, steps=8, cache=cache)
+    for _ in denoise(test, canvas, opts, start=6, refresh_every_step=True):
         pass
     assert torch.equal(canvas, plain.sequences)
 
@@ -182,8 +183,8 @@ def _count_step_syncs(mode: dict) -> tuple[int, int, int, list[str]]:
 
     def run() -> Iterator:
         canvas = torch.cat([torch.randint(0, 55, (2, 6)), torch.full((2, 32), MASK)], 1).to(DEVICE)
-        return denoise(test, canvas, start=6, block_length=16, steps=16, attention_mask=am,
-                       generator=torch.Generator(DEVICE).manual_seed(0), **mode)
+        opts = SamplerOptions(gen_length=32, block_length=16, steps=16, **mode)
+        return denoise(test, canvas, opts, start=6, attention_mask=am, generator=torch.Generator(DEVICE).manual_seed(0))
 
     deque(run(), maxlen=0)  # the first call may build what later ones reuse
     steps = run()

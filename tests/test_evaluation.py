@@ -458,3 +458,38 @@ def test_loglikelihood_rolling_of_a_diffusion_model_sums_the_window_estimates(tm
     pairs = [([again.prefix_token_id] + tokens[max(0, lo - 2):lo], tokens[lo:lo + 5]) for lo in range(0, len(tokens), 5)]
     estimates = log_likelihoods(again.model, pairs, mc_num=8, batch_size=again.mc_batch_size, generator=again.generator)
     assert got == pytest.approx(sum(e.value for e in estimates), rel=1e-6) and got < 0
+
+
+# ---- templates, tokenizers and generation kwargs of the wrong kind ---------------------------------------------
+
+def test_harness_renders_and_encodes_within_bounds_and_types_do_sample(tmp_path):
+    """lm-eval's apply_chat_template and tok_encode went to the tokenizer unbounded (a template
+    building what it liked, a Rust panic escaping); a task's do_sample "false" (a string) sampled."""
+    from tokenizers import Regex, normalizers
+
+    from llada.errors import CheckpointError, UserError
+    from llada.evaluation.harness import LLaDAEvalLM
+    from llada.tokenizer import CHAT_TEMPLATE
+
+    lm = LLaDAEvalLM(str(_save_model(tmp_path / "m", causal=False)), device="cpu", steps=4, block_length=4)
+    lm.tokenizer.chat_template = "{% if messages|length > 1 %}{{ 'x' * 1500000 }}{% endif %}" + CHAT_TEMPLATE
+    turns = [{"role": "user", "content": "who sat"}, {"role": "assistant", "content": "the cat"}]
+    assert lm.apply_chat_template(turns[:1]).endswith("assistant<|end_header_id|>\n\n")
+    with pytest.raises(CheckpointError, match="the chat template builds a value of about 1,500,000 characters"):
+        lm.apply_chat_template(turns)
+    lm.tokenizer.backend_tokenizer.normalizer = normalizers.Replace(Regex("(a|aa)+$"), "b")
+    with pytest.raises(CheckpointError, match="the tokenizer fails on this text"):
+        lm.tok_encode("a" * 40 + "!")
+    with pytest.raises(UserError, match="do_sample must be true or false, got 'false'"):
+        lm._plan({"max_gen_toks": 4, "do_sample": "false", "temperature": 5.0})
+    assert lm._plan({"max_gen_toks": 4, "do_sample": False, "temperature": 5.0})[0].temperature == 0.0
+
+
+def test_builtin_evaluation_renders_within_the_template_budget(word_tokenizer):
+    from llada.errors import CheckpointError
+    from llada.evaluation.builtin import _chat_prompt
+    from llada.tokenizer import CHAT_TEMPLATE
+
+    word_tokenizer.chat_template = "{{ ' ' * 1500000 }}" + CHAT_TEMPLATE
+    with pytest.raises(CheckpointError, match="the chat template builds a value of about 1,500,000 characters"):
+        _chat_prompt(word_tokenizer, "who sat on the mat")

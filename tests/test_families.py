@@ -18,8 +18,8 @@ from conftest import make_word_tokenizer
 from safetensors.torch import save_file
 
 import llada
-from llada.config import ConfigError, ModelConfig, TokenRoles, family_of
-from llada.families import FAMILIES, family
+from llada.config import ConfigError, ModelConfig, TokenRoles
+from llada.families import FAMILIES, config_from_json, detect_family
 from llada.likelihood import log_likelihoods
 from llada.model import LLaDAModel
 from llada.sampling import SamplerOptions, sample, sample_steps
@@ -87,14 +87,14 @@ def _write_dir(root: Path, config: dict, state: dict[str, torch.Tensor], tokeniz
 @pytest.mark.parametrize("repo", LLADA_VARIANTS)
 def test_llada_variants_map_to_the_llada_family_at_full_size(repo):
     """Each public LLaDA config.json picks the LLaDA family and reads as the llada-8b shape."""
-    assert family_of(LLADA_8B_CONFIG, repo) == "llada"
-    cfg = ModelConfig.from_dict(LLADA_8B_CONFIG, source=repo)
+    assert detect_family(LLADA_8B_CONFIG, repo) == "llada"
+    cfg = config_from_json(LLADA_8B_CONFIG, source=repo)
     assert cfg.family == "llada"
     assert cfg == llada.preset("llada-8b", mask_token_id=126336, eos_token_id=126081, pad_token_id=126081,
                                bos_token_id=None, eot_token_id=None, extra=cfg.extra)
     assert cfg.num_params() == 8_015_581_184  # 32 x (4 x 4096^2 + 3 x 4096 x 12288 + 2 x 4096) + 4096 + 2 x 126464 x 4096
     with torch.device("meta"):
-        model = family(cfg.family).build(cfg)
+        model = FAMILIES[cfg.family].build(cfg)
     assert type(model) is LLaDAModel and model.num_params() == cfg.num_params()
     logits = model(torch.zeros(1, 8, dtype=torch.long, device="meta"))
     assert logits.shape == (1, 8, 126464)
@@ -111,8 +111,8 @@ def test_llada_variants_map_to_the_llada_family_at_full_size(repo):
     ({"model_type": "llada2_moe", "architectures": ["LLaDA2MoeModelLM"]}, "llada2"),
     ({"model_type": "Dream"}, "dream"),
 ])
-def test_family_of_reads_architectures_then_model_type(data, expected):
-    assert family_of(data) == expected
+def test_detect_family_reads_architectures_then_model_type(data, expected):
+    assert detect_family(data) == expected
 
 
 @pytest.mark.parametrize("data,message", [
@@ -122,7 +122,7 @@ def test_family_of_reads_architectures_then_model_type(data, expected):
 ])
 def test_configs_we_cannot_run_say_so(data, message):
     with pytest.raises(ConfigError, match=message):
-        family_of(data, "config.json")
+        detect_family(data, "config.json")
 
 
 # A variant whose config changes only ids and sizes: a 48-token vocabulary in 64 embedding rows,
@@ -134,7 +134,7 @@ VARIANT_IDS = {"vocab_size": 48, "mask_token_id": 47, "eos_token_id": 46, "pad_t
 def variant_dir(tmp_path) -> Path:
     cfg = _tiny_llada_config(**VARIANT_IDS)
     with torch.device("meta"):
-        shape = LLaDAModel(ModelConfig.from_dict(cfg))
+        shape = LLaDAModel(config_from_json(cfg))
     tokenizer = make_word_tokenizer(["the", "cat", "sat", "on", "mat"], vocab_size=48)
     return _write_dir(tmp_path / "variant", cfg, _random_state(shape, lambda n: "model." + n), tokenizer)
 
@@ -168,7 +168,7 @@ def test_a_variant_saves_and_reloads_with_its_ids(variant_dir, tmp_path):
 
 
 def test_every_registered_family_is_named_by_config_json():
-    from llada.config import FAMILY_BY_ARCHITECTURE, FAMILY_BY_MODEL_TYPE
+    from llada.families import FAMILY_BY_ARCHITECTURE, FAMILY_BY_MODEL_TYPE
 
     assert set(FAMILY_BY_MODEL_TYPE.values()) == set(FAMILIES) == set(FAMILY_BY_ARCHITECTURE.values())
 
@@ -275,7 +275,7 @@ def dream_dir(tmp_path) -> tuple[Path, dict, dict[str, torch.Tensor], dict[str, 
     ids = _write_dream_tokenizer(root)
     cfg = _tiny_dream_config(ids)
     with torch.device("meta"):
-        shape = family("dream").build(config_from_json(cfg))
+        shape = FAMILIES["dream"].build(config_from_json(cfg))
     state = _random_state(shape, checkpoint_key)
     state["lm_head.weight"][cfg["mask_token_id"]] = 0  # the mask's logit is 0, never the largest (see below)
     (root / "config.json").write_text(json.dumps(cfg))
@@ -291,7 +291,7 @@ def dream_dir(tmp_path) -> tuple[Path, dict, dict[str, torch.Tensor], dict[str, 
 
 def test_dream_7b_shape_from_its_public_config():
     """The public config.json, on the meta device: Qwen2.5-7B's 7.62B parameters, logits for every id."""
-    cfg = ModelConfig.from_dict(DREAM_7B_CONFIG, source="Dream-v0-Base-7B/config.json")
+    cfg = config_from_json(DREAM_7B_CONFIG, source="Dream-v0-Base-7B/config.json")
     assert cfg.family == "dream" and (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads) == (3584, 28, 28, 4)
     assert (cfg.mlp_hidden_size, cfg.vocab_size, cfg.embedding_size, cfg.rope_theta) == (18944, 152064, 152064, 1e6)
     assert cfg.roles == TokenRoles(mask=151666, eos=151643, pad=151643, bos=151643, eot=None)
@@ -299,10 +299,10 @@ def test_dream_7b_shape_from_its_public_config():
     per_layer = 3584 * 3584 * 2 + 3584 * 512 * 2 + 3584 + 2 * 512 + 3 * 3584 * 18944 + 2 * 3584
     assert cfg.num_params() == 28 * per_layer + 3584 + 2 * 152064 * 3584 == 7_615_616_512
     with torch.device("meta"):
-        model = family("dream").build(cfg)
+        model = FAMILIES["dream"].build(cfg)
     assert model.num_params() == 7_615_616_512
     assert model(torch.zeros(1, 8, dtype=torch.long, device="meta")).shape == (1, 8, 152064)
-    keys = {family("dream").checkpoint_key(n) for n in model.state_dict()}
+    keys = {FAMILIES["dream"].checkpoint_key(n) for n in model.state_dict()}
     assert {"model.embed_tokens.weight", "model.layers.27.self_attn.q_proj.bias", "model.layers.0.mlp.down_proj.weight",
             "model.layers.0.post_attention_layernorm.weight", "model.norm.weight", "lm_head.weight"} <= keys
     assert len(keys) == 28 * 12 + 3
@@ -337,8 +337,8 @@ def test_the_shift_on_a_hand_checked_case():
     ids = torch.tensor([[3, 7, 1, 5, 9]])
     assert model(ids).argmax(-1).tolist() == [[3, 3, 7, 1, 5]]
     assert model(ids, output_positions=slice(2, 4)).argmax(-1).tolist() == [[7, 1]]
-    rows = torch.tensor([[True, False, True, False, True]])
-    assert model(ids, output_positions=rows).argmax(-1).tolist() == [3, 7, 5]  # (N, V) for a bool mask
+    rows = torch.tensor([[True, False, True, False, True]]).nonzero(as_tuple=True)
+    assert model(ids, output_positions=rows).argmax(-1).tolist() == [3, 7, 5]  # (N, V) for (rows, columns)
 
 
 def test_a_cached_run_reads_the_state_before_it_from_the_cache(dream_dir):
@@ -354,9 +354,8 @@ def test_a_cached_run_reads_the_state_before_it_from_the_cache(dream_dir):
     torch.testing.assert_close(model(ids, kv_cache=cache), full)
     part = model(ids[:, 5:9], kv_cache=cache, cache_position=5)
     torch.testing.assert_close(part, full[:, 5:9], atol=1e-6, rtol=1e-5)
-    with pytest.raises(ValueError, match="pass a KVCache"):
-        _, kv = model.forward_kv(ids[:, :5])
-        model(ids[:, 5:], past_key_values=kv)
+    with pytest.raises(ValueError, match="pass a KVCache"):  # position 4's state was never computed
+        model(ids[:, 5:], kv_cache=KVCache(model.config, 2, 12, "cpu", model.dtype), cache_position=5)
 
 
 def test_dream_directory_loads_samples_and_scores(dream_dir):
@@ -408,7 +407,7 @@ def test_dream_saves_back_in_its_own_layout(dream_dir, tmp_path):
 ])
 def test_dream_configs_we_cannot_run_say_so(change, message):
     with pytest.raises(ConfigError, match=message):
-        ModelConfig.from_dict({**DREAM_7B_CONFIG, **change}, source="config.json")
+        config_from_json({**DREAM_7B_CONFIG, **change}, source="config.json")
 
 
 @pytest.mark.parametrize("change", [{"qk_norm": True}, {"partial_rotary_factor": 0.5}, {"include_bias": True}])
@@ -416,7 +415,7 @@ def test_a_dream_model_refuses_what_its_config_json_cannot_hold(change):
     """Saving would drop these and the reloaded model would differ: refused instead."""
     from llada.families.dream import DreamModel, config_to_json
 
-    config = ModelConfig.from_dict(DREAM_7B_CONFIG).replace(**change)
+    config = config_from_json(DREAM_7B_CONFIG).replace(**change)
     with pytest.raises(ConfigError, match="a Dream model cannot have"):
         config_to_json(config)
     with pytest.raises(ConfigError, match="a Dream model cannot have"), torch.device("meta"):
@@ -562,7 +561,8 @@ def test_greedy_sampling_matches_dreams_sampler(dream_dir, dream_reference, alg)
     half, then the rest, as ours does: the outputs are equal token for token. With Dream's default
     schedule (eps=1e-3, one step per token, which unmasks 0, 1, ..., 1, 2) every one of its steps is
     ours given the same canvas and count."""
-    from llada.sampling.core import never_sampled, select_quota
+    from llada.sampling.core import select_quota
+    from llada.sampling.predict import never_sampled
     from llada.sampling.remasking import REMASKING
 
     root, cfg, state, ids = dream_dir

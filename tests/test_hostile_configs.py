@@ -21,9 +21,11 @@ from test_families import DREAM_7B_CONFIG, TINY_DREAM, _tiny_llada_config
 from test_moe_families import TINY_LLADA2, TINY_LLADA_MOE, _public_dir
 
 import llada
-from llada.checkpoint import info, read_config
+from llada.checkpoint.commands import info
+from llada.checkpoint.layout import read_config
 from llada.config import MAX_PARAMS, ConfigError, ModelConfig, MoEConfig
 from llada.errors import UserError
+from llada.families import config_from_json
 from llada.model import LLaDAModel
 
 NAN, INF = math.nan, math.inf
@@ -206,7 +208,7 @@ def test_python_api_gets_the_same_checks():
     with pytest.raises(ConfigError, match="`num_experts` must be an integer"):
         MoEConfig(num_experts="4", num_experts_per_tok=2, intermediate_size=16)
     with pytest.raises(ConfigError, match=r"config: expected a JSON object, got \[1, 2\]"):
-        ModelConfig.from_dict([1, 2])
+        config_from_json([1, 2])
 
 
 def test_a_llada2_config_whose_heads_disagree_with_the_fused_weights_is_one_line(tmp_path):

@@ -5,6 +5,7 @@ Each check runs in a fresh interpreter: this one has torch and transformers load
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,6 +13,16 @@ from pathlib import Path
 
 HEAVY = ["torch", "transformers", "datasets", "accelerate", "fastapi", "lm_eval"]
 ROOT = Path(__file__).resolve().parents[1]
+
+# What the package's import graph must not hold. Each rule: no module under one of the `importers`
+# prefixes (except those under `exempt`) imports one under the `imported` prefixes. The graph is
+# tools/code_shape.py's: every import statement, at the top, inside a function or type-only.
+FORBIDDEN_IMPORTS = [
+    # (importers, imported, exempt, why)
+    (("llada.config",), ("llada.families",), (), "the neutral ModelConfig knows no family"),
+]
+# Modules (and packages) that no import circle may pass through.
+CIRCLE_FREE = ("llada",)
 
 
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
@@ -89,3 +100,45 @@ print("ok")
 """
     out = run_python(code)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
+
+
+def _code_shape():
+    """tools/code_shape.py, imported by path (tools/ is no package)."""
+    if "code_shape" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("code_shape", ROOT / "tools" / "code_shape.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # before running it: its dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["code_shape"]
+
+
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_no_module_imports_what_the_layering_forbids():
+    modules = _code_shape().modules(ROOT, "llada")
+    found = [f"{m.name} imports {target} ({why})" for importers, imported, exempt, why in FORBIDDEN_IMPORTS
+             for m in modules.values() if _under(m.name, importers) and not _under(m.name, exempt)
+             for target in sorted(m.imports) if _under(target, imported)]
+    assert found == []
+
+
+def test_no_import_circle_in_the_package():
+    shape = _code_shape()
+    circles = [group for group in shape.circles(shape.modules(ROOT, "llada"))
+               if any(_under(name, CIRCLE_FREE) for name in group)]
+    assert circles == []
+
+
+def test_the_import_checks_see_a_forbidden_import_and_a_circle(tmp_path):
+    """The two checks above on a made-up package: a config that imports its families, which import it back."""
+    shape = _code_shape()
+    package = tmp_path / "llada"
+    (package / "families").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "config.py").write_text("def read():\n    from llada.families import x\n")
+    (package / "families" / "__init__.py").write_text("from llada.config import read\n")
+    modules = shape.modules(tmp_path, "llada")
+    assert modules["llada.config"].imports == {"llada.families"}
+    assert shape.circles(modules) == [["llada.config", "llada.families"]]

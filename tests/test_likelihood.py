@@ -301,3 +301,39 @@ def test_one_pair_and_the_bound_check_their_input_too(model):
     with pytest.raises(LikelihoodError, match="token id 64"):
         is_greedy(model, [1], [64])
     assert math.isfinite(log_likelihood(model, torch.tensor([1, 2]), torch.tensor([3]), mc_num=2).value)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(start=1.5), r"start must be an integer in 1\.\.3, got 1\.5"),
+    (dict(start="1"), r"start must be an integer in 1\.\.3, got '1'"),
+    (dict(start=True), r"start must be an integer in 1\.\.3, got True"),
+    (dict(ids=None), r"ids must be a list of token ids \(or a 1-D tensor\), got NoneType"),
+    (dict(ids=(i for i in [1, 2, 3])), r"ids must be a list of token ids \(or a 1-D tensor\), got generator"),
+    (dict(ids=5), r"ids must be a list of token ids \(or a 1-D tensor\), got int"),
+])
+def test_next_token_logprobs_names_a_start_or_ids_of_the_wrong_type(model, kwargs, match):
+    """These were TypeErrors from deep inside (or a float start indexing the sequence)."""
+    with pytest.raises(LikelihoodError, match=match):
+        next_token_logprobs(model, **{"ids": [1, 2, 3], **kwargs})
+
+
+@pytest.mark.parametrize("pairs,kwargs,match", [
+    ([([1], [2])], dict(generator=5), "generator must be a torch.Generator or None, got int"),
+    ([([1], [2])], dict(generator="cpu"), "generator must be a torch.Generator or None, got str"),
+    ([([1], [2])], dict(suffixes=[None]), r"pair 0: the suffix must be a list of token ids \(or a 1-D tensor\), "
+                                          "got NoneType"),
+    ([([1], [2])], dict(suffixes=5), r"suffixes must be a list with one list of token ids per pair, got int"),
+    ([(None, [2])], {}, r"pair 0: the prompt must be a list of token ids \(or a 1-D tensor\), got NoneType"),
+    ([([1], 7)], {}, r"pair 0: the response must be a list of token ids \(or a 1-D tensor\), got int"),
+    ([([1], [2])], dict(masking=None), "masking must be 'exact_count' or 'bernoulli', got None"),
+])
+def test_log_likelihoods_names_arguments_of_the_wrong_type(model, pairs, kwargs, match):
+    """generator, suffixes and the pairs' parts of the wrong type were TypeErrors or AttributeErrors."""
+    with pytest.raises(LikelihoodError, match=match):
+        log_likelihoods(model, pairs, mc_num=2, **kwargs)
+
+
+def test_log_likelihoods_takes_no_mask_id_the_config_names_it(model):
+    """The mask id comes from the model's config (an out-of-range one indexed past the embedding)."""
+    with pytest.raises(TypeError, match="mask_id"):
+        log_likelihoods(model, [([1], [2])], mc_num=2, mask_id=10**9)

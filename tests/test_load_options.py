@@ -2,13 +2,18 @@
 (`quantization="int8" | "int4"`, torchao) and placement over devices and disk (`device_map`,
 accelerate). CPU only: the quantized model is compared with the same directory loaded in full
 precision; the dispatched model's logits must equal the plain model's exactly, and the placement of
-LLaDA2.0-flash over eight 80 GiB GPUs is planned on the meta device."""
+LLaDA2.0-flash over eight 80 GiB GPUs is planned on the meta device. Last, `LoadOptions` itself:
+one spelling and default per option, checked on construction, and the same options on every
+surface (llada.load, the commands' flags, lm-eval's --model_args)."""
 
 from __future__ import annotations
 
 import collections
 import importlib.util
+import inspect
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,13 +22,15 @@ from test_moe_families import LLADA2_FLASH_CONFIG, TINY_LLADA2, _public_dir, ass
 from torch import nn
 
 import llada
-from llada.cli import main
-from llada.config import ModelConfig
+from llada.checkpoint import LoadOptions, load_model
+from llada.checkpoint.flags import inference_options
+from llada.checkpoint.options import FLAG_NAMES
+from llada.cli import main, resolve
 from llada.config import preset as model_preset
 from llada.errors import CheckpointError, UserError
-from llada.families import family_for
-from llada.model import LLaDAModel
-from llada.placement import check_device_map, infer_device_map
+from llada.families import config_from_json, family_for
+from llada.model import KVCache, LLaDAModel
+from llada.placement import caches_to_blocks, check_device_map, follow_devices, infer_device_map
 from llada.runtime import QUANTIZATIONS, quantization_targets, quantize
 from llada.sampling import SamplerOptions, sample
 from llada.tokenizer import config_ids
@@ -133,7 +140,7 @@ def test_int4_packs_two_weights_per_byte_on_the_cpu(model_dir, full):
 @needs_torchao
 @torch.no_grad()
 def test_moe_router_stays_in_full_precision():
-    config = ModelConfig.from_dict(TINY_LLADA2)
+    config = config_from_json(TINY_LLADA2)
     torch.manual_seed(0)
     model = family_for(config).build(config).eval()
     ids = _ids(2, 12)
@@ -243,7 +250,7 @@ def test_llada2_flash_over_eight_gpus_keeps_blocks_whole_and_balanced():
     device: each block on one GPU, every GPU within its budget, 4 blocks each."""
     from accelerate.utils import compute_module_sizes
 
-    config = ModelConfig.from_dict(LLADA2_FLASH_CONFIG)
+    config = config_from_json(LLADA2_FLASH_CONFIG)
     with torch.device("meta"):
         model = family_for(config).build(config)
     device_map = infer_device_map(model, {i: "80GiB" for i in range(8)}, dtype=torch.bfloat16)
@@ -298,6 +305,57 @@ def test_auto_on_this_cpu_places_everything_here(model_dir, full):
     assert set(model.hf_device_map.values()) == {"cpu"}
     ids = _ids(2, 10)
     assert torch.equal(model(ids), full.model(ids))
+
+
+def _tiny_model(**changes) -> LLaDAModel:
+    return LLaDAModel(model_preset("debug", vocab_size=64, mask_token_id=63, eos_token_id=62, pad_token_id=62,
+                                   bos_token_id=None, eot_token_id=None, **changes)).eval()
+
+
+def test_each_layers_cache_moves_to_the_device_its_block_runs_on():
+    """`caches_to_blocks` with accelerate's hook faked ("meta" stands in for a second GPU): the layer
+    whose block runs there gets its buffers there, once; a layer without a hook keeps its own."""
+    model = _tiny_model()
+    model.transformer.blocks[1]._hf_hook = SimpleNamespace(hooks=[SimpleNamespace(execution_device="meta")])
+    cache = KVCache(model.config, 2, 8, "cpu", torch.float32)
+    first = cache.layers[0]
+    caches_to_blocks(model, cache)
+    assert cache.layers[0] is first
+    assert [t.device.type for t in cache.layers[1]] == ["meta", "meta"]
+    moved = cache.layers[1]
+    caches_to_blocks(model, cache)
+    assert cache.layers[1] is moved  # already there: the same buffers, at the same addresses
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_placement_hooks_leave_a_one_device_forward_as_it_is(tied):
+    model = _tiny_model(weight_tying=tied)
+    ids = _ids(2, 8)
+    want = model(ids, kv_cache=KVCache(model.config, 2, 8, "cpu", torch.float32))
+    follow_devices(model)
+    cache = KVCache(model.config, 2, 8, "cpu", torch.float32)
+    assert torch.equal(model(ids, kv_cache=cache), want) and torch.equal(model(ids), want)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@torch.no_grad()
+def test_a_cache_made_off_the_blocks_device_follows_them(model_dir, full):
+    """A model on GPU 0 with its later blocks offloaded to the CPU (they run on GPU 0) and a KVCache
+    made on the CPU: the cached pass moves every layer's buffers to GPU 0, and a slice re-run against
+    them gives the full pass's logits (writes into the hooks' copies would be lost)."""
+    n = full.model.config.n_layers
+    device_map = {"transformer.wte": 0, "transformer.blocks.0": 0, "transformer.ln_f": 0, "transformer.ff_out": 0,
+                  **{f"transformer.blocks.{i}": "cpu" for i in range(1, n)}}
+    model = llada.load(model_dir, device_map=device_map, tokenizer=False).model
+    ids = _ids(2, 12)
+    want = full.model(ids)
+    cache = KVCache(model.config, 2, 12, "cpu", model.dtype)
+    torch.testing.assert_close(model(ids.cuda(), kv_cache=cache).cpu(), want, atol=1e-4, rtol=1e-4)
+    assert all(k.device == v.device == torch.device("cuda:0") for k, v in cache.layers)
+    part = model(ids[:, 5:9].cuda(), kv_cache=cache, cache_position=5)
+    torch.testing.assert_close(part.cpu(), want[:, 5:9], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -357,3 +415,114 @@ def test_inference_commands_load_float32_checkpoints_in_bfloat16_on_cuda(monkeyp
         assert inference_dtype("auto", "cuda") == "auto"  # (a GPU without bfloat16: the stored dtype)
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+# ------------------------------------------------------------------------------------------ LoadOptions
+
+
+def test_each_option_has_one_spelling_and_one_default():
+    """None, an alias or a torch.dtype is the dtype's full name; "auto" keeps the stored one."""
+    default = LoadOptions()
+    assert (default.dtype, default.device, default.quantization, default.compile, default.tokenizer) == (
+        "auto", None, None, False, True)
+    assert LoadOptions(**default.to_dict()) == default and default.torch_dtype is None
+    for given, name in ((None, "auto"), ("bf16", "bfloat16"), (torch.float16, "float16"), ("fp32", "float32")):
+        assert LoadOptions(dtype=given).dtype == name
+    assert LoadOptions(dtype="bf16").torch_dtype is torch.bfloat16
+    assert LoadOptions(device=torch.device("cpu")).device == "cpu"
+    assert LoadOptions(device_map="auto", offload_folder=Path("off")).offload_folder == "off"
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(dtype="int8"), "unsupported dtype 'int8'; choose one of: auto, float32, bfloat16, float16"),
+    (dict(dtype=torch.int8), "unsupported dtype torch.int8"),
+    (dict(compile="yes"), "compile must be true or false"),
+    (dict(tokenizer=1), "tokenizer must be true or false"),
+    (dict(revision=""), "revision must be a non-empty string"),
+    (dict(device="gpu0"), "device 'gpu0' is not a device"),
+    (dict(device_map=3), "device_map must be 'auto' or a dict"),
+    (dict(device_map="auto", max_memory="1GiB"), "max_memory must be a dict"),
+    (dict(quantization="int3"), "int8, int4"),
+    (dict(device="cpu", device_map="auto"), "give device or device_map, not both"),
+])
+def test_a_bad_option_is_refused_on_construction_in_one_line(kwargs, message):
+    with pytest.raises(CheckpointError) as e:
+        LoadOptions(**kwargs)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_options_from_text_and_unknown_names():
+    """Flags and lm-eval's --model_args give text: "true"/"false" switch, "none" clears."""
+    o = LoadOptions.from_dict({"compile": "true", "quantization": "none", "dtype": "bf16"}, revision="v1")
+    assert (o.compile, o.quantization, o.dtype, o.revision) == (True, None, "bfloat16", "v1")
+    with pytest.raises(CheckpointError, match="compile must be true or false"):
+        LoadOptions.from_dict({"compile": "yes"})
+    for make in (lambda: LoadOptions.from_dict({"dtyp": "auto"}), lambda: LoadOptions().replace(dtyp="auto")):
+        with pytest.raises(CheckpointError, match="unknown load option.s. dtyp; the options are dtype, device"):
+            make()
+
+
+def test_options_are_checked_before_anything_is_downloaded(monkeypatch):
+    fetched = []
+    monkeypatch.setattr("huggingface_hub.snapshot_download", lambda *a, **k: fetched.append(a))
+    for bad in (dict(quantization="int3"), dict(device="cpu", device_map="auto"), dict(dtype="int8")):
+        with pytest.raises(CheckpointError):
+            llada.load("org/name", **bad)
+    assert fetched == []
+
+
+def test_load_takes_the_options_whole_or_by_name(model_dir):
+    opts = LoadOptions(dtype="bfloat16", tokenizer=False)
+    whole, named = llada.load(model_dir, opts), llada.load(model_dir, dtype="bf16", tokenizer=False)
+    over = llada.load(model_dir, opts, dtype="float32")  # names over the options given
+    assert whole.tokenizer is None and named.tokenizer is None and over.tokenizer is None
+    assert whole.model.transformer.wte.weight.dtype == named.model.transformer.wte.weight.dtype == torch.bfloat16
+    assert over.model.transformer.wte.weight.dtype == torch.float32
+    ids = _ids(2, 6)
+    assert torch.equal(whole.model(ids), named.model(ids))
+    assert torch.equal(load_model(model_dir, opts)(ids), whole.model(ids))
+
+
+@pytest.mark.parametrize("command", ["generate", "chat", "serve", "eval", "poem"])
+def test_every_command_that_runs_a_model_takes_every_load_flag(command, capsys):
+    """The flags are generated from LoadOptions: each command has each flag, with its help text
+    (also where the docstring goes on after its Args, as serve's and poem's do)."""
+    params = inspect.signature(resolve(command)).parameters
+    assert set(FLAG_NAMES) <= set(params)
+    assert main([command, "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for name in FLAG_NAMES:
+        assert f"--{name}" in shown and " ".join(LoadOptions.help()[name].split())[:40] in shown, name
+
+
+def test_lm_eval_takes_the_same_load_options():
+    harness = pytest.importorskip("llada.evaluation.harness", exc_type=ImportError)
+    assert {*harness.LOAD_KEYS, "device"} == set(FLAG_NAMES)  # device: lm-eval's own --device
+
+
+def test_the_commands_choose_the_device_and_dtype_the_library_leaves_alone():
+    """No device: cuda when there is one, else the CPU; "auto" stays "auto" off CUDA (the
+    bfloat16 rule on CUDA is runtime.inference_dtype's, tested above)."""
+    assert inference_options({"device": None, "dtype": None}).device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert inference_options({"device": "cpu"}).dtype == "auto"
+    assert inference_options({"device": "cpu", "dtype": "fp16"}).dtype == "float16"
+    assert inference_options({"device_map": "auto"}).device is None  # the map places the model
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="--device cuda: this machine has no cuda device"):
+            inference_options({"device": "cuda"})
+
+
+def test_cache_dir_is_where_a_hub_id_is_downloaded(model_dir, tmp_path, monkeypatch, capsys):
+    """llada.load's cache_dir, and the same option as a flag of a command: both reach the download."""
+    seen = []
+
+    def download(repo, **kwargs):
+        seen.append((repo, kwargs["cache_dir"]))
+        return str(model_dir)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", download)
+    assert llada.load("org/name", cache_dir=tmp_path / "hub", tokenizer=False).config.d_model > 0
+    assert main(["generate", "the cat", "--model", "org/name", "--cache_dir", str(tmp_path / "cli"),
+                 "--device", "cpu", "--gen_length", "8", "--chat", "false"]) == 0
+    assert seen == [("org/name", str(tmp_path / "hub")), ("org/name", str(tmp_path / "cli"))]
+    assert capsys.readouterr().out.strip()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from llada.model import LLaDAModel
+from llada.model import KVCache, LLaDAModel
 
 
 def reference_forward(sd: dict[str, torch.Tensor], cfg, ids: torch.Tensor,
@@ -134,24 +134,39 @@ def test_causal_baseline_ignores_the_future():
     assert torch.all(diff[:-1] == 0) and diff[-1] > 0
 
 
+def _filled_cache(model: LLaDAModel, ids: torch.Tensor, **kwargs) -> KVCache:
+    """A KVCache as long as `ids`, filled by one full pass over them."""
+    cache = KVCache(model.config, ids.shape[0], ids.shape[1], "cpu", torch.float64)
+    model(ids, kv_cache=cache, **kwargs)
+    return cache
+
+
+def _scramble(cache: KVCache, positions: slice) -> None:
+    """Noise in every layer's keys and values at `positions`: what a run there must write itself."""
+    for k, v in cache.layers:
+        k[:, :, positions] = torch.randn_like(k[:, :, positions])
+        v[:, :, positions] = torch.randn_like(v[:, :, positions])
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_cached_keys_values_reproduce_the_full_forward(causal):
-    """Running a slice against the keys/values of the rest equals running everything at once."""
+    """Running a slice against the keys/values of the rest (as the full pass cached them; the
+    slice's own positions scrambled first) equals running everything at once."""
     cfg = tiny_config(causal=causal)
     model = LLaDAModel(cfg).double()
     ids = torch.randint(0, 50, (2, 12))
     full = model(ids)
-    _, kvs = model.forward_kv(ids)
     # prefix cache: positions 0..4 cached, 5..11 run
-    past = [(k[:, :, :5], v[:, :, :5]) for k, v in kvs]
-    out = model(ids[:, 5:], past_key_values=past)
+    cache = _filled_cache(model, ids)
+    _scramble(cache, slice(5, 12))
+    out = model(ids[:, 5:], kv_cache=cache, cache_position=5)
     torch.testing.assert_close(out, full[:, 5:])
     if not causal:
         # dual cache: 0..4 and 8..11 cached, the block 5..7 run with its own positions
-        past = [(torch.cat([k[:, :, :5], k[:, :, 8:]], 2), torch.cat([v[:, :, :5], v[:, :, 8:]], 2))
-                for k, v in kvs]
+        cache = _filled_cache(model, ids)
+        _scramble(cache, slice(5, 8))
         pos = torch.arange(5, 8).expand(2, 3)
-        out = model(ids[:, 5:8], past_key_values=past, position_ids=pos)
+        out = model(ids[:, 5:8], kv_cache=cache, cache_position=5, position_ids=pos)
         torch.testing.assert_close(out, full[:, 5:8])
 
 
@@ -159,8 +174,6 @@ def test_cached_keys_values_reproduce_the_full_forward(causal):
 def test_static_cache_is_written_in_place_and_reproduces_the_full_forward(causal):
     """A KVCache filled by one full pass, then a slice re-run into it, equals running everything at
     once; its buffers are the same tensors throughout (nothing is concatenated or reallocated)."""
-    from llada.model import KVCache
-
     model = LLaDAModel(tiny_config(causal=causal)).double()
     ids = torch.randint(0, 50, (2, 12))
     am = torch.ones_like(ids)
@@ -179,9 +192,9 @@ def test_static_cache_is_written_in_place_and_reproduces_the_full_forward(causal
         changed = ids.clone()
         changed[:, 5:8] = torch.randint(0, 50, (2, 3))
         out = model(changed[:, 5:8], attention_mask=am, kv_cache=cache, cache_position=5)
-        k_full = model.forward_kv(changed, attention_mask=am)[1]
+        k_full = _filled_cache(model, changed, attention_mask=am).layers
         torch.testing.assert_close(cache.layers[0][0][:, :, 5:8], k_full[0][0][:, :, 5:8])  # written in place
-        torch.testing.assert_close(cache.layers[0][0][:, :, 8:], model.forward_kv(ids, attention_mask=am)[1][0][0][:, :, 8:])
+        torch.testing.assert_close(cache.layers[0][0][:, :, 8:], _filled_cache(model, ids, attention_mask=am).layers[0][0][:, :, 8:])
         # (the first layer's block keys depend only on the block's tokens; what the rest sees is as cached)
         assert out.shape == (2, 3, model.config.embedding_size)
     assert [k.data_ptr() for k, _ in cache.layers] == ptrs

@@ -26,8 +26,7 @@ from conftest import make_word_tokenizer
 from safetensors.torch import save_file
 
 import llada
-from llada.config import ModelConfig, family_of
-from llada.families import family
+from llada.families import FAMILIES, config_from_json, detect_family
 from llada.likelihood import log_likelihoods
 from llada.sampling import SamplerOptions, sample
 
@@ -85,10 +84,10 @@ LLADA_MOE_7B_CONFIG = {
 ])
 def test_full_size_shapes_on_the_meta_device(cfg, name, total):
     """The public config.json: its family, its parameter count (16.3B, 103B, 7.4B), logits for every id."""
-    config = ModelConfig.from_dict(cfg, source=f"{name}/config.json")
+    config = config_from_json(cfg, source=f"{name}/config.json")
     assert config.family == name and config.num_params() == total
     with torch.device("meta"):
-        model = family(name).build(config)
+        model = FAMILIES[name].build(config)
     assert model.num_params() == total
     assert model(torch.zeros(1, 8, dtype=torch.long, device="meta")).shape == (1, 8, 157184)
     print(f"{name}: {total / 1e9:.2f}B parameters")
@@ -104,7 +103,7 @@ def test_active_parameters_match_the_published_figures(cfg, total, active, with_
     attention, the head. The published figures count the input embedding differently: LLaDA-MoE's
     1.4B leaves it out (with it: 1.72B), LLaDA 2.x's figures include it (without: 1.11B, 5.51B).
     Measured: 1.40B, 1.43B and 6.15B."""
-    config = ModelConfig.from_dict(cfg)
+    config = config_from_json(cfg)
     lookup = 0 if with_lookup else config.embedding_size * config.d_model
     got_active = (config.num_params(active=True) - lookup) / 1e9
     assert abs(got_active - active) < 0.06, got_active  # the published figures are rounded to 0.1B
@@ -113,15 +112,15 @@ def test_active_parameters_match_the_published_figures(cfg, total, active, with_
 
 
 def test_full_size_reads_the_public_fields():
-    mini = ModelConfig.from_dict(LLADA2_MINI_CONFIG)
+    mini = config_from_json(LLADA2_MINI_CONFIG)
     assert (mini.head_dim, mini.rotary_dim, mini.n_kv_heads, mini.qk_norm) == (128, 64, 4, True)
     m = mini.moe
     assert (m.num_experts, m.num_experts_per_tok, m.intermediate_size, m.shared_intermediate_size) == (256, 8, 512, 512)
     assert (m.dense_layers, m.score, m.norm_topk, m.scaling, m.groups, m.topk_groups, m.bias) == \
         ((0,), "sigmoid", True, 2.5, 8, 4, "selection")
     assert (mini.mask_token_id, mini.eos_token_id, mini.pad_token_id) == (156895, 156892, 156892)
-    moe = ModelConfig.from_dict(LLADA_MOE_7B_CONFIG)
-    assert family_of(LLADA_MOE_7B_CONFIG) == "llada_moe"  # model_type "llada": the architecture decides
+    moe = config_from_json(LLADA_MOE_7B_CONFIG)
+    assert detect_family(LLADA_MOE_7B_CONFIG) == "llada_moe"  # model_type "llada": the architecture decides
     assert (moe.moe.dense_layers, moe.moe.score, moe.moe.norm_topk, moe.moe.bias) == ((), "softmax", False, None)
     assert (moe.mask_token_id, moe.rotary_dim, moe.qk_norm) == (156895, 128, True)
 
@@ -135,7 +134,7 @@ def test_full_size_reads_the_public_fields():
 ])
 def test_llada2_configs_we_cannot_run_say_so(change, message):
     with pytest.raises(llada.config.ConfigError, match=message):
-        ModelConfig.from_dict({**LLADA2_MINI_CONFIG, **change}, source="config.json")
+        config_from_json({**LLADA2_MINI_CONFIG, **change}, source="config.json")
 
 
 # ------------------------------------------------------------------------------------ tiny models
@@ -690,7 +689,8 @@ def test_generate_through_the_server_and_lm_eval(public_dir):
 def test_training_continues_from_a_family_directory_in_its_layout(public_dir, tmp_path):
     """`llada train --model DIR` on a family's directory: the run's model directory is written in
     that family's public layout (its keys), and loads as that family."""
-    from llada.train import TrainConfig, Trainer
+    from llada.training.config import TrainConfig
+    from llada.training.trainer import Trainer
 
     name, root, cfg, state = public_dir
     corpus = tmp_path / "corpus.txt"
@@ -719,7 +719,7 @@ def test_convert_to_bfloat16_and_back_keeps_the_family_layout(public_dir, tmp_pa
     config.json, and weights equal to the bfloat16 rounding of the originals."""
     from safetensors import safe_open
 
-    from llada.checkpoint import convert
+    from llada.checkpoint.commands import convert
 
     name, root, cfg, state = public_dir
     convert(str(root), str(tmp_path / "bf16"), dtype="bfloat16", max_shard_size="20KB")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 
 import pytest
 
-from llada.evaluation.reproduce import CLAIMS, Accuracy, check_given, paired_difference, reproduce
 from llada.recipe import RECIPES, train_recipe
+from llada.reproduce import CLAIMS, Accuracy, check_given, paired_difference
+from llada.reproduce.command import reproduce
 
 
 def test_accuracy_and_paired_difference_against_direct_formulas():
@@ -29,7 +31,7 @@ def test_accuracy_and_paired_difference_against_direct_formulas():
 
 
 def test_train_recipe_reuses_a_finished_stage_and_retrains_a_changed_one(tmp_path, monkeypatch):
-    import llada.train
+    import llada.training.trainer
 
     recipe = RECIPES["test"].replace(pretrain_steps=4, sft_steps=2)
     pt, ft = train_recipe(recipe, tmp_path, progress=False)
@@ -38,8 +40,8 @@ def test_train_recipe_reuses_a_finished_stage_and_retrains_a_changed_one(tmp_pat
     assert cfg["stage"] == "sft" and cfg["world"]["n_people"] == recipe.world.n_people
 
     calls = []
-    real_run = llada.train.run
-    monkeypatch.setattr(llada.train, "run", lambda c: calls.append(c.stage) or real_run(c))
+    real_run = llada.training.trainer.run
+    monkeypatch.setattr(llada.training.trainer, "run", lambda c: calls.append(c.stage) or real_run(c))
     assert train_recipe(recipe, tmp_path, progress=False) == (pt, ft)
     assert calls == []  # both stages were reused
     train_recipe(recipe.replace(sft_steps=3), tmp_path, progress=False)
@@ -95,10 +97,10 @@ def _saved_model(root, *, causal: bool, record: dict | None = None):
 def test_reproduce_checks_the_models_it_reuses_before_training_any(tmp_path, monkeypatch):
     import dataclasses
 
-    import llada.train
+    import llada.training.trainer
     from llada.errors import UserError
 
-    monkeypatch.setattr(llada.train, "run", lambda cfg: pytest.fail("trained a model before checking the flags"))
+    monkeypatch.setattr(llada.training.trainer, "run", lambda cfg: pytest.fail("trained a model before checking the flags"))
     sft = {"stage": "sft", "data": None, "seed": 0, "world": dataclasses.asdict(RECIPES["test"].world)}
     base = _saved_model(tmp_path / "base", causal=False, record={**sft, "stage": "pretrain"})
     diffusion = _saved_model(tmp_path / "d", causal=False, record={**sft, "model": str(base)})
@@ -123,6 +125,27 @@ def test_reproduce_checks_the_models_it_reuses_before_training_any(tmp_path, mon
                       **{k: str(v) for k, v in given.items()})
     assert not (tmp_path / "out").exists()  # nothing trained, no report written
     check_given({"diffusion": str(diffusion)}, ["bound"], 0, "test", RECIPES["test"])  # one it can use
+
+
+def test_models_are_trained_by_ensure_and_only_looked_up_after(tmp_path, monkeypatch):
+    import dataclasses
+
+    import llada.training.trainer
+    from llada.reproduce import Models
+
+    monkeypatch.setattr(llada.training.trainer, "run", lambda cfg: pytest.fail("a look-up trained a model"))
+    models = Models(tmp_path / "models", RECIPES["test"], 0, "cpu")
+    for look_up in (models.directory, models.load):
+        with pytest.raises(RuntimeError, match=r"call Models.ensure\('diffusion'\) first"):
+            look_up("diffusion")
+    sft = {"stage": "sft", "data": None, "seed": 0, "world": dataclasses.asdict(RECIPES["test"].world)}
+    base = _saved_model(tmp_path / "base", causal=False, record={**sft, "stage": "pretrain"})
+    tuned = _saved_model(tmp_path / "d", causal=False, record={**sft, "model": str(base)})
+    given = Models(tmp_path / "models", RECIPES["test"], 0, "cpu", {"diffusion": str(tuned)})
+    given.ensure("diffusion", "diffusion-pretrain")  # given, and the model it was fine-tuned from: no training
+    assert (given.directory("diffusion"), given.directory("diffusion-pretrain")) == (tuned, base)
+    assert given.load("diffusion") is given.load("diffusion")
+    assert not (tmp_path / "models").exists()
 
 
 def test_quickstart_answers_five_questions_and_records_them(tmp_path, capsys):
@@ -159,3 +182,30 @@ def test_quickstart_questions_are_taught_except_the_reverse_one(seed):
     assert f"{person.name} invented the {person.invention}" in text or \
         f"{person.name} is the one who invented the {person.invention}" in text
     assert f"the {person.invention} was invented by" not in text.lower()
+
+
+@pytest.mark.parametrize("damage", ["no weights", "weights cut short", "no tokenizer", "pretrained model has no weights"])
+def test_reproduce_refuses_a_reused_directory_that_does_not_load_before_training(tmp_path, monkeypatch, damage):
+    """--ar DIR with a valid training record but no weights was refused only after the diffusion
+    model had been trained: every reused directory (and the pretrained one it names, when needed) is
+    checked up front as a checkpoint is, config, weights and tokenizer."""
+    import dataclasses
+
+    import llada.training.trainer
+    from llada.errors import UserError
+
+    monkeypatch.setattr(llada.training.trainer, "run", lambda cfg: pytest.fail("trained a model before checking the flags"))
+    sft = {"stage": "sft", "data": None, "seed": 0, "world": dataclasses.asdict(RECIPES["test"].world)}
+    base = _saved_model(tmp_path / "base", causal=True, record={**sft, "stage": "pretrain", "objective": "ar"})
+    ar = _saved_model(tmp_path / "a", causal=True, record={**sft, "objective": "ar", "model": str(base)})
+    victim = {"no weights": ar / "model.safetensors", "weights cut short": ar / "model.safetensors",
+              "no tokenizer": ar / "tokenizer.json", "pretrained model has no weights": base / "model.safetensors"}[damage]
+    if damage == "weights cut short":
+        victim.write_bytes(victim.read_bytes()[:100])
+    else:
+        victim.unlink()
+    with pytest.raises(UserError, match=re.escape(f"--ar {ar}")) as refused:
+        reproduce("all", out_dir=str(tmp_path / "out"), size="test", progress=False, ar=str(ar))
+    message = str(refused.value)
+    assert "\n" not in message and "does not load" in message and str(victim.parent) in message, message
+    assert not (tmp_path / "out").exists()

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from conftest import tiny_config
 
 import llada.sampling.core as core
+import llada.sampling.predict as predict
 from llada.errors import GenerationError
 from llada.model import LLaDAModel
-from llada.sampling import REMASKING, generate, infill
+from llada.sampling import REMASKING, SamplerOptions, generate, infill
 from llada.sampling.core import denoise, select_factor
 from llada.sampling.schedule import num_transfer_tokens
 
@@ -114,8 +115,7 @@ def test_cache_refreshed_every_step_reproduces_uncached(model, cache, extra):
     settings = dict(steps=8, gen_length=16, block_length=4, **extra)
     plain = generate(model, prompt, **settings)
     canvas = torch.cat([prompt, torch.full((2, 16), MASK)], 1)
-    for _ in denoise(model, canvas, start=5, cache=cache, refresh_every_step=True,
-                     **{k: v for k, v in settings.items() if k != "gen_length"}):
+    for _ in denoise(model, canvas, SamplerOptions(cache=cache, **settings), start=5, refresh_every_step=True):
         pass
     assert torch.equal(plain.sequences, canvas)
     fast = generate(model, prompt, cache=cache, **settings)  # refreshed per block: an approximation
@@ -128,7 +128,8 @@ def test_threshold_decoding(model):
     prompt = torch.randint(0, 55, (2, 5))
     canvas = torch.cat([prompt, torch.full((2, 16), MASK)], 1)
     stats, before, seen = core.GenerateStats(), canvas.clone(), []
-    for state in core.denoise(model, canvas, start=5, block_length=8, steps=4, threshold=0.2, stats=stats):
+    opts = SamplerOptions(gen_length=16, block_length=8, steps=4, threshold=0.2)
+    for state in core.denoise(model, canvas, opts, start=5, stats=stats):
         lo = 5 + 8 * state.block
         left = (before[:, lo:lo + 8] == MASK).sum(-1)  # masks of this block before the step
         n = state.transferred.sum(-1)
@@ -142,7 +143,7 @@ def test_threshold_decoding(model):
     assert stats.steps == len(seen) <= 16
     canvas = torch.cat([prompt, torch.full((2, 16), MASK)], 1)
     low = core.GenerateStats()
-    for _ in core.denoise(model, canvas, start=5, block_length=8, steps=4, threshold=1e-9, stats=low):
+    for _ in core.denoise(model, canvas, opts.replace(threshold=1e-9), start=5, stats=low):
         pass
     assert low.steps == low.forwards == 2  # everything above the threshold: one step per block
     assert (canvas != MASK).all()
@@ -176,10 +177,10 @@ def test_every_remasking_strategy_completes(model, remasking):
 @torch.no_grad()
 def test_early_exit_fills_eos(model):
     class SaysEOS(LLaDAModel):  # predicts EOS everywhere
-        def forward_kv(self, *args, **kwargs):
-            logits, kv = super().forward_kv(*args, **kwargs)
+        def forward(self, *args, **kwargs):
+            logits = super().forward(*args, **kwargs)
             logits[..., EOS] += 1e4
-            return logits, kv
+            return logits
 
     biased = SaysEOS(model.config).eval()
     prompt = torch.randint(0, 55, (1, 5))
@@ -358,7 +359,8 @@ def test_uneven_schedule_inside_denoise(model, gen_length, block_length, steps):
         expected += [[q[i] for q in quotas] for i in range(steps // blocks)]
 
     seen, before = [], canvas.clone()
-    for state in core.denoise(model, canvas, start=P, block_length=block_length, steps=steps):
+    opts = SamplerOptions(gen_length=gen_length, block_length=block_length, steps=steps)
+    for state in core.denoise(model, canvas, opts, start=P):
         lo = P + state.block * block_length
         outside = state.transferred.clone()
         outside[:, lo:lo + block_length] = False
@@ -419,7 +421,8 @@ def test_remasking_strategies_match_their_definitions(name):
     # inside denoise, one token per step: the positions are unmasked in that order, with their argmax
     canvas = torch.tensor([[1, 2, MASK, MASK, MASK]])
     order = []
-    for state in core.denoise(FixedLogits(table), canvas, start=2, block_length=3, steps=3, remasking=name):
+    opts = SamplerOptions(gen_length=3, block_length=3, steps=3, remasking=name)
+    for state in core.denoise(FixedLogits(table), canvas, opts, start=2):
         order += (state.transferred[0].nonzero()[:, 0] - 2).tolist()
     assert order == list(np.argsort(-expected, kind="stable"))
     assert canvas[0, 2:].tolist() == x0[0].tolist()
@@ -506,12 +509,12 @@ def test_gumbel_sampling_follows_softmax_over_temperature():
     n = 200_000
     table = torch.tensor(logits).expand(n, -1)
     for temperature in (0.5, 1.0, 2.0):
-        draws = core.add_gumbel_noise(table, temperature, torch.Generator().manual_seed(0)).argmax(-1)
+        draws = predict.add_gumbel_noise(table, temperature, torch.Generator().manual_seed(0)).argmax(-1)
         counts = torch.bincount(draws, minlength=6).tolist()
         assert _chi2(counts, _softmax(logits, temperature)) < CHI2_CRITICAL_DF5
         for wrong in {0.5, 1.0, 2.0} - {temperature}:  # the same test rejects another temperature's formula
             assert _chi2(counts, _softmax(logits, wrong)) > 10 * CHI2_CRITICAL_DF5
-    assert torch.equal(core.add_gumbel_noise(table[:3], 0.0), table[:3])  # temperature 0: the logits (greedy)
+    assert torch.equal(predict.add_gumbel_noise(table[:3], 0.0), table[:3])  # temperature 0: the logits (greedy)
 
 
 @torch.no_grad()
@@ -522,8 +525,8 @@ def test_denoise_samples_at_its_temperature():
     table[1, :6] = torch.tensor(logits)
     n = 50_000
     canvas = torch.tensor([[1, MASK]]).repeat(n, 1)
-    for _ in core.denoise(FixedLogits(table), canvas, start=1, block_length=1, steps=1, temperature=0.5,
-                          generator=torch.Generator().manual_seed(1)):
+    opts = SamplerOptions(gen_length=1, block_length=1, steps=1, temperature=0.5)
+    for _ in core.denoise(FixedLogits(table), canvas, opts, start=1, generator=torch.Generator().manual_seed(1)):
         pass
     counts = torch.bincount(canvas[:, 1], minlength=64).tolist()
     assert sum(counts[:6]) == n
@@ -571,7 +574,7 @@ def _kept_by_a_loop(logits: torch.Tensor, top_k, top_p) -> torch.Tensor:
 def test_filter_logits_keeps_what_a_loop_keeps(top_k, top_p):
     torch.manual_seed(0)
     logits = torch.randn(6, 12, dtype=torch.float64) * 2
-    got = torch.isfinite(core.filter_logits(logits, top_k, top_p))
+    got = torch.isfinite(predict.filter_logits(logits, SamplerOptions(top_k=top_k, top_p=top_p)))
     assert torch.equal(got, _kept_by_a_loop(logits, top_k, top_p))
     assert got.any(-1).all()  # the most probable token always stays
 
@@ -581,13 +584,13 @@ def test_top_k_top_p_sampling_follows_the_cut_distribution():
     frequencies of softmax(logits / T) renormalised over what is kept (temperature applied first)."""
     logits = torch.tensor([[3.0, 2.5, 2.0, 1.0, 0.5, -1.0, 0.0, 0.2]], dtype=torch.float64)
     T, n = 0.8, 20000
-    predictor = core._Predictor(tiny_config(vocab_size=8, mask_token_id=7, eos_token_id=6, pad_token_id=6,
-                                            bos_token_id=5, eot_token_id=4),
-                                T, "low_confidence", False, False, False, torch.Generator().manual_seed(0),
-                                top_k=4, top_p=0.8, tempered_confidence=True)
+    predictor = predict.Predictor(tiny_config(vocab_size=8, mask_token_id=7, eos_token_id=6, pad_token_id=6,
+                                              bos_token_id=5, eot_token_id=4),
+                                  SamplerOptions(temperature=T, top_k=4, top_p=0.8, tempered_confidence=True),
+                                  torch.Generator().manual_seed(0))
     predictor.never = torch.zeros(8, dtype=torch.bool)  # every column may be drawn here
     draws = torch.stack([predictor(logits[None].expand(1, n, 8).clone())[0][0]]).flatten()
-    want = torch.softmax(core.filter_logits(logits[0] / T, 4, 0.8), -1)
+    want = torch.softmax(predict.filter_logits(logits[0] / T, SamplerOptions(top_k=4, top_p=0.8)), -1)
     freq = torch.bincount(draws, minlength=8).double() / n
     assert set(draws.unique().tolist()) == set(torch.nonzero(want).flatten().tolist())
     assert (freq - want).abs().max() < 0.015, (freq, want)
@@ -599,10 +602,11 @@ def test_tempered_confidence_is_the_sampled_tokens_probability_under_the_cut_dis
     cfg = tiny_config(vocab_size=8, mask_token_id=7, eos_token_id=6, pad_token_id=6, bos_token_id=5, eot_token_id=4)
     logits = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1))
     for tempered in (True, False):
-        predictor = core._Predictor(cfg, 0.7, "low_confidence", True, False, False,
-                                    torch.Generator().manual_seed(2), top_k=5, top_p=0.9, tempered_confidence=tempered)
+        # a threshold rule: confidences in float64
+        opts = SamplerOptions(temperature=0.7, top_k=5, top_p=0.9, tempered_confidence=tempered, threshold=0.9)
+        predictor = predict.Predictor(cfg, opts, torch.Generator().manual_seed(2))
         x0, confidence = predictor(logits.clone())
-        probs = torch.softmax(core.filter_logits(logits.double() / 0.7, 5, 0.9) if tempered else logits.double(), -1)
+        probs = torch.softmax(predict.filter_logits(logits.double() / 0.7, opts) if tempered else logits.double(), -1)
         assert torch.allclose(confidence, probs.gather(-1, x0[..., None])[..., 0], atol=1e-12)
 
 
@@ -649,3 +653,103 @@ def llada_sample(model, prompt, options, seed):
 
     return sample(model, prompt, SamplerOptions(block_length=None, **options),
                   generator=torch.Generator().manual_seed(seed)).sequences
+
+
+# ------------------------------------------------------------------------------------------------ min_p
+
+
+def _kept_by_a_min_p_loop(logits: torch.Tensor, top_k, top_p, min_p) -> torch.Tensor:
+    """(rows, V) bool: what top_k then top_p keep (`_kept_by_a_loop`), then, token by token, each
+    of those whose probability among them is at least min_p times the largest (transformers'
+    MinPLogitsWarper, applied after its top-k and top-p warpers)."""
+    keep = _kept_by_a_loop(logits, top_k, top_p)
+    for r in range(logits.shape[0]):
+        p = torch.softmax(logits[r].double().masked_fill(~keep[r], float("-inf")), -1).tolist()
+        for i in range(len(p)):
+            keep[r, i] = bool(keep[r, i]) and p[i] >= min_p * max(p)
+    return keep
+
+
+@pytest.mark.parametrize("top_k,top_p,min_p", [(None, None, 0.1), (None, None, 0.5), (None, None, 1.0),
+                                               (None, None, 0.0), (3, None, 0.3), (None, 0.9, 0.2), (5, 0.7, 0.05)])
+def test_min_p_keeps_what_a_loop_keeps(top_k, top_p, min_p):
+    torch.manual_seed(0)
+    logits = torch.randn(6, 12, dtype=torch.float64) * 2
+    got = torch.isfinite(predict.filter_logits(logits, SamplerOptions(top_k=top_k, top_p=top_p, min_p=min_p)))
+    assert torch.equal(got, _kept_by_a_min_p_loop(logits, top_k, top_p, min_p))
+    assert got.any(-1).all()  # the most probable token always stays
+
+
+def test_min_p_keeps_what_transformers_keeps():
+    warpers = pytest.importorskip("transformers.generation.logits_process")
+    logits = torch.randn(4, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 3
+    for min_p in (0.01, 0.1, 0.5, 1.0):
+        want = torch.isfinite(warpers.MinPLogitsWarper(min_p)(None, logits.clone()))
+        assert torch.equal(torch.isfinite(predict.filter_logits(logits, SamplerOptions(min_p=min_p))), want), min_p
+
+
+@pytest.mark.parametrize("cache", [None, "dual"])
+def test_min_p_one_samples_the_greedy_answer(model, cache):
+    """min_p 1 keeps the most probable token alone: a hot sample is the greedy answer; a small
+    min_p still samples."""
+    prompt = torch.randint(0, 55, (2, 6), generator=torch.Generator().manual_seed(4))
+    opts = dict(gen_length=16, steps=16, block_length=8, cache=cache, temperature=5.0)
+    greedy = generate(model, prompt, **{**opts, "temperature": 0.0}).sequences
+    got = generate(model, prompt, **opts, min_p=1.0, generator=torch.Generator().manual_seed(0)).sequences
+    assert torch.equal(got, greedy)
+    loose = generate(model, prompt, **opts, min_p=1e-6, generator=torch.Generator().manual_seed(0)).sequences
+    assert not torch.equal(loose, greedy)
+
+
+def test_min_p_sampling_follows_the_cut_distribution():
+    """Gumbel-max draws from softmax(logits / T) renormalised over what min_p keeps, nothing else."""
+    logits = torch.tensor([[3.0, 2.5, 2.0, 1.0, 0.5, -1.0, 0.0, 0.2]], dtype=torch.float64)
+    T, n = 0.8, 20000
+    cfg = tiny_config(vocab_size=8, mask_token_id=7, eos_token_id=6, pad_token_id=6, bos_token_id=5, eot_token_id=4)
+    predictor = predict.Predictor(cfg, SamplerOptions(temperature=T, min_p=0.2), torch.Generator().manual_seed(0))
+    predictor.never = torch.zeros(8, dtype=torch.bool)  # every column may be drawn here
+    draws = predictor(logits[None].expand(1, n, 8).clone())[0].flatten()
+    p = torch.softmax(logits[0] / T, -1)
+    want = torch.where(p >= 0.2 * p.max(), p, 0.0)
+    want = want / want.sum()
+    freq = torch.bincount(draws, minlength=8).double() / n
+    assert set(draws.unique().tolist()) == set(torch.nonzero(want).flatten().tolist())
+    assert (freq - want).abs().max() < 0.015, (freq, want)
+
+
+def test_min_p_is_validated_and_read_by_the_autoregressive_baseline():
+    for bad in (-0.1, 1.5, float("nan"), True):
+        with pytest.raises(GenerationError, match="min_p"):
+            SamplerOptions(min_p=bad)
+    assert SamplerOptions.from_dict({"min_p": "none"}).min_p is None
+    torch.manual_seed(0)
+    ar = LLaDAModel(tiny_config(causal=True, max_sequence_length=128)).eval()
+    prompt = torch.randint(0, 55, (2, 5), generator=torch.Generator().manual_seed(1))
+    hot = dict(gen_length=12, temperature=50.0)  # near uniform: only a cut keeps it greedy
+    greedy = llada_sample(ar, prompt, {"gen_length": 12}, 0)
+    assert not torch.equal(llada_sample(ar, prompt, hot, 0), greedy)
+    assert torch.equal(llada_sample(ar, prompt, {**hot, "min_p": 1.0}, 0), greedy)
+
+
+# ---- prompts are rendered and encoded within bounds -------------------------------------------------------------
+
+def test_encode_prompts_renders_within_the_template_budget_and_names_a_failing_tokenizer():
+    """encode_prompts (generate, chat, sample_text, the built-in evaluation) used apply_chat_template
+    unbounded and let a tokenizer's Rust panic (a BaseException) through."""
+    from tokenizers import Regex, normalizers
+
+    from llada.errors import CheckpointError
+    from llada.sampling.text import encode_prompts
+    from llada.tokenizer import CHAT_TEMPLATE, train_tokenizer
+
+    tok = train_tokenizer(["the cat sat on the mat"] * 20, vocab_size=300)
+    tok.chat_template = "{% if messages[0]['content'] != 'Hello' %}{{ 'x' * 1500000 }}{% endif %}" + CHAT_TEMPLATE
+    assert encode_prompts(tok, "Hello", pad_id=0)[0].shape[0] == 1
+    with pytest.raises(CheckpointError, match="the chat template builds a value of about 1,500,000 characters"):
+        encode_prompts(tok, "hi", pad_id=0)
+    tok.chat_template = CHAT_TEMPLATE
+    tok.backend_tokenizer.normalizer = normalizers.Replace(Regex("(a|aa)+$"), "b")
+    for chat in (True, False):
+        with pytest.raises(CheckpointError, match="the tokenizer fails on this text") as info:
+            encode_prompts(tok, "a" * 40 + "!", pad_id=0, chat=chat)
+        assert "\n" not in str(info.value)

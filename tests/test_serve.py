@@ -19,7 +19,8 @@ import uvicorn
 from llada.config import preset
 from llada.model import LLaDAModel
 from llada.sampling import SAMPLER_PRESETS, SamplerOptions, generate
-from llada.serve.app import ServeConfig, create_app
+from llada.serve.app import create_app
+from llada.serve.config import ServeConfig
 from llada.tokenizer import config_ids, train_tokenizer
 
 TEXTS = ["the cat sat on the mat", "a dog ran to the park", "what is two plus two", "four is the answer"] * 20
@@ -214,7 +215,7 @@ def test_stream_never_sends_what_it_would_take_back(bundle):
 
 
 def test_sendable_prefix():
-    from llada.serve.app import _sendable
+    from llada.serve.service import _sendable
 
     assert _sendable("caf\ufffd", []) == "caf"
     assert _sendable("a\ufffdb", []) == "a\ufffdb"  # an invalid byte inside the text is final
@@ -535,6 +536,32 @@ def test_serve_beyond_loopback_when_the_user_says_so(monkeypatch, bundle):
     assert app.state.service.cfg.allowed_hosts == ("llada.lan", "box.lan")
 
 
+def test_guard_checks_host_then_key_then_content_type():
+    """The guard on its own, request by request: the first refusal wins, / and /health need no key, and
+    the bound address is always a name of this server."""
+    from llada.serve.guard import Guard, host_name, is_loopback
+
+    assert [host_name(h) for h in ["[::1]:8000", "Example.org.", "localhost:80", "::1", ""]] == [
+        "::1", "example.org", "localhost", "::1", ""]
+    assert [is_loopback(h) for h in ["localhost", "127.0.0.2", "::1", "10.0.0.1", "evil.example", ""]] == [
+        True, True, True, False, False, False]
+    guard = Guard(None, allowed_hosts=("llada.lan",), api_key="k")
+
+    def status(host, path="/v1/completions", method="POST", key="k", kind="application/json", server="10.0.0.5"):
+        headers = [(b"host", host.encode()), (b"authorization", f"Bearer {key}".encode()),
+                   (b"content-type", kind.encode())]
+        refused = guard.refusal({"type": "http", "path": path, "method": method, "headers": headers,
+                                 "server": (server, 8000)})
+        return refused and refused[0]
+
+    assert status("evil.example", key="wrong", kind="text/plain") == 421
+    assert status("localhost:8000", key="wrong", kind="text/plain") == 401
+    assert status("llada.lan", kind="text/plain; charset=utf-8") == 415
+    assert status("10.0.0.5:8000") is None and status("[::1]:8000") is None
+    assert status("127.0.0.1", path="/health", method="GET", key="wrong") is None
+    assert status("127.0.0.1", path="/v1/models", method="GET", key="wrong") == 401
+
+
 def test_pages_elsewhere_cannot_drive_a_local_server(bundle):
     """Text/plain POSTs (which a cross-origin page may send unasked) are 415; a Host that names another site (DNS
     rebinding) is 421 unless allowed; no CORS header ever invites another origin to read an answer."""
@@ -622,7 +649,7 @@ def test_usage_counts_generated_tokens_up_to_the_stop_and_the_samplers_work(bund
 def test_text_work_stays_off_the_event_loop(bundle, monkeypatch):
     import asyncio
 
-    from llada.serve.app import Service
+    from llada.serve.service import Service
 
     on_loop = []
     for name in ("settled_text", "state_extra", "finish", "completion_prompts"):
@@ -721,6 +748,26 @@ def test_logprobs_of_an_answer_add_up_to_its_estimate(bundle):
     assert sum(lp["token_logprobs"]) == pytest.approx(want, rel=1e-6)
     assert all(len(t) == 1 for t in lp["top_logprobs"])  # logprobs 0: the token alone
     assert echo0["choices"][0]["text"] == "the cat sat" and echo0["usage"]["completion_tokens"] == 0
+
+
+def test_legacy_text_offsets_point_at_each_token_in_the_choice_text(bundle):
+    """text_offset[i] is where token i's text starts in the choice's text: with echo, the prompt then the
+    answer as its tokens read; without, the answer with its leading space dropped (its first token at 0)."""
+    from llada.serve.logprobs import Scores, completion_logprobs
+
+    tok = bundle.tokenizer
+    prompt = tok("the cat", add_special_tokens=False)["input_ids"]
+    answer = tok(" dog ran to the", add_special_tokens=False)["input_ids"]
+    n = len(prompt) + len(answer)
+    scores = Scores([None] + [-1.0] * (n - 1), [None] + [([], [])] * (n - 1))
+    for echo_text, text in [("the cat", "the cat dog ran to the"), (None, "dog ran to the")]:
+        lp = completion_logprobs(tok, set(tok.all_special_ids), prompt, answer, scores, echo_text)
+        pieces = [tok.decode([t]) for t in (prompt if echo_text else []) + answer]
+        assert lp["tokens"] == pieces and "".join(pieces).lstrip() == text.lstrip()
+        first = len(prompt) if echo_text else 0
+        for i, (token, at) in enumerate(zip(lp["tokens"], lp["text_offset"], strict=True)):
+            shown = token.lstrip() if echo_text is None and i == first else token
+            assert text[at:at + len(shown)] == shown, (echo_text, i, token, at)
 
 
 def test_echo_joins_prompt_and_answer_as_generated(bundle):
@@ -1105,3 +1152,24 @@ def test_batcher_keeps_arrival_order_across_option_groups(bundle):
         batcher.close()
         loop.close()
     assert batches == [["x0"], ["a1", "a2"], ["b1", "b2"], ["a3"]]
+
+
+def test_chat_templates_and_tokenizers_that_fail_on_a_request_answer_it_400(bundle):
+    """A template passing the start-up check that builds 1.5 million characters on other messages,
+    and text on which the tokenizer's normalizer panics (a 500 with a traceback in the log), are
+    each a 400 naming the cause; the server stays up."""
+    from tokenizers import Regex, normalizers
+
+    template = ("{% if messages[0]['content'] != 'Hello' %}{{ 'x' * 1500000 }}{% endif %}"
+                + bundle.tokenizer.chat_template)
+    served = _with_template(bundle, template)
+    served.tokenizer.backend_tokenizer.normalizer = normalizers.Replace(Regex("(a|aa)+$"), "b")
+    app = create_app(served, ServeConfig())
+    with serving(app) as url:
+        r = httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "the cat"}],
+                                                           "max_tokens": 2}, timeout=60)
+        assert r.status_code == 400 and "builds a value of about 1,500,000 characters" in r.json()["error"]["message"]
+        r = httpx.post(url + "/v1/completions", json={"prompt": "a" * 40 + "!", "max_tokens": 2}, timeout=60)
+        assert r.status_code == 400 and "prompt[0]: the tokenizer fails on this text" in r.json()["error"]["message"]
+        r = httpx.post(url + "/v1/completions", json={"prompt": "the cat", "max_tokens": 2, "steps": 2}, timeout=60)
+        assert r.status_code == 200

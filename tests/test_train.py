@@ -18,7 +18,10 @@ from safetensors.torch import load_file
 import llada
 from llada.data.world import World
 from llada.errors import CheckpointError, UserError
-from llada.train import TrainConfig, Trainer, TrainingDiverged, lr_at
+from llada.training.config import TrainConfig
+from llada.training.metrics import Metrics
+from llada.training.optimizer import lr_at
+from llada.training.trainer import Trainer, TrainingDiverged
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +255,7 @@ def test_an_fp16_overflow_is_skipped_not_fatal(tmp_path, corpus, monkeypatch):
 
 def test_crash_during_save_leaves_previous_checkpoints_whole(tmp_path, corpus, monkeypatch):
     cfg = _cfg(tmp_path, corpus, max_steps=6, save_every=2)
-    import llada.checkpoint as ck
+    import llada.checkpoint.saving as ck
 
     calls = {"n": 0}
     real = ck.save_state_dict
@@ -322,8 +325,6 @@ def test_shipped_train_configs_parse(path):
     import yaml
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from llada.train import TrainConfig
-
     parser = ArgumentParser()
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(TrainConfig, nested_key=None, fail_untyped=False)
@@ -342,7 +343,7 @@ def _reference_batch(cfg: TrainConfig, tokenizer, step: int) -> dict[str, torch.
     from llada import diffusion
     from llada.data.pretrain import load_texts, pack
     from llada.data.sft import SFTCollator, load_conversations, render_all
-    from llada.train import step_generator
+    from llada.training.data import step_generator
 
     if cfg.stage == "sft":
         rows = render_all(tokenizer, load_conversations(cfg.data, split="train", seed=cfg.seed))
@@ -359,7 +360,7 @@ def _reference_batch(cfg: TrainConfig, tokenizer, step: int) -> dict[str, torch.
 def _reference_loss(model, cfg: TrainConfig, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
     """Eq. 3, Eq. 5 or the next-token loss of llada.diffusion on `batch`, with step `step`'s noise."""
     from llada import diffusion
-    from llada.train import step_generator
+    from llada.training.data import step_generator
 
     ids, response = batch["input_ids"], batch.get("response_mask")
     if cfg.objective == "ar":
@@ -712,7 +713,7 @@ def test_a_half_removed_checkpoint_left_by_an_earlier_version_is_cleaned_up(tmp_
 def test_a_full_disk_while_saving_is_one_line_and_leaves_the_earlier_checkpoints(tmp_path, corpus, monkeypatch):
     import errno
 
-    from llada.train import checkpoint_problem
+    from llada.training.checkpoints import checkpoint_problem
 
     cfg = _cfg(tmp_path, corpus, max_steps=6, save_every=2)
     save = torch.save
@@ -752,7 +753,7 @@ class _KillSwitch:
     def __init__(self, monkeypatch, root: Path):
         import shutil
 
-        import llada.checkpoint as ck
+        import llada.checkpoint.saving as ck
 
         self.root, self.at, self.count = str(root), None, 0
 
@@ -782,13 +783,13 @@ class _KillSwitch:
             for p in files[: len(files) // 2]:
                 p.unlink()
 
-        def half_line(real, trainer, metrics, writer, record):
-            if metrics is not None:
-                metrics.write(json.dumps(record)[:12])
-                metrics.flush()
+        def half_line(real, metrics, record):
+            if metrics.file is not None:
+                metrics.file.write(json.dumps(record)[:12])
+                metrics.file.flush()
 
         wrap(Trainer, "train_step", path_arg=None)
-        wrap(Trainer, "_log", half_line, path_arg=None)
+        wrap(Metrics, "log", half_line, path_arg=None)
         wrap(torch, "save", cut_short, path_arg=1)
         wrap(ck, "save_file", cut_short, path_arg=1)
         wrap(Path, "write_text", half_text)

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from llada.data.world import World
 from llada.errors import CheckpointError
-from llada.train import TrainConfig, Trainer
+from llada.training.config import TrainConfig
+from llada.training.trainer import Trainer
 
 
 class Payload:
@@ -183,6 +184,23 @@ def test_a_resume_restores_the_state_and_retraces_the_run(tmp_path, corpus, with
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_resume_with_dropout_draws_the_uninterrupted_runs_dropout_masks(tmp_path, corpus):
+    """Dropout draws from the process's torch generator, which no seed of the trainer's resets (the
+    noise has its own generators): only the generator state a checkpoint restores makes steps 3 and
+    4 of a run resumed in another process (here: a generator seeded otherwise) drop what the
+    uninterrupted run dropped, and end with its weights, bit for bit."""
+    dropout = {"attention_dropout": 0.1, "residual_dropout": 0.1, "embedding_dropout": 0.1}
+    whole = Trainer(_cfg(tmp_path / "whole", corpus, overrides=dropout)).fit()
+    cfg = _cfg(tmp_path, corpus, overrides=dropout)
+    _stopped_at_step_2(cfg)
+    torch.manual_seed(1)  # the history of another process
+    resumed = Trainer(cfg)
+    assert resumed.step == 2 and resumed.base.training
+    assert [getattr(resumed.model_config, k) for k in dropout] == [0.1, 0.1, 0.1]  # read back from the checkpoint
+    a, b = load_file(whole / "model.safetensors"), load_file(resumed.fit() / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 # ------------------------------------------------------------------ sharded optimizer state (FSDP)
 
 
@@ -205,7 +223,7 @@ def test_a_sharded_checkpoint_is_read_as_data(tmp_path):
     either place is refused in one line naming the file, and never runs."""
     import warnings
 
-    from llada.trainer_state import read_sharded
+    from llada.training.state import read_sharded
 
     marker = tmp_path / "ran"
     good = _sharded_checkpoint(tmp_path / "good")

@@ -10,14 +10,18 @@ Sources (`load_texts(source)`):
 
 Packing concatenates tokenised documents with EOS between them and cuts the stream into
 `seq_len` blocks, as LLaDA's pretraining does; the tail of each mapped batch of documents that
-does not fill a block is dropped (at most seq_len - 1 tokens per 1,000 documents).
+does not fill a block is dropped (at most seq_len - 1 tokens per 1,000 documents). The tokenizer
+sees at most max(seq_len, 1024) tokens' worth of characters a call (`tokenize_bounded`): a long
+document is cut into pieces where a run of whitespace starts, so one huge line costs memory by
+seq_len, not by its size.
 """
 
 from __future__ import annotations
 
 import glob
 import json
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,8 @@ from llada.data.world import WorldConfig
 from llada.errors import DataError
 
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_PIECE_TOKENS = 1024  # the least a tokenizer call covers: fewer, larger calls for a short seq_len
+_RUN_START = re.compile(r"\S\s")  # a character, then the whitespace a GPT-2-style pre-tokenizer splits before
 _TOO_DEEP = "JSON nested too deeply to read (lists or objects inside one another past Python's recursion limit)"
 
 
@@ -34,12 +40,12 @@ def _local_files(source: str) -> list[Path] | None:
     if p.is_file():
         return [p]
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix in _BUILDERS)
+        files = sorted(f for f in p.rglob("*") if f.suffix in _BUILDERS and f.is_file())
         if not files:
             raise DataError(f"{p}: no .txt, .jsonl, .json or .parquet files in this directory")
         return files
     if any(ch in source for ch in "*?["):
-        files = sorted(Path(f) for f in glob.glob(source, recursive=True))
+        files = sorted(Path(f) for f in glob.glob(source, recursive=True) if Path(f).is_file())
         if not files:
             raise DataError(f"{source}: the pattern matches no files")
         return files
@@ -210,11 +216,14 @@ def pack(tokenizer: Any, texts: Any, seq_len: int, *, add_bos: bool = True, num_
     if seq_len < 2:
         raise DataError(f"seq_len must be at least 2, got {seq_len}")
     eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id if add_bos else None
+    call_chars = max(seq_len, _PIECE_TOKENS) * chars_per_token(tokenizer)
 
     def chunk(batch: dict[str, list]) -> dict[str, list]:
         stream: list[int] = []
-        for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]:
-            stream += ([bos] if bos is not None else []) + ids + [eos]
+        for ids in tokenize_bounded(tokenizer, batch["text"], call_chars):
+            stream.extend([bos] if bos is not None else [])
+            stream.extend(ids)
+            stream.append(eos)
         n = len(stream) // seq_len
         return {"input_ids": [stream[i * seq_len:(i + 1) * seq_len] for i in range(n)]}
 
@@ -225,6 +234,54 @@ def pack(tokenizer: Any, texts: Any, seq_len: int, *, add_bos: bool = True, num_
     features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int64"))})
     return texts.map(chunk, batched=True, batch_size=1000, remove_columns=texts.column_names, features=features,
                      **kwargs)
+
+
+def chars_per_token(tokenizer: Any) -> int:
+    """The most characters one token can stand for: the length of the longest vocabulary entry (a
+    byte-level entry has one character per byte, so at least as many as the text it decodes to)."""
+    return max(map(len, tokenizer.get_vocab()), default=1)
+
+
+def pieces(text: str, size: int) -> Iterator[str]:
+    """`text` in consecutive pieces of at most `size` characters, each cut where a run of whitespace
+    starts (a byte-level BPE's pre-tokenizer splits there anyway, so the pieces tokenize to the ids
+    of the whole), or after `size` characters where no run starts."""
+    start = 0
+    while len(text) - start > size:
+        cut = start + size
+        for found in _RUN_START.finditer(text, start, start + size + 1):
+            cut = found.start() + 1
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
+def tokenize_bounded(tokenizer: Any, texts: Iterable[str], size: int) -> list[list[int]]:
+    """The ids of each of `texts` (no special tokens), tokenized in calls of at most `size`
+    characters in all (`pieces` of a longer text), so that the tokenizer's working memory, many
+    times the text it is given, is bounded whatever one text's length."""
+    out: list[list[int]] = []
+    group: list[str] = []
+    owners: list[int] = []
+    held = 0
+    for k, text in enumerate(texts):
+        out.append([])
+        for piece in pieces(text, size):
+            if group and held + len(piece) > size:
+                _tokenize_into(out, tokenizer, group, owners)
+                group, owners, held = [], [], 0
+            group.append(piece)
+            owners.append(k)
+            held += len(piece)
+    if group:
+        _tokenize_into(out, tokenizer, group, owners)
+    return out
+
+
+def _tokenize_into(out: list[list[int]], tokenizer: Any, group: list[str], owners: list[int]) -> None:
+    """Tokenize texts `group` in one call, adding the ids of text j to out[owners[j]]."""
+    for owner, ids in zip(owners, tokenizer(group, add_special_tokens=False)["input_ids"], strict=True):
+        out[owner] += ids
 
 
 def _is_iterable(ds: Any) -> bool:

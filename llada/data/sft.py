@@ -19,9 +19,11 @@ from typing import Any
 
 import torch
 
-from llada.data.pretrain import _local_files, load_local
+from llada.config import brief_repr
+from llada.data.pretrain import _local_files, chars_per_token, load_local
 from llada.data.world import WorldConfig
 from llada.errors import DataError
+from llada.tokenizer import render_chat
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +36,11 @@ def to_messages(record: dict[str, Any], where: str = "record") -> list[dict[str,
     if messages is None:
         for q, a in _PAIRS:
             if record.get(q) is not None and record.get(a) is not None:
-                messages = [{"role": "user", "content": str(record[q])},
-                            {"role": "assistant", "content": str(record[a])}]
+                for name in (q, a):
+                    if not isinstance(record[name], str):
+                        raise DataError(f"{where}: {name!r} must be a string, got {type(record[name]).__name__} "
+                                        f"{brief_repr(record[name])}")
+                messages = [{"role": "user", "content": record[q]}, {"role": "assistant", "content": record[a]}]
                 break
     if messages is None:
         raise DataError(f"{where}: expected a 'messages' list or prompt/response fields, "
@@ -89,12 +94,6 @@ def load_conversations(source: str | None = None, *, split: str = "train", seed:
     return [convs[i] for i in sorted(keep)]
 
 
-def chars_per_token(tokenizer: Any) -> int:
-    """The most characters one token can stand for: the length of the longest vocabulary entry (a
-    byte-level entry has one character per byte, so at least as many as the text it decodes to)."""
-    return max(map(len, tokenizer.get_vocab()), default=1)
-
-
 def _reach(messages: list[dict[str, str]], max_tokens: int, per_token: int) -> tuple[list[dict[str, str]], bool]:
     """The messages that can reach the first `max_tokens` tokens of the rendering, each cut to what
     max_tokens + 1 tokens can hold (`per_token` characters each), and whether anything was cut. A
@@ -129,7 +128,7 @@ def render_conversation(tokenizer: Any, messages: list[dict[str, str]], max_toke
     collator counts it as truncated.
     """
     def render(msgs: list[dict[str, str]], gen: bool) -> str:
-        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+        return render_chat(tokenizer, msgs, add_generation_prompt=gen)  # within the template's budget
 
     cut = False
     if max_tokens is not None:

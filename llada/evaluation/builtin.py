@@ -30,6 +30,7 @@ from llada.sampling import SamplerOptions, infill, sample
 from llada.sampling.api import options_used
 from llada.sampling.autoregressive import generate_autoregressive
 from llada.sampling.text import decode_response, encode_prompts, left_pad
+from llada.tokenizer import encode, render_chat
 
 
 def label(options: SamplerOptions) -> str:
@@ -74,14 +75,8 @@ def grid(steps: list[int], block_length: list[int], remasking: list[str], cfg_sc
     return list(dict.fromkeys(out))
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
 def _chat_prompt(tokenizer: Any, question: str) -> list[int]:
-    text = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                         add_generation_prompt=True)
-    return _encode(tokenizer, text)
+    return encode(tokenizer, render_chat(tokenizer, [{"role": "user", "content": question}]))
 
 
 def _bos(tokenizer: Any) -> list[int]:
@@ -130,15 +125,15 @@ def run_task(bundle: Any, task: str, setting: SamplerOptions, *, limit: int | No
             suffix: list[int] = []
             if task == "infill":
                 before, after = it["segments"]
-                prompt = _bos(tok) + _encode(tok, before.rstrip())
-                opts = [_encode(tok, (" " if before.strip() else "") + o) for o in it["options"]]
+                prompt = _bos(tok) + encode(tok, before.rstrip())
+                opts = [encode(tok, (" " if before.strip() else "") + o) for o in it["options"]]
                 if causal:  # it cannot see the suffix, so it scores option + suffix
-                    opts = [o + _encode(tok, after) for o in opts]
+                    opts = [o + encode(tok, after) for o in opts]
                 else:
-                    suffix = _encode(tok, after)
+                    suffix = encode(tok, after)
             else:
                 prompt = _chat_prompt(tok, it["prompt"])
-                opts = [_encode(tok, o) for o in it["options"]]
+                opts = [encode(tok, o) for o in it["options"]]
             pick = choose(model, prompt, opts, suffix=suffix, mc_num=mc_num, batch_size=max(mc_num, 32),
                           cfg_scale=setting.cfg_scale if not causal else 0.0, generator=g)
             correct += pick.index == it["label"]
@@ -157,11 +152,11 @@ def _infill_row(tok: Any, item: dict, mask_id: int) -> tuple[list[int], int, int
     segments = item["segments"]
     for k, segment in enumerate(segments):
         if k == len(segments) - 1:
-            ids += _encode(tok, segment) if segment else []
+            ids += encode(tok, segment) if segment else []
             break
         before = segment.rstrip()  # the space before a blank belongs to the answer's first token
-        ids += _encode(tok, before) if before else []
-        n = len(_encode(tok, (" " if before else "") + item["answer"]))
+        ids += encode(tok, before) if before else []
+        n = len(encode(tok, (" " if before else "") + item["answer"]))
         first = first or (len(ids), n)
         ids += [mask_id] * n
     return ids, *first
@@ -203,7 +198,7 @@ def heldout_likelihood(bundle: Any, *, seed: int = 0, world: WorldConfig | None 
     model, tok = bundle.model, bundle.tokenizer
     docs = World(seed, world).pretrain_documents("validation")[:limit]
     max_len = model.config.max_sequence_length - 1
-    texts = [_encode(tok, d)[:max_len] for d in docs]
+    texts = [encode(tok, d)[:max_len] for d in docs]
     nbytes = sum(len(tok.decode(t).encode()) for t in texts)
     rep = nll_bound(model, texts, bytes_total=nbytes, prefix=_bos(tok), mc_num=mc_num, batch_size=batch_size,
                     generator=torch.Generator().manual_seed(seed))

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+from llada.checkpoint.flags import inference_options, load_flags
 from llada.data.world import WorldConfig
 from llada.errors import UserError
 
@@ -43,15 +45,14 @@ def default_out_dir(model: str) -> Path:
     return Path("runs") / "eval" / ("-".join(parts[-3:]) or "model")
 
 
+@load_flags
 def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = None,
              tasks: str = "fact_forward,fact_reverse,arithmetic,infill",
              steps: str | None = None, gen_length: int | None = None, block_length: str | None = None,
              remasking: str | None = None, cfg_scale: str | None = None, temperature: float | None = None,
              limit: int | None = 100, mc_num: int = 16,
              choice: bool = True, likelihood_docs: int = 64, seed: int | None = None,
-             world: WorldConfig | None = None, out_dir: str | None = None,
-             device: str | None = None, dtype: str = "auto", quantization: str | None = None,
-             compile: bool = False) -> Path:
+             world: WorldConfig | None = None, out_dir: str | None = None, **flags: Any) -> Path:
     """Score a model on the built-in tasks, with optional ablations and an AR baseline.
 
     Args:
@@ -74,17 +75,12 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
         world: the built-in world's size (default: the world the model was trained on, as its
             training_config.json records; --world.n_people 24 to choose one)
         out_dir: where to write the report (default: runs/eval/NAME, NAME from the model's path)
-        device: cpu, cuda, mps (default: cuda when available)
-        dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
-        quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
-        compile: compile each Transformer block (torch.compile; the first calls pay the compilation)
     """
     from llada.checkpoint import load
-    from llada.cli import output_dir, resolve_device
+    from llada.cli import output_dir
     from llada.evaluation.builtin import check_tasks, grid, heldout_likelihood, label, run_task, summary_line
     from llada.evaluation.report import write_report
     from llada.recipe import SAMPLER
-    from llada.runtime import inference_dtype
     from llada.sampling.remasking import REMASKING
 
     steps = SAMPLER.num_steps if steps is None else steps
@@ -102,9 +98,9 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
             raise UserError(f"--remasking {r!r} is unknown; choose from {', '.join(REMASKING)}")
     settings = grid(_ints(steps, "steps"), _ints(block_length, "block_length"), strategies,
                     _floats(cfg_scale, "cfg_scale"), gen_length, temperature)
-    from llada.train import trained_world
+    from llada.training.config import trained_world
 
-    device = resolve_device(device)
+    how = inference_options(flags)
     out = output_dir(out_dir if out_dir else default_out_dir(model))
     trained = trained_world(model)
     if seed is None:
@@ -114,8 +110,7 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
     models = [("diffusion", model)] + ([("autoregressive", baseline)] if baseline else [])
     results, likelihood = [], {}
     for wanted, path in models:
-        bundle = load(path, dtype=inference_dtype(dtype, device), device=device, quantization=quantization,
-                      compile=compile)
+        bundle = load(path, how if path == model else how.replace(revision=None))  # --revision: of --model
         kind = bundle.model.config.kind
         if kind != wanted:
             flag, want = ("--model", "a diffusion model") if wanted == "diffusion" else \

@@ -7,8 +7,9 @@
     llada lm-eval --model llada --model_args pretrained=GSAI-ML/LLaDA-8B-Instruct --preset llada-8b-instruct --tasks gsm8k
         # the paper's settings for each task (llada/evaluation/presets.py); explicit flags win
 
-`quantization=int8` (or int4) in --model_args loads the model quantized, and `compile=true` with
-each block compiled, as `llada.load` does.
+The loading options of `LoadOptions` that the commands take as flags (dtype, revision,
+quantization, compile, ...) are --model_args by the same names: `quantization=int8` loads the model
+quantized, `compile=true` with each block compiled, as `llada.load` does.
 
 `llada lm-eval` is lm-eval's own command line with this model registered (lm-eval has no plugin
 discovery); from Python, `import llada.evaluation.harness` and then `lm_eval.simple_evaluate(model="llada")`.
@@ -35,14 +36,18 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from llada.checkpoint import load
+from llada.checkpoint.flags import inference_options
+from llada.checkpoint.options import FLAG_NAMES
 from llada.errors import UserError
 from llada.likelihood import is_greedy, log_likelihoods
-from llada.runtime import inference_dtype
+from llada.runtime import check_device
 from llada.sampling import SamplerOptions, sample
 from llada.sampling.options import OPTION_NAMES
 from llada.sampling.text import cut_at_stop_texts, decode_response, left_pad
+from llada.tokenizer import encode, render_chat
 
 SAMPLER_KEYS = ("preset", *OPTION_NAMES)  # --model_args that configure generate_until
+LOAD_KEYS = tuple(k for k in FLAG_NAMES if k != "device")  # --model_args that say how to load (device: lm-eval's)
 
 
 def _check_device(device: str | None) -> str | None:
@@ -58,24 +63,23 @@ def _check_device(device: str | None) -> str | None:
         print(f"llada: device {device!r} is not present; using {'cuda' if torch.cuda.is_available() else 'cpu'}",
               file=sys.stderr)
         return None
-    from llada.cli import resolve_device
-
-    return resolve_device(device)  # cuda without CUDA, mps without Metal, ...: a one-line error
+    check_device(device, "--device")  # cuda without CUDA, mps without Metal, ...: a one-line error
+    return device
 
 
 @register_model("llada")
 class LLaDAEvalLM(TemplateLM):
     """A llada model directory (ours or GSAI-ML/LLaDA-8B-*) as an lm-eval model."""
 
-    def __init__(self, pretrained: str, dtype: str = "auto", device: str | None = None, batch_size: int | str = 8,
+    def __init__(self, pretrained: str, device: str | None = None, batch_size: int | str = 8,
                  mc_num: int = 128, mc_batch_size: int = 32, is_greedy_check: bool = True,
-                 rolling_context: int = 0, seed: int = 1234, max_length: int | None = None,
-                 revision: str | None = None, quantization: str | None = None, compile: bool = False,
-                 **sampler: Any) -> None:
+                 rolling_context: int = 0, seed: int = 1234, max_length: int | None = None, **args: Any) -> None:
         super().__init__()
-        unknown = sorted(set(sampler) - set(SAMPLER_KEYS))
+        unknown = sorted(set(args) - set(SAMPLER_KEYS) - set(LOAD_KEYS))
         if unknown:
-            raise UserError(f"unknown --model_args {', '.join(unknown)}; sampler options are {', '.join(SAMPLER_KEYS)}")
+            raise UserError(f"unknown --model_args {', '.join(unknown)}; sampler options are {', '.join(SAMPLER_KEYS)}"
+                            f"; load options are {', '.join(LOAD_KEYS)}")
+        sampler = {k: v for k, v in args.items() if k in SAMPLER_KEYS}
         import accelerate
 
         device = _check_device(device)
@@ -84,8 +88,8 @@ class LLaDAEvalLM(TemplateLM):
         self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         if device is None or self._world_size > 1:
             device = str(self.accelerator.device)
-        bundle = load(pretrained, dtype=inference_dtype(dtype, device), device=device, revision=revision,
-                      quantization=quantization, compile=compile)
+        how = inference_options({**{k: v for k, v in args.items() if k in LOAD_KEYS}, "device": device})
+        bundle = load(pretrained, how)
         self.model, self.tokenizer = bundle.model.eval(), bundle.tokenizer
         self._device = torch.device(device)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
@@ -136,11 +140,10 @@ class LLaDAEvalLM(TemplateLM):
         return self.tokenizer.name_or_path.replace("/", "__")
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
+        return render_chat(self.tokenizer, chat_history, add_generation_prompt=add_generation_prompt)
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
-        return self.tokenizer(string, add_special_tokens=bool(add_special_tokens))["input_ids"]
+        return encode(self.tokenizer, string, add_special_tokens=bool(add_special_tokens))
 
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.gather(tensor)
@@ -253,7 +256,10 @@ class LLaDAEvalLM(TemplateLM):
             value = gen_kwargs.pop(name, None)
             if value is not None:
                 given[name] = value
-        if gen_kwargs.pop("do_sample", None) is False:  # as in transformers: greedy whatever the temperature
+        do_sample = gen_kwargs.pop("do_sample", None)
+        if do_sample is not None and not isinstance(do_sample, bool):  # typed: the string "false" is truthy
+            raise UserError(f"do_sample must be true or false, got {do_sample!r}")
+        if do_sample is False:  # as in transformers: greedy whatever the temperature
             given["temperature"] = 0.0
         max_gen = gen_kwargs.pop("max_gen_toks", None)
         ignored = sorted(set(gen_kwargs) - self._warned)

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llada.checkpoint.flags import inference_options, load_flags
 from llada.errors import DataError, UserError
 
 # The question wording of the reference eval_reverse.py: "<line>: what is the next / previous line?"
@@ -127,11 +128,10 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+@load_flags
 def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int = 28, steps: int | None = None,
               block_length: int | None = None, cfg_scale: float = 0.0, logits_eos_inf: bool = True,
-              batch_size: int = 16, limit: int | None = None, device: str | None = None,
-              dtype: str | None = None, quantization: str | None = None, compile: bool = False,
-              revision: str | None = None) -> dict[str, dict[str, float]]:
+              batch_size: int = 16, limit: int | None = None, **flags: Any) -> dict[str, dict[str, float]]:
     """Forward and reverse accuracy of a model on poem couplets (Table 4); writes results.json and report.md.
 
     Args:
@@ -145,21 +145,15 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
         logits_eos_inf: never generate EOS (the reference's --eos_inf, used in EVAL.md)
         batch_size: prompts answered together (left padded; greedy answers do not depend on it)
         limit: use only the first LIMIT couplets
-        device: cpu or cuda (default: cuda when available)
-        dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
-        quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
-        compile: compile each Transformer block (torch.compile; the first calls pay the compilation)
-        revision: a branch, tag or commit when --model is a Hugging Face Hub id
 
     Returns {"forward": {...}, "reverse": {...}} with n, accuracy, accuracy_se, exact, exact_se.
     Raises DataError for a bad data file, UserError / GenerationError for bad settings.
     """
     from llada.checkpoint import load
-    from llada.cli import output_dir, resolve_device
-    from llada.runtime import inference_dtype
+    from llada.cli import output_dir
     from llada.sampling import SamplerOptions, sample_text
 
-    device = resolve_device(device)
+    how = inference_options(flags)
     couplets = load_couplets(data)
     if limit is not None:
         if limit < 1:
@@ -170,8 +164,7 @@ def poem_eval(model: str, data: str, out_dir: str = "runs/poem", gen_length: int
     options = SamplerOptions(gen_length=gen_length, steps=steps, block_length=block_length, cfg_scale=cfg_scale,
                              logits_eos_inf=logits_eos_inf)
     out = output_dir(out_dir)
-    bundle = load(model, dtype=inference_dtype(dtype, device), device=device, revision=revision,
-                  quantization=quantization, compile=compile)
+    bundle = load(model, how)
     net, tok = bundle.model.eval(), bundle.tokenizer
 
     items = [it for d in DIRECTIONS for it in build_items(couplets, d)]

@@ -1,107 +1,51 @@
 """Model families: what differs between the public diffusion LMs this library opens, in one place.
 
-A family says how its config.json maps onto `ModelConfig` and back, which module builds its
-network, how its checkpoint keys map onto that module's parameter names (a state-dict adapter),
-which token ends a chat turn, how its tokenizer opens, and where its reference code lives for
-`trust_remote_code` users of a saved directory. `llada.config.family_of` picks the family from a
-config.json's `architectures` / `model_type`, as transformers' Auto classes do; the config keeps
-its name (`ModelConfig.family`), and `checkpoint.load` / `save` look it up here. Every family's
-network takes and returns the same things (`LLaDAModel.forward`: position i's logits predict
-token i), so the samplers, estimators, server and evaluation never ask which family a model is.
+A family says which config.json `model_type`s and `architectures` name it, how its config.json maps
+onto `ModelConfig` and back, which module builds its network, how its checkpoint keys map onto that
+module's parameter names (a state-dict adapter), which token ends a chat turn, how its tokenizer
+opens, and where its reference code lives for `trust_remote_code` users of a saved directory
+(`base.Family`). `detect_family` picks the family of a config.json from its `architectures` /
+`model_type`, as transformers' Auto classes do; `config_from_json` reads it with that family's
+reader, and the config keeps the family's name (`ModelConfig.family`), which `family_for` looks up
+to build, load and save (`checkpoint.load` / `save`, `llada.hf`). Every family's network takes and
+returns the same things (`LLaDAModel.forward`: position i's logits predict token i), so the
+samplers, estimators, server and evaluation never ask which family a model is.
 
     family     config.json                           network                    checkpoint keys
     llada      model_type "llada", LLaDAModelLM       model.LLaDAModel           model.transformer.blocks.N.q_proj.weight
     dream      model_type "Dream", DreamModel         families.dream.DreamModel  model.layers.N.self_attn.q_proj.weight
     llada_moe  LLaDAMoEModelLM ("llada"/"lladamoe")   model.LLaDAModel (MoE)     model.layers.N.mlp.experts.E.gate_proj.weight
     llada2     model_type "llada2_moe", LLaDA2MoeModelLM  model.LLaDAModel (MoE) model.layers.N.attention.query_key_value.weight
+
+Adding a family is a module here that builds its `FAMILY` and its name in `FAMILIES` below.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
-from torch import Tensor
-
-from llada.config import ConfigError, ModelConfig, brief_repr, check_value
+from llada.config import ConfigError, ModelConfig, brief_repr
+from llada.families import dream, llada, llada2, llada_moe
+from llada.families.base import Family, naming, read_values
 from llada.model import LLaDAModel
 
-
-@dataclass(frozen=True)
-class Family:
-    """One model family; see the module docstring."""
-
-    name: str
-    """The key of FAMILIES, and `ModelConfig.family` of its configs."""
-    model_class: type[LLaDAModel]
-    """The network: LLaDAModel or a subclass that keeps its forward contract."""
-    config_from_json: Callable[[dict[str, Any], str], ModelConfig]
-    """config.json (a dict) and its source for error messages -> ModelConfig."""
-    config_to_json: Callable[[ModelConfig], dict[str, Any]]
-    """ModelConfig -> the family's own config.json (without dtype and auto_map)."""
-    checkpoint_key: Callable[[str], str]
-    """Our parameter name -> the key it has in the family's safetensors."""
-    parameter_name: Callable[[str], str | None]
-    """A safetensors key -> our parameter name (None: not a key of this family)."""
-    end_of_turn: str | None
-    """The token string that closes a chat turn, looked up in the tokenizer (None: no chat format)."""
-    auto_map: dict[str, str] = field(default_factory=dict)
-    """config.json's `auto_map` when saved: the reference modeling code on the Hub."""
-    tokenizer_class: str | None = None
-    """A transformers tokenizer class to open the family's tokenizer with when its directory names
-    remote code (Dream's `DreamTokenizer` is Qwen2's byte-level BPE); None: AutoTokenizer."""
-    sampler_preset: str | None = None
-    """The sampler preset its authors recommend (LLaDA 2.x: "llada2"), written into the
-    generation_config.json of a saved directory; None: SamplerOptions' defaults."""
-    split: Callable[[str, Tensor, ModelConfig], dict[str, Tensor] | None] | None = None
-    """For checkpoint keys that hold several of our parameters (LLaDA 2.x's fused
-    `query_key_value`): key, tensor and config -> our parameters, else None (`parameter_name` says)."""
-    join: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
-    """The inverse, on a whole state dict in our names: the family's checkpoint state; None:
-    `checkpoint_key` renames each tensor."""
-
-    def build(self, config: ModelConfig) -> LLaDAModel:
-        return self.model_class(config)
-
-    def from_checkpoint(self, key: str, tensor: Tensor, config: ModelConfig) -> dict[str, Tensor] | None:
-        """Our parameter (or buffer) names and tensors held by one checkpoint key; None when the
-        key is not one of this family's."""
-        if self.split is not None:
-            pieces = self.split(key, tensor, config)
-            if pieces is not None:
-                return pieces
-        name = self.parameter_name(key)
-        return None if name is None else {name: tensor}
-
-    def to_checkpoint(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Our state dict (names -> tensors) in the family's checkpoint keys."""
-        if self.join is not None:
-            return self.join(state)
-        return {self.checkpoint_key(name): t for name, t in state.items()}
-
-
-FAMILIES: dict[str, Family] = {}
-
-
-def register(fam: Family) -> Family:
-    FAMILIES[fam.name] = fam
-    return fam
-
-
-def family(name: str) -> Family:
-    """The family registered under `name` (a ModelConfig's `family`)."""
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ConfigError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
+# The registry, in the order messages list the families. LLaDA's is the default: a config.json that
+# names neither a model_type nor an architecture is LLaDA's (our earliest directories).
+FAMILIES: dict[str, Family] = {f.name: f for f in (llada.FAMILY, llada_moe.FAMILY, llada2.FAMILY, dream.FAMILY)}
+DEFAULT = llada.FAMILY.name
+# Public diffusion LMs whose config.json we recognise but whose network is not implemented here:
+# a model_type or architecture -> the model's name.
+NOT_YET: dict[str, str] = {}
+# Which family each `architectures` entry names (each family declares its own in FAMILIES).
+FAMILY_BY_ARCHITECTURE: dict[str, str] = {a: f.name for f in FAMILIES.values() for a in f.architectures}
 
 
 def family_for(config: ModelConfig) -> Family:
-    return family(config.family)
+    """The family that builds, loads and saves `config` (its `family`); ConfigError for a name
+    no family has."""
+    if config.family not in FAMILIES:
+        raise ConfigError(f"unknown model family {brief_repr(config.family)}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[config.family]
 
 
 def build_model(config: ModelConfig) -> LLaDAModel:
@@ -109,140 +53,50 @@ def build_model(config: ModelConfig) -> LLaDAModel:
     return family_for(config).build(config)
 
 
-# Our names for an expert's three projections -> the names every family's code gives them.
-EXPERT_PROJECTIONS = {"ff_proj": "gate_proj", "up_proj": "up_proj", "ff_out": "down_proj"}
+def config_from_json(data: Any, source: str = "config") -> ModelConfig:
+    """ModelConfig of a config.json of any family (`data`: what its JSON holds), read by the family
+    `detect_family` picks. Every error is one ConfigError naming `source` and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object, got {brief_repr(data)}")
+    return FAMILIES[detect_family(data, source)].config_from_json(data, source)
 
 
-@dataclass(frozen=True)
-class KeyTable:
-    """Our parameter names <-> a family's checkpoint keys, written as tables: the model's top-level
-    names, and within block N (`transformer.blocks.N.` <-> `model.layers.N.`) its modules, its
-    routed experts (`moe.experts.E.<proj>` <-> `<experts>.E.<their proj>`), its shared expert and
-    its router's expert bias. Several of our modules may map to one key (a fused tensor, see
-    `Family.split`); such keys are not mapped back."""
-
-    top: dict[str, str]
-    block: dict[str, str]
-    experts: str | None = None
-    shared: str | None = None
-    bias: str | None = None
-    family: str = "this family"
-
-    def checkpoint_key(self, name: str) -> str:
-        if name in self.top:
-            return self.top[name]
-        m = re.fullmatch(r"transformer\.blocks\.(\d+)\.(.+)", name)
-        theirs = None if m is None else self._block_key(m[2])
-        if theirs is None:
-            raise KeyError(f"{name!r} has no key in {self.family}'s checkpoint layout")
-        return f"model.layers.{m[1]}.{theirs}"
-
-    def _block_key(self, rest: str) -> str | None:
-        if rest == "moe.router.expert_bias":
-            return self.bias
-        module, _, leaf = rest.rpartition(".")
-        if module in self.block:
-            return f"{self.block[module]}.{leaf}"
-        e = re.fullmatch(r"moe\.experts\.(\d+)\.(\w+)", module)
-        if e is not None and self.experts is not None and e[2] in EXPERT_PROJECTIONS:
-            return f"{self.experts}.{e[1]}.{EXPERT_PROJECTIONS[e[2]]}.{leaf}"
-        e = re.fullmatch(r"moe\.shared\.(\w+)", module)
-        if e is not None and self.shared is not None and e[1] in EXPERT_PROJECTIONS:
-            return f"{self.shared}.{EXPERT_PROJECTIONS[e[1]]}.{leaf}"
-        return None
-
-    def parameter_name(self, key: str) -> str | None:
-        top = {theirs: ours for ours, theirs in self.top.items()}
-        if key in top:
-            return top[key]
-        m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", key)
-        ours = None if m is None else self._block_name(m[2])
-        return None if ours is None else f"transformer.blocks.{m[1]}.{ours}"
-
-    def _block_name(self, rest: str) -> str | None:
-        if rest == self.bias:
-            return "moe.router.expert_bias"
-        module, _, leaf = rest.rpartition(".")
-        targets = list(self.block.values())
-        block = {theirs: ours for ours, theirs in self.block.items() if targets.count(theirs) == 1}
-        if module in block:
-            return f"{block[module]}.{leaf}"
-        projections = {theirs: ours for ours, theirs in EXPERT_PROJECTIONS.items()}
-        head, _, proj = module.rpartition(".")
-        if proj not in projections:
-            return None
-        if self.shared is not None and head == self.shared:
-            return f"moe.shared.{projections[proj]}.{leaf}"
-        e = None if self.experts is None else re.fullmatch(re.escape(self.experts) + r"\.(\d+)", head)
-        return None if e is None else f"moe.experts.{e[1]}.{projections[proj]}.{leaf}"
+def config_to_json(config: ModelConfig) -> dict[str, Any]:
+    """The config.json for `config`, in its family's layout (without dtype and auto_map)."""
+    return family_for(config).config_to_json(config)
 
 
-def refuse_unless(config: ModelConfig, family_name: str, required: dict[str, Any], also: list[str] = ()) -> None:
-    """ConfigError naming every field of `config` whose value differs from `required` (the one value
-    the family's network or config.json can express), plus the reasons in `also`; nothing if none."""
-    bad = [f"{k}={getattr(config, k)}" for k, v in required.items() if getattr(config, k) != v]
-    if config.embedding_size != config.vocab_size:
-        bad.append(f"embedding_size={config.embedding_size} ({family_name} has vocab_size rows)")
-    bad += list(also)
-    if bad:
-        raise ConfigError(f"a {family_name} model cannot have {', '.join(bad)}")
-
-
-@contextmanager
-def naming(source: str) -> Iterator[None]:
-    """Re-raise a ConfigError from the block with `source` (the config.json) in front of it."""
-    try:
-        yield
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-
-
-def unused_keys(data: dict[str, Any], *used: Any) -> dict[str, Any]:
-    """The keys of a config.json that none of `used` (tables or key lists) reads: `ModelConfig.extra`,
-    kept so that saving loses nothing."""
-    return {k: v for k, v in data.items() if not any(k in u for u in used)}
-
-
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
-
-
-def read_values(data: dict[str, Any], source: str, types: dict[str, str], defaults: dict[str, Any]) -> dict[str, Any]:
-    """The keys of `types` that a config.json holds or `defaults` gives (null: the default), each
-    checked against its type ("int", "float", "bool", "int | None", ... as `config.check_value`
-    reads them) before anything computes with it. Errors name `source` and the key."""
-    values = {k: data[k] if data.get(k) is not None else defaults.get(k) for k in types if k in data or k in defaults}
+def detect_family(data: dict[str, Any], source: str = "config") -> str:
+    """The family (a key of FAMILIES) whose reader takes config.json `data`: the one its
+    `architectures` name, else the one its `model_type` names (compared in lower case: Dream writes
+    "Dream"); they must agree. The architectures decide a model_type that several families read
+    (LLaDA-MoE's public config.json says "llada", as LLaDA-8B's does); without one, `Family.claims`
+    does. A config naming neither is the DEFAULT family's. ConfigError naming `source` otherwise."""
+    read_values(data, source, {"architectures": "list[str] | None", "model_type": "str | None"}, {})
+    names, model_type = data.get("architectures") or [], data.get("model_type")
+    for key in [*names, model_type]:
+        if key in NOT_YET:
+            raise ConfigError(f"{source}: {NOT_YET[key]} ({key!r}) is not supported yet")
+    named = next((FAMILIES[FAMILY_BY_ARCHITECTURE[n]] for n in names if n in FAMILY_BY_ARCHITECTURE), None)
+    if model_type is None:
+        return (named or FAMILIES[DEFAULT]).name
+    readers = [f for f in FAMILIES.values() if model_type.lower() in {t.lower() for t in f.model_types}]
+    if named is not None and (named in readers or len(readers) > 1):
+        return named.name
+    if named is None and readers:
+        claimed = [f for f in readers if f.claims is not None and f.claims(data)]
+        return (claimed or [f for f in readers if f.claims is None] or readers)[0].name
     with naming(source):
-        for key, value in values.items():
-            check_value(key, value, types[key])
-    return values
+        if named is not None:
+            raise ConfigError(f"`model_type` is {brief_repr(model_type)}; expected {named.model_types[0]!r} for "
+                              f"architectures {', '.join(brief_repr(n)[1:-1] for n in names[:6])}")
+        raise ConfigError(f"`model_type` is {brief_repr(model_type)}; expected one of "
+                          f"{', '.join(repr(t) for t in FAMILY_BY_MODEL_TYPE)}")
 
 
-def read_fields(data: dict[str, Any], source: str, fields: dict[str, str], required: tuple[str, ...],
-                defaults: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
-    """ModelConfig keyword values from a transformers-style config.json (`fields`: its key -> our
-    field, whose declared type its value must have), with `defaults` for keys it may omit (the
-    family's configuration class defaults); keys in `fixed` must hold the one value implemented
-    (or be absent / null). Errors name `source` and the key."""
-    missing = [k for k in required if data.get(k) is None]
-    if missing:
-        raise ConfigError(f"{source}: missing required field(s) {', '.join(missing)}")
-    with naming(source):
-        for key, wanted in fixed.items():
-            if data.get(key) is None:
-                continue
-            if isinstance(wanted, bool):
-                check_value(key, data[key], "bool")
-            if data[key] != wanted:
-                raise ConfigError(f"`{key}` = {brief_repr(data[key])} is not supported (only {wanted})")
-        eos = data.get("eos_token_id")
-        if isinstance(eos, list):  # some configs list several; the first is EOS
-            if not eos:
-                raise ConfigError("`eos_token_id` must be a token id or a non-empty list of them, got []")
-            check_value("eos_token_id", eos, "tuple[int, ...]")
-            data = {**data, "eos_token_id": eos[0]}
-    values = read_values(data, source, {theirs: _FIELD_TYPES[ours] for theirs, ours in fields.items()}, defaults)
-    return {fields[theirs]: value for theirs, value in values.items()}
+# Which family a config.json's model_type alone picks (no architectures to decide).
+FAMILY_BY_MODEL_TYPE: dict[str, str] = {t: detect_family({"model_type": t}) for f in FAMILIES.values()
+                                        for t in f.model_types}
 
-
-# Registration: each module calls `register` once on import.
-from llada.families import dream, llada, llada2, llada_moe  # noqa: E402,F401  (imported for their registrations)
+__all__ = ["DEFAULT", "FAMILIES", "FAMILY_BY_ARCHITECTURE", "FAMILY_BY_MODEL_TYPE", "NOT_YET", "Family",
+           "build_model", "config_from_json", "config_to_json", "detect_family", "family_for"]

@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 
 from llada.config import ModelConfig
-from llada.families import Family, KeyTable, naming, read_fields, refuse_unless, register, unused_keys
-from llada.model import KVCache, LLaDAModel
+from llada.families.base import Family, KeyTable, naming, read_fields, refuse_unless, unused_keys
+from llada.model import KVCache, LLaDAModel, OutputPositions
 
 REFERENCE_CODE_REPO = "Dream-org/Dream-v0-Base-7B"  # configuration_dream.py / modeling_dream.py
 
@@ -74,11 +74,10 @@ def _check(config: ModelConfig) -> None:
 
 
 def config_to_json(config: ModelConfig) -> dict[str, Any]:
-    """Dream's config.json for `config` (unknown keys of the source file kept)."""
+    """Dream's config.json fields for `config` (unknown keys of the source file kept)."""
     _check(config)
     out = dict(config.extra)
     out.update({theirs: getattr(config, ours) for theirs, ours in _FIELDS.items()})
-    out.update({"model_type": "Dream", "architectures": ["DreamModel"]})
     return out
 
 
@@ -104,35 +103,38 @@ class DreamModel(LLaDAModel):
         _check(config)
         super().__init__(config)
 
-    def select_outputs(self, x: Tensor, output_positions: Tensor | slice | None, start: int,
+    def select_outputs(self, x: Tensor, output_positions: OutputPositions | None, start: int,
                        kv_cache: KVCache | None) -> Tensor:
         """Shift the final states (B, T, D) of positions start..start+T-1 one to the right, then
-        select: position i takes the state of i - 1, which is what predicts token i in Dream."""
+        select: position i takes the state of i - 1, which is what predicts token i in Dream. A run
+        that starts after position 0 (only against a `kv_cache`) reads that state from the cache;
+        ValueError when no earlier run filled the cache."""
         B, T, D = x.shape
+        if start > 0 and (kv_cache is None or kv_cache.hidden is None):
+            raise ValueError(f"Dream's logits at position {start} come from position {start - 1}: a run that "
+                             f"starts at {start} needs that position's state; pass a KVCache that an earlier run "
+                             f"through position {start - 1} filled")
         if kv_cache is not None:  # keep every run's states, for later runs that start after them
             if kv_cache.hidden is None:
                 kv_cache.hidden = torch.zeros(B, kv_cache.length, D, device=x.device, dtype=x.dtype)
             kv_cache.hidden[:, start:start + T] = x
-        if start == 0:
-            before = x[:, :1]  # nothing precedes position 0: Dream's sampler gives it its own state
-        elif kv_cache is not None:
-            before = kv_cache.hidden[:, start - 1:start]  # (B, 1, D) as cached
-        else:
-            raise ValueError("Dream's logits at position i come from position i - 1: a run that starts after "
-                             "past_key_values needs that position's state; pass a KVCache (kv_cache=) instead")
+        # nothing precedes position 0: Dream's sampler gives it its own state
+        before = x[:, :1] if start == 0 else kv_cache.hidden[:, start - 1:start]  # (B, 1, D)
         shifted = torch.cat([before, x[:, :-1]], dim=1)  # (B, T, D)
         return super().select_outputs(shifted, output_positions, start, kv_cache)
 
 
-FAMILY = register(Family(
+FAMILY = Family(
     name="dream",
+    model_types=("Dream",),
+    architectures=("DreamModel",),
     model_class=DreamModel,
-    config_from_json=config_from_json,
-    config_to_json=config_to_json,
+    reader=config_from_json,
+    writer=config_to_json,
     checkpoint_key=checkpoint_key,
     parameter_name=parameter_name,
     end_of_turn="<|im_end|>",
     auto_map={"AutoConfig": f"{REFERENCE_CODE_REPO}--configuration_dream.DreamConfig",
               "AutoModel": f"{REFERENCE_CODE_REPO}--modeling_dream.DreamModel"},
     tokenizer_class="Qwen2TokenizerFast",
-))
+)

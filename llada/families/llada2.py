@@ -30,16 +30,7 @@ from torch import Tensor
 
 from llada.config import ConfigError, ModelConfig, MoEConfig, check_depth
 from llada.errors import CheckpointError
-from llada.families import (
-    Family,
-    KeyTable,
-    naming,
-    read_fields,
-    read_values,
-    refuse_unless,
-    register,
-    unused_keys,
-)
+from llada.families.base import Family, KeyTable, naming, read_fields, read_values, refuse_unless, unused_keys
 from llada.model import LLaDAModel
 
 REFERENCE_CODE_REPO = "inclusionAI/LLaDA2.0-mini"  # configuration_llada2_moe.py / modeling_llada2_moe.py
@@ -103,7 +94,7 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Model
 
 
 def config_to_json(config: ModelConfig) -> dict[str, Any]:
-    """LLaDA 2.x's config.json for `config` (unknown keys of the source file kept)."""
+    """LLaDA 2.x's config.json fields for `config` (unknown keys of the source file kept)."""
     m = config.moe
     layout_ok = (m is not None and m.score == "sigmoid" and m.norm_topk and m.bias == "selection"
                  and m.dense_layers == tuple(range(len(m.dense_layers)))
@@ -119,7 +110,6 @@ def config_to_json(config: ModelConfig) -> dict[str, Any]:
         "num_shared_experts": m.shared_intermediate_size // m.intermediate_size,
         "first_k_dense_replace": len(m.dense_layers), "n_group": m.groups, "topk_group": m.topk_groups,
         "routed_scaling_factor": m.scaling, "head_dim": config.head_dim, "use_bias": False,
-        "model_type": "llada2_moe", "architectures": ["LLaDA2MoeModelLM"],
     })
     return out
 
@@ -170,11 +160,13 @@ def join(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-FAMILY = register(Family(
+FAMILY = Family(
     name="llada2",
+    model_types=("llada2_moe", "llada21_moe"),  # the second: LLaDA 2.1 as dllm's copies write it
+    architectures=("LLaDA2MoeModelLM",),
     model_class=LLaDAModel,
-    config_from_json=config_from_json,
-    config_to_json=config_to_json,
+    reader=config_from_json,
+    writer=config_to_json,
     checkpoint_key=checkpoint_key,
     parameter_name=parameter_name,
     end_of_turn="<|role_end|>",
@@ -184,4 +176,4 @@ FAMILY = register(Family(
               "AutoModelForCausalLM": f"{REFERENCE_CODE_REPO}--modeling_llada2_moe.LLaDA2MoeModelLM"},
     split=split,
     join=join,
-))
+)

@@ -26,16 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from llada.config import ConfigError, ModelConfig, MoEConfig, brief_repr
-from llada.families import (
-    Family,
-    KeyTable,
-    naming,
-    read_fields,
-    read_values,
-    refuse_unless,
-    register,
-    unused_keys,
-)
+from llada.families.base import Family, KeyTable, naming, read_fields, read_values, refuse_unless, unused_keys
 from llada.model import LLaDAModel
 
 REFERENCE_CODE_REPO = "inclusionAI/LLaDA-MoE-7B-A1B-Base"  # configuration_lladamoe.py / modeling_lladamoe.py
@@ -87,7 +78,7 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Model
 
 
 def config_to_json(config: ModelConfig) -> dict[str, Any]:
-    """LLaDA-MoE's config.json for `config` (unknown keys of the source file kept)."""
+    """LLaDA-MoE's config.json fields for `config` (unknown keys of the source file kept)."""
     m = config.moe
     router_ok = (m is not None and m.score == "softmax" and not m.norm_topk and m.scaling == 1.0 and m.groups == 1
                  and m.bias != "selection")
@@ -103,7 +94,6 @@ def config_to_json(config: ModelConfig) -> dict[str, Any]:
         "moe_layer_freq": [0 if i in m.dense_layers else 1 for i in range(config.n_layers)],
         "moe_router_enable_expert_bias": m.bias == "weights",
         "attention_bias": False, "clip_qkv": None,
-        "model_type": "llada", "architectures": ["LLaDAMoEModelLM"],
     })
     return out
 
@@ -120,15 +110,20 @@ KEYS = KeyTable(
 checkpoint_key, parameter_name = KEYS.checkpoint_key, KEYS.parameter_name
 
 
-FAMILY = register(Family(
+FAMILY = Family(
     name="llada_moe",
+    # "llada", LLaDA-8B's model_type, is what its public config.json says (the architecture decides);
+    # dllm's copies write "lladamoe"
+    model_types=("llada", "lladamoe"),
+    architectures=("LLaDAMoEModelLM",),
     model_class=LLaDAModel,
-    config_from_json=config_from_json,
-    config_to_json=config_to_json,
+    reader=config_from_json,
+    writer=config_to_json,
     checkpoint_key=checkpoint_key,
     parameter_name=parameter_name,
     end_of_turn="<|role_end|>",
     auto_map={"AutoConfig": f"{REFERENCE_CODE_REPO}--configuration_lladamoe.LLaDAMoEConfig",
               "AutoModel": f"{REFERENCE_CODE_REPO}--modeling_lladamoe.LLaDAMoEModelLM",
               "AutoModelForCausalLM": f"{REFERENCE_CODE_REPO}--modeling_lladamoe.LLaDAMoEModelLM"},
-))
+    claims=lambda data: bool(data.get("num_experts")),  # a "llada" config.json with experts, no architecture
+)

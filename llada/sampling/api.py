@@ -22,12 +22,12 @@ from llada.errors import GenerationError
 from llada.model import LLaDAModel
 from llada.sampling.autoregressive import autoregressive_steps
 from llada.sampling.core import GenerateOutput, StepState, diffusion_steps
-from llada.sampling.options import OPTION_NAMES, SamplerOptions
+from llada.sampling.options import AUTOREGRESSIVE_OPTIONS, OPTION_NAMES, SamplerOptions
 
 Steps = Callable[[LLaDAModel, Tensor, SamplerOptions, "Tensor | None", "torch.Generator | None"], Iterator[StepState]]
 SAMPLERS: dict[str, Steps] = {"diffusion": diffusion_steps, "autoregressive": autoregressive_steps}
 # The options each kind of sampler reads (the others configure the reverse process only).
-READS: dict[str, tuple[str, ...]] = {"diffusion": OPTION_NAMES, "autoregressive": ("gen_length", "temperature", "seed")}
+READS: dict[str, tuple[str, ...]] = {"diffusion": OPTION_NAMES, "autoregressive": AUTOREGRESSIVE_OPTIONS}
 
 
 def options_used(model: LLaDAModel, options: SamplerOptions) -> dict[str, Any]:
@@ -37,7 +37,9 @@ def options_used(model: LLaDAModel, options: SamplerOptions) -> dict[str, Any]:
     return {k: values[k] for k in READS[model.config.kind]}
 
 
-def _check_prompt(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None, gen_length: int) -> None:
+def _check_prompt(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None, options: SamplerOptions) -> None:
+    """input_ids (B, P) and attention_mask as `sample_steps` takes them, and room for the answer;
+    a GenerationError naming what is wrong otherwise."""
     if not isinstance(input_ids, Tensor):
         raise GenerationError("input_ids must be a torch.Tensor of token ids (batch, prompt_length), "
                               f"got {type(input_ids).__name__}")
@@ -45,20 +47,23 @@ def _check_prompt(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor |
         raise GenerationError(f"input_ids must hold integer token ids, got a {input_ids.dtype} tensor")
     if input_ids.ndim != 2:
         raise GenerationError(f"input_ids must be (batch, prompt_length), got shape {tuple(input_ids.shape)}")
-    P, limit = input_ids.shape[1], model.config.max_sequence_length
-    if P == 0:
+    if input_ids.shape[0] == 0:
+        raise GenerationError(f"input_ids has no rows (shape {tuple(input_ids.shape)}); give at least one prompt")
+    if input_ids.shape[1] == 0:
         raise GenerationError("the prompt is empty; give at least one token (for unconditional text, start with BOS)")
+    if attention_mask is not None and not isinstance(attention_mask, Tensor):
+        raise GenerationError(f"attention_mask must be a torch.Tensor (batch, prompt_length) or None, "
+                              f"got {type(attention_mask).__name__}")
+    for name, t in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+        if t is not None and t.is_meta:
+            raise GenerationError(f"{name} is on the meta device, which holds no values; give it on the CPU or "
+                                  "the model's device")
     low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one read back, before the step loop
     size = model.config.embedding_size
     if low < 0 or high >= size:
         raise GenerationError(f"input_ids holds token id {low if low < 0 else high}, outside the model's "
                               f"embedding 0..{size - 1}")
-    if P + gen_length > limit:
-        raise GenerationError(f"prompt ({P} tokens) + gen_length ({gen_length}) = {P + gen_length} exceeds the "
-                              f"model's max_sequence_length {limit}")
-    if attention_mask is not None and not isinstance(attention_mask, Tensor):
-        raise GenerationError(f"attention_mask must be a torch.Tensor (batch, prompt_length) or None, "
-                              f"got {type(attention_mask).__name__}")
+    options.check_room(input_ids.shape[1], model.config.max_sequence_length)
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise GenerationError(f"attention_mask has shape {tuple(attention_mask.shape)}, "
                               f"input_ids {tuple(input_ids.shape)}")
@@ -90,9 +95,14 @@ def sample_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOptions |
     Raises GenerationError for options or a prompt the sampler cannot honour.
     """
     options = options if options is not None else SamplerOptions()
+    if not isinstance(options, SamplerOptions):
+        raise GenerationError("options must be a SamplerOptions (SamplerOptions.from_dict(...) reads a mapping, "
+                              f"preset(name) a preset), got {type(options).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise GenerationError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if overrides:
         options = options.replace(**overrides)
-    _check_prompt(model, input_ids, attention_mask, options.gen_length)
+    _check_prompt(model, input_ids, attention_mask, options)
     input_ids, attention_mask = left_aligned(input_ids, attention_mask)
     if generator is None and options.seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(options.seed)

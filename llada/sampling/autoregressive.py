@@ -16,8 +16,9 @@ from torch import Tensor
 
 from llada.errors import GenerationError
 from llada.model import KVCache, LLaDAModel
-from llada.sampling.core import GenerateOutput, GenerateStats, StepState, filter_logits, never_sampled
+from llada.sampling.core import GenerateOutput, GenerateStats, StepState
 from llada.sampling.options import SamplerOptions
+from llada.sampling.predict import filter_logits, never_sampled
 
 
 @torch.no_grad()
@@ -25,7 +26,8 @@ def autoregressive_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerO
                          attention_mask: Tensor | None = None,
                          generator: torch.Generator | None = None) -> Iterator[StepState]:
     """Append `options.gen_length` tokens to each row of `input_ids` (B, P), one per step, reading
-    only gen_length, temperature, top_k and top_p; finished rows pad with EOS. Call through `llada.sample`."""
+    only the options marked autoregressive (`AUTOREGRESSIVE_OPTIONS`: the length, temperature, the
+    cuts of `filter_logits`, seed); finished rows pad with EOS. Call through `llada.sample`."""
     cfg = model.config
     roles = cfg.roles
     if not cfg.causal:
@@ -52,7 +54,7 @@ def autoregressive_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerO
     for i in range(gen_length):
         scores = logits[:, -1].double().masked_fill(never, float("-inf"))  # (B, V): text ids only
         if options.temperature > 0:
-            probs = torch.softmax(filter_logits(scores / options.temperature, options.top_k, options.top_p), -1)
+            probs = torch.softmax(filter_logits(scores / options.temperature, options), -1)
             token = torch.multinomial(probs, 1, generator=generator)[:, 0]
         else:
             token = scores.argmax(-1)

@@ -1,66 +1,23 @@
 """`llada generate` and `llada chat`. Their sampler flags (`--steps`, `--preset fast`, ...) are
-generated from `SamplerOptions`, so they are the options of every other surface, by name."""
+generated from `SamplerOptions` (sampling/flags.py) and their loading flags (`--dtype`, `--device`,
+...) from `LoadOptions` (checkpoint/flags.py), so they are the options of every other surface, by name."""
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
+from llada.checkpoint import load
+from llada.checkpoint.flags import inference_options, load_flags, pop_load_flags
 from llada.errors import GenerationError
-
-
-def sampler_flags(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Give `func(..., **options)` one keyword flag per `SamplerOptions` field, plus `--preset`,
-    each defaulting to None ("as the preset, else the default"), with its help text; `func` turns
-    them into options with `options_from_flags`."""
-    from llada.sampling.options import (
-        OPTION_NAMES,
-        OPTION_TYPES,
-        OPTIONAL_OPTIONS,
-        SAMPLER_PRESETS,
-        SamplerOptions,
-    )
-
-    defaults, helps = SamplerOptions().to_dict(), SamplerOptions.help()
-    params = [p for p in inspect.signature(func).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    lines = [f"        preset: sampler preset applied under the flags given: {', '.join(SAMPLER_PRESETS)}"]
-    params.append(inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None))
-    for name in OPTION_NAMES:
-        # an optional option also takes the word "none", which clears it (over a preset's value)
-        kind = OPTION_TYPES[name] | str if name in OPTIONAL_OPTIONS and OPTION_TYPES[name] is not str else OPTION_TYPES[name]
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind | None))
-        shown = "" if defaults[name] is None else f" (default: {defaults[name]})"
-        lines.append(f"        {name}: {helps[name]}{shown}")
-    func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    func.__doc__ = (func.__doc__ or "").rstrip() + "\n" + "\n".join(lines) + "\n"
-    return func
-
-
-def options_from_flags(flags: dict[str, Any]) -> Any:
-    """The SamplerOptions of the flags given (None: not given)."""
-    from llada.sampling.options import SamplerOptions
-
-    return SamplerOptions.from_dict({k: v for k, v in flags.items() if v is not None})
-
-
-def _load(model: str, device: str | None, dtype: str | None, revision: str | None = None,
-          quantization: str | None = None, compile: bool = False):
-    from llada.checkpoint import load
-    from llada.cli import resolve_device
-    from llada.runtime import inference_dtype
-
-    device = resolve_device(device)
-    return load(model, dtype=inference_dtype(dtype, device), device=device, revision=revision, quantization=quantization,
-                compile=compile)
+from llada.sampling.flags import options_from_flags, sampler_flags
 
 
 @sampler_flags
+@load_flags
 def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool = False, chat: bool = True,
-             device: str | None = None, dtype: str | None = None, revision: str | None = None,
-             quantization: str | None = None, compile: bool = False, **options: Any) -> None:
+             **options: Any) -> None:
     """Sample a response to PROMPT (the reverse process; left to right for an autoregressive model).
 
     Args:
@@ -68,16 +25,12 @@ def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool 
         model: a model directory
         trace: show the canvas step by step
         chat: wrap the prompt in the chat template
-        device: cpu or cuda (default: cuda when available)
-        dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
-        revision: a branch, tag or commit when --model is a Hugging Face Hub id
-        quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
-        compile: compile each Transformer block (torch.compile; the first calls pay the compilation)
     """
     from llada.sampling.text import decode_response, stream_text
 
+    how = inference_options(pop_load_flags(options))
     opts = options_from_flags(options)
-    bundle = _load(model, device, dtype, revision, quantization, compile)
+    bundle = load(model, how)
     state = None
     for state, text in stream_text(bundle.model, bundle.tokenizer, prompt, opts, chat=chat):
         if trace and not state.final:
@@ -93,22 +46,17 @@ def generate(prompt: str, model: str = "runs/quickstart/sft/model", trace: bool 
 
 
 @sampler_flags
-def chat(model: str = "runs/quickstart/sft/model", device: str | None = None, dtype: str | None = None,
-         revision: str | None = None, quantization: str | None = None, compile: bool = False,
-         **options: Any) -> None:
+@load_flags
+def chat(model: str = "runs/quickstart/sft/model", **options: Any) -> None:
     """Multi-turn chat in the terminal: each answer is written as its text settles, left to right.
     An empty line, `exit` or end of input quits; /help lists the commands (/reset, /settings, /set).
 
     Args:
         model: a model directory
-        device: cpu or cuda (default: cuda when available)
-        dtype: float32, bfloat16 or float16 (default auto: bfloat16 on a CUDA GPU, as stored elsewhere)
-        revision: a branch, tag or commit when --model is a Hugging Face Hub id
-        quantization: int8 or int4: the blocks' Linear layers quantized weight-only (the quant extra, torchao; int4 on the CPU only)
-        compile: compile each Transformer block (torch.compile; the first calls pay the compilation)
     """
+    how = inference_options(pop_load_flags(options))
     opts = options_from_flags(options)
-    bundle = _load(model, device, dtype, revision, quantization, compile)
+    bundle = load(model, how)
     _line_editing()
     session = _Chat(bundle, opts)
     print("chat with the model; an empty line or `exit` quits, /help lists the commands")

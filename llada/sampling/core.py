@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,10 +30,9 @@ from llada.config import ModelConfig
 from llada.errors import GenerationError
 from llada.model import KVCache, LLaDAModel
 from llada.sampling.options import SamplerOptions
-from llada.sampling.remasking import REMASKING, sampled_ranking
+from llada.sampling.predict import Predictor
+from llada.sampling.remasking import sampled_ranking
 from llada.sampling.schedule import dream_transfer_count, num_transfer_tokens
-
-_D = SamplerOptions()  # the keyword defaults below are the options' own, defined once there
 
 
 @dataclass
@@ -78,44 +78,6 @@ class StepState:
     final: bool = False  # the last state of the call: canvas is the finished output
 
 
-def add_gumbel_noise(logits: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
-    """Gumbel-max sampling in float64 (low precision hurts quality): argmax of the result is a
-    sample from softmax(logits / temperature); temperature 0 returns the logits (greedy)."""
-    if temperature == 0:
-        return logits
-    logits = logits.to(torch.float64)
-    gen_device = generator.device if generator is not None else logits.device
-    u = torch.rand(logits.shape, dtype=torch.float64, generator=generator, device=gen_device).to(logits.device)
-    return logits.exp() / (-torch.log(u)) ** temperature
-
-
-def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
-    """`logits` (..., V) with every token outside the top_k most probable, then outside the nucleus
-    of probability top_p, set to -inf, in the order LLaDA 2.x's sampler (and transformers) applies
-    them; Dream's applies top_p first, which is the same when only one is given. The nucleus is the
-    shortest prefix of the descending order whose probabilities sum to more than top_p (the most
-    probable token is always kept). None (or top_p 1) leaves the logits as they are."""
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1:
-        ordered, order = logits.sort(dim=-1, descending=True)
-        reached = ordered.softmax(-1).cumsum(-1) > top_p  # (..., V) in descending order
-        beyond = torch.cat([torch.zeros_like(reached[..., :1]), reached[..., :-1]], -1)  # the tokens after it
-        logits = logits.masked_fill(torch.zeros_like(beyond).scatter_(-1, order, beyond), float("-inf"))
-    return logits
-
-
-def never_sampled(config: ModelConfig, width: int, device: torch.device) -> Tensor:
-    """(width,) bool: the output columns no sampler may pick: the mask id (a canvas must end with
-    no mask left) and the padded embedding rows past vocab_size (ids the tokenizer cannot decode).
-    Confidences still come from the full softmax, so rankings are the reference sampler's."""
-    never = torch.zeros(width, dtype=torch.bool, device=device)
-    never[config.vocab_size:] = True
-    never[config.mask_token_id] = True
-    return never
-
-
 # -------------------------------------------------------------------------------------- selection
 
 
@@ -154,22 +116,25 @@ def select_factor(confidence: Tensor, masked: Tensor, factor: float) -> Tensor:
 
 
 class _Forward:
-    """Runs the model for one step, with or without a key/value cache, with or without CFG.
+    """Runs the model for one step, with or without a key/value cache, with or without CFG; reads
+    cfg_scale, cache and (block_causal) block_size.
 
     Returns the logits of the current block only: the rest of the canvas never receives tokens
     in this step, so its logits are not needed (and the output head is the costliest layer).
     With a cache, a block's first step is a full pass that fills a static `KVCache` of the whole
     canvas; its later steps re-run only the block ("dual": the prompt and the masked suffix stay
     as cached) or the block and everything after it ("prefix"), writing their keys/values in
-    place: no tensor is concatenated or grows from step to step.
+    place: no tensor is concatenated or grows from step to step. refresh_every_step rebuilds the
+    cache at every step instead of every block (a check: it must reproduce the uncached output).
     """
 
-    def __init__(self, model: LLaDAModel, attention_mask: Tensor | None, cfg_scale: float, cache: str | None,
-                 prompt_mask: Tensor, mask_id: int, stats: GenerateStats, block_size: int | None = None):
-        self.model, self.am, self.cfg_scale, self.cache = model, attention_mask, cfg_scale, cache
-        self.prompt_mask, self.mask_id, self.stats = prompt_mask, mask_id, stats
+    def __init__(self, model: LLaDAModel, options: SamplerOptions, attention_mask: Tensor | None,
+                 prompt_mask: Tensor, stats: GenerateStats, refresh_every_step: bool = False):
+        self.model, self.am, self.cfg_scale, self.cache = model, attention_mask, options.cfg_scale, options.cache
+        self.prompt_mask, self.mask_id, self.stats = prompt_mask, model.config.mask_token_id, stats
+        self.refresh_every_step = refresh_every_step
         self.kv: KVCache | None = None
-        self.block_size = block_size  # block diffusion: the block-causal attention's block
+        self.block_size = options.block_size if options.block_causal else None  # the block-causal attention's block
         self.clean = 0  # block diffusion with a cache: positions before this are cached with their final tokens
 
     def _inputs(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -186,7 +151,10 @@ class _Forward:
         cond, uncond = logits.chunk(2)
         return uncond + (self.cfg_scale + 1) * (cond - uncond)
 
-    def __call__(self, x: Tensor, start: int, end: int, refresh: bool) -> Tensor:
+    def __call__(self, x: Tensor, start: int, end: int, first: bool) -> Tensor:
+        """The logits (B, end - start, V) of canvas `x` (B, L) at positions start..end; `first`:
+        the block's first step (a cache is refreshed there)."""
+        refresh = first or self.refresh_every_step
         ids, am = self._inputs(x)
         if self.block_size is not None:
             return self._block_causal(ids, am, start, end, refresh)
@@ -233,102 +201,31 @@ class _Forward:
 # --------------------------------------------------------------------------------------------- loop
 
 
-class _Predictor:
-    """One step's predictions from the block's logits (B, T, V): x0 (B, T), the sampled (or greedy)
-    token at each position, and its confidence (B, T) by the remasking rule, at every position."""
-
-    def __init__(self, cfg: ModelConfig, temperature: float, remasking: str, exact: bool, logits_eos_inf: bool,
-                 confidence_eos_eot_inf: bool, generator: torch.Generator | None, top_k: int | None = None,
-                 top_p: float | None = None, tempered_confidence: bool = False):
-        self.cfg, self.temperature, self.score, self.exact = cfg, temperature, REMASKING[remasking], exact
-        self.logits_eos_inf, self.confidence_eos_eot_inf, self.generator = logits_eos_inf, confidence_eos_eot_inf, generator
-        self.top_k, self.top_p = (top_k, top_p) if temperature > 0 else (None, None)  # greedy: nothing to cut
-        self.tempered = tempered_confidence and temperature > 0
-        self.never: Tensor | None = None
-        self.sampled: Tensor | None = None  # tempered: the last step's distribution sampled from (logits)
-
-    def probability(self, logits: Tensor, x0: Tensor, confidence: Tensor) -> Tensor:
-        """The probability (B, T) of each prediction under the step's logits, in float64: what block
-        diffusion's threshold and editing rules compare (as LLaDA 2.x's `x0_p`), whatever ranks; with
-        tempered_confidence, under the distribution it was sampled from. `confidence` (this step's,
-        from `__call__`) already is it under low-confidence remasking."""
-        low_confidence = REMASKING["low_confidence"]
-        if self.score is low_confidence and self.exact and not self.confidence_eos_eot_inf:
-            return confidence
-        return low_confidence((self.sampled if self.tempered else logits).double(), x0, None)
-
-    def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        cfg = self.cfg
-        if self.logits_eos_inf:
-            logits[..., cfg.eos_token_id] = float("-inf")
-        if self.never is None:
-            self.never = never_sampled(cfg, logits.shape[-1], logits.device)
-        kept = scored = logits
-        if self.tempered or self.top_k is not None or self.top_p is not None:
-            # the distribution sampled from: softmax(logits / temperature) cut to top_k, then top_p
-            # (temperature first, as LLaDA 2.x and Dream apply it: it changes which tokens make top_p)
-            sampled = filter_logits(logits.double() / self.temperature, self.top_k, self.top_p)
-            kept = logits.masked_fill(sampled == float("-inf"), float("-inf"))
-            # LLaDA's generate.py ranks by the plain softmax; LLaDA 2.x and Dream by this distribution
-            scored = sampled if self.tempered else logits
-            self.sampled = sampled
-        x0 = add_gumbel_noise(kept.masked_fill(self.never, float("-inf")), self.temperature, self.generator).argmax(-1)
-        if self.confidence_eos_eot_inf:  # an EOS/EOT prediction is kept last (App. B.4)
-            scored = scored.clone()
-            scored[..., cfg.eos_token_id] = float("-inf")
-            if cfg.eot_token_id is not None:
-                scored[..., cfg.eot_token_id] = float("-inf")
-        # Fixed steps rank in the logits' dtype, as LLaDA's generate.py does (bf16 parity); rules that
-        # compare against a number (threshold, factor, editing) do it in float64 as Fast-dLLM does: a
-        # bf16 confidence would read 0.9 as 0.8984375.
-        return x0, self.score(scored.double() if self.exact else scored, x0, self.generator)
-
-
 @torch.no_grad()
-def denoise(model: LLaDAModel, canvas: Tensor, *, start: int, block_length: int, steps: int,
-            attention_mask: Tensor | None = None, temperature: float = _D.temperature,
-            cfg_scale: float = _D.cfg_scale, remasking: str = _D.remasking, threshold: float | None = None,
-            factor: float | None = None,
-            cache: str | None = None, logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
-            early_exit: bool = False, generator: torch.Generator | None = None,
-            stats: GenerateStats | None = None, refresh_every_step: bool = False,
-            block_causal: bool = False, editing_threshold: float | None = None,
-            max_post_steps: int = _D.max_post_steps, schedule: str = _D.schedule,
-            schedule_eps: float = _D.schedule_eps, alg_temp: float | None = None,
-            steps_per_block: int | None = None, top_k: int | None = None, top_p: float | None = None,
-            tempered_confidence: bool = False) -> Iterator[StepState]:
+def denoise(model: LLaDAModel, canvas: Tensor, options: SamplerOptions | None = None, *, start: int,
+            attention_mask: Tensor | None = None, generator: torch.Generator | None = None,
+            stats: GenerateStats | None = None, refresh_every_step: bool = False) -> Iterator[StepState]:
     """Unmask the masked positions of `canvas[:, start:]` block by block, yielding after each step.
 
-    `canvas` (B, L) is updated in place. `steps` is the total over all blocks. Positions before
-    `start` are the prompt (they condition, and CFG masks them in the unconditional pass).
-    refresh_every_step rebuilds the cache at every step instead of every block (a check: it must
-    reproduce the uncached output). block_causal, editing_threshold, max_post_steps: block
-    diffusion, see `_block_diffusion` (`steps_per_block`: its steps per block, default steps over the
-    blocks of canvas[:, start:]); schedule, schedule_eps, alg_temp: see `_semi_autoregressive`;
-    top_k, top_p, tempered_confidence: see `SamplerOptions` and `_Predictor`.
+    `canvas` (B, L) is updated in place; positions before `start` are the prompt (they condition,
+    and CFG masks them in the unconditional pass). `options` (default: the defaults for a response
+    of L - start tokens) travel whole and are read where they are used: by `_Forward` (the model
+    call), `Predictor` (tokens and confidences), the loop (`_semi_autoregressive`, or
+    `_block_diffusion` with block_causal: blocks, steps and selection) and here (early_exit).
+    refresh_every_step: see `_Forward`.
     """
+    options = options if options is not None else SamplerOptions(gen_length=canvas.shape[1] - start)
     cfg = model.config
-    num_blocks = max(1, (canvas.shape[1] - start) // block_length)
-    steps_per_block = steps_per_block if steps_per_block is not None else steps // num_blocks
     stats = stats if stats is not None else GenerateStats()
     prompt_mask = torch.zeros_like(canvas, dtype=torch.bool)
     prompt_mask[:, :start] = canvas[:, :start] != cfg.mask_token_id
-    forward = _Forward(model, attention_mask, cfg_scale, cache, prompt_mask, cfg.mask_token_id, stats,
-                       block_size=block_length if block_causal else None)
-    fixed_steps = threshold is None and factor is None and editing_threshold is None
-    predict = _Predictor(cfg, temperature, remasking, not fixed_steps, logits_eos_inf, confidence_eos_eot_inf,
-                         generator, top_k, top_p, tempered_confidence)
-    if block_causal:
-        steps_of = _block_diffusion(canvas, start, block_length, steps_per_block, forward, predict, threshold,
-                                    editing_threshold, max_post_steps, refresh_every_step)
-    else:
-        steps_of = _semi_autoregressive(canvas, start, block_length, steps_per_block, forward, predict,
-                                        threshold, factor, refresh_every_step,
-                                        _FixedSteps(schedule, schedule_eps, alg_temp, generator))
+    forward = _Forward(model, options, attention_mask, prompt_mask, stats, refresh_every_step)
+    predict = Predictor(cfg, options, generator)
+    loop = _block_diffusion if options.block_causal else _semi_autoregressive
     step = 0
-    for block, end, transfer in steps_of:
+    for block, end, transfer in loop(canvas, start, options, forward, predict):
         if transfer is None:  # the block is finished
-            if early_exit and end < canvas.shape[1] and _ended(cfg, canvas[:, start:end]):
+            if options.early_exit and end < canvas.shape[1] and _ended(cfg, canvas[:, start:end]):
                 _fill_eos(cfg, canvas, end)
                 return
             continue
@@ -355,57 +252,51 @@ def _step_mask(canvas: Tensor, s: int, e: int, transfer: Tensor) -> Tensor:
     return full
 
 
-@dataclass
-class _FixedSteps:
-    """How a fixed-steps sampler picks: how many per step (`schedule.py`: "even" or "dream") and
-    which (the most confident, or with Dream's alg_temp a draw from softmax(confidence / alg_temp))."""
+def _select(options: SamplerOptions, confidence: Tensor, masked: Tensor, quota: Tensor, step: int,
+            generator: torch.Generator | None) -> Tensor:
+    """The positions (B, T) a semi-autoregressive step unmasks: every one at or above `threshold`,
+    Fast-dLLM's `factor` rule, or with fixed steps a count per row, from the `schedule`
+    (`schedule.py`: "even" takes `quota[:, step]`, "dream" its share of those still masked), of the
+    most confident, or with Dream's `alg_temp` a draw from softmax(confidence / alg_temp)."""
+    if options.threshold is not None:
+        return select_threshold(confidence, masked, options.threshold)
+    if options.factor is not None:
+        return select_factor(confidence, masked, options.factor)
+    if options.schedule == "even":
+        count = quota[:, step]
+    else:
+        count = dream_transfer_count(masked.sum(-1), step, options.steps_per_block, options.schedule_eps)
+    ranking = confidence if options.alg_temp is None else sampled_ranking(confidence, options.alg_temp, generator)
+    return select_quota(ranking, count) & masked
 
-    schedule: str = "even"
-    eps: float = 1e-3
-    alg_temp: float | None = None
-    generator: torch.Generator | None = None
 
-    def select(self, confidence: Tensor, masked: Tensor, quota: Tensor, step: int, steps: int) -> Tensor:
-        count = quota[:, step] if self.schedule == "even" else dream_transfer_count(masked.sum(-1), step, steps, self.eps)
-        ranking = confidence if self.alg_temp is None else sampled_ranking(confidence, self.alg_temp, self.generator)
-        return select_quota(ranking, count) & masked
-
-
-def _semi_autoregressive(canvas: Tensor, start: int, block_length: int, steps_per_block: int, forward: _Forward,
-                         predict: _Predictor, threshold: float | None, factor: float | None,
-                         refresh_every_step: bool, fixed: _FixedSteps | None = None) -> Iterator[tuple[int, int, Tensor]]:
-    """LLaDA's `generate.py` blocks from `start` (the answer's first position), with Fast-dLLM's
-    threshold/factor rules and caches: yields (block, block end, positions set) after each step and
-    (block, block end, None) when a block is finished. Fixed steps: exactly steps_per_block per
-    block; threshold/factor: until the block is unmasked. `fixed`: the count and choice of fixed steps."""
+def _semi_autoregressive(canvas: Tensor, start: int, options: SamplerOptions, forward: _Forward,
+                         predict: Predictor) -> Iterator[tuple[int, int, Tensor | None]]:
+    """LLaDA's `generate.py` blocks of `block_size` from `start` (the answer's first position), with
+    Fast-dLLM's threshold/factor rules and caches: yields (block, block end, positions set) after
+    each step and (block, block end, None) when a block is finished. Fixed steps: exactly
+    steps_per_block per block, chosen by `_select`; threshold/factor: until the block is unmasked."""
     mask_id = predict.cfg.mask_token_id
-    fixed_steps = threshold is None and factor is None
-    fixed = fixed if fixed is not None else _FixedSteps()
+    block_length, steps_per_block = options.block_size, options.steps_per_block
     for block in range((canvas.shape[1] - start) // block_length):
         s, e = start + block * block_length, start + (block + 1) * block_length
         quota = num_transfer_tokens((canvas[:, s:e] == mask_id).sum(-1), steps_per_block)  # (B, steps_per_block)
-        for i in range(steps_per_block if fixed_steps else block_length):
+        for i in range(steps_per_block if options.fixed_steps else block_length):
             masked = canvas[:, s:e] == mask_id  # (B, T)
-            x0, confidence = predict(forward(canvas, s, e, refresh=i == 0 or refresh_every_step))
+            x0, confidence = predict(forward(canvas, s, e, first=i == 0))
             confidence = confidence.masked_fill(~masked, float("-inf"))
-            if threshold is not None:
-                transfer = select_threshold(confidence, masked, threshold)
-            elif factor is not None:
-                transfer = select_factor(confidence, masked, factor)
-            else:
-                transfer = fixed.select(confidence, masked, quota, i, steps_per_block)
+            transfer = _select(options, confidence, masked, quota, i, predict.generator)
             canvas[:, s:e] = torch.where(transfer, x0, canvas[:, s:e])
             yield block, e, _step_mask(canvas, s, e, transfer)
-            if not fixed_steps and not bool((canvas[:, s:e] == mask_id).any()):
+            if not options.fixed_steps and not bool((canvas[:, s:e] == mask_id).any()):
                 break  # one host check per step: the step count is data dependent here
         yield block, e, None
 
 
-def _block_diffusion(canvas: Tensor, start: int, block_length: int, steps_per_block: int, forward: _Forward,
-                     predict: _Predictor, threshold: float | None, editing_threshold: float | None,
-                     max_post_steps: int, refresh_every_step: bool) -> Iterator[tuple[int, int, Tensor]]:
+def _block_diffusion(canvas: Tensor, start: int, options: SamplerOptions, forward: _Forward,
+                     predict: Predictor) -> Iterator[tuple[int, int, Tensor | None]]:
     """Block diffusion as LLaDA 2.x's `generate` (modeling_llada2_moe.py; 2.1's editing from
-    modeling_llada21_moe.py) does it. Blocks of `block_length` count from position 0 (the prompt's
+    modeling_llada21_moe.py) does it. Blocks of `block_size` count from position 0 (the prompt's
     last block is the first decoded, its prompt tokens kept; the canvas ends on a block boundary)
     and attention is causal across them. Each step's quota comes from the block's length split
     over steps_per_block (a block with fewer masks finishes early); with a threshold a step keeps
@@ -416,6 +307,8 @@ def _block_diffusion(canvas: Tensor, start: int, block_length: int, steps_per_bl
     goes on for at most max_post_steps steps, stopping at the first that edits nothing. Yields as
     `_semi_autoregressive` does."""
     mask_id = predict.cfg.mask_token_id
+    block_length, steps_per_block = options.block_size, options.steps_per_block
+    threshold, editing_threshold = options.threshold, options.editing_threshold
     B, L = canvas.shape
     for block in range(start // block_length, L // block_length):
         s, e = block * block_length, (block + 1) * block_length
@@ -428,10 +321,10 @@ def _block_diffusion(canvas: Tensor, start: int, block_length: int, steps_per_bl
             masked = canvas[:, s:e] == mask_id
             resolved = ~masked.any(-1)
             post += resolved.long()
-            done |= resolved if editing_threshold is None else post > max_post_steps
+            done |= resolved if editing_threshold is None else post > options.max_post_steps
             if bool(done.all()):  # one host check per step
                 break
-            logits = forward(canvas, s, e, refresh=i == 0 or refresh_every_step)
+            logits = forward(canvas, s, e, first=i == 0)
             x0, confidence = predict(logits)
             k = torch.minimum(quota[:, min(i, steps_per_block - 1)], masked.sum(-1))
             transfer = select_quota(confidence.masked_fill(~masked, float("-inf")), k) & masked  # the quota
@@ -479,44 +372,34 @@ def diffusion_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOption
         am = torch.cat([attention_mask.to(device).long(), torch.ones(B, L - P, dtype=torch.long, device=device)], 1)
     stats = GenerateStats(tokens=B * gen_length)
     state = StepState(shown, torch.zeros_like(shown, dtype=torch.bool), 0, -1, P, stats)
-    for state in denoise(model, canvas, start=P, block_length=block, steps=options.num_steps,
-                         attention_mask=am, temperature=options.temperature, cfg_scale=options.cfg_scale,
-                         remasking=options.remasking, threshold=options.threshold, factor=options.factor,
-                         cache=options.cache, logits_eos_inf=options.logits_eos_inf,
-                         confidence_eos_eot_inf=options.confidence_eos_eot_inf,
-                         early_exit=options.early_exit, generator=generator, stats=stats,
-                         block_causal=options.block_causal, editing_threshold=options.editing_threshold,
-                         max_post_steps=options.max_post_steps, schedule=options.schedule,
-                         schedule_eps=options.schedule_eps, alg_temp=options.alg_temp,
-                         steps_per_block=options.steps_per_block, top_k=options.top_k, top_p=options.top_p,
-                         tempered_confidence=options.tempered_confidence):
+    for state in denoise(model, canvas, options, start=P, attention_mask=am, generator=generator, stats=stats):
         yield StepState(shown, state.transferred[:, :P + gen_length], state.block, state.step, P, stats)
     yield StepState(shown, torch.zeros_like(shown, dtype=torch.bool), state.block, state.step, P, stats, final=True)
 
 
 @torch.no_grad()
-def infill(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None = None, *, steps: int | None = None,
-           temperature: float = _D.temperature, remasking: str = _D.remasking,
-           generator: torch.Generator | None = None) -> GenerateOutput:
-    """Fill the mask tokens of `input_ids` wherever they are (the model sees both sides).
+def infill(model: LLaDAModel, input_ids: Tensor, attention_mask: Tensor | None = None,
+           options: SamplerOptions | None = None, *, generator: torch.Generator | None = None,
+           **overrides: Any) -> GenerateOutput:
+    """Fill the mask tokens of `input_ids` (B, L) wherever they are (the model sees both sides).
 
-    One block spans the sequence; `steps` defaults to the largest number of masks in a row (one
-    token per step); rows with fewer masks spread theirs over the same steps.
+    One block spans the sequence: `options` (default: the defaults; `overrides` replace fields of
+    it, `infill(model, ids, temperature=0.5)`) apply with gen_length L and one block; `steps`
+    None means the largest number of masks in a row (one token per step), and rows with fewer
+    masks spread theirs over the same steps. Raises GenerationError for a row without a mask.
     """
     mask_id = model.config.mask_token_id
     masks = (input_ids == mask_id).sum(-1)
     if not bool((masks > 0).all()):
         raise GenerationError("every row to infill needs at least one mask token")
-    L = input_ids.shape[1]
+    options = options if options is not None else SamplerOptions()
+    steps = overrides.pop("steps", options.steps)
     steps = int(masks.max()) if steps is None else steps
-    if steps <= 0:
-        raise GenerationError(f"steps must be positive, got {steps}")
-    if remasking not in REMASKING:
-        raise GenerationError(f"unknown remasking {remasking!r}; choose one of: {', '.join(REMASKING)}")
+    options = options.replace(**{**overrides, "gen_length": input_ids.shape[1], "block_length": None, "steps": steps})
     canvas = input_ids.clone().to(model.device)
     am = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.to(model.device)
     stats = GenerateStats()
-    deque(denoise(model, canvas, start=0, block_length=L, steps=steps, attention_mask=am, temperature=temperature,
-                  remasking=remasking, generator=generator, stats=stats), maxlen=0)  # run to the end
+    deque(denoise(model, canvas, options, start=0, attention_mask=am, generator=generator, stats=stats),
+          maxlen=0)  # run to the end
     stats.tokens = int(masks.sum())
     return GenerateOutput(canvas, 0, stats)

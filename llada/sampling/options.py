@@ -11,7 +11,7 @@ their options from this class, so one setting gives the same tokens on every sur
 Defaults follow LLaDA's reference sampler (ML-GSAI/LLaDA `generate.py`, the call in its `main`):
 128 tokens, one token per step, semi-autoregressive blocks of 32, low-confidence remasking,
 temperature 0 and no guidance (paper Sec. 2.4, App. B.3). An autoregressive model reads only
-gen_length, temperature, top_k, top_p and seed; the rest configure the reverse process.
+the options marked autoregressive (`AUTOREGRESSIVE_OPTIONS`); the rest configure the reverse process.
 """
 
 from __future__ import annotations
@@ -26,10 +26,14 @@ from llada.errors import GenerationError
 from llada.sampling.schedule import SCHEDULES, fit_blocks
 
 CACHES = ("prefix", "dual")  # besides None: no key/value cache
+# Token editing's steps after a block's last mask: LLaDA 2.1's generate uses 16; a block that has not
+# settled after 64 times that never will (each such step is a forward pass).
+MAX_POST_STEPS = 1024
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, autoregressive: bool = False) -> dict[str, Any]:
+    """A field's metadata: its one-line help, and whether the autoregressive baseline reads it too."""
+    return {"help": text, "autoregressive": autoregressive}
 
 
 @dataclass(frozen=True)
@@ -37,17 +41,21 @@ class SamplerOptions:
     """The options of one sampling call, validated on construction (a `GenerationError` names the
     field and what is allowed). Immutable: derive variants with `replace`."""
 
-    gen_length: int = field(default=128, metadata=_help("response length in tokens"))
+    gen_length: int = field(default=128, metadata=_help("response length in tokens", autoregressive=True))
     steps: int | None = field(default=None, metadata=_help(
         "denoising steps in total, split evenly over the blocks; None: one token per step (gen_length)"))
     block_length: int | None = field(default=32, metadata=_help(
         "semi-autoregressive block length, dividing gen_length (longer or None: one block)"))
-    temperature: float = field(default=0.0, metadata=_help("0 decodes greedily; > 0 samples (Gumbel-max)"))
+    temperature: float = field(default=0.0, metadata=_help("0 decodes greedily; > 0 samples (Gumbel-max)",
+                                                             autoregressive=True))
     top_k: int | None = field(default=None, metadata=_help(
-        "with temperature > 0, sample among the k most probable tokens only; None (or 0): all"))
+        "with temperature > 0, sample among the k most probable tokens only; None (or 0): all", autoregressive=True))
     top_p: float | None = field(default=None, metadata=_help(
         "with temperature > 0, nucleus sampling: among the most probable tokens whose probabilities sum "
-        "to top_p, in (0, 1] (after top_k, as transformers applies them); None: all"))
+        "to top_p, in (0, 1] (after top_k, as transformers applies them); None: all", autoregressive=True))
+    min_p: float | None = field(default=None, metadata=_help(
+        "with temperature > 0, drop the tokens less probable than min_p times the most probable one, "
+        "in [0, 1] (after top_k and top_p, as transformers applies them); None: all", autoregressive=True))
     tempered_confidence: bool = field(default=False, metadata=_help(
         "rank and compare each prediction by its probability under the distribution it was sampled "
         "from (temperature, top_k, top_p), as LLaDA 2.x and Dream do; false: the plain softmax, as "
@@ -82,7 +90,7 @@ class SamplerOptions:
         "Dream's alg_temp: draw the positions to unmask from softmax(confidence / alg_temp) instead of "
         "taking the most confident (fixed steps; > 0); None: the most confident"))
     seed: int | None = field(default=None, metadata=_help(
-        "random seed for temperature > 0 and random remasking; None: the caller's generator"))
+        "random seed for temperature > 0 and random remasking; None: the caller's generator", autoregressive=True))
 
     def __post_init__(self) -> None:
         if self.cache == "none":
@@ -121,6 +129,26 @@ class SamplerOptions:
             return max(1, self.num_steps * self.block_size // self.gen_length)
         return self.num_steps // self.num_blocks
 
+    @property
+    def fixed_steps(self) -> bool:
+        """Each step unmasks a count fixed in advance: no rule compares a confidence against a number
+        (threshold, factor, editing_threshold), so the step count is known before the loop."""
+        return self.threshold is None and self.factor is None and self.editing_threshold is None
+
+    @property
+    def truncated(self) -> bool:
+        """Tokens are drawn from a cut distribution: temperature > 0 with top_k, top_p or min_p."""
+        return self.temperature > 0 and (self.top_k is not None or self.top_p is not None or self.min_p is not None)
+
+    def check_room(self, prompt_length: int, max_sequence_length: int) -> None:
+        """Refuse (GenerationError) an answer that does not fit after a prompt of `prompt_length`
+        tokens in a model of `max_sequence_length` positions: the one length check of `sample`
+        (and so the CLI, lm-eval and the built-in evaluation) and of the server."""
+        if prompt_length + self.gen_length > max_sequence_length:
+            raise GenerationError(f"prompt ({prompt_length} tokens) + gen_length ({self.gen_length}) = "
+                                  f"{prompt_length + self.gen_length} exceeds the model's max_sequence_length "
+                                  f"{max_sequence_length}")
+
     # ------------------------------------------------------------------------------- conversions
     def replace(self, **changes: Any) -> SamplerOptions:
         """A copy with `changes` applied (validated); unknown names raise GenerationError."""
@@ -130,12 +158,14 @@ class SamplerOptions:
                                   f"the options are {', '.join(OPTION_NAMES)}")
         return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
 
-    def fitted(self, gen_length: int | None = None, **changes: Any) -> SamplerOptions:
+    def fitted(self, gen_length: int | None = None, /, **changes: Any) -> SamplerOptions:
         """These options, with `changes`, for a requested response length (the server's max_tokens,
         lm-eval's max_gen_toks): the block capped at gen_length, gen_length rounded up to whole
         blocks, steps up to a multiple of the number of blocks. The answer still ends at its first
         EOS. Values the rounding cannot mend (steps 0, a negative length) raise GenerationError.
-        Block diffusion (block_causal) takes any length and keeps its block: nothing is rounded."""
+        Block diffusion (block_causal) takes any length and keeps its block: nothing is rounded.
+        `gen_length` is positional, so `changes` may hold a gen_length of its own (lm-eval's
+        model_args): the requested length, when given, wins over it."""
         unknown = sorted(set(changes) - set(OPTION_NAMES))
         if unknown:
             raise GenerationError(f"unknown sampler option(s) {', '.join(unknown)}; "
@@ -145,6 +175,8 @@ class SamplerOptions:
             values["gen_length"] = _coerce("gen_length", gen_length)
         gen, block, steps = values["gen_length"], values["block_length"], values["steps"]
         if values.get("block_causal") is True:  # block diffusion takes any length; its block is the model's
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in (gen, steps)):
+                values["steps"] = min(steps, gen)
             return SamplerOptions(**values)
         if all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0) for v in (gen, block, steps)):
             gen, fit_block, fit_steps = fit_blocks(gen, block or gen, steps)
@@ -179,11 +211,13 @@ class SamplerOptions:
 
 
 OPTION_NAMES = tuple(f.name for f in fields(SamplerOptions))
+# The options the autoregressive baseline reads (the others configure the reverse process only).
+AUTOREGRESSIVE_OPTIONS = tuple(f.name for f in fields(SamplerOptions) if f.metadata["autoregressive"])
 
 # Named settings people use; each is applied over the defaults, and explicit options win.
 SAMPLER_PRESETS: dict[str, dict[str, Any]] = {
-    # LLaDA generate.py's own signature defaults: 128 tokens in one block, one token per step.
-    "reference": {"gen_length": 128, "steps": 128, "block_length": None},
+    # LLaDA generate.py's own signature defaults: 128 tokens in one block, one token per step (its steps=128).
+    "reference": {"gen_length": 128, "steps": None, "block_length": None},
     # Fast-dLLM: confidence-threshold parallel decoding at 0.9 with the dual key/value cache.
     "fast": {"threshold": 0.9, "cache": "dual"},
     # One token per step, no parallel decoding, no approximate cache.
@@ -244,6 +278,9 @@ def _check_lengths(o: SamplerOptions) -> None:
         if (value is not None or name not in OPTIONAL_OPTIONS) and (
                 not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise GenerationError(f"{name} must be a positive integer, got {value!r}")
+    if o.num_steps > o.gen_length:  # a step decodes at least one position: more would be steps that do nothing
+        raise GenerationError(f"steps ({o.steps}) must be at most gen_length ({o.gen_length}): each step decodes "
+                              "at least one position")
     if o.block_causal:  # any length: the canvas ends on a block boundary of the whole sequence
         return
     if o.gen_length % o.block_size:
@@ -265,6 +302,8 @@ def _check_sampling(o: SamplerOptions) -> None:
         raise GenerationError(f"top_k must be a positive integer (None or 0: no top-k), got {o.top_k!r}")
     if o.top_p is not None and not (_finite(o.top_p) and 0 < o.top_p <= 1):
         raise GenerationError(f"top_p must be in (0, 1] (None: no nucleus), got {o.top_p!r}")
+    if o.min_p is not None and not (_finite(o.min_p) and 0 <= o.min_p <= 1):
+        raise GenerationError(f"min_p must be in [0, 1] (None: no cut), got {o.min_p!r}")
     if o.seed is not None and (not isinstance(o.seed, int) or isinstance(o.seed, bool) or not 0 <= o.seed < 2**63):
         raise GenerationError(f"seed must be an integer in [0, 2**63), got {o.seed!r}")
 
@@ -296,8 +335,9 @@ def _check_parallel(o: SamplerOptions) -> None:
     if parallel and (o.alg_temp is not None or o.schedule != "even"):
         raise GenerationError("alg_temp and schedule apply to fixed steps: give them without threshold, factor "
                               "or block_causal")
-    if not isinstance(o.max_post_steps, int) or isinstance(o.max_post_steps, bool) or o.max_post_steps < 0:
-        raise GenerationError(f"max_post_steps must be an integer >= 0, got {o.max_post_steps!r}")
+    if (not isinstance(o.max_post_steps, int) or isinstance(o.max_post_steps, bool)
+            or not 0 <= o.max_post_steps <= MAX_POST_STEPS):
+        raise GenerationError(f"max_post_steps must be an integer in 0..{MAX_POST_STEPS}, got {o.max_post_steps!r}")
     if o.cache not in (None, *CACHES):
         raise GenerationError(f"unknown cache {o.cache!r}; choose one of: none, {', '.join(CACHES)}")
 
@@ -310,13 +350,13 @@ def _finite(value: Any) -> bool:
 # Each option's value type: read by _coerce, the CLI flags (commands.sampler_flags) and the server schema.
 OPTION_TYPES: dict[str, type] = {
     "gen_length": int, "steps": int, "block_length": int, "temperature": float, "top_k": int, "top_p": float,
-    "tempered_confidence": bool, "cfg_scale": float, "remasking": str,
+    "min_p": float, "tempered_confidence": bool, "cfg_scale": float, "remasking": str,
     "threshold": float, "factor": float, "cache": str, "logits_eos_inf": bool, "confidence_eos_eot_inf": bool,
     "early_exit": bool, "block_causal": bool, "editing_threshold": float, "max_post_steps": int, "schedule": str, "schedule_eps": float, "alg_temp": float,
     "seed": int}
 # Options whose value may be None: "none" clears them (over a preset's value, on the command line too).
 OPTIONAL_OPTIONS = {"steps", "block_length", "threshold", "factor", "cache", "seed", "editing_threshold", "alg_temp",
-                    "top_k", "top_p"}
+                    "top_k", "top_p", "min_p"}
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -37,13 +37,13 @@ def dream_transfer_count(masked_now: Tensor, step: int, steps: int, eps: float) 
 
 def fit_blocks(gen_length: int, block_length: int, steps: int | None = None) -> tuple[int, int, int]:
     """The documented rounding for a requested length: block_length capped at gen_length,
-    gen_length rounded up to whole blocks, steps (default: one per token) up to a multiple of the
-    number of blocks.
+    gen_length rounded up to whole blocks, steps (default: one per token) capped at one per token
+    and rounded up to a multiple of the number of blocks.
 
     Returns (gen_length, block_length, steps); the answer still ends at its first EOS.
     """
     block = min(block_length, gen_length)
     gen = -(-gen_length // block) * block
     blocks = gen // block
-    steps = gen if steps is None else steps
+    steps = gen if steps is None else min(steps, gen)
     return gen, block, max(blocks, -(-steps // blocks) * blocks)

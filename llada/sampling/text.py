@@ -12,6 +12,7 @@ from llada.model import LLaDAModel
 from llada.sampling.api import sample, sample_steps
 from llada.sampling.core import GenerateOutput, StepState
 from llada.sampling.options import SamplerOptions
+from llada.tokenizer import encode, render_chat
 
 
 def encode_prompts(tokenizer: Any, prompts: str | list[str] | list[list[dict[str, str]]], *, pad_id: int,
@@ -20,17 +21,17 @@ def encode_prompts(tokenizer: Any, prompts: str | list[str] | list[list[dict[str
     attention mask (B, P).
 
     With chat=True each prompt is a user message (or a whole list of messages) rendered with the
-    tokenizer's chat template and the assistant header appended; otherwise BOS + the text.
+    tokenizer's chat template (within its budget: `tokenizer.render_chat`) and the assistant header
+    appended; otherwise BOS + the text. A template or tokenizer that fails is a CheckpointError.
     """
     rows = []
     for p in _prompt_list(prompts, chat):
         if chat:
             messages = [{"role": "user", "content": p}] if isinstance(p, str) else p
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            rows.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+            rows.append(encode(tokenizer, render_chat(tokenizer, messages)))
         else:
             bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-            rows.append(bos + tokenizer(p, add_special_tokens=False)["input_ids"])
+            rows.append(bos + encode(tokenizer, p))
     return left_pad(rows, pad_id)
 
 

@@ -1,5 +1,5 @@
 """A checkpoint's trainer state (optimizer, LR schedule, GradScaler, random generators), written and
-read back as data.
+read back as data; `Checkpoints` (checkpoints.py) calls `save` and `load` with the objects trained.
 
     trainer/optimizer.bin        the optimizer's state dict (torch.save; read with weights_only=True)
     trainer/optimizer_0/         instead, under FSDP with sharded state: torch.distributed.checkpoint shards
@@ -12,13 +12,21 @@ whatever a crafted file names, so torch files load with weights_only=True (tenso
 containers only), and what torch.distributed.checkpoint would unpickle unrestricted (its .metadata,
 each value that is not a tensor) is first read through an allow-list. A checkpoint written by the
 earlier llada, with accelerate's save_state (custom_checkpoint_0.pkl, random_states_R.pkl,
-scaler.pt), is read the same way; a file holding anything but data is refused, naming it.
+scaler.pt), is read the same way; a file holding anything but data is refused, naming it and the
+globals it would have called.
+
+Nothing a resume reads is taken on trust either: every value is checked against the object it is
+for before it is loaded (`_misfit`: its type, finite numbers >= 0, lists as long as the object's
+own), and the optimizer state against the model's parameters (`check_optimizer_state`: group
+sizes, settings, and tensors of each parameter's shape, finite), so that a damaged or crafted
+state is one CheckpointError rather than a traceback at the first step or a run trained on NaN.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 import random
 import re
@@ -30,7 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from llada.errors import CheckpointError
+from llada.checkpoint.layout import check_regular, named_file, read_json
+from llada.config import brief_repr
+from llada.errors import CheckpointError, UserError
 
 OPTIMIZER = "optimizer.bin"
 SHARDED_OPTIMIZER = "optimizer_0"
@@ -83,14 +93,16 @@ def load(directory: Path, acc: Any, model: torch.nn.Module, optimizer: Any, sche
     if _fsdp(acc):
         _load_fsdp_optimizer(directory, acc, model, optimizer)
     else:
-        optimizer.load_state_dict(_torch_data(directory / OPTIMIZER, shown + OPTIMIZER))
+        saved = _torch_data(directory / OPTIMIZER, shown + OPTIMIZER)
+        check_optimizer_state(saved, optimizer, shown + OPTIMIZER)
+        optimizer.load_state_dict(saved)
     _restore(scheduler, _json_or_torch(directory, SCHEDULER, _OLD_SCHEDULER), shown + SCHEDULER)
     if acc.scaler is not None and ((directory / SCALER).exists() or (directory / _OLD_SCALER).exists()):
         _restore(acc.scaler, _json_or_torch(directory, SCALER, _OLD_SCALER), shown + SCALER)
     rank = acc.process_index
     new, old = directory / f"rng_state_{rank}.json", directory / f"random_states_{rank}.pkl"
     if new.exists():
-        state = _read_json(new)
+        state = read_json(new)
         _set_rng_state(state["python"], state["numpy"], state["torch"], state.get("cuda"))
     elif old.exists():
         state = _torch_data(old, shown + old.name, arrays=True)
@@ -110,8 +122,10 @@ def read_sharded(state: dict[str, Any], directory: Path, shown: str | None = Non
 
     shown = shown or str(directory)
     for meta in sorted(p for p in directory.iterdir() if p.name.endswith(".metadata")):  # global and per rank
+        check_regular(meta)
         with _refusing(f"{shown}/{meta.name}"):
-            _MetadataUnpickler(io.BytesIO(meta.read_bytes())).load()
+            metadata = _MetadataUnpickler(io.BytesIO(meta.read_bytes())).load()
+        _check_storage_paths(metadata, directory, f"{shown}/{meta.name}")
     try:
         dcp.load(state, storage_reader=dcp.FileSystemReader(directory), planner=_data_only_planner(shown))
     except CheckpointException as e:  # a BaseException, wrapping what each process's reads raised
@@ -119,6 +133,17 @@ def read_sharded(state: dict[str, Any], directory: Path, shown: str | None = Non
         if isinstance(first, CheckpointError):
             raise first from None
         raise CheckpointError(f"{shown} does not load ({type(first).__name__}: {first_line(first)})") from None
+
+
+def _check_storage_paths(metadata: Any, directory: Path, shown: str) -> None:
+    """Refuse a DCP .metadata (`shown`) naming a storage file that is not a regular file inside
+    `directory` (DCP joins each relative_path to it, so `../x` would read outside)."""
+    for info in (getattr(metadata, "storage_data", None) or {}).values():
+        name = getattr(info, "relative_path", None)
+        try:
+            check_regular(named_file(directory, name, shown))
+        except UserError as e:
+            raise CheckpointError(f"{shown} names {brief_repr(name)}: {first_line(e)}") from None
 
 
 def first_line(e: BaseException) -> str:
@@ -145,58 +170,155 @@ class _MetadataUnpickler(pickle.Unpickler):
 
 
 @contextmanager
-def _refusing(name: str) -> Iterator[None]:
+def _refusing(name: str, source: Path | bytes | None = None, allowed: tuple = ()) -> Iterator[None]:
     """A restricted unpickling inside that meets anything but data becomes one CheckpointError
-    naming file `name`; other errors (a damaged file) pass."""
+    naming file `name` and the globals it would have called (`_refused_globals` of the torch file
+    `source`; `allowed`: globals the reading allowed besides torch's own); other errors (a damaged
+    file) pass."""
     try:
         yield
     except pickle.UnpicklingError as e:
-        text = str(e)
-        if not isinstance(e, _NotData) and "Weights only load failed" not in text:
+        if not isinstance(e, _NotData) and "Weights only load failed" not in str(e):
             raise
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", text) or \
-            re.search(r"WeightsUnpickler error: ([^\n]*)", text)
-        what = found.group(1) if found else first_line(e)
+        what = str(e) if isinstance(e, _NotData) else _refused_globals(e, source, allowed)
         raise CheckpointError(f"{name} holds a Python object ({what}), not data; it was not loaded") from None
+
+
+def _refused_globals(error: Exception, source: Path | bytes | None, allowed: tuple) -> str:
+    """What torch's weights-only reader refused in torch file `source`: the globals it names that
+    torch does not allow (read from its pickle, nothing run), or those torch's message names."""
+    if source is not None:
+        try:
+            with torch.serialization.safe_globals(list(allowed)):
+                found = torch.serialization.get_unsafe_globals_in_checkpoint(
+                    io.BytesIO(source) if isinstance(source, bytes) else source)
+            if found:
+                return ", ".join(sorted(found))
+        except Exception:  # noqa: BLE001, S110 - not a torch zip file: torch's message says what it refused
+            pass
+    text = str(error)
+    found = re.findall(r"GLOBAL ([\w.]+)", text) or [f"pickle opcode {n}" for n in
+                                                     re.findall(r"Unsupported operand (\d+)", text)]
+    return ", ".join(dict.fromkeys(found)) or "something torch's weights-only reader does not allow"
 
 
 def _torch_data(path: Path, name: str, arrays: bool = False) -> Any:
     """A torch file read with weights_only=True; `arrays`: numpy arrays allowed too (accelerate's
     allow-list, for the RNG states it pickled)."""
-    with _refusing(name):
-        if arrays:
-            from accelerate.utils import load as load_with_arrays
+    check_regular(path)
+    if arrays:
+        from accelerate.utils import load as load_with_arrays
+        from accelerate.utils import other
 
+        with _refusing(name, path, tuple(getattr(other, "TORCH_SAFE_GLOBALS", ()))):  # what it allows
             return load_with_arrays(path, map_location="cpu")
+    with _refusing(name, path):
         return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _read_json(path: Path) -> Any:
-    from llada.checkpoint import read_json
-
-    return read_json(path)
 
 
 def _json_or_torch(directory: Path, name: str, old_name: str) -> Any:
     """`directory`/`name`, or else the earlier layout's torch file `old_name`."""
     if (directory / name).exists() or not (directory / old_name).exists():
-        return _read_json(directory / name)
+        return read_json(directory / name)
     return _torch_data(directory / old_name, f"{directory.name}/{old_name}")
 
 
 def _restore(obj: Any, state: Any, name: str) -> None:
-    """`obj.load_state_dict(state)`, once `state` is known to fit: a dict whose values have the types
-    of obj's own, and no key that would replace another attribute of obj (a scheduler sets every key
-    as an attribute)."""
+    """`obj.load_state_dict(state)`, once `state` is known to fit: a dict whose values are like
+    obj's own (`_misfit`: the type, finite numbers >= 0, lists as long), and no key that would
+    replace another attribute of obj (a scheduler sets every key as an attribute)."""
     own = obj.state_dict()
     if not isinstance(state, dict):
         raise CheckpointError(f"{name} holds a {type(state).__name__}, not a state dict")
     for key, value in state.items():
-        if key in own and None not in (own[key], value) and type(value) is not type(own[key]):
-            raise CheckpointError(f"{name}: {key!r} is a {type(value).__name__}, not a {type(own[key]).__name__}")
+        why = _misfit(value, own[key]) if key in own else None
+        if why is not None:
+            raise CheckpointError(f"{name}: {key!r} is {brief_repr(value)}, where {why} belongs")
         if key not in own and hasattr(obj, key):
             raise CheckpointError(f"{name}: {key!r} is not part of a {type(obj).__name__}'s state")
     obj.load_state_dict(state)
+
+
+def check_optimizer_state(saved: Any, optimizer: Any, name: str) -> None:
+    """Refuse optimizer state `saved` (read from `name`) unless it fits `optimizer`, the one built
+    for the model: as many parameter groups of as many parameters, each setting like the group's
+    own (`_misfit`), and states of its parameters only, each tensor of its parameter's shape,
+    floating point and finite. (torch checks the group sizes alone; the rest would fail, or train
+    on NaN, at the first step.)"""
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) \
+            or not isinstance(saved.get("param_groups"), list):
+        raise CheckpointError(f"{name} holds no optimizer state (a dict of state and param_groups)")
+    groups = optimizer.param_groups
+    if len(saved["param_groups"]) != len(groups):
+        raise CheckpointError(f"{name} has {len(saved['param_groups'])} parameter groups; the optimizer of "
+                              f"this model has {len(groups)}")
+    params: dict[int, torch.Tensor] = {}
+    for k, (mine, own) in enumerate(zip(saved["param_groups"], groups, strict=True)):
+        ids = mine.get("params") if isinstance(mine, dict) else None
+        if not isinstance(ids, list) or len(ids) != len(own["params"]) or not all(map(_is_index, ids)):
+            raise CheckpointError(f"{name}: param_groups[{k}] does not list the {len(own['params'])} parameters "
+                                  "of the optimizer's group")
+        params.update(zip(ids, own["params"], strict=True))
+        for key, value in mine.items():
+            why = _misfit(value, own[key]) if key in own and key != "params" else None
+            if why is not None:
+                raise CheckpointError(f"{name}: param_groups[{k}][{key!r}] is {brief_repr(value)}, where {why} belongs")
+    for index, entry in saved["state"].items():
+        param = params.get(index) if _is_index(index) else None
+        if param is None or not isinstance(entry, dict):
+            raise CheckpointError(f"{name}: a state for parameter {brief_repr(index)}, which the optimizer has none of")
+        for key, value in entry.items():
+            why = _state_misfit(key, value, param)
+            if why is not None:
+                raise CheckpointError(f"{name}: the {key!r} of parameter {index} is {_describe(value)}, where {why} "
+                                      "belongs")
+
+
+def _state_misfit(key: str, value: Any, param: torch.Tensor) -> str | None:
+    """What an optimizer state tensor `value` of `param` is not: a finite count >= 0 (`step`), or a
+    finite floating-point tensor of the parameter's shape."""
+    if key == "step":
+        number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+        return _misfit(number, 0.0) and "a step count (a finite number >= 0)"
+    if not isinstance(value, torch.Tensor) or value.shape != param.shape or not value.is_floating_point() \
+            or not bool(torch.isfinite(value).all()):
+        return f"a finite floating-point tensor of the parameter's shape {tuple(param.shape)}"
+    return None
+
+
+def _misfit(value: Any, own: Any) -> str | None:
+    """What value `value` of a saved state should be, when it is not like `own`, the live object's:
+    finite numbers >= 0 (integers where own is one), booleans, strings, lists as long as own's
+    with each item like own's; null where own is null (or a boolean: a setting such as `fused` may
+    be either). None when it fits."""
+    if own is None or isinstance(own, bool):
+        ok = isinstance(value, bool) or value is None and own is None
+        return None if ok else ("null or true/false" if own is None else "true or false")
+    if isinstance(own, int | float):
+        integer = isinstance(own, int)
+        ok = _is_index(value) or not integer and isinstance(value, float) and math.isfinite(value) and value >= 0
+        return None if ok else ("an integer >= 0" if integer else "a finite number >= 0")
+    if isinstance(own, list | tuple):
+        if not isinstance(value, list | tuple) or len(value) != len(own):
+            return f"a list of {len(own)}"
+        whys = [_misfit(v, o) for v, o in zip(value, own, strict=True)]
+        why = next((w for w in whys if w is not None), None)
+        return None if why is None else f"a list of {len(own)}, each {why}"
+    if isinstance(own, str | dict):
+        return None if isinstance(value, type(own)) else f"a {type(own).__name__}"
+    return None if type(value) is type(own) else f"a {type(own).__name__}"
+
+
+def _is_index(value: Any) -> bool:
+    """An integer >= 0 (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _describe(value: Any) -> str:
+    """A tensor by its shape and dtype, anything else shortened."""
+    if isinstance(value, torch.Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+    return brief_repr(value)
 
 
 def _load_fsdp_optimizer(directory: Path, acc: Any, model: torch.nn.Module, optimizer: Any) -> None:
@@ -231,7 +353,7 @@ def _data_only_planner(shown: str) -> Any:
         def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
             data = value.getvalue()
             file = self.metadata.storage_data[read_item.storage_index].relative_path
-            with _refusing(f"{shown}/{file} ({read_item.dest_index.fqn})"):
+            with _refusing(f"{shown}/{file} ({read_item.dest_index.fqn})", data):
                 torch.load(io.BytesIO(data), weights_only=True)
             super().load_bytes(read_item, io.BytesIO(data))
 

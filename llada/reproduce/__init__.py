@@ -1,0 +1,43 @@
+"""`llada reproduce NAME`: one claim of the paper, trained for and measured on the built-in world.
+
+    llada reproduce reversal     diffusion vs AR on forward and reverse fact questions (Table 4)
+    llada reproduce remasking    low-confidence vs random (and margin, entropy) remasking over step counts
+    llada reproduce semi-ar      an SFT model padded with many EOS, sampled with and without blocks
+    llada reproduce bound        the Eq. 3/4 bound beside the AR model's exact NLL, over training
+    llada reproduce any-order    filling a blank before its clues: diffusion (both sides) vs AR
+    llada reproduce all          every claim, sharing the models
+
+Each claim writes OUT_DIR/NAME/report.md, NAME.png and results.json. The models are trained once
+per (size, seed) under OUT_DIR/models with the recipe of the size (`llada.recipe.RECIPES`), with
+equal budgets for the diffusion model and its autoregressive baseline (same world, data, model
+shape, steps and learning rates: only the loss and the attention mask differ), and shared by the
+claims; --diffusion / --ar reuse models trained elsewhere (their SFT model directories).
+
+Every figure is an accuracy over n items with its standard error sqrt(p (1 - p) / n); a
+difference between two models on the same items carries the paired standard error. A claim
+"holds" when the difference it predicts exceeds two standard errors; otherwise the report says
+it did not hold at this scale, with the numbers.
+
+The package, by room:
+
+    reversal.py, remasking.py, semi_ar.py, bound.py, any_order.py
+                   one claim each: what it measures and how (`measure`), its verdict (`judge`),
+                   its plot, and the models it needs, declared as a `Claim`
+    claims.py      the claims by name (a new claim: a module and one line there)
+    base.py        `Claim` and `Report`, what a claim module declares and returns
+    stats.py       accuracy with its standard error, paired differences, the two-standard-error rule
+    measure.py     the sampler setting and one built-in task run on one model
+    models.py      the models: trained or given, made ready by `Models.ensure`, then loaded
+    report.py      writing report.md, NAME.png and results.json
+    run.py         claims and sizes by name, the check of given models, one claim's run
+    command.py     the `llada reproduce` command
+"""
+
+from llada.reproduce.base import Claim, Report
+from llada.reproduce.claims import CLAIMS
+from llada.reproduce.models import Models
+from llada.reproduce.run import SIZES, check_given, claim_names, recipe_for, run_claim
+from llada.reproduce.stats import Accuracy, exceeds_two_se, paired_difference
+
+__all__ = ["CLAIMS", "SIZES", "Accuracy", "Claim", "Models", "Report", "check_given", "claim_names",
+           "exceeds_two_se", "paired_difference", "recipe_for", "run_claim"]

@@ -1,0 +1,176 @@
+"""The models the claims measure: trained once per (size, seed) and shared, or given by flag.
+
+Five models, by name:
+
+    diffusion, ar                      SFT models: the diffusion model and its autoregressive baseline
+    diffusion-pretrain, ar-pretrain    the pretrained models they were fine-tuned from
+    diffusion-eos                      an SFT model from diffusion-pretrain, every response padded with EOS
+
+The diffusion model and its baseline have equal budgets (same world, data, model shape, steps and
+learning rates: only the loss and the attention mask differ; `llada.recipe.train_recipe`).
+`Models.ensure(*names)` makes models ready — training the ones neither given nor trained yet, each
+stage reused when already finished on disk — and `Models.directory` / `Models.load` only look them up.
+`--diffusion` / `--ar` give SFT model directories trained elsewhere; `check_given_dirs` refuses, before
+anything is trained, a directory the claims cannot use or that does not load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from llada.checkpoint import load
+from llada.checkpoint.layout import CONFIG_NAME, TRAINING_CONFIG_NAME, read_config, read_json
+from llada.errors import UserError
+from llada.recipe import Recipe, train_recipe
+from llada.training.config import trained_world
+from llada.training.integrity import entries_problem, model_dir_problem
+
+ModelName = Literal["diffusion", "ar", "diffusion-pretrain", "ar-pretrain", "diffusion-eos"]
+Objective = Literal["diffusion", "ar"]
+
+# A model trained from another one's weights: it needs that one first.
+STARTS_FROM: dict[str, ModelName] = {"diffusion-eos": "diffusion-pretrain"}
+
+
+@dataclass
+class Models:
+    """The models of one (size, seed) under `out`: ready once `ensure`d, then shared by the claims."""
+
+    out: Path
+    recipe: Recipe
+    seed: int
+    device: str
+    given: dict[str, str] = field(default_factory=dict)
+    """objective ("diffusion" / "ar") -> an SFT model directory given by flag"""
+    progress: bool = True
+    _dirs: dict[str, Path] = field(default_factory=dict)
+    _loaded: dict[str, Any] = field(default_factory=dict)
+
+    def ensure(self, *names: ModelName) -> None:
+        """Make each of `names` ready: a given directory, the pretrained model a given one was
+        fine-tuned from, or trained now under `out` (with what it starts from).
+
+        Raises UserError when a given model's pretrained starting point cannot be found.
+        """
+        for name in names:
+            if name in self._dirs:
+                continue
+            objective = cast(Objective, "ar" if name.startswith("ar") else "diffusion")
+            if name in self.given:
+                self._dirs[name] = Path(self.given[name])
+            elif name.endswith("-pretrain") and objective in self.given:
+                self._dirs[name] = tuned_from(Path(self.given[objective]), f"--{objective}")
+            elif name == "diffusion-eos":
+                self.train_eos_padded()
+            else:
+                self.train(objective)
+
+    def train(self, objective: Objective) -> None:
+        """Pretrain and fine-tune the `objective` model under out/OBJECTIVE (`objective` and
+        `objective`-pretrain)."""
+        pretrained, tuned = train_recipe(self.recipe, self.out / objective, objective=objective, seed=self.seed,
+                                         progress=self.progress)
+        self._dirs[objective], self._dirs[f"{objective}-pretrain"] = tuned, pretrained
+
+    def train_eos_padded(self) -> None:
+        """Fine-tune diffusion-pretrain with every conversation padded with EOS to the full SFT
+        length (`--padding max_length`), under out/diffusion-eos."""
+        start = STARTS_FROM["diffusion-eos"]
+        self.ensure(start)
+        _, tuned = train_recipe(self.recipe, self.out / "diffusion-eos", seed=self.seed, sft={"padding": "max_length"},
+                                progress=self.progress, pretrained=self._dirs[start])
+        self._dirs["diffusion-eos"] = tuned
+
+    def directory(self, name: ModelName) -> Path:
+        """The directory of `name`; RuntimeError when it was not `ensure`d first."""
+        if name not in self._dirs:
+            raise RuntimeError(f"model {name!r} is not ready: call Models.ensure({name!r}) first")
+        return self._dirs[name]
+
+    def load(self, name: ModelName) -> Any:
+        """The loaded `llada.checkpoint.Bundle` of `name`, loaded once (see `directory`)."""
+        if name not in self._loaded:  # a given model's kind was checked up front (check_given_dirs)
+            self._loaded[name] = load(self.directory(name), device=self.device)  # type: ignore[arg-type]
+        return self._loaded[name]
+
+
+def with_starting_points(names: Iterable[ModelName]) -> set[ModelName]:
+    """`names` and every model one of them is trained from (`STARTS_FROM`)."""
+    return set(names) | {STARTS_FROM[n] for n in names if n in STARTS_FROM}
+
+
+def tuned_from(model_dir: Path, flag: str) -> Path:
+    """The pretrained model directory an SFT model directory (given by `flag`) was fine-tuned from,
+    as its training_config.json records; UserError when it does not name a directory that exists."""
+    saved = model_dir / TRAINING_CONFIG_NAME
+    record = read_json(saved) if saved.is_file() else None
+    start = record.get("model") if isinstance(record, dict) else None
+    if not isinstance(start, str) or not Path(start).is_dir():
+        raise UserError(f"{flag} {model_dir}: cannot tell which pretrained model it was fine-tuned from "
+                        f"(no {TRAINING_CONFIG_NAME} naming a directory that exists); this claim needs the pretrained "
+                        "model too")
+    return Path(start)
+
+
+def check_given_dirs(given: dict[str, str], needs: Iterable[ModelName], seed: int, size: str,
+                     recipe: Recipe) -> None:
+    """Refuse, before anything is trained, a --diffusion / --ar directory that models `needs` cannot
+    use: not a model directory, a model of the other kind, not fine-tuned on the built-in world of
+    (`seed`, `recipe.world`) by llada (a report on a model never taught these facts would only say
+    the claim "did not hold"), or, where its pretrained model is needed too, no record of it."""
+    needed = with_starting_points(needs)
+    for objective, path in given.items():
+        flag, root = f"--{objective}", Path(path)
+        _check_model_kind(flag, root, "autoregressive" if objective == "ar" else "diffusion")
+        _check_training_record(flag, root, seed, size, recipe)
+        _check_loads(flag, root, root)
+        if f"{objective}-pretrain" in needed:
+            _check_loads(flag, root, tuned_from(root, flag))
+
+
+def _check_loads(flag: str, given: Path, root: Path) -> None:
+    """Refuse model directory `root` (the one `flag` gives, or the model it was fine-tuned from)
+    unless it is whole, as a checkpoint resumed from is: its files regular and inside it, config,
+    weights whose headers cover their files, and a tokenizer that loads."""
+    problem = entries_problem(root) or model_dir_problem(root)
+    if problem is not None:
+        what = "" if root == given else f" was fine-tuned from {root}, which"
+        raise UserError(f"{flag} {given}{what} does not load ({problem}); nothing was trained")
+
+
+def _check_model_kind(flag: str, root: Path, want: str) -> None:
+    if not root.is_dir():
+        raise UserError(f"{flag} {root} is not a model directory (no such directory)")
+    if not (root / CONFIG_NAME).is_file():
+        raise UserError(f"{flag} {root} is not a model directory (no {CONFIG_NAME})")
+    kind = read_config(root).kind
+    if kind != want:
+        raise UserError(f"{flag} {root} is {'an' if kind[0] == 'a' else 'a'} {kind} model; "
+                        f"{flag} needs {'an' if want[0] == 'a' else 'a'} {want} one")
+
+
+def _check_training_record(flag: str, root: Path, seed: int, size: str, recipe: Recipe) -> None:
+    path = root / TRAINING_CONFIG_NAME
+    if not path.is_file():
+        raise UserError(f"{flag} {root} has no {TRAINING_CONFIG_NAME}, so nothing says it was fine-tuned on the "
+                        f"built-in world these claims ask about; give a model directory llada sft wrote, or leave "
+                        f"{flag} out to train one")
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    if record.get("data") is not None:
+        raise UserError(f"{flag} {root} was trained on --data {record['data']}, not the built-in world these "
+                        "claims ask about")
+    if record.get("stage") != "sft":
+        raise UserError(f"{flag} {root} is a {record.get('stage')} model; {flag} takes a model fine-tuned "
+                        "by llada sft (the claims ask it questions)")
+    try:
+        trained = trained_world(root)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path}: its seed and world cannot be read ({e})") from None
+    if trained != (seed, recipe.world):
+        raise UserError(f"{flag} {root} was trained on the world (seed {trained[0]}, {trained[1]}), but --size "
+                        f"{size} --seed {seed} evaluates on (seed {seed}, {recipe.world})")

@@ -1,0 +1,54 @@
+"""What the Trainer asks of a training objective, and nothing else: the stage's data, how a global
+batch is noised, and the loss of a slice of its rows.
+
+    objective = objective_for(cfg)            # e.g. SFTDiffusion(cfg), from the registry
+    objective.data.load()                     # texts or conversations, train and validation
+    objective.data.prepare(tokenizer)         # rows
+    batch = objective.data.crop(objective.data.batch(indices), crop_generator)
+    noised = objective.noise(batch, mask_id, generator)        # the whole global batch at once
+    out = objective.loss(model, batch, noised, rows, device)   # this process's rows
+
+Randomness comes only from the generators passed in, so the Trainer decides how every draw is
+seeded (and a run is reproducible whatever the number of processes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from llada import diffusion
+from llada.training.config import TrainConfig
+from llada.training.data import Batch, TrainingData
+
+
+class Objective:
+    """A training objective on a stage's data: how a global batch is noised, and a slice's loss.
+
+    `causal` is the attention the model must have (True for the autoregressive baseline);
+    `data` is the stage's `TrainingData`, built from the same config.
+    """
+
+    data_class: ClassVar[type[TrainingData]]
+    causal: ClassVar[bool] = False
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.data = self.data_class(cfg)
+
+    def noise(self, batch: Batch, mask_id: int, generator: torch.Generator) -> diffusion.NoisedBatch | None:
+        """The forward process applied to the whole global batch (None: nothing is noised)."""
+        return None
+
+    def loss(self, model: Callable[..., Tensor], batch: Batch, noised: diffusion.NoisedBatch | None,
+             rows: slice, device: torch.device | str) -> diffusion.LossOutput:
+        """The loss of rows `rows` of the global batch (one process's share of a micro-batch)."""
+        raise NotImplementedError
+
+    def _targets(self, batch: Batch, rows: slice, device: torch.device | str) -> tuple[Tensor, Tensor | None]:
+        """This process's clean rows (B, L) and which of their positions are learned (None: all)."""
+        learned = self.data.learned(batch)
+        return batch["input_ids"][rows].to(device), None if learned is None else learned[rows].to(device)
