@@ -42,7 +42,7 @@ rehearse-gpu: setup
 
 lint: setup
 	$(BIN)/ruff check llada tests bench tools
-	$(BIN)/python tools/code_shape.py
+	$(BIN)/python tools/code_shape.py --check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -62,11 +62,12 @@ def main() -> None:
         s = time.perf_counter() - t
         print(f"{'Eq. 6 estimate':<28} {mb:>8} {len(pairs) * args.mc_num / s:>10.1f} {s:>8.2f}")
     if bundle is not None:
+        from llada.data.world import World
         from llada.evaluation.builtin import run_task
         from llada.recipe import SAMPLER
 
         t = time.perf_counter()
-        r = run_task(bundle, "fact_forward", SAMPLER, limit=args.items, mc_num=args.mc_num)
+        r = run_task(bundle, "fact_forward", SAMPLER, World(), limit=args.items, mc_num=args.mc_num)
         s = time.perf_counter() - t
         print(f"{'fact_forward MC + generation':<28} {'-':>8} {'-':>10} {s:>8.2f}   "
               f"({r.n} items, choice acc {r.choice_accuracy:.2f}, generation acc {r.generation_accuracy:.2f})")

@@ -18,27 +18,26 @@ import os
 import re
 import sys
 import typing
-from pathlib import Path
 from typing import Any
 
 # name -> ("module:function", one-line summary shown by `llada --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "quickstart": ("llada.quickstart:quickstart",
+    "quickstart": ("llada.commands.quickstart:quickstart",
                    "train a tokenizer and a small model on the built-in world, fine-tune it, answer questions"),
-    "train": ("llada.training.commands:train", "pretrain with the masked diffusion objective (Eq. 3)"),
-    "sft": ("llada.training.commands:sft", "supervised fine-tuning on chat data (Eq. 5)"),
-    "generate": ("llada.sampling.commands:generate", "sample a response with the reverse process"),
-    "chat": ("llada.sampling.commands:chat", "multi-turn chat in the terminal"),
-    "eval": ("llada.evaluation.commands:evaluate",
+    "train": ("llada.commands.train:train", "pretrain with the masked diffusion objective (Eq. 3)"),
+    "sft": ("llada.commands.train:sft", "supervised fine-tuning on chat data (Eq. 5)"),
+    "generate": ("llada.commands.generate:generate", "sample a response with the reverse process"),
+    "chat": ("llada.commands.generate:chat", "multi-turn chat in the terminal"),
+    "eval": ("llada.commands.evaluate:evaluate",
              "score a model on the built-in tasks (ablations, AR baseline), write a report"),
-    "reproduce": ("llada.reproduce.command:reproduce",
+    "reproduce": ("llada.commands.reproduce:reproduce",
                   "reproduce a claim of the paper on the built-in world: report, plot and figures"),
-    "lm-eval": ("llada.evaluation.harness:main", "lm-evaluation-harness with the `llada` model registered"),
-    "poem": ("llada.evaluation.poem:poem_eval", "the reversal-poem task (Table 4): forward and reverse accuracy"),
-    "serve": ("llada.serve.app:serve", "an OpenAI-compatible HTTP server with a chat page that shows the denoising"),
-    "convert": ("llada.checkpoint.commands:convert", "re-save a model directory (dtype, shard size)"),
-    "info": ("llada.checkpoint.commands:info", "print a model directory's config and parameter count"),
-    "push": ("llada.checkpoint.commands:push", "upload a model directory to the Hugging Face Hub"),
+    "lm-eval": ("llada.commands.lm_eval:main", "lm-evaluation-harness with the `llada` model registered"),
+    "poem": ("llada.commands.poem:poem_eval", "the reversal-poem task (Table 4): forward and reverse accuracy"),
+    "serve": ("llada.commands.serve:serve", "an OpenAI-compatible HTTP server with a chat page that shows the denoising"),
+    "convert": ("llada.commands.checkpoint:convert", "re-save a model directory (dtype, shard size)"),
+    "info": ("llada.commands.checkpoint:info", "print a model directory's config and parameter count"),
+    "push": ("llada.commands.checkpoint:push", "upload a model directory to the Hugging Face Hub"),
 }
 
 
@@ -116,7 +115,7 @@ def _main(argv: list[str]) -> int:
 
 
 def _run(name: str, func, args: list[str]) -> None:
-    if name == "lm-eval":  # lm-eval parses its own flags
+    if getattr(func, "parses_own_flags", False):  # lm-eval's command line
         func(args)
     elif hasattr(func, "config_class"):  # flags are the fields of a config dataclass
         _run_with_config_class(func, _bare_booleans(args, _config_booleans(func.config_class)), name)
@@ -246,73 +245,23 @@ def _one_line(message: str) -> str:
     return f"--{key[1]}: " + (f"expected {' or '.join(dict.fromkeys(wanted))}, " if wanted else "") + shown
 
 
-# The stage each training command trains: `--stage` is not one of their flags.
-_STAGES = {"train": "pretrain", "sft": "sft"}
-
-
 def _run_with_config_class(func, args: list[str], name: str) -> None:
     """`func(cfg)` where cfg's fields are flat flags, and `--config file.yaml` supplies any of them;
     each field's attribute docstring is its --help."""
     from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
-    from llada.errors import UserError
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(prog=f"llada {name}", description=(func.__doc__ or "").strip(), exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options below")
     parser.add_class_arguments(func.config_class, nested_key=None, fail_untyped=False)
-    stage = _STAGES.get(name)
-    if stage is not None:  # the command is the stage: no --stage flag (a config file may repeat it)
-        if any(a == "--stage" or a.startswith("--stage=") for a in args):
-            raise UserError("--stage is not a flag of this command: the command is the stage "
-                            "(llada train pretrains, llada sft fine-tunes)")
-        for action in parser._actions:
-            if action.dest == "stage":
-                action.help = argparse.SUPPRESS
-        parser.set_defaults(stage=None)
-    if name == "sft":  # fine-tuning starts from a trained model: no silent fresh one
-        parser.set_defaults(model=None)
+    if hasattr(func, "prepare_parser"):  # the command's own changes: a hidden flag, a default
+        func.prepare_parser(parser, args)
     ns = _instantiate(parser, parser.parse_args(args))  # nested dataclasses (--world.n_people) built
     values = {k: v for k, v in vars(ns).items() if k != "config" and not k.startswith("__")}
-    if stage is not None:
-        if values.get("stage") not in (None, stage):
-            raise UserError(f"the config says stage: {values['stage']}, but llada {name} trains the {stage} stage; "
-                            f"use llada {next(c for c, s in _STAGES.items() if s == values['stage'])}")
-        values["stage"] = stage
-    if name == "sft" and values.get("model") is None:
-        raise UserError("llada sft needs --model: the pretrained model directory to fine-tune (e.g. runs/pt/model), "
-                        "or a preset name (--model tiny) to fine-tune a freshly initialised model")
+    if hasattr(func, "check_values"):  # what the command requires of the values together
+        values = func.check_values(values)
     func(func.config_class(**values))
-
-
-def output_dir(path: str | Path) -> Path:
-    """`path` made ready for a command's results, at the start rather than after the work: a
-    UserError when it is a file, lies under one, or cannot be created."""
-    from llada.errors import UserError
-
-    out = Path(path).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out_dir {path} is a file; give a directory (it is created if missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--out_dir {path}: cannot create it ({e.strerror or e})") from None
-    if not os.access(out, os.W_OK):
-        raise UserError(f"--out_dir {path} is not writable; give another directory")
-    return out
-
-
-def resolve_device(device: str | None) -> str:
-    """The torch device a command runs on: `device` when this machine has it, else a UserError
-    that says which it has; None: cuda when available, else cpu."""
-    import torch
-
-    from llada.runtime import check_device
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    check_device(device, "--device")
-    return device
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ the batch, with no host synchronisation, so a trainer can make runs exactly repr
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -156,18 +156,17 @@ def pretrain_loss_from_logits(logits: Tensor, input_ids: Tensor, noised: NoisedB
 
 
 def sft_loss(model: LogitsFn, input_ids: Tensor, response_mask: Tensor, mask_id: int, *,
-             attention_mask: Tensor | None = None, eps: float = 1e-3, antithetic: bool = False,
-             generator: torch.Generator | None = None, t: Tensor | None = None) -> LossOutput:
+             attention_mask: Tensor | None = None, **noise: Any) -> LossOutput:
     """Eq. 5: only response tokens are maskable; the prompt stays clean.
 
     response_mask (B, L) marks every assistant turn (and the EOS padding after the last one, which
     is learned and stays visible). Per sequence: Σ_{masked} CE / t divided by its answer length
     (response tokens, EOS padding included); then the mean over the batch. A sequence without
     response tokens contributes 0 (its denominator is clamped to 1); the data layer refuses such
-    conversations, so this only guards against a division by zero.
+    conversations, so this only guards against a division by zero. `noise` are the keyword
+    arguments of `forward_process` (t, eps, antithetic, generator), as `pretrain_loss` takes them.
     """
-    noised = forward_process(input_ids, mask_id, t=t, maskable=response_mask.bool(), eps=eps,
-                             antithetic=antithetic, generator=generator)
+    noised = forward_process(input_ids, mask_id, maskable=response_mask.bool(), **noise)
     logits = model(noised.noisy_ids, attention_mask=attention_mask)
     return sft_loss_from_logits(logits, input_ids, noised, response_mask)
 

@@ -408,7 +408,7 @@ def test_push_uploads_only_the_models_files(llada_dir, tmp_path, hub):
                  "adapter/adapter_model.safetensors", "special_tokens_map.json"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text("{}")
-    from llada.checkpoint.commands import push
+    from llada.commands.checkpoint import push
 
     push(str(root), "me/m")
     assert hub.calls[-1][3] == sorted([*MODEL_FILES, "adapter/adapter_config.json",

@@ -226,7 +226,7 @@ def world_models(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_llada_eval_grid_with_baseline_writes_a_report(world_models, tmp_path):
-    from llada.evaluation.commands import evaluate
+    from llada.commands.evaluate import evaluate
 
     dm, ar = world_models
     out = evaluate(str(dm), baseline=str(ar), tasks="fact_reverse,infill", steps="4,8", gen_length=8,
@@ -255,16 +255,16 @@ def test_llada_eval_grid_with_baseline_writes_a_report(world_models, tmp_path):
     (dict(steps="4,x"), "integers"),
 ])
 def test_llada_eval_bad_input(world_models, kwargs, match):
+    from llada.commands.evaluate import evaluate
     from llada.errors import UserError
-    from llada.evaluation.commands import evaluate
 
     with pytest.raises(UserError, match=match):
         evaluate(str(world_models[0]), **kwargs)
 
 
 def test_llada_eval_refuses_a_diffusion_baseline(world_models, tmp_path):
+    from llada.commands.evaluate import evaluate
     from llada.errors import UserError
-    from llada.evaluation.commands import evaluate
 
     with pytest.raises(UserError, match="--baseline must be an autoregressive model"):
         evaluate(str(world_models[0]), baseline=str(world_models[0]), tasks="arithmetic", limit=1, mc_num=1,
@@ -405,6 +405,30 @@ def test_adapter_settings_that_cannot_work_are_refused(tmp_path):
         LLaDAEvalLM(str(model_dir), device="cpu", rolling_context=63)
     with pytest.raises(UserError, match="max_length must be in 2..64"):
         LLaDAEvalLM(str(model_dir), device="cpu", max_length=100)
+
+
+@pytest.mark.parametrize("args,message", [
+    ({"mc_num": "abc"}, "mc_num must be an integer, got 'abc'"),
+    ({"mc_num": 0}, "mc_num must be >= 1, got 0"),
+    ({"mc_batch_size": 2.5}, "mc_batch_size must be an integer"),
+    ({"is_greedy_check": "maybe"}, "is_greedy_check must be true or false"),
+    ({"seed": True}, "seed must be an integer"),
+])
+def test_adapter_scoring_args_of_the_wrong_kind_are_one_line(tmp_path, args, message):
+    """lm-eval hands --model_args over as ints, bools or text: a wrong one names itself before loading."""
+    from llada.errors import UserError
+    from llada.evaluation.harness import LLaDAEvalLM
+
+    with pytest.raises(UserError, match=message):
+        LLaDAEvalLM(str(tmp_path / "not-loaded"), device="cpu", **args)
+
+
+def test_adapter_reads_scoring_args_given_as_text(tmp_path):
+    from llada.evaluation.harness import LLaDAEvalLM
+
+    lm = LLaDAEvalLM(str(_save_model(tmp_path / "dm", causal=False)), device="cpu", mc_num="4", is_greedy_check="False",
+                     mc_batch_size=2)
+    assert (lm.mc_num, lm.mc_batch_size, lm.greedy_check) == (4, 2, False)
 
 
 def test_lm_eval_unknown_task_is_one_line(tmp_path, capsys, monkeypatch):

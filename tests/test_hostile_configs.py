@@ -21,8 +21,8 @@ from test_families import DREAM_7B_CONFIG, TINY_DREAM, _tiny_llada_config
 from test_moe_families import TINY_LLADA2, TINY_LLADA_MOE, _public_dir
 
 import llada
-from llada.checkpoint.commands import info
 from llada.checkpoint.layout import read_config
+from llada.commands.checkpoint import info
 from llada.config import MAX_PARAMS, ConfigError, ModelConfig, MoEConfig
 from llada.errors import UserError
 from llada.families import config_from_json

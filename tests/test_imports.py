@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN_IMPORTS = [
     # (importers, imported, exempt, why)
     (("llada.config",), ("llada.families",), (), "the neutral ModelConfig knows no family"),
+    (("llada",), ("llada.commands", "llada.cli"), ("llada.commands", "llada.cli", "llada.__main__"),
+     "the library knows nothing of the commands that use it"),
 ]
 # Modules (and packages) that no import circle may pass through.
 CIRCLE_FREE = ("llada",)
@@ -116,11 +118,15 @@ def _under(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
+def _forbidden(modules) -> list[tuple[str, str, str]]:
+    """(importer, imported, why) for each import that FORBIDDEN_IMPORTS rules out."""
+    return [(m.name, target, why) for importers, imported, exempt, why in FORBIDDEN_IMPORTS
+            for m in modules.values() if _under(m.name, importers) and not _under(m.name, exempt)
+            for target in sorted(m.imports) if _under(target, imported)]
+
+
 def test_no_module_imports_what_the_layering_forbids():
-    modules = _code_shape().modules(ROOT, "llada")
-    found = [f"{m.name} imports {target} ({why})" for importers, imported, exempt, why in FORBIDDEN_IMPORTS
-             for m in modules.values() if _under(m.name, importers) and not _under(m.name, exempt)
-             for target in sorted(m.imports) if _under(target, imported)]
+    found = [f"{name} imports {target} ({why})" for name, target, why in _forbidden(_code_shape().modules(ROOT, "llada"))]
     assert found == []
 
 
@@ -131,6 +137,12 @@ def test_no_import_circle_in_the_package():
     assert circles == []
 
 
+def test_no_module_class_or_function_passes_the_size_limits():
+    """tools/code_shape.py's limits (module 500 lines, class 300, function 60 lines and 8 parameters
+    outside the command entry points), which `make lint` prints."""
+    assert _code_shape().oversized(_code_shape().modules(ROOT, "llada")) == []
+
+
 def test_the_import_checks_see_a_forbidden_import_and_a_circle(tmp_path):
     """The two checks above on a made-up package: a config that imports its families, which import it back."""
     shape = _code_shape()
@@ -139,6 +151,12 @@ def test_the_import_checks_see_a_forbidden_import_and_a_circle(tmp_path):
     (package / "__init__.py").write_text("")
     (package / "config.py").write_text("def read():\n    from llada.families import x\n")
     (package / "families" / "__init__.py").write_text("from llada.config import read\n")
+    (package / "commands").mkdir()
+    (package / "commands" / "__init__.py").write_text("")
+    (package / "commands" / "flags.py").write_text("from llada import config\n")
+    (package / "sampling.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                         "    from llada.commands.flags import x\n")
     modules = shape.modules(tmp_path, "llada")
     assert modules["llada.config"].imports == {"llada.families"}
     assert shape.circles(modules) == [["llada.config", "llada.families"]]
+    assert sorted((name, target) for name, target, _ in _forbidden(modules)) == [("llada.config", "llada.families"), ("llada.sampling", "llada.commands.flags")]

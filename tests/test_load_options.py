@@ -23,8 +23,7 @@ from torch import nn
 
 import llada
 from llada.checkpoint import LoadOptions, load_model
-from llada.checkpoint.flags import inference_options
-from llada.checkpoint.options import FLAG_NAMES
+from llada.checkpoint.options import FLAG_NAMES, inference_options
 from llada.cli import main, resolve
 from llada.config import preset as model_preset
 from llada.errors import CheckpointError, UserError

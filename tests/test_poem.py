@@ -123,14 +123,14 @@ def test_llada_poem_end_to_end_on_a_tiny_model(tmp_path, data_file, capsys):
 
 def test_poem_eval_counts_answers_it_is_given(tmp_path, data_file, monkeypatch):
     """With the generator replaced by fixed answers, the accuracies are the hand-computed ones."""
-    import llada.sampling as sampling
+    from llada.commands import poem as poem_command
 
     answers = iter([
         "细雨润红花", "水远月长明。", "老树",  # forward: hit, hit, miss -> 2/3
         "春风 吹绿柳", "答：山高云自在", "孤舟横野渡",  # reverse: miss (space), hit, hit -> 2/3; exact 2/3
     ])
-    monkeypatch.setattr(sampling, "sample_text", lambda model, tok, prompts, *a, **kw: [next(answers) for _ in prompts])
-    summary = poem.poem_eval(str(_tiny_model_dir(tmp_path / "m")), str(data_file), out_dir=str(tmp_path / "o"),
+    monkeypatch.setattr(poem_command, "sample_text", lambda model, tok, prompts, *a, **kw: [next(answers) for _ in prompts])
+    summary = poem_command.poem_eval(str(_tiny_model_dir(tmp_path / "m")), str(data_file), out_dir=str(tmp_path / "o"),
                              batch_size=2, device="cpu")
     se = math.sqrt((2 / 3) * (1 / 3) / 3)
     assert summary["forward"] == {"n": 3, "accuracy": 2 / 3, "accuracy_se": pytest.approx(se),

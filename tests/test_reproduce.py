@@ -9,9 +9,9 @@ import re
 
 import pytest
 
+from llada.commands.reproduce import reproduce
 from llada.recipe import RECIPES, train_recipe
 from llada.reproduce import CLAIMS, Accuracy, check_given, paired_difference
-from llada.reproduce.command import reproduce
 
 
 def test_accuracy_and_paired_difference_against_direct_formulas():
@@ -149,7 +149,7 @@ def test_models_are_trained_by_ensure_and_only_looked_up_after(tmp_path, monkeyp
 
 
 def test_quickstart_answers_five_questions_and_records_them(tmp_path, capsys):
-    from llada.quickstart import quickstart
+    from llada.commands.quickstart import quickstart
 
     recipe = RECIPES["test"]
     record = quickstart(out_dir=str(tmp_path), world=recipe.world, preset=recipe.preset, pretrain_steps=6,
@@ -168,8 +168,8 @@ def test_quickstart_answers_five_questions_and_records_them(tmp_path, capsys):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_quickstart_questions_are_taught_except_the_reverse_one(seed):
+    from llada.commands.quickstart import quickstart_questions
     from llada.data.world import World
-    from llada.quickstart import quickstart_questions
 
     world = World(seed, RECIPES["quickstart"].world)
     sft = {m["content"] for c in world.sft_conversations() for m in c["messages"]}

@@ -17,7 +17,7 @@ the `LLaDAModel` parameter names behind a `model.` prefix. A directory of anothe
 `llada.families`, which says how its config and keys map onto ours; nothing here names a family.
 
 One concern a module:
-    options.py    LoadOptions: every loading option, its default and its checks
+    options.py    LoadOptions: every loading option, its default and its checks; inference_options
     layout.py     the files' names, reading them (JSON, config, safetensors), staying inside the directory
     loading.py    load / load_model: the model streamed onto the meta device, placed, quantized, compiled
     tokenizer.py  the tokenizer of a directory, checked against the config
@@ -25,8 +25,8 @@ One concern a module:
     card.py       the model card (README.md)
     adapter.py    a LoRA run's peft adapter
     hub.py        the Hugging Face Hub: a Hub id downloaded, a directory pushed
-    flags.py      LoadOptions as the flags of the commands that run a model
-    commands.py   `llada info`, `llada convert`, `llada push`
+
+The `llada info`, `convert` and `push` commands are llada/commands/checkpoint.py.
 """
 
 from llada.checkpoint.layout import read_config

@@ -7,12 +7,12 @@
 
 `llada.load` takes these options (whole, or by name), and the commands that run a model (generate,
 chat, serve, eval, poem) take the ones marked `flag` as their flags, generated from the fields
-(`checkpoint/flags.py`); lm-eval's `--model_args` take them by the same names. A new option is a
+(`commands/flags.py`); lm-eval's `--model_args` take them by the same names. A new option is a
 field here and the code that uses it (`checkpoint/loading.py`, `checkpoint/hub.py`).
 
 The commands choose two values the library leaves alone: no device means CUDA when it is there
 (the library: the CPU), and dtype "auto" means bfloat16 on a CUDA GPU (`runtime.inference_dtype`;
-the library: as stored). Both rules are applied in `checkpoint/flags.py: inference_options`.
+the library: as stored). Both rules are applied in `inference_options` below.
 """
 
 from __future__ import annotations
@@ -194,3 +194,17 @@ def _check_placement(o: LoadOptions) -> None:
                               "not supported yet; give one of them")
     if o.device_map is None and (o.max_memory is not None or o.offload_folder is not None):
         raise CheckpointError("max_memory and offload_folder apply with device_map; give device_map='auto' too")
+
+
+def inference_options(flags: Mapping[str, Any]) -> LoadOptions:
+    """The options a command that only runs a model loads it with, from its load flags (None: not
+    given): without a device or device_map, cuda when this machine has it, else the CPU; a device
+    given must be one this machine has (the error names --device); dtype "auto" as
+    `runtime.inference_dtype` chooses on that device."""
+    values = {k: v for k, v in flags.items() if v is not None}
+    if values.get("device") is not None:
+        runtime.check_device(values["device"], "--device")
+    elif values.get("device_map") is None:
+        values["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    options = LoadOptions.from_dict(values)
+    return options.replace(dtype=runtime.inference_dtype(options.dtype, options.device))

@@ -83,18 +83,21 @@ def _bos(tokenizer: Any) -> list[int]:
     return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
 
 
-@torch.no_grad()
-def run_task(bundle: Any, task: str, setting: SamplerOptions, *, limit: int | None = None, seed: int = 0,
-             world: WorldConfig | None = None, mc_num: int = 32, batch_size: int = 16, choice: bool = True,
-             name: str = "model") -> TaskResult:
-    """Score `bundle` (a loaded model directory) on one built-in task of the world (seed, world).
+BATCH_SIZE = 16  # prompts sampled together by run_task (left padded)
 
-    Raises UserError when the world has no items for the task (a world without sums has no
-    arithmetic).
+
+@torch.no_grad()
+def run_task(bundle: Any, task: str, setting: SamplerOptions, world: World, *, limit: int | None = None,
+             mc_num: int = 32, choice: bool = True, name: str = "model") -> TaskResult:
+    """Score `bundle` (a loaded model directory) on one built-in task of `world` (its first `limit`
+    items): generation sampled with `setting`, BATCH_SIZE prompts at a time, and with `choice` also
+    multiple choice by Eq. 6 estimates of `mc_num` samples; the noise is seeded with `world.seed`.
+    Raises UserError when the world has no items for the task (a world without sums: arithmetic).
     """
+    seed = world.seed
     model, tok = bundle.model, bundle.tokenizer
     causal = model.config.kind == "autoregressive"  # infill and choice are posed differently to it
-    items = World(seed, world).eval_items(task, limit=limit)
+    items = world.eval_items(task, limit=limit)
     if not items:
         raise UserError(f"the world has no {task} items (its n_sums is 0?); choose other --tasks")
     roles = model.config.roles
@@ -102,8 +105,8 @@ def run_task(bundle: Any, task: str, setting: SamplerOptions, *, limit: int | No
     forwards = 0
     texts: list[str] = []
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    for lo in range(0, len(items), batch_size):
-        chunk = items[lo: lo + batch_size]
+    for lo in range(0, len(items), BATCH_SIZE):
+        chunk = items[lo: lo + BATCH_SIZE]
         if task == "infill":
             texts_chunk, f = _infill(model, tok, chunk, setting, causal, gen)
         else:

@@ -28,6 +28,7 @@ discovery); from Python, `import llada.evaluation.harness` and then `lm_eval.sim
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -36,8 +37,7 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from llada.checkpoint import load
-from llada.checkpoint.flags import inference_options
-from llada.checkpoint.options import FLAG_NAMES
+from llada.checkpoint.options import FLAG_NAMES, inference_options
 from llada.errors import UserError
 from llada.likelihood import is_greedy, log_likelihoods
 from llada.runtime import check_device
@@ -48,6 +48,44 @@ from llada.tokenizer import encode, render_chat
 
 SAMPLER_KEYS = ("preset", *OPTION_NAMES)  # --model_args that configure generate_until
 LOAD_KEYS = tuple(k for k in FLAG_NAMES if k != "device")  # --model_args that say how to load (device: lm-eval's)
+
+
+@dataclass(frozen=True)
+class ScoringArgs:
+    """The --model_args of the `llada` model that say how it scores, beyond its load and sampler options."""
+
+    mc_num: int = 128  # Monte-Carlo samples of each Eq. 6 estimate (loglikelihood)
+    mc_batch_size: int = 32  # of those, run in one forward
+    is_greedy_check: bool = True  # compute is_greedy (one more decode per request)
+    rolling_context: int = 0  # tokens of context before each loglikelihood_rolling window
+    seed: int = 1234  # the noise of estimates and generation
+    max_length: int | None = None  # the longest input (default: the model's max_sequence_length)
+
+    @classmethod
+    def take(cls, args: dict[str, Any]) -> ScoringArgs:
+        """Its fields taken out of `args` (lm-eval hands over ints, bools and text); a value of the
+        wrong kind or below its minimum is a UserError naming it."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in args:
+                values[f.name] = _scoring_value(f.name, args.pop(f.name), f.name == "is_greedy_check")
+        for name, low in (("mc_num", 1), ("mc_batch_size", 1), ("seed", 0)):
+            if name in values and values[name] < low:
+                raise UserError(f"--model_args {name} must be >= {low}, got {values[name]}")
+        return cls(**values)
+
+
+def _scoring_value(name: str, value: Any, boolean: bool) -> Any:
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if boolean:
+        if isinstance(value, bool) or text in ("true", "false"):
+            return value if isinstance(value, bool) else text == "true"
+        raise UserError(f"--model_args {name} must be true or false, got {value!r}")
+    if isinstance(value, bool) or not (isinstance(value, int) or text.lstrip("-").isdigit()):
+        raise UserError(f"--model_args {name} must be an integer, got {value!r}")
+    return int(value)
 
 
 def _check_device(device: str | None) -> str | None:
@@ -71,10 +109,13 @@ def _check_device(device: str | None) -> str | None:
 class LLaDAEvalLM(TemplateLM):
     """A llada model directory (ours or GSAI-ML/LLaDA-8B-*) as an lm-eval model."""
 
-    def __init__(self, pretrained: str, device: str | None = None, batch_size: int | str = 8,
-                 mc_num: int = 128, mc_batch_size: int = 32, is_greedy_check: bool = True,
-                 rolling_context: int = 0, seed: int = 1234, max_length: int | None = None, **args: Any) -> None:
+    def __init__(self, pretrained: str, device: str | None = None, batch_size: int | str = 8, **args: Any) -> None:
+        """`pretrained` loaded on `device` with the load options in `args`; the rest of `args` are
+        `ScoringArgs` fields and sampler options (SAMPLER_KEYS). Raises UserError for an unknown
+        or wrongly typed argument."""
         super().__init__()
+        scoring = ScoringArgs.take(args)
+        mc_num, seed, max_length = scoring.mc_num, scoring.seed, scoring.max_length
         unknown = sorted(set(args) - set(SAMPLER_KEYS) - set(LOAD_KEYS))
         if unknown:
             raise UserError(f"unknown --model_args {', '.join(unknown)}; sampler options are {', '.join(SAMPLER_KEYS)}"
@@ -93,8 +134,8 @@ class LLaDAEvalLM(TemplateLM):
         self.model, self.tokenizer = bundle.model.eval(), bundle.tokenizer
         self._device = torch.device(device)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
-        self.mc_num, self.mc_batch_size = int(mc_num), int(mc_batch_size)
-        self.greedy_check, self.rolling_context = bool(is_greedy_check), int(rolling_context)
+        self.mc_num, self.mc_batch_size = mc_num, scoring.mc_batch_size
+        self.greedy_check, self.rolling_context = scoring.is_greedy_check, scoring.rolling_context
         self._max_length = int(max_length or self.model.config.max_sequence_length)
         if not 2 <= self._max_length <= self.model.config.max_sequence_length:
             raise UserError(f"max_length must be in 2..{self.model.config.max_sequence_length} (the model's "
@@ -301,30 +342,3 @@ class LLaDAEvalLM(TemplateLM):
                             f"read as [{str(until)!r}]")
             until = [until]
         return [str(u) for u in until if u is not None and str(u) != ""]
-
-def main(argv: list[str] | None = None) -> None:
-    """`llada lm-eval ...`: lm-eval's command line, with the `llada` model registered.
-
-    `--preset NAME` (llada/evaluation/presets.py) applies the paper's settings to each task of
-    --tasks; flags given explicitly win over the preset's. Tasks that need different settings run
-    as separate lm-eval runs, one after another, each printing its own results table.
-    """
-    from lm_eval.__main__ import cli_evaluate
-
-    from llada.evaluation.presets import PRESET_HELP, preset_argv
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:
-        print(PRESET_HELP)
-    runs = preset_argv(argv)
-    for i, run in enumerate(runs):
-        if len(runs) > 1:
-            print(f"llada lm-eval: run {i + 1} of {len(runs)}: lm-eval {' '.join(run)}", file=sys.stderr)
-        sys.argv = ["lm-eval", *run]
-        try:
-            cli_evaluate()
-        except ValueError as e:  # lm-eval checks the task names before it builds the model
-            if not str(e).startswith("Tasks not found"):
-                raise
-            raise UserError(f"unknown task(s): {str(e).partition(':')[2].strip()}; `lm-eval ls tasks` lists "
-                            "them, and --include_path DIR adds your own task YAMLs") from None

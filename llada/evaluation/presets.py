@@ -92,15 +92,13 @@ def _base_gen(num_fewshot: int, reported: float) -> TaskSetting:
 
 
 def _chat(num_fewshot: int, gen_length: int, block_length: int, reported: float | None, source: str, *,
-          multiturn: bool = True, logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
-          note: str = "", packaged: bool = False) -> TaskSetting:
+          multiturn: bool = True, **extra: Any) -> TaskSetting:
     """An Instruct / 1.5 setting: chat template, steps = gen_length (every OpenCompass example sets
-    gen_steps equal to gen_length), temperature 0, no CFG."""
+    gen_steps equal to gen_length), temperature 0, no CFG; `extra` are further TaskSetting fields
+    (logits_eos_inf, confidence_eos_eot_inf, note, packaged)."""
     return TaskSetting(num_fewshot=num_fewshot, apply_chat_template=True,
                        fewshot_as_multiturn=multiturn and num_fewshot > 0, gen_length=gen_length,
-                       steps=gen_length, block_length=block_length, logits_eos_inf=logits_eos_inf,
-                       confidence_eos_eot_inf=confidence_eos_eot_inf, reported=reported, source=source, note=note,
-                       packaged=packaged)
+                       steps=gen_length, block_length=block_length, reported=reported, source=source, **extra)
 
 
 _EX = "opencompass/examples/"  # the OpenCompass example configs of the repository

@@ -30,7 +30,8 @@ The package, by room:
     models.py      the models: trained or given, made ready by `Models.ensure`, then loaded
     report.py      writing report.md, NAME.png and results.json
     run.py         claims and sizes by name, the check of given models, one claim's run
-    command.py     the `llada reproduce` command
+
+The `llada reproduce` command is llada/commands/reproduce.py.
 """
 
 from llada.reproduce.base import Claim, Report

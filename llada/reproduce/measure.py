@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llada.data.world import World
 from llada.evaluation.builtin import TaskResult, run_task
 from llada.recipe import SAMPLER
 from llada.reproduce.models import ModelName, Models
@@ -22,7 +23,7 @@ def score(models: Models, name: ModelName, task: str, options: SamplerOptions | 
           choice: bool = False) -> TaskResult:
     """Model `name` (made ready beforehand) on the built-in `task` of the models' world, sampled
     with `options` (default: `setting()`); `choice` also scores it by multiple choice."""
-    return run_task(models.load(name), task, options or setting(), seed=models.seed, world=models.recipe.world,
+    return run_task(models.load(name), task, options or setting(), World(models.seed, models.recipe.world),
                     choice=choice, name=name, mc_num=MC_NUM)
 
 

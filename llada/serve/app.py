@@ -24,29 +24,24 @@ concern a module:
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-import llada.checkpoint
-from llada.checkpoint.flags import inference_options, load_flags, pop_load_flags
-from llada.sampling.flags import options_from_flags, sampler_flags
 from llada.sampling.options import SAMPLER_PRESETS
 from llada.sampling.remasking import REMASKING
 from llada.serve import schema
 from llada.serve.config import ServeConfig, ServeConfigError
-from llada.serve.guard import Guard, check_exposure, read_body
+from llada.serve.guard import Guard, read_body
 from llada.serve.schema import ChatRequest, CompletionRequest, RequestError
 from llada.serve.service import Service
 
-__all__ = ["ServeConfig", "ServeConfigError", "Service", "create_app", "serve"]
+__all__ = ["ServeConfig", "ServeConfigError", "Service", "create_app"]
 
 
 def create_app(bundle: Any, config: ServeConfig | None = None) -> FastAPI:
@@ -121,39 +116,3 @@ def _add_routes(app: FastAPI, service: Service, cfg: ServeConfig) -> None:
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
         return resources.files("llada.serve").joinpath("page.html").read_text()
-
-
-@sampler_flags
-@load_flags
-def serve(model: str = "runs/quickstart/sft/model", host: str = "127.0.0.1", port: int = 8000,
-          max_batch: int = 8, max_queue: int = 64,
-          timeout_s: float = 120.0, max_gen_tokens: int = 256, api_key: str | None = None,
-          served_model_name: str | None = None, mc_num: int = 32, allowed_hosts: str | None = None,
-          allow_unauthenticated: bool = False, **options: Any) -> None:
-    """Serve a model over an OpenAI-compatible HTTP API, with a chat page at /.
-
-    Args:
-        model: a model directory (or Hub id)
-        host: address to bind; loopback by default. Anything else needs --api_key (or --allow_unauthenticated).
-        port: TCP port
-        max_batch: requests batched into one sampler call
-        max_queue: waiting requests before 429
-        timeout_s: per-request limit (queueing included) before 408
-        max_gen_tokens: the largest max_tokens a request may ask for
-        api_key: require "Authorization: Bearer <key>" on every route but / and /health (or set LLADA_API_KEY)
-        served_model_name: the model id /v1/models reports (default: the model directory's name)
-        mc_num: Monte-Carlo samples of each Eq. 6 estimate behind "logprobs" on /v1/completions
-        allowed_hosts: Host header names to answer besides loopback and the bound address, comma-separated ("*": any)
-        allow_unauthenticated: serve beyond loopback without an API key
-
-    The sampler flags below set what a request does not: a request's own fields and "preset" win.
-    """
-    how = pop_load_flags(options)
-    api_key = api_key or os.environ.get("LLADA_API_KEY")
-    check_exposure(host, port, api_key, allow_unauthenticated)
-    cfg = ServeConfig(model_name=served_model_name or os.path.basename(os.path.normpath(model)), max_batch=max_batch,
-                      max_queue=max_queue, timeout_s=timeout_s, max_gen_tokens=max_gen_tokens, api_key=api_key,
-                      mc_num=mc_num, allowed_hosts=tuple(h for h in (allowed_hosts or "").split(",") if h.strip()),
-                      options=options_from_flags(options))
-    bundle = llada.checkpoint.load(model, inference_options(how))
-    uvicorn.run(create_app(bundle, cfg), host=host, port=port, log_level="info")

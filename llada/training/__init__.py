@@ -22,5 +22,6 @@ One room per concern, each importing only the rooms listed before it:
                     or from the checkpoint it resumes)
     metrics.py      metrics.jsonl, TensorBoard, W&B and the loss curves
     trainer.py      the Trainer: the loop, a list of calls into the rooms above
-    commands.py     the `llada train` and `llada sft` commands
+
+The `llada train` and `llada sft` commands are llada/commands/train.py.
 """

@@ -16,8 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llada.checkpoint.flags import inference_options, load_flags
-from llada.data.world import WorldConfig
+from llada.checkpoint.options import inference_options
+from llada.commands.flags import load_flags, output_dir
+from llada.data.world import World, WorldConfig
 from llada.errors import UserError
 
 
@@ -77,7 +78,6 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
         out_dir: where to write the report (default: runs/eval/NAME, NAME from the model's path)
     """
     from llada.checkpoint import load
-    from llada.cli import output_dir
     from llada.evaluation.builtin import check_tasks, grid, heldout_likelihood, label, run_task, summary_line
     from llada.evaluation.report import write_report
     from llada.recipe import SAMPLER
@@ -118,7 +118,7 @@ def evaluate(model: str = "runs/quickstart/sft/model", baseline: str | None = No
             raise UserError(f"{path} is a {kind} model, but {flag} must be {want}")
         for task in task_list:
             for s in settings if kind == "diffusion" else settings[:1]:
-                r = run_task(bundle, task, s, limit=limit, seed=seed, world=world, mc_num=mc_num, choice=choice,
+                r = run_task(bundle, task, s, World(seed, world), limit=limit, mc_num=mc_num, choice=choice,
                              name=kind)
                 print(summary_line(r) + ("" if kind != "diffusion" or len(settings) == 1 else f"  [{label(s)}]"))
                 results.append(r)

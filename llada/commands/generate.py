@@ -1,6 +1,6 @@
 """`llada generate` and `llada chat`. Their sampler flags (`--steps`, `--preset fast`, ...) are
-generated from `SamplerOptions` (sampling/flags.py) and their loading flags (`--dtype`, `--device`,
-...) from `LoadOptions` (checkpoint/flags.py), so they are the options of every other surface, by name."""
+generated from `SamplerOptions` (commands/flags.py) and their loading flags (`--dtype`, `--device`,
+...) from `LoadOptions` (commands/flags.py), so they are the options of every other surface, by name."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 from llada.checkpoint import load
-from llada.checkpoint.flags import inference_options, load_flags, pop_load_flags
+from llada.checkpoint.options import inference_options
+from llada.commands.flags import load_flags, options_from_flags, pop_load_flags, sampler_flags
 from llada.errors import GenerationError
-from llada.sampling.flags import options_from_flags, sampler_flags
 
 
 @sampler_flags
