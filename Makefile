@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 EXTRAS ?= train,eval,serve,dev,quant
 BIN     = $(VENV)/bin
 
-.PHONY: setup quickstart test lint bench clean test-gpu bench-gpu rehearse-gpu
+.PHONY: setup quickstart test test-fast lint bench clean test-gpu bench-gpu rehearse-gpu
 
 setup: $(VENV)/.installed
 
@@ -24,14 +24,19 @@ $(VENV)/.installed: pyproject.toml Makefile
 quickstart: setup
 	$(BIN)/llada quickstart
 
+# `make test` runs every test but the GPU ones (CI runs it); `make test-fast` leaves out the slow unit
+# tests and tests/integration/ (several processes, a server over HTTP, Chromium, end-to-end runs).
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not integration and not gpu"
 
 # On a CUDA machine (no venv needed: torch, transformers, safetensors, accelerate, pytest): the
 # device-portable tests in bfloat16, then `bench/gpu.sh` runs them and every GPU benchmark into $OUT.
 GPU_PYTHON ?= python3
 test-gpu:
-	LLADA_TEST_DEVICE=cuda LLADA_TEST_DTYPE=bfloat16 PYTHONPATH=. $(GPU_PYTHON) -m pytest --noconftest -q -o addopts="" tests/test_device.py
+	LLADA_TEST_DEVICE=cuda LLADA_TEST_DTYPE=bfloat16 PYTHONPATH=. $(GPU_PYTHON) -m pytest --noconftest -q -o addopts="" tests/unit/test_device.py
 
 bench-gpu:
 	PYTHON=$(GPU_PYTHON) bash bench/gpu.sh

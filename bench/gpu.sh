@@ -53,7 +53,7 @@ PY
 log "tests on the device: $TEST_DTYPES"
 for dtype in $TEST_DTYPES; do
   LLADA_TEST_DEVICE=$DEV LLADA_TEST_DTYPE=$dtype timeout 180 $PY -m pytest --noconftest -q -p no:cacheprovider \
-    -o addopts="" tests/test_device.py 2>&1 | tee "$OUT/tests-$dtype.txt"
+    -o addopts="" tests/unit/test_device.py 2>&1 | tee "$OUT/tests-$dtype.txt"
 done
 
 if [ -f .ref/side_by_side.py ]; then

@@ -129,7 +129,7 @@ def compile_blocks(model: LLaDAModel) -> LLaDAModel:
     compiled graph per kind of call (the blocks are one class, their weights inputs). Sizes are
     symbolic from the start (batch, prompt length, cache length; the cache positions are a tensor),
     so the kinds are few: with or without a key/value cache, with or without padded rows, a batch of
-    one or more (torch specialises size 1); tests/test_load_options.py counts 6 graphs for all the
+    one or more (torch specialises size 1); tests/unit/checkpoint/test_load_options.py counts 6 graphs for all the
     sampler's calls, and none more for new lengths and batch sizes. The first calls pay the
     compilation. An MoE block's routing stays eager (its grouping by expert is data dependent).
     torchao's quantized layers compile too (their kernels are made for it). No CUDA graphs: they

@@ -61,7 +61,7 @@ def resolve_dir(path: str | Path, options: LoadOptions | None = None) -> Path:
 
     try:
         root = Path(snapshot_download(text, revision=opts.revision, cache_dir=opts.cache_dir,
-                                      allow_patterns=DOWNLOADED))
+                                      local_files_only=opts.local_files_only, allow_patterns=DOWNLOADED))
     except Exception as e:  # noqa: BLE001 - network and auth errors vary by hub version
         raise _hub_error(text, opts.revision, e) from None
     check_entries(root)

@@ -57,6 +57,8 @@ class LoadOptions:
                                    "compilation)")
     cache_dir: str | None = _option(None, "where a Hugging Face Hub id is downloaded to (default: the Hugging Face "
                                           "cache, HF_HUB_CACHE)")
+    local_files_only: bool = _option(False, "open a Hugging Face Hub id from what the cache already holds, never "
+                                            "contacting the Hub (as transformers' local_files_only)")
     # llada.load's alone (flag=False): a device map and its budget are Python values, and every
     # command needs the tokenizer
     device_map: str | dict[str, Any] | None = _option(None, (

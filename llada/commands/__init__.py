@@ -13,6 +13,6 @@ chosen, so `llada --help` stays instant.
     checkpoint.py   llada info, llada convert, llada push
     flags.py        the flags the commands share, generated from SamplerOptions and LoadOptions
 
-The library never imports this package (tests/test_imports.py checks it): what a command does
+The library never imports this package (tests/unit/test_imports.py checks it): what a command does
 beyond reading its flags and printing lives in the library, where Python users reach it too.
 """

@@ -10,6 +10,7 @@ import torch
 from llada.reproduce.claims import CLAIMS
 from llada.reproduce.models import Models
 from llada.reproduce.run import check_given, claim_names, recipe_for, run_claim
+from llada.runtime import check_device
 
 
 def reproduce(name: str, out_dir: str = "runs/reproduce", size: Literal["test", "default", "large"] = "default",
@@ -32,6 +33,7 @@ def reproduce(name: str, out_dir: str = "runs/reproduce", size: Literal["test", 
     """
     names, recipe = claim_names(name), recipe_for(size)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device, "--device")  # before anything is trained
     given = {k: v for k, v in (("diffusion", diffusion), ("ar", ar)) if v}
     check_given(given, names, seed, size, recipe)
     root = Path(out_dir)

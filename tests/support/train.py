@@ -1,0 +1,12 @@
+"""The tiny training configuration the training tests start from."""
+
+from __future__ import annotations
+
+from llada.training.config import TrainConfig
+
+
+def _cfg(tmp_path, corpus, **kw) -> TrainConfig:
+    base = dict(model="debug", data=str(corpus), out_dir=str(tmp_path / "run"), seq_len=32, batch_size=4,
+                max_steps=6, warmup_steps=2, lr=3e-3, eval_every=0, save_every=0, log_every=1, vocab_size=300,
+                progress=False, tensorboard=False)
+    return TrainConfig(**{**base, **kw})

@@ -1,0 +1,109 @@
+"""Saving: exact round trips, shards, weights stored once, LoRA adapters, file modes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from support.checkpoint import LLADA_STYLE_CONFIG
+
+import llada
+
+
+@pytest.mark.parametrize("shard_size", ["5GB", "8KB"])
+def test_save_load_round_trip_is_exact(llada_dir, tmp_path, shard_size):
+    root, _ = llada_dir
+    bundle = llada.load(root)
+    out = tmp_path / "out"
+    llada.save(out, bundle.model, bundle.tokenizer, max_shard_size=shard_size)
+    assert (out / "model.safetensors.index.json").exists() == (shard_size == "8KB")
+    again = llada.load(out)
+    ids = torch.randint(0, 60, (3, 7))
+    assert torch.equal(again.model(ids), bundle.model(ids))
+    for (n, a), (_, b) in zip(bundle.model.state_dict().items(), again.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+    saved = json.loads((out / "config.json").read_text())
+    # the reference code reads these; our own keys ride along
+    for key in ("d_model", "n_layers", "mlp_hidden_size", "block_type", "rope", "weight_tying", "mask_token_id"):
+        assert saved[key] == LLADA_STYLE_CONFIG[key]
+    assert again.tokenizer.get_vocab() == bundle.tokenizer.get_vocab()
+
+
+@pytest.fixture(scope="module")
+def world_files(tmp_path_factory) -> Path:
+    from llada.data.world import World
+
+    root = tmp_path_factory.mktemp("world")
+    w = World(seed=0, n_people=30, n_stories=60, n_sums=400)
+    (root / "corpus.txt").write_text("\n\n".join(w.pretrain_documents()))
+    (root / "chat.jsonl").write_text("\n".join(json.dumps(c) for c in w.sft_conversations()))
+    return root
+
+
+def _train(out: Path, data: Path, **kw) -> Path:
+    from llada.training.config import TrainConfig
+    from llada.training.trainer import Trainer
+
+    base = dict(model="debug", data=str(data), out_dir=str(out), seq_len=32, batch_size=4, max_steps=2,
+                warmup_steps=1, lr=3e-3, eval_every=0, save_every=1, log_every=1, vocab_size=300, progress=False,
+                tensorboard=False)
+    return Trainer(TrainConfig(**{**base, **kw})).fit()
+
+
+def _weight_files_below(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and p.name.startswith(("model", "pytorch_model", "adapter_model")))
+
+
+def test_a_checkpoint_stores_the_weights_once(tmp_path, world_files):
+    """checkpoints/step-N holds the model directory and the trainer state, which has the optimizer,
+    the scheduler and the RNG but not the weights again (a resume builds the model from the model
+    directory: tests/unit/training/test_checkpoints.py checks that it continues exactly)."""
+    _train(tmp_path / "run", world_files / "corpus.txt")
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000001"
+    assert _weight_files_below(ckpt) == ["model.safetensors"]
+    assert (ckpt / "trainer" / "optimizer.bin").exists() and (ckpt / "trainer" / "state.json").exists()
+
+
+def test_a_lora_run_saves_a_peft_adapter_beside_the_merged_weights(tmp_path, world_files):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = _train(tmp_path / "pt", world_files / "corpus.txt", save_every=0)
+    final = _train(tmp_path / "sft", world_files / "chat.jsonl", model=str(base), stage="sft", seq_len=64,
+                   lora_r=4, lr=1e-2)
+    ckpt = tmp_path / "sft" / "checkpoints" / "step-000001"
+    # merged weights once, the adapters alone once, nothing in trainer/
+    assert _weight_files_below(ckpt) == ["adapter/adapter_model.safetensors", "model.safetensors"]
+    config = json.loads((final / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["base_model_name_or_path"] == str(base.resolve())
+
+    ids = torch.randint(0, 200, (2, 12))
+    merged = AutoModelForCausalLM.from_pretrained(final)
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), final / "adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(adapted(ids).logits, merged(ids).logits, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(AutoModelForCausalLM.from_pretrained(base)(ids).logits, merged(ids).logits,
+                                  atol=1e-4)  # the adapters were trained: they change the model
+    card = (final / "README.md").read_text()
+    assert "rank 4 adapters" in card and "`adapter/` (peft)" in card
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_files_follow_the_umask(llada_dir, tmp_path, umask):
+    """safetensors writes its files 0600; a model directory gets the user's umask like any file."""
+    import os
+
+    bundle = llada.load(llada_dir[0])
+    old = os.umask(umask)
+    try:
+        llada.save(tmp_path / "out" / "single", bundle.model, bundle.tokenizer)
+        llada.save(tmp_path / "out" / "sharded", bundle.model, bundle.tokenizer, max_shard_size="20KB")
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len([p for p in files if p.name.endswith(".safetensors")]) > 2
+    assert {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in files} == \
+        {p.relative_to(tmp_path).as_posix(): 0o666 & ~umask for p in files}
