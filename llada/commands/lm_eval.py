@@ -9,7 +9,7 @@ from lm_eval.__main__ import cli_evaluate
 
 import llada.evaluation.harness  # noqa: F401  (registers the model `llada`)
 from llada.errors import UserError
-from llada.evaluation.presets import PRESET_HELP, preset_argv
+from llada.evaluation.presets import PRESET_HELP, TASKS_DIR, preset_argv
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> None:
 
     `--preset NAME` (llada/evaluation/presets.py) applies the paper's settings to each task of
     --tasks; flags given explicitly win over the preset's. Tasks that need different settings run
-    as separate lm-eval runs, one after another, each printing its own results table.
+    as separate lm-eval runs, one after another, each printing its own results table. Without
+    --include_path, the task YAMLs that ship with llada (llada/evaluation/tasks: the reasoning tasks
+    llada_NAME, the reversal poems) are found from any directory.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     for i, run in enumerate(runs):
         if len(runs) > 1:
             print(f"llada lm-eval: run {i + 1} of {len(runs)}: lm-eval {' '.join(run)}", file=sys.stderr)
-        sys.argv = ["lm-eval", *run]
+        sys.argv = ["lm-eval", *with_packaged_tasks(run)]
         try:
             cli_evaluate()
         except ValueError as e:  # lm-eval checks the task names before it builds the model
@@ -34,6 +36,13 @@ def main(argv: list[str] | None = None) -> None:
                 raise
             raise UserError(f"unknown task(s): {str(e).partition(':')[2].strip()}; `lm-eval ls tasks` lists "
                             "them, and --include_path DIR adds your own task YAMLs") from None
+
+
+def with_packaged_tasks(run: list[str]) -> list[str]:
+    """lm-eval arguments `run` with `--include_path` the package's task directory, unless one is given."""
+    if any(a == "--include_path" or a.startswith("--include_path=") for a in run):
+        return run
+    return [*run, "--include_path", str(TASKS_DIR)]
 
 
 main.parses_own_flags = True  # type: ignore[attr-defined]  (the dispatcher hands it the arguments as given)

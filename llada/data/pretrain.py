@@ -2,6 +2,7 @@
 
 Sources (`load_texts(source)`):
     None                    the built-in world (llada.data.world), train/validation splits
+    task:NAME[:knob=v,...]  a built-in reasoning task (llada.tasks), "37+45=82" a document
     file.txt                one document per paragraph (blank-line separated)
     file.jsonl / file.json  one record per line / a JSON list, text in `text_field`
     file.parquet            a column `text_field`
@@ -27,6 +28,7 @@ from typing import Any
 
 from llada.data.world import WorldConfig
 from llada.errors import DataError
+from llada.tasks.sources import is_source, source_texts
 
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _PIECE_TOKENS = 1024  # the least a tokenizer call covers: fewer, larger calls for a short seq_len
@@ -175,6 +177,8 @@ def load_texts(source: str | None = None, *, split: str = "train", text_field: s
         from llada.data.world import World
 
         return datasets.Dataset.from_dict({"text": World(seed, world).pretrain_documents(split)})
+    if is_source(source):  # a built-in task: one problem and its answer a document; no test problem
+        return datasets.Dataset.from_dict({"text": source_texts(source, split, seed)})
     files = _local_files(source)
     if files is not None:
         ds = load_local(files, (text_field,), check=lambda r, where: _check_text_field(r, where, text_field))

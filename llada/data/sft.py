@@ -23,6 +23,7 @@ from llada.config import brief_repr
 from llada.data.pretrain import _local_files, chars_per_token, load_local
 from llada.data.world import WorldConfig
 from llada.errors import DataError
+from llada.tasks.sources import is_source, source_conversations
 from llada.tokenizer import render_chat
 
 logger = logging.getLogger(__name__)
@@ -62,10 +63,12 @@ def to_messages(record: dict[str, Any], where: str = "record") -> list[dict[str,
 
 def load_conversations(source: str | None = None, *, split: str = "train", seed: int = 0,
                        eval_fraction: float = 0.02, world: WorldConfig | None = None) -> list[list[dict[str, str]]]:
-    """Conversations as lists of messages: the built-in world's (None, sized by `world`), local
-    files, or a Hub dataset."""
+    """Conversations as lists of messages: the built-in world's (None, sized by `world`), a built-in
+    task's (`task:NAME`, llada.tasks; its test split is never loaded), local files, or a Hub dataset."""
     if split not in ("train", "validation"):
         raise DataError(f"split must be 'train' or 'validation', got {split!r}")
+    if is_source(source):
+        return source_conversations(source, split, seed)
     if source is None:
         from llada.data.world import World
 
