@@ -24,6 +24,9 @@ from llada.errors import CheckpointError
 BOS, EOS, MASK = "<|startoftext|>", "<|endoftext|>", "<|mdm_mask|>"
 START_HEADER, END_HEADER, EOT = "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
 SPECIAL_TOKENS = [BOS, EOS, MASK, START_HEADER, END_HEADER, EOT]
+# The role names the chat template writes between the headers: one token each in every tokenizer
+# trained here, as in LLaDA-8B's (a BPE trained on little chat text spells them out letter by letter).
+CHAT_ROLES = ("system", "user", "assistant")
 
 # LLaDA-8B's chat format (Llama-3 style): BOS once, then one header + content + <|eot_id|> per
 # message; the assistant header is appended when a reply is to be generated.
@@ -103,7 +106,11 @@ def check_chat_template(tokenizer: Any, source: str = "tokenizer") -> None:
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2) -> Any:
     """Train a byte-level BPE on `texts` and wrap it as a transformers `PreTrainedTokenizerFast`.
 
-    The special tokens take the first ids (0..5); decoding inverts encoding for any text.
+    The special tokens take the first ids (0..5); decoding inverts encoding for any text. Digits are
+    split one per token before the BPE (as LLaMA's tokenizer does), so a number is written digit by
+    digit whatever numbers the texts hold; each of CHAT_ROLES is one token (`_whole_words`) when
+    vocab_size leaves room for the merges that make them (16 beyond the 262 minimum). At most
+    `vocab_size` tokens. Raises ValueError for a vocab_size below the byte alphabet plus the specials.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -112,19 +119,58 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, min_frequency:
         raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} for a byte-level BPE, "
                          f"got {vocab_size}")
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=EOS, mask_token=MASK,
-        additional_special_tokens=[START_HEADER, END_HEADER, EOT], clean_up_tokenization_spaces=False,
+        tokenizer_object=_whole_words(tok, CHAT_ROLES, vocab_size), bos_token=BOS, eos_token=EOS, pad_token=EOS,
+        mask_token=MASK, additional_special_tokens=[START_HEADER, END_HEADER, EOT], clean_up_tokenization_spaces=False,
         padding_side="left",  # a prompt's pad slots go before it, never between it and the answer
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+def _whole_words(tok: Any, words: tuple[str, ...], vocab_size: int) -> Any:
+    """`tok` (a trained byte-level BPE) with merges appended so that each of `words`, standing alone,
+    is one token: the pieces the trained merges leave are joined left to right, each join a new
+    merge of the lowest priority (so no other text tokenizes differently, except where the same
+    pieces meet). When the vocabulary is full, the last-learned merges (the rarest) make room; with
+    none left to drop, the joins that do not fit are left out."""
+    from tokenizers import Tokenizer
+
+    def joins(t: Any) -> list[tuple[str, str]]:
+        out = []
+        for word in words:
+            pieces = [p.value for p in t.model.tokenize(word)]
+            for piece in pieces[1:]:
+                out.append((pieces[0], piece))
+                pieces[0] += piece
+        return list(dict.fromkeys(out))
+
+    data = json.loads(tok.to_str())
+    vocab, merges = data["model"]["vocab"], [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1))
+                                            for m in data["model"]["merges"]]
+    room = vocab_size - len(vocab)
+    needed = len(joins(tok))
+    drop = min(needed - room, len(merges))
+    if drop > 0:  # drop the last merges, whose tokens have the highest ids and build no other
+        for a, b in merges[-drop:]:
+            vocab.pop(a + b, None)
+        merges = merges[:-drop]
+        data["model"]["merges"] = [list(m) for m in merges]
+        tok = Tokenizer.from_str(json.dumps(data))
+    for a, b in joins(tok):
+        if a + b not in vocab and len(vocab) >= vocab_size:
+            break
+        merges.append((a, b))
+        vocab.setdefault(a + b, max(vocab.values()) + 1)
+    data["model"]["merges"] = [list(m) for m in merges]
+    return Tokenizer.from_str(json.dumps(data))
 
 
 def special_token_ids(tokenizer: Any) -> dict[str, int | None]:

@@ -216,18 +216,39 @@ def learnable(row: dict[str, list], seq_len: int) -> bool:
     return any(row["response_mask"][:seq_len])
 
 
+def render_plain(tokenizer: Any, messages: list[dict[str, str]], max_tokens: int | None = None,
+                 per_token: int | None = None) -> tuple[list[int], list[bool]]:
+    """A single-turn conversation without the chat template: BOS and the user's text (prompt), then
+    the assistant's text and EOS (response), as `render_conversation` marks them. It is what
+    `sample_text(..., chat=False)` asks a model: BOS and the prompt. Not LLaDA's SFT format (the
+    template); a leaner one of ours for short tasks. Each text is cut to what max_tokens + 1 tokens
+    can hold (`per_token` characters each). Raises DataError for other than one user and one
+    assistant turn."""
+    roles = [m["role"] for m in messages]
+    if roles != ["user", "assistant"]:
+        raise DataError(f"without the chat template a conversation must be one user and one assistant turn, "
+                        f"got the roles {roles}")
+    budget = None if max_tokens is None else (max_tokens + 1) * (per_token or chars_per_token(tokenizer))
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    prompt = bos + tokenizer(messages[0]["content"][:budget], add_special_tokens=False)["input_ids"]
+    answer = tokenizer(messages[1]["content"][:budget], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return prompt + answer, [False] * len(prompt) + [True] * len(answer)
+
+
 def render_all(tokenizer: Any, conversations: list[list[dict[str, str]]],
-               max_tokens: int | None = None) -> list[dict[str, list]]:
+               max_tokens: int | None = None, chat: bool = True) -> list[dict[str, list]]:
     """Render every conversation once (the trainer batches the results), each only as far as
-    `max_tokens` (the run's seq_len) reaches when given. A conversation the chat template cannot
-    render is one DataError naming it."""
+    `max_tokens` (the run's seq_len) reaches when given: with the chat template
+    (`render_conversation`), or without it (`render_plain`, chat=False). A conversation that cannot
+    be rendered is one DataError naming it."""
     per_token = chars_per_token(tokenizer) if max_tokens is not None else None
+    render = render_conversation if chat else render_plain
     out = []
     for k, messages in enumerate(conversations):
         try:
-            ids, mask = render_conversation(tokenizer, messages, max_tokens, per_token)
-        except DataError:
-            raise
+            ids, mask = render(tokenizer, messages, max_tokens, per_token)
+        except DataError as e:
+            raise DataError(f"conversation {k + 1} (opening {messages[0]['content'][:40]!r}): {e}") from None
         except Exception as e:  # noqa: BLE001 - a template raises whatever its code raises
             reason = (str(e).strip().splitlines() or [""])[0][:200]
             raise DataError(f"conversation {k + 1} (opening {messages[0]['content'][:40]!r}): the chat template "

@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 # the settings a checkpoint must share with the run that resumes it
 _MUST_MATCH = ("model", "revision", "stage", "objective", "seq_len", "seed", "data", "world", "lora_r", "vocab_size",
-               "overrides")
+               "overrides", "chat_template")
 
 
 class UnusableCheckpoint(CheckpointError):

@@ -92,6 +92,10 @@ class TrainConfig:
     """SFT conversations longer than seq_len: cut them (counted) or stop with an error."""
     padding: Literal["longest", "max_length"] = "longest"
     """SFT: pad each batch with EOS to its longest conversation (LLaDA), or every one to seq_len."""
+    chat_template: bool = True
+    """SFT: render conversations with the tokenizer's chat template (LLaDA's SFT); false: BOS, the
+    user's text, then the assistant's text and EOS as the response, for single-turn data (a leaner
+    format of ours for short tasks; answer with `chat=False` / `--chat false`)."""
     resume: str | None = "auto"
     """auto: continue from the latest checkpoint in out_dir if there is one; a path; or None to refuse to reuse out_dir."""
     tensorboard: bool = True

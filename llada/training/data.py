@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import torch
@@ -139,8 +140,9 @@ class Conversations(TrainingData):
     def prepare(self, tokenizer: Any, main_first: Callable[[], AbstractContextManager] = nullcontext) -> None:
         cfg = self.cfg
         # rendered only as far as seq_len tokens reach: the collator cuts there
-        self.train = self._learnable(render_all(tokenizer, self.train_conversations, cfg.seq_len), "training")
-        self.eval = self._learnable(render_all(tokenizer, self.eval_conversations, cfg.seq_len), "held-out")
+        render = partial(render_all, tokenizer, max_tokens=cfg.seq_len, chat=cfg.chat_template)
+        self.train = self._learnable(render(self.train_conversations), "training")
+        self.eval = self._learnable(render(self.eval_conversations), "held-out")
         self.collate = SFTCollator(tokenizer.eos_token_id, cfg.seq_len, cfg.truncation, cfg.padding)
         if not self.eval:
             logger.warning("there are no held-out conversations, so this run reports no held-out loss")

@@ -96,7 +96,7 @@ def test_ar_model_through_generate(dirs, bundles, capsys):
 def test_ar_model_through_chat(dirs, bundles, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(QUESTION + "\n"))
     assert main(["chat", "--model", str(dirs["ar"]), "--device", "cpu", "--gen_length", "8"]) == 0
-    replies = re.findall(r"llada> (.*)\n", capsys.readouterr().out)
+    replies = re.findall(r"llada> (.*?)\n(?=you> |$)", capsys.readouterr().out, re.S)  # a reply may hold newlines
     assert replies == [_ar_answer(bundles["ar"], [{"role": "user", "content": QUESTION}])]
 
 

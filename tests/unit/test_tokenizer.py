@@ -213,3 +213,32 @@ def test_sft_renders_conversations_within_the_template_budget(tok):
     conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "the cat"}]
     with pytest.raises(DataError, match="conversation 1 .*chat template builds a value of about 1,500,000 characters"):
         render_all(t, [conversation], max_tokens=64)
+
+
+@pytest.mark.parametrize("texts,vocab_size", [
+    (CORPUS, 300),  # little text: the role names would be spelled letter by letter
+    (None, 400),  # the built-in world, a full vocabulary: the rarest merges make room
+    (None, 2000),
+])
+def test_chat_roles_are_one_token_and_digits_one_each(texts, vocab_size):
+    from llada.data.world import World
+    from llada.tokenizer import CHAT_ROLES, render_chat
+
+    tok = train_tokenizer(texts or World(0).pretrain_documents()[:3000], vocab_size=vocab_size)
+    assert len(tok.get_vocab()) <= vocab_size
+    messages = [{"role": role, "content": f"{role} asks 1237+45= 2024"} for role in CHAT_ROLES]
+    text = render_chat(tok, messages)
+    tokens = tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"])
+    for role in CHAT_ROLES:
+        header = ["<|start_header_id|>", role, "<|end_header_id|>"]
+        assert any(tokens[i:i + 3] == header for i in range(len(tokens))), (role, tokens)
+    digits = [t for t in tokens if any(c.isdigit() for c in t)]
+    assert digits and all(len(t) == 1 for t in digits), digits  # "1237" is 1, 2, 3, 7
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_the_smallest_vocabulary_still_decodes_what_it_encodes():
+    tok = train_tokenizer(CORPUS, vocab_size=262)
+    assert len(tok.get_vocab()) == 262
+    text = "<|start_header_id|>assistant<|end_header_id|>\n\nthe 42 cats"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text

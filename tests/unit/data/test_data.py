@@ -236,7 +236,7 @@ def test_a_20_mb_line_costs_memory_by_seq_len_not_by_its_size(tok, tmp_path):
                                                        {"role": "assistant", "content": a}]})
                               for q, a in [("what is two", big), (big, "four"), ("what is two", "four")]) + "\n")
     data = Conversations(SimpleNamespace(data=str(path), seq_len=64, seed=0, world=None, truncation="truncate",
-                                         padding="longest"))
+                                         padding="longest", chat_template=True))
     data.load()
     tracemalloc.start()
     try:
@@ -305,3 +305,22 @@ def test_packing_a_long_document_tokenizes_it_in_pieces_bounded_by_seq_len(tok):
     whole = [ids for t in texts["text"] for ids in ([tok.bos_token_id] if tok.bos_token_id is not None else [])
              + tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
     assert [i for row in packed["input_ids"] for i in row] == whole[: len(whole) // 32 * 32]
+
+
+def test_without_the_chat_template_a_turn_is_bos_prompt_then_answer_and_eos(tok):
+    """chat=False: what sample_text(..., chat=False) asks (BOS and the prompt), then the answer and
+    EOS as the response; rows are far shorter than the templated ones."""
+    from llada.data.sft import render_all
+
+    conversation = [{"role": "user", "content": "37+45="}, {"role": "assistant", "content": "82"}]
+    (plain,) = render_all(tok, [conversation], max_tokens=64, chat=False)
+    prompt = [tok.bos_token_id] + tok("37+45=", add_special_tokens=False)["input_ids"]
+    answer = tok("82", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert plain["input_ids"] == prompt + answer
+    assert plain["response_mask"] == [False] * len(prompt) + [True] * len(answer)
+    (templated,) = render_all(tok, [conversation], max_tokens=64)
+    assert len(templated["input_ids"]) > len(plain["input_ids"]) + 5
+    two_turns = conversation + [{"role": "user", "content": "and 1+1="}, {"role": "assistant", "content": "2"}]
+    with pytest.raises(DataError, match=r"conversation 2 \(opening '37\+45='\): without the chat template a "
+                                        r"conversation must be one user and one assistant turn"):
+        render_all(tok, [conversation, two_turns], chat=False)

@@ -31,7 +31,7 @@ def test_a_small_corpus_trains_with_a_note_instead_of_a_held_out_loss(tmp_path, 
 
 def test_a_corpus_shorter_than_one_block_says_how_much_is_needed(tmp_path):
     path = tmp_path / "notes.txt"
-    path.write_text("\n\n".join(_notes(2)))
+    path.write_text("Note 0: the lamp is blue.\n\nNote 1: the lamp is red.")  # well under 32 tokens
     with pytest.raises(UserError, match=r"too short for one --seq_len 32 block: 1 document\(s\), \d+ tokens, "
                                         r"and at least 32 tokens are needed"):
         Trainer(_cfg(tmp_path, path))
@@ -101,3 +101,25 @@ def test_a_tokenizer_left_in_out_dir_is_reused_only_when_whole_and_trained_for_t
     with pytest.raises(KeyboardInterrupt):
         Trainer(_cfg(tmp_path, corpus, vocab_size=350))
     assert (tok_dir / "tokenizer.json").read_text() == text  # the whole one it was replacing is untouched
+
+
+def test_sft_without_the_chat_template_trains_on_bos_prompt_answer_eos(tmp_path):
+    """--chat_template false: every row is BOS, the problem, its answer and EOS (no role headers), and
+    only the answer and EOS are learned; a resume with the other format is refused."""
+    from llada.errors import CheckpointError
+    from llada.tasks.sources import source_items
+
+    cfg = _cfg(tmp_path, "task:addition:n=40", stage="sft", chat_template=False, save_every=2, max_steps=3)
+    trainer = Trainer(cfg)
+    tok = trainer.tokenizer
+    _, items = source_items("task:addition:n=40")
+    want = [[tok.bos_token_id] + tok(it.prompt, add_special_tokens=False)["input_ids"]
+            + tok(it.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for it in items]
+    assert sorted(r["input_ids"] for r in trainer.data.train) == sorted(want)
+    equals = tok.convert_tokens_to_ids("=")
+    for r in trainer.data.train:  # the prompt ends at "=": what follows it is learned
+        end = r["input_ids"].index(equals)
+        assert r["response_mask"] == [i > end for i in range(len(r["input_ids"]))]
+    trainer.fit()
+    with pytest.raises(CheckpointError, match="chat_template"):
+        Trainer(_cfg(tmp_path, "task:addition:n=40", stage="sft", chat_template=True, save_every=2, max_steps=6))
