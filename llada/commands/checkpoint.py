@@ -16,6 +16,7 @@ from llada.checkpoint.layout import (
 )
 from llada.checkpoint.loading import load
 from llada.checkpoint.options import LoadOptions
+from llada.errors import UserError
 
 
 def info(model: str, revision: str | None = None) -> None:
@@ -63,6 +64,8 @@ def convert(model: str, out: str, dtype: str = "auto", max_shard_size: str = "5G
         max_shard_size: largest safetensors file, e.g. 5GB or 500MB
         revision: a branch, tag or commit when model is a Hub id (default: main)
     """
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out} is a file; give a directory (it is created if missing)")
     bundle = load(model, dtype=dtype, revision=revision)
     if bundle.path is not None and (bundle.path / TRAINING_CONFIG_NAME).is_file():  # the card describes the run
         Path(out).mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,12 @@ _THING_NOUN = ["drum", "lantern", "compass", "bridge", "wheel", "clock", "ladder
 _OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
 
 
+# The largest world: one invention per person, and few enough countries and cities that fresh names
+# (about 500,000 of two syllables) come quickly
+MAX_PEOPLE = len(_THING_ADJ) * len(_THING_NOUN)
+MAX_PLACES = 10_000
+
+
 def _word(rng: random.Random, syllables: int) -> str:
     parts = [rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)]
     return ("".join(parts) + rng.choice(_CODAS)).capitalize()
@@ -98,6 +104,9 @@ class WorldConfig:
             raise ValueError(f"name_words must be 1 or 2, got {self.name_words}")
         if not 1 <= self.sentences_per_document <= 6:
             raise ValueError(f"sentences_per_document must be in 1..6, got {self.sentences_per_document}")
+        for name, most in (("n_people", MAX_PEOPLE), ("n_cities", MAX_PLACES), ("n_countries", MAX_PLACES)):
+            if getattr(self, name) > most:
+                raise ValueError(f"{name} must be at most {most:,}, got {getattr(self, name):,}")
 
 
 WORLDS: dict[str, WorldConfig] = {
@@ -134,8 +143,6 @@ class World:
         self.country_of = {c: rng.choice(self.countries) for c in self.cities}
         things = [f"{a} {n}" for a in _THING_ADJ for n in _THING_NOUN]
         rng.shuffle(things)
-        if n_people > len(things):
-            raise ValueError(f"n_people must be at most {len(things)} (one invention each)")
         self.people = [
             Person(name=fresh(lambda: _word(rng, 2) if cfg.name_words == 1 else
                               f"{_word(rng, 2)} {_word(rng, rng.choice([1, 2]))}"),

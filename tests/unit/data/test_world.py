@@ -122,3 +122,26 @@ def test_world_config_is_validated():
         WorldConfig(sentences_per_document=7)
     with pytest.raises(TypeError, match="unknown world field"):
         World(seed=0, n_persons=3)
+
+
+@pytest.mark.parametrize("field,value,most", [("n_people", 577, "576"), ("n_cities", 10_001, "10,000"),
+                                              ("n_countries", 600_000, "10,000")])
+def test_a_world_too_large_to_name_is_refused_when_configured(field, value, most):
+    """n_countries 600,000 drew fresh two-syllable names forever (there are about 500,000); n_people
+    past one invention each failed only once the world was built."""
+    from llada.data.world import WorldConfig
+
+    with pytest.raises(ValueError, match=f"{field} must be at most {most}, got {value:,}"):
+        WorldConfig(**{field: value})
+    assert len(World(0, WorldConfig(n_people=576, n_stories=0, n_sums=0)).people) == 576
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_a_world_too_large_is_one_line_on_the_command_line(command, capsys, tmp_path):
+    from support.cli import _one_error_line
+
+    from llada.cli import main
+
+    args = ["--out_dir", str(tmp_path)] + (["--model", str(tmp_path / "absent")] if command == "eval" else [])
+    assert main([command, "--world.n_countries", "600000", *args]) == 2
+    assert _one_error_line(capsys.readouterr().err, command).endswith("n_countries must be at most 10,000, got 600,000")
