@@ -1,7 +1,8 @@
 """`llada reproduce NAME`: one claim of the paper, trained for and measured on the built-in world.
 
     llada reproduce reversal     diffusion vs AR on forward and reverse fact questions (Table 4)
-    llada reproduce remasking    low-confidence vs random (and margin, entropy) remasking over step counts
+    llada reproduce remasking    low-confidence vs random (and margin, entropy) remasking over step counts,
+                                 on 2-digit addition (a model fine-tuned on it from scratch)
     llada reproduce semi-ar      an SFT model padded with many EOS, sampled with and without blocks
     llada reproduce bound        the Eq. 3/4 bound beside the AR model's exact NLL, over training
     llada reproduce any-order    filling a blank before its clues: diffusion (both sides) vs AR
@@ -11,7 +12,9 @@ Each claim writes OUT_DIR/NAME/report.md, NAME.png and results.json. The models 
 per (size, seed) under OUT_DIR/models with the recipe of the size (`llada.recipe.RECIPES`), with
 equal budgets for the diffusion model and its autoregressive baseline (same world, data, model
 shape, steps and learning rates: only the loss and the attention mask differ), and shared by the
-claims; --diffusion / --ar reuse models trained elsewhere (their SFT model directories).
+claims; --diffusion / --ar reuse models trained elsewhere (their SFT model directories). A claim
+on a reasoning task (remasking) uses a model of the recipe's `TaskRecipe` instead, trained under
+OUT_DIR/models/SIZE-seedSEED-TASK.
 
 Every figure is an accuracy over n items with its standard error sqrt(p (1 - p) / n); a
 difference between two models on the same items carries the paired standard error. A claim

@@ -27,6 +27,8 @@ class Report:
     results: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
+    recipe: str | None = None
+    """The report's Recipe line when the claim's models are not the world recipe's (None: the world's)."""
 
 
 @dataclass(frozen=True)

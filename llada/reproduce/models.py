@@ -1,10 +1,12 @@
 """The models the claims measure: trained once per (size, seed) and shared, or given by flag.
 
-Five models, by name:
+Six models, by name:
 
     diffusion, ar                      SFT models: the diffusion model and its autoregressive baseline
     diffusion-pretrain, ar-pretrain    the pretrained models they were fine-tuned from
     diffusion-eos                      an SFT model from diffusion-pretrain, every response padded with EOS
+    diffusion-task                     a diffusion model fine-tuned from scratch on the recipe's reasoning
+                                       task (`Recipe.task`), under OUT-TASK/ beside the world's OUT/
 
 The diffusion model and its baseline have equal budgets (same world, data, model shape, steps and
 learning rates: only the loss and the attention mask differ; `llada.recipe.train_recipe`).
@@ -24,11 +26,11 @@ from typing import Any, Literal, cast
 from llada.checkpoint import load
 from llada.checkpoint.layout import CONFIG_NAME, TRAINING_CONFIG_NAME, read_config, read_json
 from llada.errors import UserError
-from llada.recipe import Recipe, train_recipe
+from llada.recipe import Recipe, train_recipe, train_task_recipe
 from llada.training.config import trained_world
 from llada.training.integrity import entries_problem, model_dir_problem
 
-ModelName = Literal["diffusion", "ar", "diffusion-pretrain", "ar-pretrain", "diffusion-eos"]
+ModelName = Literal["diffusion", "ar", "diffusion-pretrain", "ar-pretrain", "diffusion-eos", "diffusion-task"]
 Objective = Literal["diffusion", "ar"]
 
 # A model trained from another one's weights: it needs that one first.
@@ -65,6 +67,8 @@ class Models:
                 self._dirs[name] = tuned_from(Path(self.given[objective]), f"--{objective}")
             elif name == "diffusion-eos":
                 self.train_eos_padded()
+            elif name == "diffusion-task":
+                self.train_task()
             else:
                 self.train(objective)
 
@@ -83,6 +87,23 @@ class Models:
         _, tuned = train_recipe(self.recipe, self.out / "diffusion-eos", seed=self.seed, sft={"padding": "max_length"},
                                 progress=self.progress, pretrained=self._dirs[start])
         self._dirs["diffusion-eos"] = tuned
+
+    def train_task(self) -> None:
+        """Fine-tune a fresh diffusion model on the recipe's reasoning task (`Recipe.task`) under
+        OUT-TASK/diffusion (OUT-addition/ next to OUT/: the task's models apart from the world's).
+
+        Raises UserError when the recipe has no task.
+        """
+        task = self.recipe.task
+        if task is None:
+            raise UserError("this recipe trains no reasoning-task model (Recipe.task is None)")
+        self._dirs["diffusion-task"] = train_task_recipe(task, self.task_out / "diffusion", seed=self.seed,
+                                                         progress=self.progress)
+
+    @property
+    def task_out(self) -> Path:
+        """Where the reasoning-task models go: OUT-TASK beside OUT (models/default-seed0-addition)."""
+        return self.out.with_name(f"{self.out.name}-{self.recipe.task.task if self.recipe.task else 'task'}")
 
     def directory(self, name: ModelName) -> Path:
         """The directory of `name`; RuntimeError when it was not `ensure`d first."""
@@ -124,6 +145,9 @@ def check_given_dirs(given: dict[str, str], needs: Iterable[ModelName], seed: in
     needed = with_starting_points(needs)
     for objective, path in given.items():
         flag, root = f"--{objective}", Path(path)
+        if objective not in needed and f"{objective}-pretrain" not in needed:  # the SFT model, or what it was tuned from
+            raise UserError(f"{flag} {path}: none of the claims asked for measures a {objective} model trained on "
+                            "the world (remasking trains its own, on addition); drop the flag")
         _check_model_kind(flag, root, "autoregressive" if objective == "ar" else "diffusion")
         _check_training_record(flag, root, seed, size, recipe)
         _check_loads(flag, root, root)

@@ -58,8 +58,8 @@ def markdown(report: Report, png: str, context: dict[str, Any]) -> list[str]:
         lines += ["Examples:", "", *[f"- {e}" for e in report.examples], ""]
     rec = context["recipe"]
     lines += ["Setup: " + ", ".join(f"{k} {v}" for k, v in context.items() if k not in ("recipe", "command")) + ".",
-              f"Recipe: world {rec['world']}; model {rec['preset']}, {rec['pretrain_steps']} pretraining + "
-              f"{rec['sft_steps']} SFT steps of batch {rec['batch_size']}, "
+              report.recipe or f"Recipe: world {rec['world']}; model {rec['preset']}, {rec['pretrain_steps']} "
+              f"pretraining + {rec['sft_steps']} SFT steps of batch {rec['batch_size']}, "
               f"lr {rec['pretrain_lr']:g} / {rec['sft_lr']:g}.",
               f"Command: `{context['command']}`", ""]
     return lines
