@@ -28,20 +28,20 @@ The package, by room:
                    its plot, and the models it needs, declared as a `Claim`
     claims.py      the claims by name (a new claim: a module and one line there)
     base.py        `Claim` and `Report`, what a claim module declares and returns
-    stats.py       accuracy with its standard error, paired differences, the two-standard-error rule
     measure.py     the sampler setting and one built-in task run on one model
     models.py      the models: trained or given, made ready by `Models.ensure`, then loaded
     report.py      writing report.md, NAME.png and results.json
     run.py         claims and sizes by name, the check of given models, one claim's run
 
-The `llada reproduce` command is llada/commands/reproduce.py.
+The statistics (accuracy with its standard error, paired differences, the two-standard-error rule)
+are llada/stats.py, shared with `llada.tasks.evaluate`. The `llada reproduce` command is llada/commands/reproduce.py.
 """
 
 from llada.reproduce.base import Claim, Report
 from llada.reproduce.claims import CLAIMS
 from llada.reproduce.models import Models
 from llada.reproduce.run import SIZES, check_given, claim_names, recipe_for, run_claim
-from llada.reproduce.stats import Accuracy, exceeds_two_se, paired_difference
+from llada.stats import Accuracy, exceeds_two_se, paired_difference
 
 __all__ = ["CLAIMS", "SIZES", "Accuracy", "Claim", "Models", "Report", "check_given", "claim_names",
            "exceeds_two_se", "paired_difference", "recipe_for", "run_claim"]

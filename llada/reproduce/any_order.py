@@ -20,7 +20,7 @@ from typing import Any
 from llada.reproduce.base import Claim, Report
 from llada.reproduce.measure import examples, score
 from llada.reproduce.models import Models
-from llada.reproduce.stats import Accuracy, exceeds_two_se, paired_difference
+from llada.stats import Accuracy, exceeds_two_se, paired_difference
 
 KINDS = ("diffusion", "ar")
 

@@ -29,7 +29,7 @@ from llada.recipe import TaskRecipe
 from llada.reproduce.base import Claim, Report
 from llada.reproduce.measure import answer_items, setting
 from llada.reproduce.models import Models
-from llada.reproduce.stats import Accuracy, exceeds_two_se, paired_difference
+from llada.stats import Accuracy, exceeds_two_se, paired_difference
 from llada.tasks import TaskItem, parse_source
 
 STRATEGIES = ("low_confidence", "random", "margin", "entropy")

@@ -22,7 +22,7 @@ from llada.data.world import World
 from llada.reproduce.base import Claim, Report
 from llada.reproduce.measure import examples, score
 from llada.reproduce.models import Models
-from llada.reproduce.stats import Accuracy, exceeds_two_se, paired_difference
+from llada.stats import Accuracy, exceeds_two_se, paired_difference
 
 KINDS = ("diffusion", "ar")
 TASKS = ("fact_forward", "fact_reverse")

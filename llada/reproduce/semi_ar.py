@@ -20,7 +20,7 @@ from llada.recipe import SAMPLER
 from llada.reproduce.base import Claim, Report
 from llada.reproduce.measure import examples, score, setting
 from llada.reproduce.models import Models
-from llada.reproduce.stats import Accuracy, exceeds_two_se, paired_difference
+from llada.stats import Accuracy, exceeds_two_se, paired_difference
 
 TASKS = ("fact_forward", "fact_held_out")
 

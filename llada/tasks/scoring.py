@@ -8,7 +8,7 @@
 Answers come from `llada.sampling.sample_text` (the model's sampler: the reverse process, or left
 to right for an autoregressive baseline), with the prompt as one user turn of the chat template as
 `llada sft --data task:NAME` trains it (chat=False: BOS and the prompt, as a `task:` pretraining
-text has it). The standard errors are `llada.reproduce.stats.Accuracy`'s, sqrt(p (1 - p) / n).
+text has it). The standard errors are `llada.stats.Accuracy`'s, sqrt(p (1 - p) / n).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llada.checkpoint import Bundle
-from llada.reproduce.stats import Accuracy
 from llada.sampling import SamplerOptions, sample_text
+from llada.stats import Accuracy
 from llada.tasks.base import ReasoningTask
 from llada.tasks.registry import get_task
 

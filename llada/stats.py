@@ -1,5 +1,5 @@
-"""The statistics every claim reports: an accuracy with its binomial standard error, the paired
-difference of two models on the same items, and the rule a claim is judged by.
+"""The statistics `llada reproduce` and `llada.tasks.evaluate` report: an accuracy with its binomial
+standard error, the paired difference of two models on the same items, and the rule a claim is judged by.
 
 Every figure is an accuracy over n items with its standard error sqrt(p (1 - p) / n); a difference
 between two models on the same items carries the paired standard error sd(a - b) / sqrt(n). A
