@@ -8,26 +8,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from support.families import LLADA_8B_CONFIG
 from support.tiny import make_word_tokenizer
 
-# A config.json as the public checkpoints write it (LLaDA-8B's fields, tiny numbers).
-LLADA_STYLE_CONFIG = {
-    "activation_type": "silu", "alibi": False, "alibi_bias_max": 8.0, "architectures": ["LLaDAModelLM"],
-    "attention_dropout": 0.0, "attention_layer_norm": False, "attention_layer_norm_with_affine": True,
-    "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig",
-                 "AutoModel": "modeling_llada.LLaDAModelLM",
-                 "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM"},
-    "bias_for_layer_norm": False, "block_group_size": 1, "block_type": "llama", "d_model": 32,
-    "embedding_dropout": 0.0, "embedding_size": 64, "eos_token_id": 62, "flash_attention": False,
-    "include_bias": False, "include_qkv_bias": False, "init_cutoff_factor": None, "init_device": "meta",
-    "init_fn": "mitchell", "init_std": 0.02, "input_emb_norm": False, "layer_norm_type": "rms",
-    "layer_norm_with_affine": True, "mask_token_id": 63, "max_sequence_length": 128,
-    "mlp_hidden_size": 96, "mlp_ratio": 4, "model_type": "llada", "multi_query_attention": None,
-    "n_heads": 4, "n_kv_heads": 4, "n_layers": 2, "pad_token_id": 62, "precision": "amp_bf16",
-    "residual_dropout": 0.0, "rms_norm_eps": 1e-05, "rope": True, "rope_full_precision": True,
-    "rope_theta": 500000.0, "scale_logits": False, "transformers_version": "4.46.3", "use_cache": False,
-    "vocab_size": 60, "weight_tying": False,
-}
+# A config.json as the public checkpoints write it: LLaDA-8B's fields and values, tiny sizes and ids.
+LLADA_STYLE_CONFIG = {**LLADA_8B_CONFIG, "d_model": 32, "embedding_size": 64, "eos_token_id": 62, "mask_token_id": 63,
+                      "max_sequence_length": 128, "mlp_hidden_size": 96, "n_heads": 4, "n_kv_heads": 4, "n_layers": 2,
+                      "pad_token_id": 62, "vocab_size": 60}
 
 
 def _random_llada_state(cfg: dict) -> dict[str, torch.Tensor]:
