@@ -56,7 +56,7 @@ def run(objective: str, args: argparse.Namespace, out: Path) -> list[dict]:
                       max_steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
                       warmup_steps=args.warmup_steps, save_every=args.every, keep_last=args.steps // args.every + 1,
                       eval_every=0, seed=args.seed, progress=False, tensorboard=False,
-                      chat_template=args.chat_template)
+                      chat_template=args.chat_template, overrides=args.overrides)
     started = time.perf_counter()
     trainer.run(cfg)
     train_s = time.perf_counter() - started
@@ -78,7 +78,19 @@ def run(objective: str, args: argparse.Namespace, out: Path) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def run_name(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """TASK-PRESET-FORMAT-seedN, then every training setting that differs from its default (so that
+    runs with another lr or model option never share a directory)."""
+    name = f"{args.task}-{args.preset}-{'chat' if args.chat_template else 'plain'}-seed{args.seed}"
+    for key in ("sizes", "steps", "batch_size", "seq_len", "lr", "warmup_steps", "overrides"):
+        value = getattr(args, key)
+        if value != parser.get_default(key):
+            text = json.dumps(value, separators=(",", "=")) if isinstance(value, dict) else str(value)
+            name += f"-{key}_{''.join(c for c in text if c.isalnum() or c in '.=_,')}"
+    return name
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="addition")
     p.add_argument("--sizes", default="", help="task knobs as knob=value,knob=value (e.g. max_digits=3)")
@@ -96,11 +108,18 @@ def main() -> None:
                    "scored (training runs where accelerate puts it)")
     p.add_argument("--chat_template", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
                    help="false: train and ask without the chat template (BOS, prompt, answer, EOS)")
+    p.add_argument("--overrides", type=json.loads, default={},
+                   help='model config fields to override on the preset, as JSON: {"learned_positions": true}')
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/task_budget")
+    return p
+
+
+def main() -> None:
+    p = build_parser()
     args = p.parse_args()
     get_task(args.task)  # an unknown name fails here, before any training
-    out = Path(args.out) / f"{args.task}-{args.preset}-{'chat' if args.chat_template else 'plain'}-seed{args.seed}"
+    out = Path(args.out) / run_name(args, p)
     results = {"args": vars(args), "curves": {}}
     for objective in args.objectives.split(","):
         results["curves"][objective] = run(objective, args, out)

@@ -224,6 +224,12 @@ class ModelConfig:
     """Longest sequence the model is meant for (RoPE itself has no hard limit)."""
     rope_theta: float = 500000.0
     """Base of the rotary position embedding frequencies."""
+    learned_positions: bool = False
+    """Also add a learned absolute position embedding (max_sequence_length rows, `wpe`) to the token
+    embeddings, beside RoPE. Ours, not LLaDA's: an option for small models trained from scratch on
+    reasoning tasks, where every masked position otherwise starts from the same hidden state
+    (BENCHMARKS.md, "Steps to learn a reasoning task"). Saved only in the llada layout, whose
+    reference code does not read it (such a directory names no remote code)."""
     rms_norm_eps: float = 1e-5
     """Epsilon inside RMSNorm."""
     include_bias: bool = False

@@ -287,6 +287,8 @@ class LLaDAModel(nn.Module):
         if not config.weight_tying:
             self.transformer["ff_out"] = nn.Linear(config.d_model, config.embedding_size,
                                                    bias=config.include_bias)
+        if config.learned_positions:
+            self.transformer["wpe"] = nn.Embedding(config.max_sequence_length, config.d_model)
         # Set by llada.runtime.apply_activation_checkpointing; recomputes each block in backward.
         self.activation_checkpointing = False
         if not any(p.is_meta for p in self.parameters()):
@@ -347,7 +349,7 @@ class LLaDAModel(nn.Module):
         cos, sin = rope_cos_sin(position_ids, self.config.rotary_dim, self.config.rope_theta)  # (B, 1, T, rotary_dim)
         mask, is_causal = self._attention_mask(attention_mask, B, T, start, keys, input_ids.device, block_size)
         at = None if kv_cache is None else torch.arange(start, start + T, device=input_ids.device)  # cache positions
-        x = self.embed(input_ids)  # (B, T, D)
+        x = self.embed(input_ids, position_ids)  # (B, T, D)
         for i, block in enumerate(self.transformer.blocks):
             cache = None if kv_cache is None else kv_cache.layers[i]
             if self.activation_checkpointing and self.training:
@@ -357,12 +359,29 @@ class LLaDAModel(nn.Module):
         x = self.select_outputs(x, output_positions, start, kv_cache)  # (B, T', D), or (N, D) for a pair
         return self.head(self.transformer.ln_f(x))
 
-    def embed(self, input_ids: Tensor) -> Tensor:
-        """Token embeddings (B, T, D), scaled by sqrt(D) when `input_emb_norm`, with embedding dropout."""
+    def embed(self, input_ids: Tensor, position_ids: Tensor | None = None) -> Tensor:
+        """Token embeddings (B, T, D), scaled by sqrt(D) when `input_emb_norm`, plus the learned
+        position embedding of `position_ids` (B, T) when `learned_positions`, with embedding dropout.
+
+        Raises ValueError when a learned position embedding is asked for a position outside
+        0..max_sequence_length-1 (it has no row for it), or without position_ids.
+        """
         x = self.transformer.wte(input_ids)
         if self.config.input_emb_norm:
             x = x * self.config.d_model**0.5
+        if self.config.learned_positions:
+            x = x + self.transformer.wpe(self._learned_rows(position_ids))
         return F.dropout(x, self.config.embedding_dropout, self.training)
+
+    def _learned_rows(self, position_ids: Tensor | None) -> Tensor:
+        """position_ids, checked against the learned position embedding's rows."""
+        limit = self.config.max_sequence_length
+        if position_ids is None:
+            raise ValueError("a model with learned_positions needs position_ids")
+        if position_ids.numel() and (int(position_ids.min()) < 0 or int(position_ids.max()) >= limit):
+            raise ValueError(f"positions {int(position_ids.min())}..{int(position_ids.max())} are outside the learned "
+                             f"position embedding's 0..{limit - 1} (max_sequence_length {limit})")
+        return position_ids
 
     def head(self, x: Tensor) -> Tensor:
         """Logits (..., embedding_size) of final-normed states x (..., D): the output matrix, or the

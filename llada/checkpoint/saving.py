@@ -80,6 +80,8 @@ def save_state_dict(path: str | Path, state: dict[str, torch.Tensor], config: Mo
     cfg = fam.config_to_json(config)
     cfg["torch_dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
     cfg["auto_map"] = dict(fam.auto_map)
+    if config.learned_positions:  # the reference code would drop the learned position embedding
+        del cfg["auto_map"]
     (root / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     if options is None:  # the family's recommended decoding, else the defaults
         preset = fam.sampler_preset

@@ -166,6 +166,8 @@ def refuse_unless(config: ModelConfig, family_name: str, required: dict[str, Any
     bad = [f"{k}={getattr(config, k)}" for k, v in required.items() if getattr(config, k) != v]
     if config.embedding_size != config.vocab_size:
         bad.append(f"embedding_size={config.embedding_size} ({family_name} has vocab_size rows)")
+    if config.learned_positions:
+        bad.append("learned_positions=True (llada's own option: only the llada layout saves it)")
     bad += list(also)
     if bad:
         raise ConfigError(f"a {family_name} model cannot have {', '.join(bad)}")

@@ -37,6 +37,8 @@ def reference_forward(sd: dict[str, torch.Tensor], cfg, ids: torch.Tensor,
 
     pos = torch.arange(L, dtype=torch.float64)
     x = w["transformer.wte.weight"][ids]
+    if "transformer.wpe.weight" in w:  # learned absolute positions 0..L-1, added to the token embeddings
+        x = x + w["transformer.wpe.weight"][:L]
     for n in range(cfg.n_layers):
         p = f"transformer.blocks.{n}"
         h = rms(x, p + ".attn_norm")

@@ -24,6 +24,7 @@ def _randomise_norms(model: LLaDAModel) -> None:
     {"weight_tying": True},
     {"include_bias": True},
     {"include_qkv_bias": True, "rope_theta": 10000.0},
+    {"learned_positions": True},            # ours: a learned absolute position embedding beside RoPE
 ])
 def test_forward_matches_float64_reference(overrides):
     cfg = tiny_config(**overrides)
@@ -114,6 +115,32 @@ def test_cached_keys_values_reproduce_the_full_forward(causal):
         pos = torch.arange(5, 8).expand(2, 3)
         out = model(ids[:, 5:8], kv_cache=cache, cache_position=5, position_ids=pos)
         torch.testing.assert_close(out, full[:, 5:8])
+
+
+def test_learned_positions_tell_apart_positions_that_rope_alone_cannot():
+    """Every position holding the same token (an all-masked answer): with RoPE alone each query
+    averages the same values, so every position gets the same logits; the learned position
+    embedding gives each its own."""
+    ids = torch.full((1, 9), 7)
+    for learned in (False, True):
+        logits = LLaDAModel(tiny_config(learned_positions=learned)).double()(ids)[0]
+        spread = (logits - logits[:1]).abs().max().item()
+        assert (spread > 1e-3) if learned else (spread < 1e-9)
+
+
+def test_learned_positions_follow_the_position_ids_through_a_cache():
+    """Prefix and dual cache with learned positions: the run slice gets the embedding rows of its
+    own positions, so the cached pass equals the full one; a position past the table is refused."""
+    model = LLaDAModel(tiny_config(learned_positions=True, max_sequence_length=16)).double()
+    ids = torch.randint(0, 50, (2, 12))
+    full = model(ids)
+    cache = _filled_cache(model, ids)
+    torch.testing.assert_close(model(ids[:, 5:], kv_cache=cache, cache_position=5), full[:, 5:])
+    cache = _filled_cache(model, ids)
+    pos = torch.arange(5, 8).expand(2, 3)
+    torch.testing.assert_close(model(ids[:, 5:8], kv_cache=cache, cache_position=5, position_ids=pos), full[:, 5:8])
+    with pytest.raises(ValueError, match=r"positions 0\.\.16 are outside the learned position embedding's 0\.\.15"):
+        model(torch.randint(0, 50, (1, 17)))
 
 
 @pytest.mark.parametrize("causal", [False, True])

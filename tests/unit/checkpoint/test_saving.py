@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -29,6 +30,32 @@ def test_save_load_round_trip_is_exact(llada_dir, tmp_path, shard_size):
     for key in ("d_model", "n_layers", "mlp_hidden_size", "block_type", "rope", "weight_tying", "mask_token_id"):
         assert saved[key] == LLADA_STYLE_CONFIG[key]
     assert again.tokenizer.get_vocab() == bundle.tokenizer.get_vocab()
+
+
+def test_learned_positions_round_trip_in_the_llada_layout_only(llada_dir, tmp_path):
+    """A model with our learned position embedding saves its `wpe` rows and the option, names no
+    remote code (LLaDA's would drop the rows), loads back exactly, and is refused by a layout that
+    cannot hold it."""
+    from llada.config import ConfigError
+    from llada.families import FAMILIES
+    from llada.model import LLaDAModel
+
+    root, _ = llada_dir
+    bundle = llada.load(root)
+    config = dataclasses.replace(bundle.model.config, learned_positions=True)
+    model = LLaDAModel(config)
+    llada.save(tmp_path / "out", model, bundle.tokenizer)
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["learned_positions"] is True and "auto_map" not in saved
+    again = llada.load(tmp_path / "out")
+    ids = torch.randint(0, 60, (2, 7))
+    assert torch.equal(again.model(ids), model(ids))
+    assert torch.equal(again.model.transformer.wpe.weight, model.transformer.wpe.weight)
+    # a model without the option writes neither the key nor drops the remote code
+    plain = json.loads((root / "config.json").read_text())
+    assert "learned_positions" not in plain and "auto_map" in plain
+    with pytest.raises(ConfigError, match=r"a Dream model cannot have .*learned_positions=True \(llada's own"):
+        FAMILIES["dream"].config_to_json(dataclasses.replace(config, family="dream"))
 
 
 @pytest.fixture(scope="module")
