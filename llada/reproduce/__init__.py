@@ -3,9 +3,11 @@
     llada reproduce reversal     diffusion vs AR on forward and reverse fact questions (Table 4)
     llada reproduce remasking    low-confidence vs random (and margin, entropy) remasking over step counts,
                                  on 2-digit addition (a model fine-tuned on it from scratch)
-    llada reproduce semi-ar      an SFT model padded with many EOS, sampled with and without blocks
+    llada reproduce semi-ar      sudoku models fine-tuned with many EOS after each answer and with one,
+                                 sampled in one block, in blocks, and under the EOS rules of App. B.4
     llada reproduce bound        the Eq. 3/4 bound beside the AR model's exact NLL, over training
     llada reproduce any-order    filling a blank before its clues: diffusion (both sides) vs AR
+    llada reproduce planning     diffusion vs AR on sudoku and countdown, at the same budget
     llada reproduce all          every claim, sharing the models
 
 Each claim writes OUT_DIR/NAME/report.md, NAME.png and results.json. The models are trained once
@@ -13,8 +15,8 @@ per (size, seed) under OUT_DIR/models with the recipe of the size (`llada.recipe
 equal budgets for the diffusion model and its autoregressive baseline (same world, data, model
 shape, steps and learning rates: only the loss and the attention mask differ), and shared by the
 claims; --diffusion / --ar reuse models trained elsewhere (their SFT model directories). A claim
-on a reasoning task (remasking) uses a model of the recipe's `TaskRecipe` instead, trained under
-OUT_DIR/models/SIZE-seedSEED-TASK.
+on a reasoning task (remasking, semi-ar, planning) uses models fine-tuned from scratch on the
+task (the recipe's `TaskRecipe`s) instead, trained under OUT_DIR/models/SIZE-seedSEED-TASK.
 
 Every figure is an accuracy over n items with its standard error sqrt(p (1 - p) / n); a
 difference between two models on the same items carries the paired standard error. A claim
@@ -23,7 +25,7 @@ it did not hold at this scale, with the numbers.
 
 The package, by room:
 
-    reversal.py, remasking.py, semi_ar.py, bound.py, any_order.py
+    reversal.py, remasking.py, semi_ar.py, bound.py, any_order.py, planning.py
                    one claim each: what it measures and how (`measure`), its verdict (`judge`),
                    its plot, and the models it needs, declared as a `Claim`
     claims.py      the claims by name (a new claim: a module and one line there)

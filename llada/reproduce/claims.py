@@ -3,7 +3,7 @@ declares a `Claim` (see `llada.reproduce.base`) and one line here."""
 
 from __future__ import annotations
 
-from llada.reproduce import any_order, bound, remasking, reversal, semi_ar
+from llada.reproduce import any_order, bound, planning, remasking, reversal, semi_ar
 from llada.reproduce.base import Claim
 
 CLAIMS: dict[str, Claim] = {c.name: c for c in (
@@ -12,4 +12,5 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
     semi_ar.CLAIM,
     bound.CLAIM,
     any_order.CLAIM,
+    planning.CLAIM,
 )}

@@ -1,12 +1,19 @@
 """The models the claims measure: trained once per (size, seed) and shared, or given by flag.
 
-Six models, by name:
+The models, by name:
 
     diffusion, ar                      SFT models: the diffusion model and its autoregressive baseline
     diffusion-pretrain, ar-pretrain    the pretrained models they were fine-tuned from
-    diffusion-eos                      an SFT model from diffusion-pretrain, every response padded with EOS
     diffusion-task                     a diffusion model fine-tuned from scratch on the recipe's reasoning
                                        task (`Recipe.task`), under OUT-TASK/ beside the world's OUT/
+    diffusion-planning, ar-planning    one model per planning task of the recipe (`Recipe.planning`), each
+                                       objective on the same budget, under OUT-TASK/OBJECTIVE;
+                                       `Models.task_model` finds them
+    diffusion-semi-ar                  two diffusion models on the recipe's semi-ar task (`Recipe.semi_ar`),
+                                       its responses padded with EOS to seq_len, and one EOS each
+
+A task's models are shared by every claim that names the same task with the same padding (the
+one-EOS sudoku model of semi-ar is planning's), so those claims give it the same `TaskRecipe`.
 
 The diffusion model and its baseline have equal budgets (same world, data, model shape, steps and
 learning rates: only the loss and the attention mask differ; `llada.recipe.train_recipe`).
@@ -18,6 +25,7 @@ anything is trained, a directory the claims cannot use or that does not load.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +34,13 @@ from typing import Any, Literal, cast
 from llada.checkpoint import load
 from llada.checkpoint.layout import CONFIG_NAME, TRAINING_CONFIG_NAME, read_config, read_json
 from llada.errors import UserError
-from llada.recipe import Recipe, train_recipe, train_task_recipe
+from llada.recipe import Recipe, TaskRecipe, train_recipe, train_task_recipe
 from llada.training.config import trained_world
 from llada.training.integrity import entries_problem, model_dir_problem
 
-ModelName = Literal["diffusion", "ar", "diffusion-pretrain", "ar-pretrain", "diffusion-eos", "diffusion-task"]
+ModelName = Literal["diffusion", "ar", "diffusion-pretrain", "ar-pretrain", "diffusion-task", "diffusion-planning",
+                    "ar-planning", "diffusion-semi-ar"]
 Objective = Literal["diffusion", "ar"]
-
-# A model trained from another one's weights: it needs that one first.
-STARTS_FROM: dict[str, ModelName] = {"diffusion-eos": "diffusion-pretrain"}
 
 
 @dataclass
@@ -65,10 +71,16 @@ class Models:
                 self._dirs[name] = Path(self.given[name])
             elif name.endswith("-pretrain") and objective in self.given:
                 self._dirs[name] = tuned_from(Path(self.given[objective]), f"--{objective}")
-            elif name == "diffusion-eos":
-                self.train_eos_padded()
             elif name == "diffusion-task":
-                self.train_task()
+                self._dirs[name] = self.task_model("diffusion", self._task_recipe())
+            elif name.endswith("-planning"):
+                for task in self.recipe.planning:
+                    self.task_model(objective, task)
+                self._dirs[name] = self.out  # a group of models: `task_model` finds each
+            elif name == "diffusion-semi-ar":
+                for task in semi_ar_recipes(self.recipe.semi_ar).values():
+                    self.task_model("diffusion", task)
+                self._dirs[name] = self.out
             else:
                 self.train(objective)
 
@@ -76,34 +88,35 @@ class Models:
         """Pretrain and fine-tune the `objective` model under out/OBJECTIVE (`objective` and
         `objective`-pretrain)."""
         pretrained, tuned = train_recipe(self.recipe, self.out / objective, objective=objective, seed=self.seed,
-                                         progress=self.progress)
+                                         progress=self.progress, keep_evaluated=True)
         self._dirs[objective], self._dirs[f"{objective}-pretrain"] = tuned, pretrained
 
-    def train_eos_padded(self) -> None:
-        """Fine-tune diffusion-pretrain with every conversation padded with EOS to the full SFT
-        length (`--padding max_length`), under out/diffusion-eos."""
-        start = STARTS_FROM["diffusion-eos"]
-        self.ensure(start)
-        _, tuned = train_recipe(self.recipe, self.out / "diffusion-eos", seed=self.seed, sft={"padding": "max_length"},
-                                progress=self.progress, pretrained=self._dirs[start])
-        self._dirs["diffusion-eos"] = tuned
-
-    def train_task(self) -> None:
-        """Fine-tune a fresh diffusion model on the recipe's reasoning task (`Recipe.task`) under
-        OUT-TASK/diffusion (OUT-addition/ next to OUT/: the task's models apart from the world's).
-
-        Raises UserError when the recipe has no task.
-        """
-        task = self.recipe.task
-        if task is None:
+    def _task_recipe(self) -> TaskRecipe:
+        """The recipe's reasoning task (`Recipe.task`); UserError when it has none."""
+        if self.recipe.task is None:
             raise UserError("this recipe trains no reasoning-task model (Recipe.task is None)")
-        self._dirs["diffusion-task"] = train_task_recipe(task, self.task_out / "diffusion", seed=self.seed,
-                                                         progress=self.progress)
+        return self.recipe.task
 
-    @property
-    def task_out(self) -> Path:
-        """Where the reasoning-task models go: OUT-TASK beside OUT (models/default-seed0-addition)."""
-        return self.out.with_name(f"{self.out.name}-{self.recipe.task.task if self.recipe.task else 'task'}")
+    def task_model(self, objective: Objective, task: TaskRecipe) -> Path:
+        """The `objective` model fine-tuned from scratch on `task` (`llada.recipe.train_task_recipe`),
+        trained now unless already finished, under OUT-TASK/OBJECTIVE (OUT-sudoku/ar next to OUT/:
+        the task's models apart from the world's)."""
+        key = _task_key(objective, task)
+        if key not in self._dirs:
+            self._dirs[key] = train_task_recipe(task, self.task_out(task) / key.split(":")[0], objective=objective,
+                                                seed=self.seed, progress=self.progress)
+        return self._dirs[key]
+
+    def load_task(self, objective: Objective, task: TaskRecipe) -> Any:
+        """The loaded bundle of `task_model(objective, task)` (trained first when it is not yet)."""
+        key = _task_key(objective, task)
+        if key not in self._loaded:
+            self._loaded[key] = load(self.task_model(objective, task), device=self.device)  # type: ignore[arg-type]
+        return self._loaded[key]
+
+    def task_out(self, task: TaskRecipe) -> Path:
+        """Where `task`'s models go: OUT-TASK beside OUT (models/default-seed0-addition)."""
+        return self.out.with_name(f"{self.out.name}-{task.task}")
 
     def directory(self, name: ModelName) -> Path:
         """The directory of `name`; RuntimeError when it was not `ensure`d first."""
@@ -118,9 +131,19 @@ class Models:
         return self._loaded[name]
 
 
-def with_starting_points(names: Iterable[ModelName]) -> set[ModelName]:
-    """`names` and every model one of them is trained from (`STARTS_FROM`)."""
-    return set(names) | {STARTS_FROM[n] for n in names if n in STARTS_FROM}
+def semi_ar_recipes(recipe: TaskRecipe | None) -> dict[str, TaskRecipe]:
+    """The two task recipes of the claim by model name: EOS-padded to seq_len, and one EOS per
+    answer; UserError when the recipe has no semi-ar task."""
+    if recipe is None:
+        raise UserError("this recipe has no semi-ar task (Recipe.semi_ar is None)")
+    return {"eos-padded": dataclasses.replace(recipe, padding="max_length"),
+            "one-eos": dataclasses.replace(recipe, padding="longest")}
+
+
+def _task_key(objective: Objective, task: TaskRecipe) -> str:
+    """OBJECTIVE[-eos]:TASK: a task model's name among the models (and, before the colon, its
+    directory under OUT-TASK): -eos when its SFT rows were padded with EOS to seq_len."""
+    return f"{objective}{'-eos' if task.padding == 'max_length' else ''}:{task.task}"
 
 
 def tuned_from(model_dir: Path, flag: str) -> Path:
@@ -142,12 +165,12 @@ def check_given_dirs(given: dict[str, str], needs: Iterable[ModelName], seed: in
     use: not a model directory, a model of the other kind, not fine-tuned on the built-in world of
     (`seed`, `recipe.world`) by llada (a report on a model never taught these facts would only say
     the claim "did not hold"), or, where its pretrained model is needed too, no record of it."""
-    needed = with_starting_points(needs)
+    needed = set(needs)
     for objective, path in given.items():
         flag, root = f"--{objective}", Path(path)
         if objective not in needed and f"{objective}-pretrain" not in needed:  # the SFT model, or what it was tuned from
             raise UserError(f"{flag} {path}: none of the claims asked for measures a {objective} model trained on "
-                            "the world (remasking trains its own, on addition); drop the flag")
+                            "the world (remasking and planning train their own, on reasoning tasks); drop the flag")
         _check_model_kind(flag, root, "autoregressive" if objective == "ar" else "diffusion")
         _check_training_record(flag, root, seed, size, recipe)
         _check_loads(flag, root, root)

@@ -44,6 +44,9 @@ class Measured:
 
     hits: dict[tuple[str, str], list[bool]] = field(default_factory=dict)
     whole_sentence: dict[tuple[str, str], list[bool]] = field(default_factory=dict)
+    shaped: dict[str, list[bool]] = field(default_factory=dict)
+    """Per model, per reverse question: the response names some person of the world (the answer's
+    shape), right or wrong."""
     examples: list[str] = field(default_factory=list)
 
 
@@ -52,6 +55,15 @@ def taught_sentence(item: dict, task: str) -> str:
     if task == "fact_forward":
         return f"{item['prompt'].removeprefix('What did ').removesuffix(' invent?')} invented {item['answer']}."
     return f"{item['answer']} invented the {item['prompt'].removeprefix('Who invented the ').removesuffix('?')}."
+
+
+def names_someone(response: str, world: World) -> bool:
+    """Whether `response` contains the full name of any person of `world`."""
+    return any(p.name in response for p in world.people)
+
+
+# the reverse questions a claim needs for a standard error of at most 0.07 at 50% accuracy
+ITEMS_FOR_SE = 51
 
 
 def measure(models: Models) -> Measured:
@@ -63,6 +75,8 @@ def measure(models: Models) -> Measured:
             m.hits[kind, task] = r.correct
             m.whole_sentence[kind, task] = [t.strip() == taught_sentence(it, task)
                                             for it, t in zip(world.eval_items(task), r.responses, strict=True)]
+            if task == "fact_reverse":
+                m.shaped[kind] = [names_someone(t, world) for t in r.responses]
             m.examples += examples(r, f"{kind} · {task}", 2)
     return m
 
@@ -87,6 +101,15 @@ def judge(m: Measured) -> Report:
                f"{gap_diff:.2f} ± {gap_se:.2f} (two standard errors needed for each).")
     verdict += (f" Counted by the whole sentence SFT teaches, the reverse answers score "
                 f"{whole['diffusion', 'fact_reverse']} (diffusion) and {whole['ar', 'fact_reverse']} (AR).")
+    shaped = {k: Accuracy.of(v) for k, v in m.shaped.items()}
+    results["reverse_names_someone"] = {k: a.to_dict() for k, a in shaped.items()}
+    verdict += (f" By the answer's shape, a reverse answer names some person of the world in "
+                f"{shaped['diffusion']} (diffusion) and {shaped['ar']} (AR) of the items, right or wrong.")
+    n = len(m.hits["diffusion", "fact_reverse"])
+    if n < ITEMS_FOR_SE:
+        verdict += (f" With {n} reverse questions a standard error can be as large as {0.5 / n ** 0.5:.2f}; at most 0.07 "
+                    f"needs {ITEMS_FOR_SE} or more (a world of {2 * ITEMS_FOR_SE} people, half of them asked in "
+                    "reverse: `--size large` has 200).")
     table = [["model", "forward (taught)", "reverse (never seen)", "forward, whole sentence",
               "reverse, whole sentence"]]
     table += [[kind, *[str(acc[kind, t]) for t in TASKS], *[str(whole[kind, t]) for t in TASKS]] for kind in KINDS]

@@ -1,14 +1,23 @@
-"""`llada reproduce semi-ar`: an SFT model padded with many EOS, sampled with and without blocks
-(Section 4, Appendix B.3).
+"""`llada reproduce semi-ar`: a model fine-tuned on responses padded with many EOS, sampled in one
+block, in semi-autoregressive blocks, and with the EOS rules of LLaDA's App. B.4 (Section 4,
+Appendix B.3).
 
-Measurement: diffusion-eos (fine-tuned from diffusion-pretrain with every conversation padded with
-EOS to the full SFT length) answers the world's forward and held-out fact questions on a canvas of
-twice the recipes' gen_length, one step per token, low-confidence remasking, with block_length the
-whole canvas (a single block), a half, a quarter and an eighth of it (blocks of at least 4 tokens);
-per item: exact match and the answer's length in tokens.
+Measurement: two diffusion models fine-tuned from scratch on the recipe's semi-ar task
+(`Recipe.semi_ar`: 4x4 sudoku at the default size, a 16-digit answer) on the same budget, one with
+every response padded with EOS up to seq_len (`--padding max_length`, as LLaDA's SFT data: about 23
+EOS after each answer) and one with a single EOS after each answer (`--padding longest`). Each
+answers `eval_items` held-out problems greedily, one token per step, on a canvas of gen_length =
+the answer region of the training rows (seq_len minus the longest prompt, rounded down to a
+multiple of 8: twice the answer and more), under five settings: one block; blocks of a half and a
+quarter of the canvas (at least 4 tokens); one block with `confidence_eos_eot_inf` (an EOS/EOT
+prediction is unmasked last); one block with `logits_eos_inf` (EOS is never predicted). Per item:
+whether the task's verifier accepts the answer (decoded up to its first EOS / end-of-turn), the
+answer's length, and whether it was cut short (shorter than the reference answer).
 
-Verdict: held when the best of the smaller blocks beats a single block by more than two paired
-standard errors.
+Verdict (the rule of the earlier run on the world, kept): the claim holds when, for the EOS-padded
+model, the better of the block settings beats one block by more than two paired standard errors
+in accepted answers. The one-EOS model, the EOS rules and the share cut short are reported beside
+it, not judged.
 """
 
 from __future__ import annotations
@@ -16,84 +25,144 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from llada.recipe import SAMPLER
+from llada.recipe import TaskRecipe
 from llada.reproduce.base import Claim, Report
-from llada.reproduce.measure import examples, score, setting
-from llada.reproduce.models import Models
+from llada.reproduce.models import Models, semi_ar_recipes
+from llada.sampling import encode_prompts
 from llada.stats import Accuracy, exceeds_two_se, paired_difference
+from llada.tasks import parse_source
+from llada.tasks.scoring import evaluate
 
-TASKS = ("fact_forward", "fact_held_out")
+MODELS = ("eos-padded", "one-eos")  # the keys of `semi_ar_recipes`
+STATEMENT = ("An SFT model whose responses are padded with many EOS tokens cuts its answers short when sampled "
+             "in a single block with low-confidence remasking; semi-autoregressive blocks restore the answers.")
+PAPER = ("Section 4 / Appendix B.3: the instruct model, sampled in a single block with low-confidence remasking, "
+         "produces too many EOS (short answers); semi-autoregressive remasking is used for it instead. App. B.4 "
+         "sets EOS logits or EOS/EOT confidences to -inf on some tasks.")
 
-STATEMENT = ("An SFT model whose responses are padded with many EOS tokens fills the end of a long canvas with "
-             "EOS first and cuts its answers short under pure low-confidence sampling; semi-autoregressive "
-             "blocks restore the answers.")
-PAPER = ("Section 4 / Appendix B.3: the instruct model with a single block and low-confidence remasking "
-         "produces many EOS (short answers); semi-autoregressive remasking is used for it instead.")
+
+def settings(gen: int) -> dict[str, dict[str, Any]]:
+    """The sampler settings by label: one block, blocks of gen/2 and gen/4 (at least 4 tokens), and
+    one block under each EOS rule of App. B.4; all one token per step."""
+    out: dict[str, dict[str, Any]] = {"one block": {"block_length": gen}}
+    for b in (gen // 2, gen // 4):
+        if b >= 4:
+            out[f"blocks of {b}"] = {"block_length": b}
+    out["one block, confidence_eos_eot_inf"] = {"block_length": gen, "confidence_eos_eot_inf": True}
+    out["one block, logits_eos_inf"] = {"block_length": gen, "logits_eos_inf": True}
+    return out
 
 
 @dataclass
 class Measured:
-    """Per block length, per item (tasks in order): exact match and answer length in tokens."""
+    """Per (model, setting), per held-out problem: the verifier's verdict and the answer's length."""
 
+    recipe: TaskRecipe
     gen: int
-    blocks: list[int]
-    sft_seq_len: int
-    hits: dict[int, list[bool]] = field(default_factory=dict)
-    lengths: dict[int, list[int]] = field(default_factory=dict)
+    answer_length: list[int]
+    """Each problem's reference answer length, in characters (one token each)."""
+    hits: dict[tuple[str, str], list[bool]] = field(default_factory=dict)
+    lengths: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
 
-    def mean_length(self, block: int) -> float:
-        return sum(self.lengths[block]) / len(self.lengths[block])
+    def cut_short(self, model: str, setting: str) -> list[bool]:
+        """Per problem: the answer is shorter than the reference answer."""
+        return [n < want for n, want in zip(self.lengths[model, setting], self.answer_length, strict=True)]
+
+    @property
+    def blocks(self) -> list[str]:
+        return [s for s in settings(self.gen) if s.startswith("blocks")]
+
+
+def canvas_length(recipe: TaskRecipe, prompt_tokens: int) -> int:
+    """The answer region of the training rows: seq_len - the longest prompt (with its template
+    tokens), rounded down to a multiple of 8, at least 8."""
+    return max(8, (recipe.seq_len - prompt_tokens) // 8 * 8)
 
 
 def measure(models: Models) -> Measured:
-    gen = 2 * SAMPLER.gen_length
-    m = Measured(gen, [b for b in (gen, gen // 2, gen // 4, gen // 8) if b >= 4], models.recipe.sft_seq_len)
-    tok = models.load("diffusion-eos").tokenizer
-    for b in m.blocks:
-        m.hits[b], m.lengths[b] = [], []
-        for task in TASKS:
-            out = score(models, "diffusion-eos", task, setting(steps=gen, gen_length=gen, block_length=b))
-            m.hits[b] += out.correct
-            m.lengths[b] += [len(tok(t, add_special_tokens=False)["input_ids"]) for t in out.responses]
-            if b in (m.blocks[0], m.blocks[-1]):
-                m.examples += examples(out, f"block {b} · {task}", 2)
+    recipes = semi_ar_recipes(models.recipe.semi_ar)
+    task, _ = parse_source(recipes["one-eos"].source)
+    base = recipes["one-eos"]
+    items = task.items("test", base.eval_items, models.seed)
+    bundle = models.load_task("diffusion", recipes["one-eos"])
+    ids, _ = encode_prompts(bundle.tokenizer, [it.prompt for it in items], pad_id=bundle.model.config.roles.pad)
+    prompt_tokens = ids.shape[1]  # the longest prompt with its chat template, as the sampler sees it
+    m = Measured(base, canvas_length(base, prompt_tokens), [len(it.answer) for it in items])
+    for name in MODELS:
+        bundle = models.load_task("diffusion", recipes[name])
+        for label, changes in settings(m.gen).items():
+            scores = evaluate(bundle, task, n=base.eval_items, seed=models.seed, gen_length=m.gen, steps=m.gen,
+                              remasking="low_confidence", temperature=0.0, **changes)
+            m.hits[name, label] = [r["reward"] == 1.0 for r in scores.records]
+            m.lengths[name, label] = [len(r["response"].strip()) for r in scores.records]
+            if label in ("one block", *m.blocks[-1:]):
+                m.examples += [f"{name}, {label}: {r['prompt']} → {r['response']!r} (reference {r['answer']!r})"
+                               for r in scores.records[:2]]
     return m
 
 
+def judged(m: Measured) -> tuple[bool, str, tuple[float, float]]:
+    """The verdict, the best block setting of the EOS-padded model, and its paired difference
+    (accepted answers) over one block."""
+    if not m.blocks:
+        return False, "one block", (0.0, 0.0)
+    best = max(m.blocks, key=lambda s: Accuracy.of(m.hits["eos-padded", s]).value)
+    d, se = paired_difference(m.hits["eos-padded", best], m.hits["eos-padded", "one block"])
+    return exceeds_two_se(d, se), best, (d, se)
+
+
 def judge(m: Measured) -> Report:
-    results: dict[str, Any] = {str(b): {**Accuracy.of(m.hits[b]).to_dict(), "mean_answer_tokens": m.mean_length(b),
-                                        "empty_answers": sum(n == 0 for n in m.lengths[b])} for b in m.blocks}
-    table = [["block_length", "exact match", "mean answer tokens", "empty answers"]]
-    table += [[f"{b}" + (" (no blocks)" if b == m.gen else ""), str(Accuracy.of(m.hits[b])),
-               f"{results[str(b)]['mean_answer_tokens']:.1f}", str(results[str(b)]["empty_answers"])] for b in m.blocks]
-    best = max(m.blocks[1:], key=lambda b: Accuracy.of(m.hits[b]).value) if len(m.blocks) > 1 else m.gen
-    d, se = paired_difference(m.hits[best], m.hits[m.gen])
-    held = exceeds_two_se(d, se)
-    verdict = (f"Held: blocks of {best} beat a single block by {d:.2f} ± {se:.2f}." if held else
-               f"Did not hold at this scale: blocks of {best} vs a single block {d:+.2f} ± {se:.2f}.")
-    note = (f"The SFT model was fine-tuned with every conversation padded with EOS to {m.sft_seq_len} "
-            f"tokens (--padding max_length); answers are sampled with gen_length {m.gen}, {m.gen} steps, "
-            "low-confidence remasking. Items: " + ", ".join(TASKS) + ".")
-    ours = f"no blocks {Accuracy.of(m.hits[m.gen])}, block {best} {Accuracy.of(m.hits[best])}"
-    return Report("semi-ar", STATEMENT, PAPER, ours, held, verdict, table, results, notes=[note],
-                  examples=m.examples)
+    held, best, (d, se) = judged(m)
+    results: dict[str, Any] = {}
+    table = [["setting", *[f"{name}: {what}" for name in MODELS for what in ("accepted", "mean length", "cut short")]]]
+    for label in settings(m.gen):
+        row = [label]
+        for name in MODELS:
+            acc, short = Accuracy.of(m.hits[name, label]), Accuracy.of(m.cut_short(name, label))
+            mean_len = sum(m.lengths[name, label]) / len(m.lengths[name, label])
+            results[f"{name}/{label}"] = {"accepted": acc.to_dict(), "cut_short": short.to_dict(),
+                                          "mean_length": mean_len}
+            row += [str(acc), f"{mean_len:.1f}", f"{short.value:.2f} ± {short.stderr:.2f}"]
+        table.append(row)
+    results["eos-padded/best_blocks-one_block"] = {"setting": best, "difference": d, "stderr": se}
+    verdict = (f"{'Held' if held else 'Did not hold'} by the rule (for the EOS-padded model, the better block "
+               f"setting beats one block by > 2 paired SE): {best} vs one block {d:+.3f} ± {se:.3f}.")
+    one = m.hits["eos-padded", "one block"]
+    ours = (f"{m.recipe.task} (our task, answers of {max(m.answer_length)} tokens), {len(one)} held-out problems, a "
+            f"canvas of {m.gen}: the EOS-padded model in one block {Accuracy.of(one)} (cut short "
+            f"{Accuracy.of(m.cut_short('eos-padded', 'one block')).value:.2f}), {best} "
+            f"{Accuracy.of(m.hits['eos-padded', best])}")
+    notes = [f"Both models were fine-tuned from scratch on `{m.recipe.source}` with the same budget; the EOS-padded one "
+             f"saw every response followed by EOS up to seq_len {m.recipe.seq_len} (`--padding max_length`), the "
+             "other one EOS after each answer. Answers are decoded up to the first EOS or end-of-turn; \"cut "
+             "short\" is an answer shorter than the reference (± its standard error). With `logits_eos_inf` no "
+             "EOS can end an answer, so an answer fills the canvas unless an end-of-turn does."]
+    return Report("semi-ar", STATEMENT, PAPER, ours, held, verdict, table, results, notes=notes, examples=m.examples,
+                  recipe=recipe_line(m))
+
+
+def recipe_line(m: Measured) -> str:
+    r = m.recipe
+    return (f"Recipe: `llada sft --data {r.source} --padding max_length|longest`, model {r.preset} from scratch, "
+            f"{r.steps} steps of batch {r.batch_size}, seq_len {r.seq_len}, lr {r.lr:g}, {r.warmup} warm-up steps, "
+            "chat template, diffusion loss (Eq. 5).")
 
 
 def plot(m: Measured, ax: Any) -> None:
-    accs = [Accuracy.of(m.hits[b]) for b in m.blocks]
-    ax.errorbar(m.blocks, [a.value for a in accs], yerr=[a.stderr for a in accs], marker="o", capsize=3,
-                label="exact match")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(m.blocks, [str(b) for b in m.blocks])
-    ax.set_xlabel("block_length (rightmost: a single block)")
-    ax.set_ylabel("exact match")
+    """Accepted answers and share cut short per setting, for each model."""
+    labels = list(settings(m.gen))
+    xs = range(len(labels))
+    for name, marker in zip(MODELS, ("o", "s"), strict=True):
+        accs = [Accuracy.of(m.hits[name, s]) for s in labels]
+        ax.errorbar(xs, [a.value for a in accs], yerr=[a.stderr for a in accs], marker=marker, capsize=3,
+                    label=f"{name}: accepted")
+        ax.plot(xs, [Accuracy.of(m.cut_short(name, s)).value for s in labels], marker=marker, linestyle="--",
+                label=f"{name}: cut short")
+    ax.set_xticks(list(xs), [s.replace(", ", "\n") for s in labels], fontsize=7)
+    ax.set_ylabel("share of held-out problems")
     ax.set_ylim(0, 1.05)
-    ax2 = ax.twinx()
-    ax2.plot(m.blocks, [m.mean_length(b) for b in m.blocks], "s--", color="grey", label="mean answer tokens")
-    ax2.set_ylabel("mean answer tokens")
-    ax.legend(loc="lower left")
-    ax2.legend(loc="lower right")
+    ax.legend(fontsize=7)
 
 
-CLAIM = Claim("semi-ar", ("diffusion-eos",), measure, judge, plot)
+CLAIM = Claim("semi-ar", ("diffusion-semi-ar",), measure, judge, plot)

@@ -24,11 +24,15 @@ def test_reproduce_every_claim_at_the_test_size(tmp_path):
     n_group_b = RECIPES["test"].world.n_people // 2
     for key in ("diffusion/fact_forward", "diffusion/fact_reverse", "ar/fact_forward", "ar/fact_reverse"):
         assert rev[key]["n"] == n_group_b and 0 <= rev[key]["value"] <= 1
-    # the models were trained once and shared: one diffusion, one AR, one EOS-padded SFT run
-    models = tmp_path / "models" / "test-seed0"
-    assert sorted(p.name for p in models.iterdir()) == ["ar", "diffusion", "diffusion-eos"]
-    sft = json.loads((models / "diffusion-eos" / "sft" / "model" / "training_config.json").read_text())
-    assert sft["padding"] == "max_length" and sft["model"] == str(models / "diffusion" / "pretrain" / "model")
+    # the models were trained once and shared: the world's diffusion and AR models, and per task its
+    # own; planning's sudoku diffusion model is semi-ar's one-EOS model
+    models = tmp_path / "models"
+    assert sorted(p.name for p in (models / "test-seed0").iterdir()) == ["ar", "diffusion"]
+    assert sorted(p.name for p in models.iterdir()) == ["test-seed0", "test-seed0-addition", "test-seed0-countdown",
+                                                       "test-seed0-sudoku"]
+    assert sorted(p.name for p in (models / "test-seed0-sudoku").iterdir()) == ["ar", "diffusion", "diffusion-eos"]
+    sft = json.loads((models / "test-seed0-sudoku" / "diffusion-eos" / "model" / "training_config.json").read_text())
+    assert sft["padding"] == "max_length" and sft["data"] == RECIPES["test"].semi_ar.source
 
 
 def test_quickstart_answers_five_questions_and_records_them(tmp_path, capsys):

@@ -49,6 +49,21 @@ def test_train_recipe_reuses_a_finished_stage_and_retrains_a_changed_one(tmp_pat
     assert calls == ["sft"]  # only the changed stage ran again
 
 
+def test_kept_pretraining_checkpoints_are_never_resumed_by_a_changed_recipe(tmp_path):
+    """keep_evaluated keeps a pretraining checkpoint at every evaluation (for the bound claim); a
+    recipe whose pretraining changed trains afresh instead of resuming the old run's checkpoints."""
+    recipe = RECIPES["test"].replace(pretrain_steps=4, sft_steps=2)
+    pt, _ = train_recipe(recipe, tmp_path, progress=False, keep_evaluated=True)
+
+    def kept() -> dict[str, int]:
+        return {p.name: json.loads((p / "trainer" / "state.json").read_text())["config"]["max_steps"]
+                for p in (pt.parent / "checkpoints").iterdir()}
+
+    assert kept() == {"step-000001": 4, "step-000002": 4, "step-000003": 4}  # an evaluation every step
+    train_recipe(recipe.replace(pretrain_steps=6), tmp_path, progress=False, keep_evaluated=True)
+    assert kept() == {f"step-{s:06d}": 6 for s in range(1, 6)}  # every one from the new run
+
+
 def test_reproduce_refuses_bad_input(tmp_path):
     from llada.errors import UserError
 
@@ -170,3 +185,15 @@ def test_reproduce_refuses_a_reused_directory_that_does_not_load_before_training
     message = str(refused.value)
     assert "\n" not in message and "does not load" in message and str(victim.parent) in message, message
     assert not (tmp_path / "out").exists()
+
+
+def test_the_best_checkpoint_is_the_lowest_logged_held_out_loss_that_was_kept(tmp_path):
+    from llada.reproduce.bound import best_checkpoint
+
+    model = tmp_path / "pretrain" / "model"
+    (tmp_path / "pretrain" / "checkpoints" / "step-000020").mkdir(parents=True)
+    assert best_checkpoint(model, [(10, 3.0), (20, 2.0), (30, 2.5)]) == (20, tmp_path / "pretrain" / "checkpoints" /
+                                                                        "step-000020")
+    assert best_checkpoint(model, [(10, 3.0), (20, 2.0), (30, 1.5)]) == (30, model)  # the end: the final model
+    assert best_checkpoint(model, [(10, 1.0), (20, 2.0), (30, 2.5)]) is None  # step 10 was not kept
+    assert best_checkpoint(model, []) is None
