@@ -44,6 +44,10 @@ class TaskRecipe:
     warmup: int = 50
     eval_items: int = 300
     """Held-out problems (`task.items("test", eval_items, seed)`) a claim measures."""
+    stage: Literal["sft", "pretrain"] = "sft"
+    """sft: prompt -> answer conversations with the chat template (Eq. 5, or the AR loss on the
+    answer); pretrain: each problem and its answer as one document of text ("37+45=82"), packed,
+    with the loss over every token (Eq. 3, or the AR loss)."""
     padding: Literal["longest", "max_length"] = "longest"
     """How the SFT rows are padded (`--padding`): to the batch's longest row (each answer ends with
     one EOS), or every response with EOS up to seq_len, as LLaDA's SFT data is."""
@@ -76,6 +80,9 @@ class Recipe:
     planning: tuple[TaskRecipe, ...] = ()
     """The tasks `llada reproduce planning` trains a diffusion model and an AR model on, each pair
     with the same budget."""
+    any_order: TaskRecipe | None = None
+    """The addition text `llada reproduce any-order` pretrains a diffusion and an AR model on, to
+    fill a blanked operand or sum (None: none)."""
     semi_ar: TaskRecipe | None = None
     """The task `llada reproduce semi-ar` fine-tunes two diffusion models on: its responses padded
     with EOS to seq_len, and with one EOS each (None: none)."""
@@ -102,7 +109,8 @@ RECIPES: dict[str, Recipe] = {
                    vocab_size=300, task=_TEST_TASK,
                    planning=(dataclasses.replace(_TEST_TASK, task="sudoku"),
                              dataclasses.replace(_TEST_TASK, task="countdown")),
-                   semi_ar=dataclasses.replace(_TEST_TASK, task="sudoku")),
+                   semi_ar=dataclasses.replace(_TEST_TASK, task="sudoku"),
+                   any_order=dataclasses.replace(_TEST_TASK, stage="pretrain")),
     # about four minutes of training on 2 CPU cores, with a margin under five; SFT at 2e-3 memorises
     # the taught answers better than 1e-3 in the same steps (BENCHMARKS.md)
     "quickstart": Recipe(world=_SMALL_WORLD, pretrain_steps=1400, sft_steps=500, sft_lr=2e-3),
@@ -113,7 +121,10 @@ RECIPES: dict[str, Recipe] = {
     # minutes on 2 cores); semi-ar: the same sudoku budget, once more with every response padded with EOS
     "reproduce": Recipe(world=_SMALL_WORLD, task=TaskRecipe(),
                         planning=(TaskRecipe(task="sudoku"), TaskRecipe(task="countdown")),
-                        semi_ar=TaskRecipe(task="sudoku")),
+                        semi_ar=TaskRecipe(task="sudoku"),
+                        # any-order: 2-digit sums as text, 2,000 steps (rows packed to 64 tokens cost about
+                        # three times an SFT row's): both models in the claim's 15 minutes
+                        any_order=TaskRecipe(stage="pretrain", steps=2000)),
     # `llada reproduce --size large`: a world of 200 people and a 17M-parameter model, for a GPU
     "large": Recipe(world=dataclasses.replace(_SMALL_WORLD, n_people=200, n_cities=20), preset="small",
                     pretrain_steps=6000, sft_steps=2000, batch_size=64, pretrain_lr=1e-3, sft_lr=5e-4,
@@ -123,7 +134,9 @@ RECIPES: dict[str, Recipe] = {
                     # sized from the tiny runs (BENCHMARKS.md), not yet run
                     planning=(_LARGE_SUDOKU, TaskRecipe(task="countdown", items=50000, preset="small", steps=12000,
                                                         batch_size=64, lr=5e-4, warmup=200)),
-                    semi_ar=_LARGE_SUDOKU),
+                    semi_ar=_LARGE_SUDOKU,
+                    any_order=TaskRecipe(sizes="max_digits=3", items=50000, stage="pretrain", preset="small",
+                                         steps=12000, batch_size=64, lr=5e-4, warmup=200)),
 }
 
 # The sampler settings the world's questions are answered with: the reverse process with the
@@ -183,12 +196,13 @@ def _trained(cfg: TrainConfig, trainer: Any) -> Path:
 
 def train_task_recipe(recipe: TaskRecipe, out_dir: str | Path, *, objective: Literal["diffusion", "ar"] = "diffusion",
                       seed: int = 0, progress: bool = True) -> Path:
-    """Fine-tune a fresh `recipe.preset` model (its tokenizer trained on the task's text) on the
-    task's training split with the chat template, Eq. 5 or the AR loss; returns out_dir/model,
-    reused when already trained with the same settings."""
+    """Train a fresh `recipe.preset` model (its tokenizer trained on the task's text) on the task's
+    training split (`recipe.stage`: SFT with the chat template, or pretraining on its text), with
+    the diffusion or the AR loss; returns out_dir/model, reused when already trained with the same
+    settings."""
     from llada.training import trainer  # accelerate and datasets (the train extra): only when training
 
-    cfg = TrainConfig(model=recipe.preset, data=recipe.source, stage="sft", objective=objective, out_dir=str(out_dir),
+    cfg = TrainConfig(model=recipe.preset, data=recipe.source, stage=recipe.stage, objective=objective, out_dir=str(out_dir),
                       max_steps=recipe.steps, batch_size=recipe.batch_size, seq_len=recipe.seq_len, lr=recipe.lr,
                       warmup_steps=recipe.warmup, padding=recipe.padding, eval_every=0, save_every=0, keep_last=1,
                       log_every=50, seed=seed, progress=progress, tensorboard=False)

@@ -1,15 +1,18 @@
 """`llada reproduce any-order`: filling a blank before its clues, diffusion (both sides) vs AR
 (Section 2.4, Table 4).
 
-Measurement: the two pretrained models on the world's infill items, one held-out biography per
-person with every mention of its person's name blanked; the name comes first, so every clue stands
-after the first blank. Generation: as many masks as the name has tokens at each blank (diffusion),
-scored at the first; the AR model continues the text before the first blank. Exact name, per item;
-and, where the name is mentioned once, a multiple choice of 4 by likelihood (Eq. 6 for diffusion,
-exact for AR).
+Measurement: a diffusion model (Eq. 3) and an AR model (the next-token loss) pretrained from
+scratch on the same text with the same budget: the recipe's any-order task (`Recipe.any_order`,
+2-digit addition at the default size) written as documents "37+45=82". On `eval_items` held-out
+sums, one of the three numbers is blanked: the first operand ("__+45=82": every clue stands after
+the blank), the second ("37+__=82") or the sum ("37+45=__": a control, every clue before it). The
+diffusion model sees BOS, the text with as many masks as the blanked number has digits, and EOS,
+and fills the masks greedily (low-confidence remasking, one token per step); the AR model
+continues BOS and the text before the blank for that many tokens. Exact number, per item.
 
-Verdict: held when the diffusion model fills the exact name more often than AR by more than two
-paired standard errors (generation).
+Verdict (fixed before the default size was measured): held when the diffusion model fills the
+first operand exactly more often than AR by more than two paired standard errors. The second
+operand and the sum are reported beside it, not judged.
 """
 
 from __future__ import annotations
@@ -17,69 +20,139 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from llada.recipe import TaskRecipe
 from llada.reproduce.base import Claim, Report
-from llada.reproduce.measure import examples, score
 from llada.reproduce.models import Models
+from llada.sampling import infill
+from llada.sampling.autoregressive import generate_autoregressive
+from llada.sampling.text import left_pad
 from llada.stats import Accuracy, exceeds_two_se, paired_difference
+from llada.tasks import TaskItem, parse_source
+from llada.tokenizer import encode
 
 KINDS = ("diffusion", "ar")
+BLANKS = ("first operand", "second operand", "sum")
+JUDGED = "first operand"
 
 STATEMENT = ("A masked diffusion model fills a blank from the text on both sides; a left-to-right model "
              "cannot use what follows the blank when it generates.")
 PAPER = "Section 2.4 / Table 4: infilling and reverse completion follow from the bidirectional mask predictor."
 
 
+def blanked(item: TaskItem, blank: str) -> tuple[str, str, str]:
+    """(text before the blank, the blanked number, text after it) of a sum "a+b=c"."""
+    a, b = item.prompt.removesuffix("=").split("+")
+    c = item.answer
+    return {"first operand": ("", a, f"+{b}={c}"), "second operand": (f"{a}+", b, f"={c}"),
+            "sum": (f"{a}+{b}=", c, "")}[blank]
+
+
+def shown(item: TaskItem, blank: str) -> str:
+    """The sum with the blanked number as one underscore per digit: "__+45=82"."""
+    before, answer, after = blanked(item, blank)
+    return f"{before}{'_' * len(answer)}{after}"
+
+
 @dataclass
 class Measured:
-    """Per model kind: exact name per item, and the multiple-choice accuracy (None: not scored)."""
+    """Per (model kind, blank), per held-out sum: whether the blank was filled with the right number."""
 
-    n_people: int
-    hits: dict[str, list[bool]] = field(default_factory=dict)
-    choice: dict[str, float | None] = field(default_factory=dict)
-    examples: list[str] = field(default_factory=list)
+    recipe: TaskRecipe
+    items: list[TaskItem]
+    hits: dict[tuple[str, str], list[bool]] = field(default_factory=dict)
+    fills: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def fill(bundle: Any, items: list[TaskItem], blank: str, batch_size: int = 100) -> list[str]:
+    """Each item's blanked number as `bundle`'s model fills it (diffusion: both sides visible; AR:
+    continuing the text before the blank), decoded and stripped."""
+    model, tok = bundle.model, bundle.tokenizer
+    roles, causal = model.config.roles, model.config.kind == "autoregressive"
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    out: list[str] = []
+    for start in range(0, len(items), batch_size):
+        rows, spans = [], []
+        for it in items[start:start + batch_size]:
+            before, answer, after = blanked(it, blank)
+            head = bos + (encode(tok, before) if before else [])
+            n = len(encode(tok, answer))
+            tail = [] if causal else (encode(tok, after) if after else []) + [tok.eos_token_id]
+            rows.append(head + ([] if causal else [roles.mask] * n) + tail)
+            spans.append((len(head), n))
+        ids, am = left_pad(rows, roles.pad)
+        if causal:
+            res = generate_autoregressive(model, ids.to(model.device), am.to(model.device),
+                                          gen_length=max(n for _, n in spans))
+            out += [tok.decode(res.responses[i, :n].tolist(), skip_special_tokens=True).strip()
+                    for i, (_, n) in enumerate(spans)]
+            continue
+        res = infill(model, ids, am, remasking="low_confidence", temperature=0.0)
+        width = ids.shape[1]
+        for i, (at, n) in enumerate(spans):
+            at += width - len(rows[i])
+            out.append(tok.decode(res.sequences[i, at:at + n].tolist(), skip_special_tokens=True).strip())
+    return out
 
 
 def measure(models: Models) -> Measured:
-    m = Measured(models.recipe.world.n_people)
+    recipe = models.recipe.any_order
+    assert recipe is not None  # Models.ensure("diffusion-text") refused a recipe without one
+    task, _ = parse_source(recipe.source)
+    m = Measured(recipe, task.items("test", recipe.eval_items, models.seed))
     for kind in KINDS:
-        r = score(models, f"{kind}-pretrain", "infill", choice=True)  # type: ignore[arg-type]
-        m.hits[kind], m.choice[kind] = r.correct, r.choice_accuracy
-        m.examples += examples(r, kind, 3)
+        bundle = models.load(f"{kind}-text")  # type: ignore[arg-type]
+        for blank in BLANKS:
+            m.fills[kind, blank] = fill(bundle, m.items, blank)
+            m.hits[kind, blank] = [f == blanked(it, blank)[1] for it, f in zip(m.items, m.fills[kind, blank],
+                                                                                strict=True)]
     return m
 
 
 def judge(m: Measured) -> Report:
-    acc = {kind: Accuracy.of(m.hits[kind]) for kind in KINDS}
-    d, se = paired_difference(m.hits["diffusion"], m.hits["ar"])
+    acc = {k: Accuracy.of(v) for k, v in m.hits.items()}
+    diffs = {blank: paired_difference(m.hits["diffusion", blank], m.hits["ar", blank]) for blank in BLANKS}
+    d, se = diffs[JUDGED]
     held = exceeds_two_se(d, se)
-
-    def mc(kind: str) -> str:
-        return "—" if m.choice[kind] is None else f"{m.choice[kind]:.2f}"
-
-    table = [["model", "generation (exact name)", "multiple choice of 4 (likelihood; one blank only)"],
-             ["diffusion (sees both sides)", str(acc["diffusion"]), mc("diffusion")],
-             ["autoregressive (left side only)", str(acc["ar"]), mc("ar")]]
-    verdict = (f"Held: the diffusion model fills the name {d:.2f} ± {se:.2f} more often." if held else
-               f"Did not hold at this scale: difference {d:+.2f} ± {se:.2f}.")
-    note = (f"Items: one held-out biography document per person ({m.n_people}), every mention of its person's "
-            "name blanked; the name comes first, so every clue stands after the first blank. Generation: "
-            "as many masks as the name has tokens at each blank (diffusion), scored at the first; the AR "
-            "model continues the text before the first blank. Multiple choice (only when the name is "
-            "mentioned once): log p(name | both sides) by Eq. 6 for diffusion, log p(name + rest | before) "
-            "exactly for AR.")
-    results = {kind: {**acc[kind].to_dict(), "choice_accuracy": m.choice[kind]} for kind in KINDS}
-    return Report("any-order", STATEMENT, PAPER, f"name before its clues: diffusion {acc['diffusion']}, AR {acc['ar']}",
-                  held, verdict, table, results, notes=[note], examples=m.examples)
+    table = [["blank", "example", "diffusion (sees both sides)", "autoregressive (left side only)",
+              "diffusion − AR"]]
+    for blank in BLANKS:
+        table.append([blank, f"`{shown(m.items[0], blank)}`", str(acc["diffusion", blank]),
+                      str(acc["ar", blank]), f"{diffs[blank][0]:+.3f} ± {diffs[blank][1]:.3f}"])
+    verdict = (f"{'Held' if held else 'Did not hold'} by the rule fixed beforehand (diffusion − AR > 2 paired SE on "
+               f"the first operand, every clue after the blank): {d:+.3f} ± {se:.3f}.")
+    note = (f"Items: the first {len(m.items)} held-out sums of `{m.recipe.source}` (never in the training text). Both models "
+            "were pretrained from scratch on the sums as text (\"37+45=82\" per document), the same budget. "
+            "Diffusion: BOS, the text with as many masks as the blanked number has digits, EOS; filled greedily "
+            "with low-confidence remasking, one token per step. AR: BOS and the text before the blank, continued "
+            "greedily for that many tokens. Exact number.")
+    results: dict[str, Any] = {f"{k}/{b}": a.to_dict() for (k, b), a in acc.items()}
+    results.update({f"diffusion-ar/{b}": {"difference": x, "stderr": s} for b, (x, s) in diffs.items()})
+    examples = [f"{kind}, {blank}: `{shown(it, blank)}` → {f!r} (expected {blanked(it, blank)[1]!r})"
+                for kind in KINDS for blank in BLANKS[:2]
+                for it, f in list(zip(m.items, m.fills[kind, blank], strict=True))[:2]]
+    ours = (f"first operand of a held-out sum: diffusion {acc['diffusion', JUDGED]}, AR {acc['ar', JUDGED]}; "
+            f"the sum (control): diffusion {acc['diffusion', 'sum']}, AR {acc['ar', 'sum']}")
+    r = m.recipe
+    recipe = (f"Recipe: `llada train --data {r.source} --objective diffusion|ar`, model {r.preset} from scratch, "
+              f"{r.steps} steps of batch {r.batch_size}, seq_len {r.seq_len} (documents packed), lr {r.lr:g}, "
+              f"{r.warmup} warm-up steps.")
+    return Report("any-order", STATEMENT, PAPER, ours, held, verdict, table, results, notes=[note], examples=examples,
+                  recipe=recipe)
 
 
 def plot(m: Measured, ax: Any) -> None:
-    accs = [Accuracy.of(m.hits[k]) for k in KINDS]
-    ax.bar([0, 1], [a.value for a in accs], yerr=[a.stderr for a in accs], capsize=4, color=["tab:blue", "tab:orange"])
-    ax.axhline(1 / m.n_people, color="grey", linestyle=":", label=f"a random name (1/{m.n_people})")
-    ax.set_xticks([0, 1], ["diffusion", "autoregressive"])
-    ax.set_ylabel("exact name filled")
+    width = 0.38
+    for i, kind in enumerate(KINDS):
+        accs = [Accuracy.of(m.hits[kind, b]) for b in BLANKS]
+        ax.bar([k + (i - 0.5) * width for k in range(len(BLANKS))], [a.value for a in accs], width,
+               yerr=[a.stderr for a in accs], capsize=4, label="diffusion" if kind == "diffusion" else "autoregressive")
+    ax.set_xticks(range(len(BLANKS)), list(BLANKS))
+    ax.set_ylabel("blank filled exactly")
     ax.set_ylim(0, 1.05)
     ax.legend()
 
 
-CLAIM = Claim("any-order", ("diffusion-pretrain", "ar-pretrain"), measure, judge, plot)
+CLAIM = Claim("any-order", ("diffusion-text", "ar-text"), measure, judge, plot)

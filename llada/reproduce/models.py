@@ -11,6 +11,8 @@ The models, by name:
                                        `Models.task_model` finds them
     diffusion-semi-ar                  two diffusion models on the recipe's semi-ar task (`Recipe.semi_ar`),
                                        its responses padded with EOS to seq_len, and one EOS each
+    diffusion-text, ar-text            a diffusion and an AR model pretrained on the recipe's any-order task
+                                       as text (`Recipe.any_order`), under OUT-TASK/OBJECTIVE-text
 
 A task's models are shared by every claim that names the same task with the same padding (the
 one-EOS sudoku model of semi-ar is planning's), so those claims give it the same `TaskRecipe`.
@@ -39,7 +41,7 @@ from llada.training.config import trained_world
 from llada.training.integrity import entries_problem, model_dir_problem
 
 ModelName = Literal["diffusion", "ar", "diffusion-pretrain", "ar-pretrain", "diffusion-task", "diffusion-planning",
-                    "ar-planning", "diffusion-semi-ar"]
+                    "ar-planning", "diffusion-semi-ar", "diffusion-text", "ar-text"]
 Objective = Literal["diffusion", "ar"]
 
 
@@ -77,6 +79,8 @@ class Models:
                 for task in self.recipe.planning:
                     self.task_model(objective, task)
                 self._dirs[name] = self.out  # a group of models: `task_model` finds each
+            elif name.endswith("-text"):
+                self._dirs[name] = self.task_model(objective, self._any_order_recipe())
             elif name == "diffusion-semi-ar":
                 for task in semi_ar_recipes(self.recipe.semi_ar).values():
                     self.task_model("diffusion", task)
@@ -96,6 +100,12 @@ class Models:
         if self.recipe.task is None:
             raise UserError("this recipe trains no reasoning-task model (Recipe.task is None)")
         return self.recipe.task
+
+    def _any_order_recipe(self) -> TaskRecipe:
+        """The recipe's any-order task (`Recipe.any_order`); UserError when it has none."""
+        if self.recipe.any_order is None:
+            raise UserError("this recipe trains no any-order model (Recipe.any_order is None)")
+        return self.recipe.any_order
 
     def task_model(self, objective: Objective, task: TaskRecipe) -> Path:
         """The `objective` model fine-tuned from scratch on `task` (`llada.recipe.train_task_recipe`),
@@ -141,9 +151,11 @@ def semi_ar_recipes(recipe: TaskRecipe | None) -> dict[str, TaskRecipe]:
 
 
 def _task_key(objective: Objective, task: TaskRecipe) -> str:
-    """OBJECTIVE[-eos]:TASK: a task model's name among the models (and, before the colon, its
-    directory under OUT-TASK): -eos when its SFT rows were padded with EOS to seq_len."""
-    return f"{objective}{'-eos' if task.padding == 'max_length' else ''}:{task.task}"
+    """OBJECTIVE[-eos][-text]:TASK: a task model's name among the models (and, before the colon, its
+    directory under OUT-TASK): -eos when its SFT rows were padded with EOS to seq_len, -text when
+    it was pretrained on the task's text instead of fine-tuned on its conversations."""
+    return (f"{objective}{'-eos' if task.padding == 'max_length' else ''}{'-text' if task.stage == 'pretrain' else ''}"
+            f":{task.task}")
 
 
 def tuned_from(model_dir: Path, flag: str) -> Path:
