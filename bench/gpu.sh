@@ -27,6 +27,7 @@ TRAIN="--preset 1b --seq-len 2048 --batch 8 --vocab 32000 --measure-peak"
 LIKELIHOOD="--preset llada-8b --dtype bfloat16 --mc-num 128 --mc-batch 32,64"
 LIKELIHOOD_MEMORY="--preset llada-8b --dtype bfloat16 --lengths 1024,2048,4000 --mc-batch 32"
 LOSS="--batch 8 --seq-len 2048 --vocab 126464"
+BUDGET="--preset small --steps 4000 --every 500"               # steps to learn 2-digit addition
 if [ -n "${REHEARSAL:-}" ]; then
   DEV=cpu
   TEST_DTYPES=float32
@@ -39,6 +40,7 @@ if [ -n "${REHEARSAL:-}" ]; then
   LIKELIHOOD="--preset debug --dtype float32 --mc-num 8 --mc-batch 4,8 --items 2"
   LIKELIHOOD_MEMORY="--preset debug --dtype float32 --lengths 64,128 --mc-batch 4"
   LOSS="--batch 2 --seq-len 64 --vocab 1024 --repeats 1"
+  BUDGET="--preset debug --steps 20 --every 10 --n_eval 8"
 fi
 
 log "imports"  # a missing package should cost seconds, not the session's device time
@@ -76,6 +78,10 @@ timeout 60 $PY bench/loss.py $LOSS --device $DEV 2>&1 | tee "$OUT/loss.txt"
 log "Eq. 6 likelihood, LLaDA-8B shape, bf16, mc_num 128"
 timeout 120 $PY bench/likelihood.py $LIKELIHOOD --device $DEV 2>&1 | tee "$OUT/likelihood.txt"
 timeout 120 $PY bench/likelihood_memory.py $LIKELIHOOD_MEMORY --device $DEV 2>&1 | tee "$OUT/likelihood-memory.txt"
+
+log "steps to learn 2-digit addition, small preset, diffusion vs AR (BENCHMARKS.md: the tiny preset's table)"
+timeout 240 $PY bench/task_budget.py --task addition $BUDGET --device $DEV --out "$OUT/task_budget" 2>&1 \
+  | tee "$OUT/task-budget.txt"
 
 log "sampler at batch 1 with each block compiled (runtime.compile_blocks), against generate.txt (last: compilation may run long)"
 timeout 200 $PY bench/generate.py $SHAPE_8B --device $DEV $GEN --batch 1 --settings "reference,dual+thr 0.9" --compile \
