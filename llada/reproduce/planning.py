@@ -103,6 +103,7 @@ def judge(m: Measured) -> Report:
              "the held-out problems are never training problems (a sudoku's whole solution grid is held out). "
              "How many steps each objective needs to reach 50% and 90% on these tasks is in BENCHMARKS.md "
              "(\"Steps to learn a reasoning task\"): a claim at one budget is one point of those curves.", "",
+             *unlearned(m), "",
              "**Per answer position** (the share of held-out answers right at each position of the reference "
              "answer: a sudoku's cells row by row, a countdown expression's characters):", "",
              *position_lines(m)]
@@ -111,6 +112,18 @@ def judge(m: Measured) -> Report:
                 for r in m.tasks for objective in OBJECTIVES for rec in m.scores[r.task, objective].records[:2]]
     return Report("planning", STATEMENT, PAPER, ours, held, verdict, table, results, notes=notes, examples=examples,
                   recipe=recipe_line(m))
+
+
+def unlearned(m: Measured) -> list[str]:
+    """A line per task that neither model learned to 90% in its budget: what the verdict there rests on."""
+    lines = []
+    for r in m.tasks:
+        best = max(m.scores[r.task, o].accuracy.value for o in OBJECTIVES)
+        if best < 0.9:
+            lines.append(f"Neither model learned {r.task} in {r.steps} steps (the better one solved {best:.0%}): the "
+                         "difference there is between two unfinished models, not a verdict on what either objective "
+                         "can learn; `--size large` trains the small preset longer on more problems, for a GPU.")
+    return lines
 
 
 def position_lines(m: Measured) -> list[str]:
