@@ -29,6 +29,9 @@ class Report:
     examples: list[str] = field(default_factory=list)
     recipe: str | None = None
     """The report's Recipe line when the claim's models are not the world recipe's (None: the world's)."""
+    at_scale: bool = True
+    """False for a run at `--size test`: its models trained for seconds to check the machinery, so
+    the report says the claim was not measured, whatever its numbers."""
 
 
 @dataclass(frozen=True)

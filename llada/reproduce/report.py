@@ -10,9 +10,12 @@ from typing import Any
 from llada.reproduce.base import Report
 
 
-def status(held: bool | None) -> str:
-    """A verdict in words: held, did not hold, or measured (a claim without a pass/fail rule)."""
-    return {True: "held", False: "did not hold", None: "measured"}[held]
+def status(report: Report) -> str:
+    """A verdict in words: held, did not hold, measured (a claim without a pass/fail rule), or not
+    measured at this size (`Report.at_scale` False)."""
+    if not report.at_scale:
+        return "not measured at this size"
+    return {True: "held", False: "did not hold", None: "measured"}[report.held]
 
 
 def write(report: Report, draw: Callable[[Any], None], out: Path, context: dict[str, Any]) -> None:
@@ -25,7 +28,8 @@ def write(report: Report, draw: Callable[[Any], None], out: Path, context: dict[
     png = out / f"{report.name}.png"
     _figure(report.name, draw, png)
     (out / "report.md").write_text("\n".join(markdown(report, png.name, context)))
-    (out / "results.json").write_text(json.dumps({"claim": report.name, "held": report.held, "ours": report.ours,
+    (out / "results.json").write_text(json.dumps({"claim": report.name, "held": report.held if report.at_scale else None,
+                                                  "status": status(report), "ours": report.ours,
                                                   "paper": report.paper, "results": report.results,
                                                   "table": report.table, **context}, indent=2, default=str) + "\n")
 
@@ -46,7 +50,7 @@ def _figure(title: str, draw: Callable[[Any], None], path: Path) -> None:
 
 def markdown(report: Report, png: str, context: dict[str, Any]) -> list[str]:
     """report.md's lines: claim, paper, ours, result, table, plot `png`, notes, examples, setup."""
-    held = status(report.held) + (" (no pass/fail)" if report.held is None else "")
+    held = status(report) + (" (no pass/fail)" if report.held is None and report.at_scale else "")
     table = [f"| {' | '.join(report.table[0])} |", "|" + "---|" * len(report.table[0])]
     table += [f"| {' | '.join(row)} |" for row in report.table[1:]]
     lines = [f"# `llada reproduce {report.name}`", "",

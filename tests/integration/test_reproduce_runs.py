@@ -20,6 +20,9 @@ def test_reproduce_every_claim_at_the_test_size(tmp_path):
         assert (out / f"{name}.png").stat().st_size > 1000
         res = json.loads((out / "results.json").read_text())
         assert res["claim"] == name and res["size"] == "test" and res["recipe"]["world"]["n_people"] == 8
+        # seconds of training answer nothing: no verdict, whatever the numbers
+        assert res["held"] is None and res["status"] == "not measured at this size"
+        assert "**Result: not measured at this size.**" in report
     rev = json.loads((tmp_path / "reversal" / "results.json").read_text())["results"]
     n_group_b = RECIPES["test"].world.n_people // 2
     for key in ("diffusion/fact_forward", "diffusion/fact_reverse", "ar/fact_forward", "ar/fact_reverse"):
