@@ -150,6 +150,9 @@ class LLaDAEvalLM(TemplateLM):
         self._base = SamplerOptions.from_dict({"preset": preset}) if preset else SamplerOptions()
         self._given = {"seed": seed, **sampler}
         self.options = self._base.fitted(None, **self._given)  # refuses a bad value now, not mid-run
+        self.options.check_block(self._max_length)  # ... and so is a length no context leaves room for
+        if "gen_length" in sampler:  # (the default one is used only where a task sets no max_gen_toks)
+            self.options.check_room(1, self._max_length)
         self.cfg_scale = self.options.cfg_scale
         self.generator = torch.Generator().manual_seed(seed + self._rank)
         self.stop_ids = self.model.config.roles.stops
@@ -262,7 +265,7 @@ class LLaDAEvalLM(TemplateLM):
         for options, members in groups.items():  # (the answer is cut back to the length asked for below)
             for lo in range(0, len(members), step):
                 chunk = members[lo: lo + step]
-                x, mask = left_pad([self._prompt(requests[i].args[0], options.gen_length) for i in chunk],
+                x, mask = left_pad([self._prompt(requests[i].args[0], options) for i in chunk],
                                    self.model.config.roles.pad)
                 res = sample(self.model, x, options, attention_mask=mask)  # noise from options.seed
                 for row, i in enumerate(chunk):
@@ -274,10 +277,10 @@ class LLaDAEvalLM(TemplateLM):
         bar.close()
         return out
 
-    def _prompt(self, context: str, gen_length: int) -> list[int]:
+    def _prompt(self, context: str, options: SamplerOptions) -> list[int]:
         """The context's tokens, the oldest dropped so that the answer fits (BOS for an empty one)."""
-        ids = self.tok_encode(context)
-        room = self.max_length - gen_length  # >= 1: _plan keeps gen_length below max_length
+        ids, gen_length = self.tok_encode(context), options.gen_length
+        room = options.usable_positions(self.max_length) - gen_length  # >= 1: _plan keeps the answer shorter
         if len(ids) > room:
             self._warn_once("long-context", f"contexts longer than {room} tokens lose their oldest tokens "
                             f"so that {gen_length} generated tokens fit the {self.max_length}-token context")
@@ -318,9 +321,10 @@ class LLaDAEvalLM(TemplateLM):
 
     def _fit_length(self, asked: int, given: dict[str, Any]) -> tuple[SamplerOptions, int]:
         """Options for an answer of `asked` tokens that leave at least one token of context, and
-        the tokens asked for: more than max_length - 1 gets max_length - 1 (with a warning); where
-        whole blocks would round past that, the answer is one block."""
-        cap = self.max_length - 1
+        the tokens asked for: more than max_length - 1 (block diffusion: the whole blocks of
+        max_length, less one) gets that many (with a warning); where whole blocks would round past
+        that, the answer is one block."""
+        cap = self.options.usable_positions(self.max_length) - 1  # (a task changes no block)
         if asked > cap:
             self._warn_once("long-answer", f"max_gen_toks {asked} does not fit the {self.max_length}-token "
                             f"context; answers hold at most {cap} tokens")

@@ -361,9 +361,8 @@ def diffusion_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerOption
     Fast-dLLM's `generate.py` (threshold / factor decoding, prefix and dual caches).
     """
     B, P = input_ids.shape
-    gen_length, device, block = options.gen_length, model.device, options.block_size
-    # block diffusion decodes whole blocks counted from position 0: the canvas ends on a block boundary
-    L = -(-(P + gen_length) // block) * block if options.block_causal else P + gen_length
+    gen_length, device = options.gen_length, model.device
+    L = options.canvas_length(P)  # block diffusion decodes whole blocks: its canvas ends on a block boundary
     canvas = torch.full((B, L), model.config.mask_token_id, dtype=torch.long, device=device)
     canvas[:, :P] = input_ids.to(device)
     shown = canvas[:, :P + gen_length]  # the answer's view (the same storage)

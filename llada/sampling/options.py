@@ -140,14 +140,47 @@ class SamplerOptions:
         """Tokens are drawn from a cut distribution: temperature > 0 with top_k, top_p or min_p."""
         return self.temperature > 0 and (self.top_k is not None or self.top_p is not None or self.min_p is not None)
 
+    def canvas_length(self, prompt_length: int) -> int:
+        """Positions the sampler runs after a prompt of `prompt_length` tokens: prompt + gen_length;
+        block diffusion decodes whole blocks counted from the sequence start, so its canvas ends on
+        the next block boundary (LLaDA 2.x `generate`: num_blocks * block_length)."""
+        end = prompt_length + self.gen_length
+        return -(-end // self.block_size) * self.block_size if self.block_causal else end
+
+    def usable_positions(self, max_sequence_length: int) -> int:
+        """How many of a model's `max_sequence_length` positions a canvas may fill: all of them;
+        block diffusion, whole blocks only. Prompt + gen_length must not exceed it."""
+        if self.block_causal:
+            return max_sequence_length // self.block_size * self.block_size
+        return max_sequence_length
+
+    def check_block(self, max_sequence_length: int) -> None:
+        """Refuse (GenerationError) a block diffusion block longer than the model: it would fill no
+        canvas at all (the reverse process's blocks are capped at gen_length instead)."""
+        if self.block_causal and self.block_size > max_sequence_length:
+            raise GenerationError(f"block_length {self.block_size} exceeds the model's max_sequence_length "
+                                  f"{max_sequence_length}: block diffusion runs whole blocks, so block_length "
+                                  f"must be in 1..{max_sequence_length}")
+
     def check_room(self, prompt_length: int, max_sequence_length: int) -> None:
-        """Refuse (GenerationError) an answer that does not fit after a prompt of `prompt_length`
-        tokens in a model of `max_sequence_length` positions: the one length check of `sample`
-        (and so the CLI, lm-eval and the built-in evaluation) and of the server."""
-        if prompt_length + self.gen_length > max_sequence_length:
-            raise GenerationError(f"prompt ({prompt_length} tokens) + gen_length ({self.gen_length}) = "
-                                  f"{prompt_length + self.gen_length} exceeds the model's max_sequence_length "
-                                  f"{max_sequence_length}")
+        """Refuse (GenerationError, one line naming the field, its value and what is allowed) a
+        canvas (`canvas_length`) longer than the model's `max_sequence_length` positions, before
+        anything is allocated: the one length check of `sample` (and so the CLI, lm-eval and the
+        built-in evaluation) and of the server. RoPE has no hard limit, but a position past it is
+        one the model was not made for (and a learned position embedding has no row for), and a
+        canvas of L positions costs L * L in attention: block_length 1000000 asked for a terabyte."""
+        self.check_block(max_sequence_length)
+        room = self.usable_positions(max_sequence_length) - prompt_length  # the longest answer after this prompt
+        if self.gen_length <= room:
+            return
+        allowed = f"gen_length must be in 1..{room} after this prompt" if room >= 1 else "shorten the prompt"
+        end = prompt_length + self.gen_length
+        if end <= max_sequence_length:  # block diffusion: the last block runs past the model
+            raise GenerationError(f"prompt ({prompt_length} tokens) + gen_length ({self.gen_length}) rounded up to "
+                                  f"whole blocks of {self.block_size} = {self.canvas_length(prompt_length)} exceeds "
+                                  f"the model's max_sequence_length {max_sequence_length}; {allowed}")
+        raise GenerationError(f"prompt ({prompt_length} tokens) + gen_length ({self.gen_length}) = {end} exceeds "
+                              f"the model's max_sequence_length {max_sequence_length}; {allowed}")
 
     # ------------------------------------------------------------------------------- conversions
     def replace(self, **changes: Any) -> SamplerOptions:

@@ -166,7 +166,7 @@ class Service:
             raise RequestError(400, "stream: a streamed request is allowed one prompt and no logprobs; "
                                     "send it with stream false")
         for ids in prompts:
-            self._check_length(ids, options)
+            self._check_length(ids, options, limit)
         loop = asyncio.get_running_loop()
         jobs = [Job(ids, options, loop, want_states=req.stream) if limit > 0 else None for ids in prompts]
         self._submit([j for j in jobs if j is not None])
@@ -176,13 +176,21 @@ class Service:
                      bool((req.stream_options or {}).get("include_usage")), time.monotonic() + self.cfg.timeout_s,
                      echo=bool(getattr(req, "echo", False)), top=top, seed=req.seed or 0)
 
-    def _check_length(self, ids: list[int], options: SamplerOptions) -> None:
+    def _check_length(self, ids: list[int], options: SamplerOptions, asked: int) -> None:
+        """RequestError 400 for a prompt over the server's limit, or a canvas (prompt + answer, block
+        diffusion in whole blocks) past the model's positions: before any job reaches the model."""
         if len(ids) > self.max_prompt:
             raise RequestError(400, f"the prompt has {len(ids)} tokens; the limit is {self.max_prompt}")
+        limit = self.model.config.max_sequence_length
         try:
-            options.check_room(len(ids), self.model.config.max_sequence_length)
+            options.check_block(limit)
         except GenerationError as e:
-            raise RequestError(400, f"{e} (max_tokens in whole blocks)") from None
+            raise RequestError(400, str(e)) from None
+        try:
+            options.check_room(len(ids), limit)
+        except GenerationError as e:  # the sampler's length is max_tokens, in whole blocks
+            whole = f" in whole blocks of {options.block_size}" if asked != options.gen_length else ""
+            raise RequestError(400, f"{e} (gen_length: max_tokens {asked}{whole})") from None
 
     def _submit(self, jobs: list[Job]) -> None:
         """Queue every job of a request, or none of them (429)."""

@@ -103,6 +103,29 @@ def test_bad_requests_are_4xx_and_the_server_stays_up(bundle, body, status, need
         assert httpx.get(url + "/health").json()["status"] == "ok"
 
 
+@pytest.mark.parametrize("fields,needle", [
+    ({"block_causal": True, "block_length": 1_000_000, "steps": 8}, "block_length 1000000 exceeds the model's "
+     "max_sequence_length 256: block diffusion runs whole blocks, so block_length must be in 1..256"),
+    ({"preset": "llada2", "block_length": 8192}, "block_length 8192 exceeds the model's max_sequence_length 256"),
+    ({"block_causal": True, "block_length": 200, "max_tokens": 200}, "rounded up to whole blocks of 200 = 400 exceeds "
+     "the model's max_sequence_length 256; gen_length must be in 1..197 after this prompt (gen_length: max_tokens 200)"),
+    ({"max_tokens": 256}, "gen_length (256) = 259 exceeds the model's max_sequence_length 256; gen_length must be in "
+     "1..253 after this prompt (gen_length: max_tokens 256)"),
+    ({"max_tokens": 255, "block_length": 32}, "gen_length (256) = 259 exceeds the model's max_sequence_length 256; "
+     "gen_length must be in 1..253 after this prompt (gen_length: max_tokens 255 in whole blocks of 32)"),
+])
+def test_lengths_past_the_model_are_400_before_the_model_is_touched(bundle, fields, needle):
+    """block_length 1000000 (block diffusion) was a 503 after asking the allocator for a terabyte, and
+    block_length 2048-8192 held a worker until the 120 s timeout; now a 400 names the field, its value and
+    the range, while the model (slowed to 30 s a pass here) never runs."""
+    body = {"prompt": [5, 6, 7], "max_tokens": 100, **fields}
+    with running(bundle, delay=30.0) as (url, app):
+        started = time.monotonic()
+        r = httpx.post(url + "/v1/completions", json=body, timeout=60)
+        assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+        assert time.monotonic() - started < 30 and app.state.batch_sizes == []  # no pass of the model
+
+
 def test_queue_overflow_is_429(bundle):
     body = {"prompt": "the cat", "max_tokens": 4, "steps": 4, "block_length": 4}
     with running(bundle, delay=0.2, max_batch=1, max_queue=1) as (url, _):

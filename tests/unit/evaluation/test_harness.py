@@ -4,6 +4,7 @@ edges of loglikelihood and generate_until, rolling windows and the chat template
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -260,3 +261,39 @@ def test_harness_renders_and_encodes_within_bounds_and_types_do_sample(tmp_path)
     with pytest.raises(UserError, match="do_sample must be true or false, got 'false'"):
         lm._plan({"max_gen_toks": 4, "do_sample": "false", "temperature": 5.0})
     assert lm._plan({"max_gen_toks": 4, "do_sample": False, "temperature": 5.0})[0].temperature == 0.0
+
+
+@pytest.mark.parametrize("args,message", [
+    ({"gen_length": 10**9}, "prompt (1 tokens) + gen_length (1000000000) = 1000000001 exceeds the model's "
+                            "max_sequence_length 64; gen_length must be in 1..63 after this prompt"),
+    ({"gen_length": "64", "block_length": 4, "steps": 64}, "gen_length must be in 1..63"),
+    ({"block_causal": True, "block_length": 1_000_000}, "block_length 1000000 exceeds the model's max_sequence_length "
+                                                        "64: block diffusion runs whole blocks, so block_length must "
+                                                        "be in 1..64"),
+])
+def test_model_args_lengths_past_the_model_are_refused_before_any_request(tmp_path, args, message):
+    """--model_args gen_length=1000000000 failed mid-run (after the model loaded and other requests ran);
+    block_causal with block_length 1000000 asked the allocator for a terabyte at the first request."""
+    from llada.errors import UserError
+    from llada.evaluation.harness import LLaDAEvalLM
+
+    with pytest.raises(UserError, match=re.escape(message)) as info:
+        LLaDAEvalLM(str(_save_model(tmp_path / "m", causal=False)), device="cpu", **args)
+    assert "\n" not in str(info.value)
+
+
+def test_block_diffusion_answers_are_capped_to_whole_blocks_of_the_context(tmp_path, capsys):
+    """max_gen_toks 1000000000 with blocks of 24 in a 64-token context: the canvas may fill two blocks
+    (48 positions), so the answer holds at most 47 tokens after one of context; the run samples."""
+    from lm_eval.api.instance import Instance
+
+    from llada.evaluation.harness import LLaDAEvalLM
+
+    lm = LLaDAEvalLM(str(_save_model(tmp_path / "m", causal=False)), device="cpu", block_causal=True, block_length=24)
+    options, _, asked = lm._plan({"max_gen_toks": 10**9})
+    assert (asked, options.gen_length, options.canvas_length(1)) == (47, 47, 48)
+    long = " ".join(["the cat sat"] * 40)
+    got = lm.generate_until([Instance("generate_until", {}, (long, {"until": [], "max_gen_toks": 10**9}), 0)],
+                            disable_tqdm=True)
+    assert len(got) == 1 and isinstance(got[0], str)
+    assert "answers hold at most 47 tokens" in capsys.readouterr().err
