@@ -345,7 +345,11 @@ class LLaDAModel(nn.Module):
         B, T = input_ids.shape
         start, keys = (0, T) if kv_cache is None else (cache_position, kv_cache.length)
         if position_ids is None:
+            if self.config.learned_positions:
+                self._check_positions(start, start + T - 1)  # known on the host: no device sync
             position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
+        elif self.config.learned_positions and position_ids.numel():  # given positions: read them once
+            self._check_positions(int(position_ids.min()), int(position_ids.max()))
         cos, sin = rope_cos_sin(position_ids, self.config.rotary_dim, self.config.rope_theta)  # (B, 1, T, rotary_dim)
         mask, is_causal = self._attention_mask(attention_mask, B, T, start, keys, input_ids.device, block_size)
         at = None if kv_cache is None else torch.arange(start, start + T, device=input_ids.device)  # cache positions
@@ -363,25 +367,24 @@ class LLaDAModel(nn.Module):
         """Token embeddings (B, T, D), scaled by sqrt(D) when `input_emb_norm`, plus the learned
         position embedding of `position_ids` (B, T) when `learned_positions`, with embedding dropout.
 
-        Raises ValueError when a learned position embedding is asked for a position outside
-        0..max_sequence_length-1 (it has no row for it), or without position_ids.
+        Raises ValueError without position_ids when `learned_positions` (`forward` has checked that
+        they are rows of the table, 0..max_sequence_length-1).
         """
         x = self.transformer.wte(input_ids)
         if self.config.input_emb_norm:
             x = x * self.config.d_model**0.5
         if self.config.learned_positions:
-            x = x + self.transformer.wpe(self._learned_rows(position_ids))
+            if position_ids is None:
+                raise ValueError("a model with learned_positions needs position_ids")
+            x = x + self.transformer.wpe(position_ids)
         return F.dropout(x, self.config.embedding_dropout, self.training)
 
-    def _learned_rows(self, position_ids: Tensor | None) -> Tensor:
-        """position_ids, checked against the learned position embedding's rows."""
+    def _check_positions(self, first: int, last: int) -> None:
+        """ValueError unless positions first..last have rows in the learned position embedding."""
         limit = self.config.max_sequence_length
-        if position_ids is None:
-            raise ValueError("a model with learned_positions needs position_ids")
-        if position_ids.numel() and (int(position_ids.min()) < 0 or int(position_ids.max()) >= limit):
-            raise ValueError(f"positions {int(position_ids.min())}..{int(position_ids.max())} are outside the learned "
-                             f"position embedding's 0..{limit - 1} (max_sequence_length {limit})")
-        return position_ids
+        if first < 0 or last >= limit:
+            raise ValueError(f"positions {first}..{last} are outside the learned position embedding's 0..{limit - 1} "
+                             f"(max_sequence_length {limit})")
 
     def head(self, x: Tensor) -> Tensor:
         """Logits (..., embedding_size) of final-normed states x (..., D): the output matrix, or the

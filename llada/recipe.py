@@ -52,6 +52,15 @@ class TaskRecipe:
     """How the SFT rows are padded (`--padding`): to the batch's longest row (each answer ends with
     one EOS), or every response with EOS up to seq_len, as LLaDA's SFT data is."""
 
+    def describe(self, flags: str = "") -> str:
+        """The training of a model on this task, for a report's Recipe line: the command (with
+        `flags` appended, e.g. " --objective diffusion|ar"), the model and the budget."""
+        sft = self.stage == "sft"
+        return (f"`{'llada sft' if sft else 'llada train'} --data {self.source}{flags}`, model {self.preset} from "
+                f"scratch, {self.steps} steps of batch {self.batch_size}, seq_len {self.seq_len}"
+                f"{'' if sft else ' (documents packed)'}, lr {self.lr:g}, {self.warmup} warm-up steps"
+                f"{', chat template' if sft else ''}")
+
     @property
     def source(self) -> str:
         """The data source `llada sft --data` reads: task:NAME:knob=value,...,n=ITEMS."""

@@ -138,10 +138,7 @@ def judge(m: Measured) -> Report:
                 for it, f in list(zip(m.items, m.fills[kind, blank], strict=True))[:2]]
     ours = (f"first operand of a held-out sum: diffusion {acc['diffusion', JUDGED]}, AR {acc['ar', JUDGED]}; "
             f"the sum (control): diffusion {acc['diffusion', 'sum']}, AR {acc['ar', 'sum']}")
-    r = m.recipe
-    recipe = (f"Recipe: `llada train --data {r.source} --objective diffusion|ar`, model {r.preset} from scratch, "
-              f"{r.steps} steps of batch {r.batch_size}, seq_len {r.seq_len} (documents packed), lr {r.lr:g}, "
-              f"{r.warmup} warm-up steps.")
+    recipe = f"Recipe: {m.recipe.describe(' --objective diffusion|ar')}."
     return Report("any-order", STATEMENT, PAPER, ours, held, verdict, table, results, notes=[note, "", " ".join(unlearned)],
                   examples=examples, recipe=recipe)
 

@@ -57,6 +57,8 @@ class Models:
     """objective ("diffusion" / "ar") -> an SFT model directory given by flag"""
     progress: bool = True
     _dirs: dict[str, Path] = field(default_factory=dict)
+    _ready: set[str] = field(default_factory=set)
+    """Names of groups of task models made ready (their models are in `_dirs` by task key)."""
     _loaded: dict[str, Any] = field(default_factory=dict)
 
     def ensure(self, *names: ModelName) -> None:
@@ -66,25 +68,19 @@ class Models:
         Raises UserError when a given model's pretrained starting point cannot be found.
         """
         for name in names:
-            if name in self._dirs:
+            if name in self._dirs or name in self._ready:
                 continue
             objective = cast(Objective, "ar" if name.startswith("ar") else "diffusion")
             if name in self.given:
                 self._dirs[name] = Path(self.given[name])
             elif name.endswith("-pretrain") and objective in self.given:
                 self._dirs[name] = tuned_from(Path(self.given[objective]), f"--{objective}")
-            elif name == "diffusion-task":
-                self._dirs[name] = self.task_model("diffusion", self._task_recipe())
-            elif name.endswith("-planning"):
-                for task in self.recipe.planning:
-                    self.task_model(objective, task)
-                self._dirs[name] = self.out  # a group of models: `task_model` finds each
-            elif name.endswith("-text"):
-                self._dirs[name] = self.task_model(objective, self._any_order_recipe())
-            elif name == "diffusion-semi-ar":
-                for task in semi_ar_recipes(self.recipe.semi_ar).values():
-                    self.task_model("diffusion", task)
-                self._dirs[name] = self.out
+            elif (tasks := self.task_models_of(name, objective)) is not None:
+                dirs = [self.task_model(o, t) for o, t in tasks]
+                if name in _ONE_TASK_MODEL:  # loaded by its name; a group's models are found by `task_model`
+                    self._dirs[name] = dirs[0]
+                else:
+                    self._ready.add(name)
             else:
                 self.train(objective)
 
@@ -95,17 +91,19 @@ class Models:
                                          progress=self.progress, keep_evaluated=True)
         self._dirs[objective], self._dirs[f"{objective}-pretrain"] = tuned, pretrained
 
-    def _task_recipe(self) -> TaskRecipe:
-        """The recipe's reasoning task (`Recipe.task`); UserError when it has none."""
-        if self.recipe.task is None:
-            raise UserError("this recipe trains no reasoning-task model (Recipe.task is None)")
-        return self.recipe.task
-
-    def _any_order_recipe(self) -> TaskRecipe:
-        """The recipe's any-order task (`Recipe.any_order`); UserError when it has none."""
-        if self.recipe.any_order is None:
-            raise UserError("this recipe trains no any-order model (Recipe.any_order is None)")
-        return self.recipe.any_order
+    def task_models_of(self, name: str, objective: Objective) -> list[tuple[Objective, TaskRecipe]] | None:
+        """The (objective, task recipe) of each task model `name` stands for; None for the world's
+        models. Raises UserError when the recipe has no task for it."""
+        r = self.recipe
+        if name == "diffusion-task":
+            return [("diffusion", _required(r.task, "task"))]
+        if name.endswith("-planning"):
+            return [(objective, t) for t in r.planning]
+        if name.endswith("-text"):
+            return [(objective, _required(r.any_order, "any_order"))]
+        if name == "diffusion-semi-ar":
+            return [("diffusion", t) for t in semi_ar_recipes(r.semi_ar).values()]
+        return None
 
     def task_model(self, objective: Objective, task: TaskRecipe) -> Path:
         """The `objective` model fine-tuned from scratch on `task` (`llada.recipe.train_task_recipe`),
@@ -144,10 +142,21 @@ class Models:
 def semi_ar_recipes(recipe: TaskRecipe | None) -> dict[str, TaskRecipe]:
     """The two task recipes of the claim by model name: EOS-padded to seq_len, and one EOS per
     answer; UserError when the recipe has no semi-ar task."""
-    if recipe is None:
-        raise UserError("this recipe has no semi-ar task (Recipe.semi_ar is None)")
+    recipe = _required(recipe, "semi_ar")
     return {"eos-padded": dataclasses.replace(recipe, padding="max_length"),
             "one-eos": dataclasses.replace(recipe, padding="longest")}
+
+
+# the task-model names that stand for one model, loaded by that name (`Models.load`)
+_ONE_TASK_MODEL = ("diffusion-task", "diffusion-text", "ar-text")
+
+
+def _required(task: TaskRecipe | None, field_name: str) -> TaskRecipe:
+    """`task`, or a UserError saying the recipe has none (`Recipe.<field_name>` is None)."""
+    if task is None:
+        what = "reasoning" if field_name == "task" else field_name.replace("_", "-")
+        raise UserError(f"this recipe has no {what} task (Recipe.{field_name} is None)")
+    return task
 
 
 def _task_key(objective: Objective, task: TaskRecipe) -> str:

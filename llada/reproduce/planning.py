@@ -111,7 +111,7 @@ def judge(m: Measured) -> Report:
                 f"{'accepted' if rec['reward'] == 1.0 else 'rejected'})"
                 for r in m.tasks for objective in OBJECTIVES for rec in m.scores[r.task, objective].records[:2]]
     return Report("planning", STATEMENT, PAPER, ours, held, verdict, table, results, notes=notes, examples=examples,
-                  recipe=recipe_line(m))
+                  recipe="Recipe: " + "; ".join(r.describe(" --objective diffusion|ar") for r in m.tasks) + ".")
 
 
 def unlearned(m: Measured) -> list[str]:
@@ -134,14 +134,6 @@ def position_lines(m: Measured) -> list[str]:
             shares = " ".join(f"{p:.2f}" for p in m.scores[r.task, objective].positions)
             lines.append(f"- {r.task}, {objective}: {shares}")
     return lines
-
-
-def recipe_line(m: Measured) -> str:
-    """The report's Recipe line: each planning task's training, the same for both objectives."""
-    parts = [f"`llada sft --data {r.source} --objective diffusion|ar`, model {r.preset} from scratch, {r.steps} "
-             f"steps of batch {r.batch_size}, seq_len {r.seq_len}, lr {r.lr:g}, {r.warmup} warm-up steps"
-             for r in m.tasks]
-    return "Recipe: " + "; ".join(parts) + "; chat template."
 
 
 def plot(m: Measured, ax: Any) -> None:

@@ -156,7 +156,7 @@ def judge(m: Measured) -> Report:
     examples = [f"{strategy}, {m.gen} steps: {it.prompt} → {r!r} (expected {it.answer!r})"
                 for strategy in PICTURED for it, r in list(zip(m.items, m.responses[strategy, m.gen], strict=True))[:3]]
     return Report("remasking", STATEMENT, PAPER, ours, held, verdict, table, results, notes=notes,
-                  examples=examples, recipe=recipe_line(m))
+                  examples=examples, recipe=f"Recipe: {m.recipe.describe()}, diffusion loss (Eq. 5).")
 
 
 def findings(m: Measured) -> str:
@@ -169,14 +169,6 @@ def findings(m: Measured) -> str:
             f"strategy at {m.gen} steps ({best}) answers {Accuracy.of(m.hits[best, m.gen])}: the gap is what "
             f"filling one token at a time, in that strategy's order, gained over no order at all. Of the {digits}-digit answers, low-confidence unmasks the units digit "
             f"before every other digit in {first['low_confidence']:.0%}, random in {first['random']:.0%}.")
-
-
-def recipe_line(m: Measured) -> str:
-    """The report's Recipe line: the task model's training (`Recipe.task`), not the world's."""
-    r = m.recipe
-    return (f"Recipe: `llada sft --data {r.source}`, model {r.preset} from scratch (no pretraining), {r.steps} "
-            f"steps of batch {r.batch_size}, seq_len {r.seq_len}, lr {r.lr:g}, {r.warmup} warm-up steps, chat "
-            "template, diffusion loss (Eq. 5).")
 
 
 def plot(m: Measured, ax: Any) -> None:

@@ -140,7 +140,7 @@ def judge(m: Measured) -> Report:
              "EOS can end an answer, so an answer fills the canvas unless an end-of-turn does."]
     notes += ["", findings(m)]
     return Report("semi-ar", STATEMENT, PAPER, ours, held, verdict, table, results, notes=notes, examples=m.examples,
-                  recipe=recipe_line(m))
+                  recipe=f"Recipe: {m.recipe.describe(' --padding max_length|longest')}, diffusion loss (Eq. 5).")
 
 
 def findings(m: Measured) -> str:
@@ -152,13 +152,6 @@ def findings(m: Measured) -> str:
             f"blocks to restore. The padding cost accuracy instead: at the same budget the EOS-padded model solved "
             f"{padded.value:.0%} of the problems in one block and the one-EOS model {one.value:.0%}; in the padded "
             f"rows most masked positions hold EOS, which Eq. 5 counts like any other answer token.")
-
-
-def recipe_line(m: Measured) -> str:
-    r = m.recipe
-    return (f"Recipe: `llada sft --data {r.source} --padding max_length|longest`, model {r.preset} from scratch, "
-            f"{r.steps} steps of batch {r.batch_size}, seq_len {r.seq_len}, lr {r.lr:g}, {r.warmup} warm-up steps, "
-            "chat template, diffusion loss (Eq. 5).")
 
 
 def plot(m: Measured, ax: Any) -> None:
