@@ -35,7 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lm-eval": ("llada.commands.lm_eval:main", "lm-evaluation-harness with the `llada` model registered"),
     "poem": ("llada.commands.poem:poem_eval", "the reversal-poem task (Table 4): forward and reverse accuracy"),
     "serve": ("llada.commands.serve:serve", "an OpenAI-compatible HTTP server with a chat page that shows the denoising"),
-    "convert": ("llada.commands.checkpoint:convert", "re-save a model directory (dtype, shard size)"),
+    "convert": ("llada.commands.convert:convert",
+                "re-save a model directory (dtype, shard size); a causal LM becomes a mask predictor"),
     "info": ("llada.commands.checkpoint:info", "print a model directory's config and parameter count"),
     "push": ("llada.commands.checkpoint:push", "upload a model directory to the Hugging Face Hub"),
 }

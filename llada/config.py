@@ -270,7 +270,14 @@ class ModelConfig:
     moe: MoEConfig | None = None
     """The mixture-of-experts MLP, or None for the dense SwiGLU MLP in every block."""
     causal: bool = False
-    """True only for the autoregressive baseline: a causal mask, trained with next-token loss."""
+    """A causal attention mask: each position sees itself and the positions before it. Without
+    `shifted_prediction`, the autoregressive baseline (next-token loss, decoded left to right); with
+    it, a mask predictor with causal attention (a causal LM converted by `llada convert --causal true`)."""
+    shifted_prediction: bool = False
+    """Position i's final state predicts token i + 1, as in Dream and models converted from an
+    autoregressive checkpoint; the logits are realigned (`LLaDAModel.select_outputs`) so position
+    i's logits predict token i, as every sampler and estimator expects. Saved by the llada layout
+    (which then names no remote code: LLaDA's does not realign) and implied by Dream's."""
     family: str = "llada"
     """The model family that builds, loads and saves this config: a key of `llada.families.FAMILIES`
     ("llada", "dream", "llada_moe", "llada2"), set by the family that read the config.json (an unknown
@@ -406,9 +413,10 @@ class ModelConfig:
 
     @property
     def kind(self) -> str:
-        """"diffusion" for a mask predictor, "autoregressive" for the causal baseline: what
-        `llada.sample` and the likelihood estimators dispatch on."""
-        return "autoregressive" if self.causal else "diffusion"
+        """"diffusion" for a mask predictor, "autoregressive" for the causal baseline (causal, its
+        logits at i predicting token i + 1): what `llada.sample` and the likelihood estimators
+        dispatch on. A causal model with `shifted_prediction` is a mask predictor."""
+        return "autoregressive" if self.causal and not self.shifted_prediction else "diffusion"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ probability t, t ~ U(0, 1] drawn per sequence; the model predicts all masked tok
 
 Both are upper bounds on the negative log-likelihood. Following the LLaDA guidelines, t is drawn
 as (1 - eps) · u + eps (never 0), the pretraining loss is summed over the batch and divided by
-B · L, and the SFT loss is normalised per sequence by its answer length, then averaged.
+B · L, and the SFT loss is normalised per sequence by its answer length, then averaged. Drawn in
+[eps, t_max] with t_max < 1 (dFactory's LLaDA 2.x recipe: eps 0.3, t_max 0.8), the loss is no
+longer a bound on the NLL: high noise levels are never trained.
 
 Everything here is a pure function of tensors and an optional `torch.Generator`, vectorised over
 the batch, with no host synchronisation, so a trainer can make runs exactly reproducible.
@@ -28,7 +30,7 @@ LogitsFn = Callable[..., Tensor]  # model(input_ids, attention_mask=...) -> (B, 
 class NoisedBatch(NamedTuple):
     noisy_ids: Tensor  # (B, L) input with masked positions replaced by the mask id
     masked: Tensor  # (B, L) bool, True where a token was masked
-    t: Tensor  # (B,) float32 masking probability of each sequence
+    t: Tensor  # (B,) float32 masking probability of each sequence; (B, L) of each position (block diffusion)
 
 
 class LossOutput(NamedTuple):
@@ -45,36 +47,58 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     return torch.rand(shape, generator=generator, device=gen_device).to(device)
 
 
-def sample_t(batch_size: int, *, eps: float = 1e-3, antithetic: bool = False,
+def sample_t(batch_size: int, *, eps: float = 1e-3, t_max: float = 1.0, antithetic: bool = False,
              generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
-    """Masking probabilities t = (1 - eps) · u + eps, u ~ U(0, 1), shape (B,).
+    """Masking probabilities t = (t_max - eps) · u + eps, u ~ U(0, 1), shape (B,); t_max = 1 is the
+    paper's (1 - eps) u + eps. Raises ValueError unless 0 <= eps < t_max <= 1.
 
     antithetic: low-discrepancy sampling: one u0 and u_i = (u0 + i / B) mod 1, so the batch covers
     [0, 1) evenly (one draw per stratum of width 1/B). Each u_i is still uniform, so the loss stays
     unbiased, with lower variance across batches.
     """
-    if not 0.0 <= eps < 1.0:
-        raise ValueError(f"eps must be in [0, 1), got {eps}")
+    if not 0.0 <= eps < t_max <= 1.0:
+        raise ValueError(f"eps and t_max must satisfy 0 <= eps < t_max <= 1, got eps {eps}, t_max {t_max}")
     if antithetic:
         u0 = _rand((1,), generator, device)
         u = (u0 + torch.arange(batch_size, device=u0.device) / batch_size) % 1.0
     else:
         u = _rand((batch_size,), generator, device)
-    return (1 - eps) * u + eps
+    return (t_max - eps) * u + eps
 
 
 def forward_process(input_ids: Tensor, mask_id: int, *, t: Tensor | None = None, maskable: Tensor | None = None,
-                    eps: float = 1e-3, antithetic: bool = False,
+                    eps: float = 1e-3, t_max: float = 1.0, antithetic: bool = False,
                     generator: torch.Generator | None = None) -> NoisedBatch:
-    """Mask each maskable token of `input_ids` (B, L) independently with its sequence's probability t."""
+    """Mask each maskable token of `input_ids` (B, L) independently with probability t: its
+    sequence's (t (B,), drawn by `sample_t` when None) or its own (t (B, L): block diffusion)."""
     B, L = input_ids.shape
     if t is None:
-        t = sample_t(B, eps=eps, antithetic=antithetic, generator=generator, device=input_ids.device)
-    masked = _rand((B, L), generator, input_ids.device) < t[:, None]  # (B, L)
+        t = sample_t(B, eps=eps, t_max=t_max, antithetic=antithetic, generator=generator, device=input_ids.device)
+    masked = _rand((B, L), generator, input_ids.device) < per_position(t)  # (B, L)
     if maskable is not None:
         masked = masked & maskable
     noisy = torch.where(masked, torch.full_like(input_ids, mask_id), input_ids)
     return NoisedBatch(noisy, masked, t)
+
+
+def per_position(t: Tensor) -> Tensor:
+    """t (B,) of each sequence as (B, 1), or t (B, L) of each position as it is: what broadcasts
+    against a (B, L) tensor."""
+    return t.reshape(t.shape[0], -1)
+
+
+def complementary(noised: NoisedBatch, input_ids: Tensor, mask_id: int, maskable: Tensor | None = None,
+                  eps: float = 1e-3) -> NoisedBatch:
+    """`noised` followed by its complement (2B rows): each sequence again, its maskable tokens
+    masked exactly where they were kept, at probability 1 - t clamped at eps, so over the pair every
+    maskable token is masked once (complementary masking, as LLaDA 2.x's training recipe uses).
+    Each half is a forward process at its own t, so each half's loss keeps its meaning; a loss
+    over the 2B rows is the mean of the pair's."""
+    can = torch.ones_like(noised.masked) if maskable is None else maskable.bool()
+    masked = can & ~noised.masked
+    noisy = torch.where(masked, torch.full_like(input_ids, mask_id), input_ids)
+    other = NoisedBatch(noisy, masked, (1 - noised.t).clamp(min=eps))
+    return NoisedBatch(*(torch.cat(pair) for pair in zip(noised, other, strict=True)))
 
 
 # float32 elements of logits upcast at once by `masked_cross_entropy` (128 MiB): bounds its memory
@@ -151,7 +175,7 @@ def pretrain_loss_from_logits(logits: Tensor, input_ids: Tensor, noised: NoisedB
     global batch once and run each process on its rows)."""
     ce = masked_cross_entropy(logits, input_ids, noised.masked)  # (B, L)
     denominator = attention_mask.sum() if attention_mask is not None else input_ids.numel()
-    loss = (ce / noised.t[:, None]).sum() / denominator
+    loss = (ce / per_position(noised.t)).sum() / denominator
     return _output(loss, ce, noised.masked)
 
 
@@ -175,7 +199,7 @@ def sft_loss_from_logits(logits: Tensor, input_ids: Tensor, noised: NoisedBatch,
     """The Eq. 5 loss given the model's logits on `noised.noisy_ids`."""
     ce = masked_cross_entropy(logits, input_ids, noised.masked)  # (B, L)
     answer_len = response_mask.sum(dim=1).clamp(min=1)  # (B,)
-    per_seq = (ce / noised.t[:, None]).sum(dim=1) / answer_len
+    per_seq = (ce / per_position(noised.t)).sum(dim=1) / answer_len
     return _output(per_seq.mean(), ce, noised.masked)
 
 

@@ -17,8 +17,9 @@ on what follows: score r + suffix given p instead.)
 Unconditional (Eq. 4): the same estimate with an empty prompt bounds -log p(x) from above;
 `nll_bound` reports it as nats, perplexity and bits per byte.
 
-For the autoregressive baseline (`config.causal`) the log-likelihood is exact (teacher forcing):
-the same calls return it with a zero standard error, so the two model kinds compare side by side.
+For the autoregressive baseline (`config.kind`: causal, unshifted) the log-likelihood is exact
+(teacher forcing): the same calls return it with a zero standard error, so the two model kinds
+compare side by side.
 
 Samples from many (prompt, response) pairs are packed into forward passes of `batch_size` rows,
 so `mc_num` need not be a multiple of `batch_size`.
@@ -185,7 +186,7 @@ def log_likelihoods(model: LLaDAModel, pairs: Sequence[tuple[Sequence[int], Sequ
     _check_values(mc_num, batch_size, cfg_scale, masking, generator)
     _check_ids(pairs, cfg.vocab_size, suffixes)
     _check_pairs(pairs, cfg.max_sequence_length, suffixes)
-    if cfg.causal:
+    if cfg.kind == "autoregressive":
         if suffixes is not None and any(len(s) for s in suffixes):
             raise LikelihoodError("an autoregressive model cannot condition on tokens after the response; "
                                   "score response + suffix after the prompt instead")
@@ -374,7 +375,7 @@ def is_greedy(model: LLaDAModel, prompt: Sequence[int], response: Sequence[int])
     L = len(response)
     _check_ids([(prompt, response)], model.config.vocab_size)
     _check_pairs([(prompt, response)], model.config.max_sequence_length)
-    if model.config.causal:
+    if model.config.kind == "autoregressive":
         bos = model.config.bos_token_id if model.config.bos_token_id is not None else model.config.eos_token_id
         seq = torch.as_tensor((list(prompt) or [bos]) + list(response), device=model.device)[None]
         P = seq.shape[1] - L
@@ -402,7 +403,7 @@ def next_token_logprobs(model: LLaDAModel, ids: Sequence[int], start: int = 1, b
     if len(ids) > cfg.max_sequence_length:
         raise LikelihoodError(f"{len(ids)} tokens exceed the model's max_sequence_length {cfg.max_sequence_length}")
     seq = torch.as_tensor(list(ids), dtype=torch.long, device=model.device)
-    if cfg.causal:
+    if cfg.kind == "autoregressive":
         logits = model(seq[None], output_positions=slice(start - 1, len(ids) - 1))[0]
         return torch.log_softmax(_up(logits), -1)[:, : cfg.vocab_size].float().cpu()
     rows = []

@@ -46,7 +46,7 @@ class KVCache:
                                   torch.zeros(shape, device=device, dtype=dtype)) for _ in range(config.n_layers)]
         self.batch, self.length = batch, length
         # (B, length, D) final hidden states, kept only by a model whose logits at position i come
-        # from position i - 1 (families/dream.py): a run starting at p > 0 reads p - 1's from here.
+        # from position i - 1 (`shifted_prediction`): a run starting at p > 0 reads p - 1's from here.
         self.hidden: Tensor | None = None
 
 
@@ -265,6 +265,22 @@ class Block(nn.Module):
         return x + F.dropout(self.mlp(self.ff_norm(x)), p, self.training)
 
 
+def _given_mask(attention_mask: Tensor, B: int, T: int, keys: int) -> Tensor:
+    """`LLaDAModel.forward`'s attention_mask as a boolean SDPA mask: a padding mask (B, K) becomes
+    (B, 1, 1, K); a 4-D mask (B or 1, 1, T, K) is taken as it is. Any other shape is a ValueError."""
+    if attention_mask.dim() == 4:
+        if attention_mask.shape[0] not in (1, B) or tuple(attention_mask.shape[1:]) != (1, T, keys):
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected (batch or 1, 1, "
+                             f"queries, keys) = ({B} or 1, 1, {T}, {keys})")
+        if attention_mask.dtype != torch.bool:  # an additive float mask would read inverted
+            raise ValueError(f"a 4-D attention_mask must be boolean (True: the query sees the key), got {attention_mask.dtype}")
+        return attention_mask
+    if attention_mask.shape != (B, keys):
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; "
+                         f"expected (batch, keys attended) = {(B, keys)}, or a 4-D (batch or 1, 1, queries, keys)")
+    return attention_mask.bool()[:, None, None, :]
+
+
 # Which logits a forward computes (`LLaDAModel.forward`'s output_positions): positions start:stop
 # of every row (B, T', V), or N scattered positions given as (rows, columns) (N, V).
 OutputPositions = slice | tuple[Tensor, Tensor]
@@ -323,7 +339,9 @@ class LLaDAModel(nn.Module):
         """Logits (B, T, embedding_size) for `input_ids` (B, T), or those of `output_positions`.
 
         attention_mask: (B, K), 1 for a real token and 0 for padding, over every key attended: the
-            T run, or the whole `kv_cache` (K = its length); None when nothing is padded.
+            T run, or the whole `kv_cache` (K = its length); None when nothing is padded. Or a
+            boolean (B or 1, 1, T, K): which keys each query sees, as transformers takes a 4-D mask
+            (document masks, block diffusion's [x_t | x_0]); a causal model still never sees ahead.
         position_ids: (B, T) rotary positions of the tokens run; default 0..T-1, or
             cache_position.. with a kv_cache (left padding with a mask is fine: a constant shift
             of positions does not change RoPE attention).
@@ -397,14 +415,11 @@ class LLaDAModel(nn.Module):
 
     def _attention_mask(self, attention_mask: Tensor | None, B: int, T: int, start: int,
                         keys: int, device: torch.device, block_size: int | None = None) -> tuple[Tensor | None, bool]:
-        """The SDPA mask (B, 1, T|1, keys) for queries at positions start..start+T-1, and whether
+        """The SDPA mask (B|1, 1, T|1, keys) for queries at positions start..start+T-1, and whether
         SDPA's own causal flag does the job instead (no padding, no cache: the flash kernel)."""
         mask = None  # None: every query sees every key (the diffusion model without padding)
         if attention_mask is not None:
-            if attention_mask.shape != (B, keys):
-                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; "
-                                 f"expected (batch, keys attended) = {(B, keys)}")
-            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, K): which keys are visible
+            mask = _given_mask(attention_mask, B, T, keys)  # (B|1, 1, 1|T, K): which keys are visible
         if block_size is not None:  # block diffusion: key block <= query block
             q_block = torch.arange(start, start + T, device=device) // block_size
             blocks = (torch.arange(keys, device=device) // block_size)[None, :] <= q_block[:, None]  # (T, K)
@@ -419,15 +434,41 @@ class LLaDAModel(nn.Module):
 
     def select_outputs(self, x: Tensor, output_positions: OutputPositions | None, start: int,
                        kv_cache: KVCache | None) -> Tensor:
-        """The final hidden states (B, T, D) of the positions whose logits are asked for: all of
-        them, (B, T', D) for a slice, or (N, D) for a (rows, columns) pair. Here position i's
-        state predicts token i; a family whose state at i predicts token i + 1 (Dream) overrides
-        this to realign them (`start`: position of x's first row; `kv_cache`: the call's cache)."""
+        """The final hidden states whose logits are asked for, from those of positions
+        start..start+T-1 (B, T, D): all of them, (B, T', D) for a slice, or (N, D) for a (rows,
+        columns) pair; with `shifted_prediction` realigned first (`realign`) so that the state
+        returned for position i is the one that predicts token i. `kv_cache`: the call's cache."""
+        if self.config.shifted_prediction:
+            x = self.realign(x, start, kv_cache)
         if output_positions is None:
             return x
         if isinstance(output_positions, tuple):
             return x[output_positions]
         return x[:, output_positions]
+
+    @staticmethod
+    def realign(x: Tensor, start: int, kv_cache: KVCache | None) -> Tensor:
+        """States (B, T, D) of positions start..start+T-1 whose state at i predicts token i + 1 (an
+        autoregressive head, as Dream keeps), moved one to the right: position i gets the state of
+        i - 1, position 0 its own (nothing precedes it; Dream's sampler does the same):
+
+            state     h0  h1  h2  h3          the head on h_i predicts token i + 1
+            realigned h0  h0  h1  h2          position i gets h_(i-1)
+
+        A run that starts after position 0 (only against a `kv_cache`) reads the state of
+        start - 1 from the cache, which keeps every run's states (`KVCache.hidden`); ValueError
+        when no earlier run filled it."""
+        B, T, D = x.shape
+        if start > 0 and (kv_cache is None or kv_cache.hidden is None):
+            raise ValueError(f"the logits at position {start} come from position {start - 1} (shifted prediction): "
+                             f"a run that starts at {start} needs that position's state; pass a KVCache that an "
+                             f"earlier run through position {start - 1} filled")
+        if kv_cache is not None:  # keep every run's states, for later runs that start after them
+            if kv_cache.hidden is None:
+                kv_cache.hidden = torch.zeros(B, kv_cache.length, D, device=x.device, dtype=x.dtype)
+            kv_cache.hidden[:, start:start + T] = x
+        before = x[:, :1] if start == 0 else kv_cache.hidden[:, start - 1:start]  # (B, 1, D)
+        return torch.cat([before, x[:, :-1]], dim=1)  # (B, T, D)
 
     # ----------------------------------------------------------------------------------------------
     @property

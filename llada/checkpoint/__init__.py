@@ -26,7 +26,8 @@ One concern a module:
     adapter.py    a LoRA run's peft adapter
     hub.py        the Hugging Face Hub: a Hub id downloaded, a directory pushed
 
-The `llada info`, `convert` and `push` commands are llada/commands/checkpoint.py.
+The `llada info` and `push` commands are llada/commands/checkpoint.py, `llada convert` is
+llada/commands/convert.py (a causal LM converted by llada/conversion.py).
 """
 
 from llada.checkpoint.layout import read_config

@@ -10,7 +10,8 @@ chosen, so `llada --help` stays instant.
     lm_eval.py      llada lm-eval: lm-eval's command line with the `llada` model registered
     poem.py         llada poem: the reversal-poem task (Table 4)
     serve.py        llada serve: the OpenAI-compatible server
-    checkpoint.py   llada info, llada convert, llada push
+    checkpoint.py   llada info, llada push
+    convert.py      llada convert: re-save a model directory, or turn a causal LM into a mask predictor
     flags.py        the flags the commands share, generated from SamplerOptions and LoadOptions
 
 The library never imports this package (tests/unit/test_imports.py checks it): what a command does

@@ -1,5 +1,5 @@
-"""`llada info`, `llada convert` and `llada push`: the model-directory commands, each a thin call
-into the library (layout, loading and saving, hub) that prints what it did."""
+"""`llada info` and `llada push`: the model-directory commands, each a thin call into the library
+(layout, hub) that prints what it did (`llada convert` is convert.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ from pathlib import Path
 from llada.checkpoint import hub
 from llada.checkpoint.card import millions
 from llada.checkpoint.layout import (
-    TRAINING_CONFIG_NAME,
     is_hub_id,
     open_safetensors,
     read_config,
     weight_files,
 )
-from llada.checkpoint.loading import load
 from llada.checkpoint.options import LoadOptions
-from llada.errors import UserError
 
 
 def info(model: str, revision: str | None = None) -> None:
@@ -51,27 +48,6 @@ def info(model: str, revision: str | None = None) -> None:
         print(f"  experts         {config.moe.describe()}")
     print(f"  special ids     mask={config.mask_token_id} eos={config.eos_token_id} "
           f"bos={config.bos_token_id} eot={config.eot_token_id}")
-
-
-def convert(model: str, out: str, dtype: str = "auto", max_shard_size: str = "5GB",
-            revision: str | None = None) -> None:
-    """Re-save a model directory in our layout, optionally in another dtype or shard size.
-
-    Args:
-        model: source model directory (ours, a public LLaDA checkpoint, or a Hub id)
-        out: destination directory
-        dtype: auto (keep), float32, bfloat16 or float16
-        max_shard_size: largest safetensors file, e.g. 5GB or 500MB
-        revision: a branch, tag or commit when model is a Hub id (default: main)
-    """
-    if Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out {out} is a file; give a directory (it is created if missing)")
-    bundle = load(model, dtype=dtype, revision=revision)
-    if bundle.path is not None and (bundle.path / TRAINING_CONFIG_NAME).is_file():  # the card describes the run
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / TRAINING_CONFIG_NAME).write_bytes((bundle.path / TRAINING_CONFIG_NAME).read_bytes())
-    bundle.save(out, max_shard_size=max_shard_size)
-    print(f"wrote {out}")
 
 
 def push(model: str, repo: str, revision: str | None = None, private: bool = False,

@@ -18,7 +18,8 @@ STAGE_COMMANDS = {"pretrain": "train", "sft": "sft"}
 
 
 def train(cfg: TrainConfig) -> None:
-    """Pretrain with the masked diffusion objective (Eq. 3), or the AR baseline with --objective ar."""
+    """Pretrain with the masked diffusion objective (Eq. 3), block diffusion with --objective
+    block_diffusion, or the AR baseline with --objective ar."""
     cfg = dataclasses.replace(cfg, stage="pretrain")
     print(f"model written to {trainer.run(cfg)}")
 

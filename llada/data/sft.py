@@ -172,12 +172,15 @@ class SFTCollator:
     truncation: "truncate" cuts sequences longer than seq_len (counted and warned once), "error"
     refuses them with a message naming the knob. padding: "longest" pads to the batch's longest
     conversation (LLaDA's SFT), "max_length" every conversation to seq_len (more EOS to learn).
+    multiple_of: "longest" pads to the next multiple of it (at most seq_len), so that with seq_len
+    a multiple too every response ends on a block boundary (block diffusion's whole blocks).
     """
 
     eos_id: int
     seq_len: int
     truncation: str = "truncate"
     padding: str = "longest"
+    multiple_of: int = 1
     truncated: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -185,6 +188,8 @@ class SFTCollator:
             raise DataError(f"truncation must be 'truncate' or 'error', got {self.truncation!r}")
         if self.padding not in ("longest", "max_length"):
             raise DataError(f"padding must be 'longest' or 'max_length', got {self.padding!r}")
+        if isinstance(self.multiple_of, bool) or not isinstance(self.multiple_of, int) or self.multiple_of < 1:
+            raise DataError(f"multiple_of must be a positive int, got {self.multiple_of!r}")
 
     def __call__(self, batch: list[dict[str, list]]) -> dict[str, torch.Tensor]:
         longest = max(len(r["input_ids"]) for r in batch)
@@ -197,7 +202,8 @@ class SFTCollator:
                 logger.warning("truncating conversations longer than seq_len=%d (counted in the run summary)",
                                self.seq_len)
             self.truncated += n
-        L = self.seq_len if self.padding == "max_length" else min(longest, self.seq_len)
+        L = self.seq_len if self.padding == "max_length" else min(-(-longest // self.multiple_of) * self.multiple_of,
+                                                                  self.seq_len)
         ids = torch.full((len(batch), L), self.eos_id, dtype=torch.long)
         response = torch.ones((len(batch), L), dtype=torch.bool)
         prompt_lengths = torch.zeros(len(batch), dtype=torch.long)

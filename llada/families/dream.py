@@ -5,16 +5,11 @@ causal mask), so it is our `LLaDAModel` with `include_qkv_bias`. What differs:
 
 - **The output is shifted by one.** Dream was initialised from an autoregressive model and kept its
   alignment: the state at position i predicts token i + 1. Dream's own sampler realigns by taking
-  position i's logits from position i - 1 (position 0 keeps its own). `DreamModel` does that inside
-  `forward`, so its logits at i predict token i as every other model's do, and the samplers and
-  likelihood estimators need no change:
-
-      state     h0  h1  h2  h3          Dream's raw head: h_i predicts token i + 1
-      logits    h0  h0  h1  h2          ours: position i gets h_(i-1) (position 0 gets h0)
-
-  A run that starts at p > 0 against a key/value cache (the caching samplers) has no state for
-  p - 1 among its rows: it is read from the cache, which keeps each position's final state
-  (`KVCache.hidden`) beside its keys and values, as cached.
+  position i's logits from position i - 1 (position 0 keeps its own). Every Dream config has
+  `shifted_prediction`, under which `LLaDAModel.forward` does that itself (`LLaDAModel.realign`,
+  caches included), so its logits at i predict token i as every other model's do, and the samplers
+  and likelihood estimators need no change. The flag is implied by Dream's config.json, never
+  written into it.
 - **config.json** has Qwen2's field names (`hidden_size`, `num_hidden_layers`, ...); `model_type`
   "Dream", architectures ["DreamModel"]. It names the mask, EOS, pad and BOS ids; the end-of-turn
   id is the tokenizer's `<|im_end|>` (Qwen's chat format).
@@ -29,12 +24,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from llada.config import ModelConfig
 from llada.families.base import Family, KeyTable, naming, read_fields, refuse_unless, unused_keys
-from llada.model import KVCache, LLaDAModel, OutputPositions
+from llada.model import LLaDAModel
 
 REFERENCE_CODE_REPO = "Dream-org/Dream-v0-Base-7B"  # configuration_dream.py / modeling_dream.py
 
@@ -62,8 +54,8 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Model
     known.setdefault("pad_token_id", known["eos_token_id"])
     known.setdefault("bos_token_id", None)  # then the tokenizer's, if it has one
     with naming(source):
-        return ModelConfig(**known, include_qkv_bias=True, eot_token_id=None, family="dream",
-                           extra=unused_keys(data, _FIELDS))
+        return ModelConfig(**known, include_qkv_bias=True, eot_token_id=None, shifted_prediction=True,
+                           family="dream", extra=unused_keys(data, _FIELDS))
 
 
 def _check(config: ModelConfig) -> None:
@@ -96,32 +88,13 @@ checkpoint_key, parameter_name = KEYS.checkpoint_key, KEYS.parameter_name
 
 
 class DreamModel(LLaDAModel):
-    """Dream's network with its logits realigned: position i's logits predict token i (see the
-    module docstring). Everything else is `LLaDAModel`'s, caches and activation checkpointing included."""
+    """Dream's network: `LLaDAModel` with its logits realigned (`shifted_prediction`, which a
+    config built by hand without it gets here: Dream's head always predicts the next token).
+    Everything else is `LLaDAModel`'s, caches and activation checkpointing included."""
 
     def __init__(self, config: ModelConfig):
         _check(config)
-        super().__init__(config)
-
-    def select_outputs(self, x: Tensor, output_positions: OutputPositions | None, start: int,
-                       kv_cache: KVCache | None) -> Tensor:
-        """Shift the final states (B, T, D) of positions start..start+T-1 one to the right, then
-        select: position i takes the state of i - 1, which is what predicts token i in Dream. A run
-        that starts after position 0 (only against a `kv_cache`) reads that state from the cache;
-        ValueError when no earlier run filled the cache."""
-        B, T, D = x.shape
-        if start > 0 and (kv_cache is None or kv_cache.hidden is None):
-            raise ValueError(f"Dream's logits at position {start} come from position {start - 1}: a run that "
-                             f"starts at {start} needs that position's state; pass a KVCache that an earlier run "
-                             f"through position {start - 1} filled")
-        if kv_cache is not None:  # keep every run's states, for later runs that start after them
-            if kv_cache.hidden is None:
-                kv_cache.hidden = torch.zeros(B, kv_cache.length, D, device=x.device, dtype=x.dtype)
-            kv_cache.hidden[:, start:start + T] = x
-        # nothing precedes position 0: Dream's sampler gives it its own state
-        before = x[:, :1] if start == 0 else kv_cache.hidden[:, start - 1:start]  # (B, 1, D)
-        shifted = torch.cat([before, x[:, :-1]], dim=1)  # (B, T, D)
-        return super().select_outputs(shifted, output_positions, start, kv_cache)
+        super().__init__(config if config.shifted_prediction else config.replace(shifted_prediction=True))
 
 
 FAMILY = Family(

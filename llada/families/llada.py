@@ -36,7 +36,8 @@ _METADATA_KEYS = {
     "llada_version",
 }
 # Fields that LLaDA's own config.json never has: written only when they differ from these defaults.
-_WRITTEN_WHEN_SET = {"qk_norm": False, "partial_rotary_factor": 1.0, "moe": None, "learned_positions": False}
+_WRITTEN_WHEN_SET = {"qk_norm": False, "partial_rotary_factor": 1.0, "moe": None, "learned_positions": False,
+                     "shifted_prediction": False}
 # ModelConfig fields that are not config.json keys.
 _NOT_KEYS = ("extra", "family")
 

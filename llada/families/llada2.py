@@ -100,7 +100,7 @@ def config_to_json(config: ModelConfig) -> dict[str, Any]:
                  and m.dense_layers == tuple(range(len(m.dense_layers)))
                  and not m.shared_intermediate_size % m.intermediate_size)
     refuse_unless(config, "LLaDA 2.x", {"include_bias": False, "scale_logits": False, "input_emb_norm": False,
-                                        "causal": False},
+                                        "causal": False, "shifted_prediction": False},
                   also=[] if layout_ok else ["a router or layout other than LLaDA 2.x's"])
     out = dict(config.extra)
     out.update({theirs: getattr(config, ours) for theirs, ours in _FIELDS.items()})

@@ -83,7 +83,8 @@ def config_to_json(config: ModelConfig) -> dict[str, Any]:
     router_ok = (m is not None and m.score == "softmax" and not m.norm_topk and m.scaling == 1.0 and m.groups == 1
                  and m.bias != "selection")
     refuse_unless(config, "LLaDA-MoE", {"include_bias": False, "include_qkv_bias": False, "scale_logits": False,
-                                        "input_emb_norm": False, "causal": False},
+                                        "input_emb_norm": False, "causal": False,
+                                        "shifted_prediction": False},
                   also=[] if router_ok else ["a router other than LLaDA-MoE's (softmax, top-k weights as they are)"])
     out = dict(config.extra)
     out.update({theirs: getattr(config, ours) for theirs, ours in _FIELDS.items()})

@@ -1,4 +1,4 @@
-"""Left-to-right decoding for the autoregressive baseline (a model with `config.causal`).
+"""Left-to-right decoding for the autoregressive baseline (`config.kind == "autoregressive"`).
 
 Only for comparisons with the diffusion model: greedy or temperature sampling with a key/value
 cache, prompts left padded with an attention mask, rows stopping at EOS / end-of-turn. It yields
@@ -30,7 +30,7 @@ def autoregressive_steps(model: LLaDAModel, input_ids: Tensor, options: SamplerO
     cuts of `filter_logits`, seed); finished rows pad with EOS. Call through `llada.sample`."""
     cfg = model.config
     roles = cfg.roles
-    if not cfg.causal:
+    if cfg.kind != "autoregressive":
         raise GenerationError("autoregressive decoding needs a causal model (the AR baseline); "
                               "llada.sample picks the reverse process for a diffusion model")
     B, P = input_ids.shape

@@ -48,8 +48,8 @@ def build_model(objective: Objective, resume_dir: Path | None, checkpoints: Chec
     Resuming without LoRA, the checkpoint's model directory holds exactly the weights being
     trained, so the model is built from it and from nothing else. With LoRA it holds merged
     weights, which cannot give the frozen base back: that is built from its source as a fresh run
-    builds it (the adapters come later, `prepare_module`). Raises UserError when the objective's
-    attention (causal or not) is not the model's."""
+    builds it (the adapters come later, `prepare_module`). Raises UserError when the objective
+    trains another kind of model (`ModelConfig.kind`) than the one loaded."""
     cfg = objective.cfg
     if resume_dir is not None and not cfg.lora_r:
         model, tokenizer = load_dir(resume_dir, cfg)
@@ -58,8 +58,9 @@ def build_model(objective: Objective, resume_dir: Path | None, checkpoints: Chec
         model = _fresh_model(cfg, objective, tokenizer)
     else:
         model, tokenizer = load_dir(cfg.model, cfg, cfg.revision)
-    if objective.causal != model.config.causal:
-        raise UserError(f"--objective {cfg.objective} does not match {cfg.model} (causal={model.config.causal})")
+    if objective.causal != (model.config.kind == "autoregressive"):  # a shifted causal model is a mask predictor
+        raise UserError(f"--objective {cfg.objective} does not match {cfg.model} (a {model.config.kind} model: "
+                        f"causal={model.config.causal}, shifted_prediction={model.config.shifted_prediction})")
     return model, tokenizer
 
 

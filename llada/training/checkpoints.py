@@ -49,6 +49,7 @@ from llada.config import ModelConfig
 from llada.errors import CheckpointError, UserError
 from llada.families import family_for
 from llada.runtime import base_model, merge_lora_state
+from llada.sampling.options import SamplerOptions
 from llada.training import state
 from llada.training.config import TrainConfig
 from llada.training.integrity import checkpoint_problem, step_of
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 # the settings a checkpoint must share with the run that resumes it
 _MUST_MATCH = ("model", "revision", "stage", "objective", "seq_len", "seed", "data", "world", "lora_r", "vocab_size",
-               "overrides", "chat_template")
+               "overrides", "chat_template", "block_size", "document_mask")
 
 
 class UnusableCheckpoint(CheckpointError):
@@ -85,6 +86,9 @@ class Trained:
     """The LR schedule (not prepared by accelerate)."""
     config: ModelConfig
     tokenizer: Any
+    sampler: SamplerOptions | None = None
+    """How the trained model samples, written as its generation_config.json (`Objective.sampler_options`;
+    None: the model family's recommended settings)."""
 
 
 class Checkpoints:
@@ -327,7 +331,7 @@ class Checkpoints:
         (path / layout.TRAINING_CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n")
         if self.cfg.lora_r:
             adapter.save_lora_adapter(unwrapped, path / layout.ADAPTER_DIR, base=self.cfg.model, state=full)
-        saving.save_state_dict(path, weights, trained.config, trained.tokenizer)
+        saving.save_state_dict(path, weights, trained.config, trained.tokenizer, options=trained.sampler)
 
     # -------------------------------------------------------------------- what a killed run left
     def _clean_temporaries(self) -> None:

@@ -36,8 +36,13 @@ class TrainConfig:
     """Where checkpoints, metrics and the final model go."""
     stage: Literal["pretrain", "sft"] = "pretrain"
     """pretrain: Eq. 3 on packed text; sft: Eq. 5 on chat conversations."""
-    objective: Literal["diffusion", "ar"] = "diffusion"
-    """diffusion: the masked diffusion loss; ar: the autoregressive baseline (same model with a causal mask)."""
+    objective: Literal["diffusion", "ar", "block_diffusion"] = "diffusion"
+    """diffusion: the masked diffusion loss; ar: the autoregressive baseline (same model with a causal mask);
+    block_diffusion: masked diffusion within blocks of --block_size, each block conditioned on the clean
+    ones before it (BD3-LM, LLaDA 2.x); its model samples block-causally (generation_config.json)."""
+    block_size: int = 32
+    """block_diffusion: tokens per block (LLaDA 2.x: 32); --seq_len must be a multiple of it. SFT pads each
+    batch with EOS to whole blocks."""
     seq_len: int = 128
     """Tokens per training sequence (pretraining blocks; the SFT length cap)."""
     batch_size: int = 16
@@ -61,7 +66,16 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping by global norm (0 disables)."""
     eps: float = 1e-3
-    """t = (1 - eps) u + eps: the smallest masking probability."""
+    """t = (t_max - eps) u + eps: the smallest masking probability."""
+    t_max: float = 1.0
+    """The largest masking probability (dFactory's LLaDA 2.x recipe: --eps 0.3 --t_max 0.8). Below 1 the
+    loss is no longer a bound on the NLL: the noisiest inputs are never trained."""
+    complementary_masking: bool = False
+    """Diffusion objectives: also train each sequence with the complement of its mask (its other maskable
+    tokens, at probability 1 - t), so each is masked once per pair; the model sees twice the batch."""
+    document_mask: bool = False
+    """Pretraining: a token attends only within its own document of the packed row (a new one after each
+    EOS), with positions restarting at each document, for every objective."""
     antithetic: bool = True
     """Stratify t across the global batch (lower-variance loss)."""
     variable_length_prob: float = 0.01
@@ -116,8 +130,9 @@ class TrainConfig:
             raise UserError("--lr must be positive and --min_lr_ratio in [0, 1]")
         if not 0 <= self.variable_length_prob <= 1:
             raise UserError(f"--variable_length_prob must be in [0, 1], got {self.variable_length_prob}")
-        if not 0 <= self.eps < 1:
-            raise UserError(f"--eps must be in [0, 1), got {self.eps}")
+        if not 0 <= self.eps < self.t_max <= 1:
+            raise UserError(f"--eps and --t_max must satisfy 0 <= eps < t_max <= 1, got {self.eps} and {self.t_max}")
+        self._check_objective_options()
         if self.warmup_steps < 0 or self.eval_every < 0 or self.save_every < 0:
             raise UserError("--warmup_steps, --eval_every and --save_every must be >= 0")
         refuse_ambiguous_model(self.model)
@@ -126,6 +141,18 @@ class TrainConfig:
         if self.revision is not None and (self.from_scratch or Path(self.model).expanduser().is_dir()):
             raise UserError(f"--revision applies to a Hugging Face Hub id; --model {self.model!r} is a "
                             f"{'preset' if self.from_scratch else 'local directory'}")
+
+    def _check_objective_options(self) -> None:
+        """One-line UserErrors for the options of one objective or stage given to another."""
+        if self.block_size <= 0:
+            raise UserError(f"--block_size must be positive, got {self.block_size}")
+        if self.objective == "block_diffusion" and self.seq_len % self.block_size:
+            raise UserError(f"--seq_len {self.seq_len} must be a multiple of --block_size {self.block_size} "
+                            "for --objective block_diffusion")
+        if self.complementary_masking and self.objective == "ar":
+            raise UserError("--complementary_masking applies to the diffusion objectives, not --objective ar")
+        if self.document_mask and self.stage != "pretrain":
+            raise UserError("--document_mask applies to pretraining's packed rows; an SFT row holds one conversation")
 
     @property
     def from_scratch(self) -> bool:

@@ -6,7 +6,8 @@ sources (llada.data: the built-in world, files, the Hub) before a tokenizer exis
 (`train`, `eval`), and `batch(indices)` stacks rows into a dict holding at least `input_ids` (B, L).
 
     stage     rows (TrainingData)   a batch
-    pretrain  PackedText            (B, seq_len) blocks of EOS-joined documents; 1% of steps cropped
+    pretrain  PackedText            (B, seq_len) blocks of EOS-joined documents; 1% of steps cropped;
+                                    with document_mask also their document_ids (llada.documents)
     sft       Conversations         rendered with the chat template, EOS-padded, with response_mask
 
 Reproducibility is by construction: the data order of epoch e is a permutation seeded by (seed, e)
@@ -30,6 +31,7 @@ from torch import Tensor
 from llada import diffusion
 from llada.data.pretrain import load_texts, pack, pieces
 from llada.data.sft import SFTCollator, learnable, load_conversations, render_all
+from llada.documents import document_ids
 from llada.errors import DataError, UserError
 from llada.training.config import TrainConfig
 
@@ -85,8 +87,9 @@ class TrainingData:
 
 class PackedText(TrainingData):
     """Pretraining rows: documents tokenised, joined with EOS and cut into seq_len blocks
-    (`llada.data.pretrain.pack`); a batch is (B, seq_len) `input_ids`, and a training batch is
-    cropped to a random length with probability `variable_length_prob` (LLaDA: 1%)."""
+    (`llada.data.pretrain.pack`); a batch is (B, seq_len) `input_ids` (with cfg.document_mask
+    also their `document_ids`, a new document after each EOS), and a training batch is cropped to
+    a random length with probability `variable_length_prob` (LLaDA: 1%)."""
 
     def load(self) -> None:
         cfg = self.cfg
@@ -100,6 +103,7 @@ class PackedText(TrainingData):
 
     def prepare(self, tokenizer: Any, main_first: Callable[[], AbstractContextManager] = nullcontext) -> None:
         L = self.cfg.seq_len
+        self.eos_id = tokenizer.eos_token_id
         with main_first():
             self.train = torch.tensor(pack(tokenizer, self.train_texts, L)["input_ids"], dtype=torch.long).view(-1, L)
             self.eval = torch.tensor(pack(tokenizer, self.eval_texts, L)["input_ids"], dtype=torch.long).view(-1, L)
@@ -115,18 +119,26 @@ class PackedText(TrainingData):
 
     def batch(self, indices: list[int], split: str = "train") -> Batch:
         rows = self.train if split == "train" else self.eval
-        return {"input_ids": rows[torch.tensor(indices)]}
+        batch = {"input_ids": rows[torch.tensor(indices)]}
+        if self.cfg.document_mask:
+            batch["document_ids"] = document_ids(batch["input_ids"], self.eos_id)
+        return batch
 
     def crop(self, batch: Batch, generator: torch.Generator) -> Batch:
         # one decision per step for the whole global batch, so every process crops alike
         length = diffusion.crop_length(self.cfg.seq_len, self.cfg.variable_length_prob, generator)
-        return {**batch, "input_ids": batch["input_ids"][:, :length]}
+        return {name: rows[:, :length] for name, rows in batch.items()}  # input_ids (and document_ids)
 
 
 class Conversations(TrainingData):
     """SFT rows: chat conversations rendered with the tokenizer's template plus EOS
     (`llada.data.sft.render_conversation`); a batch is EOS-padded by `SFTCollator` to `input_ids`
-    and `response_mask` (B, L), the response (assistant turns and EOS padding) being what is learned."""
+    and `response_mask` (B, L), the response (assistant turns and EOS padding) being what is learned.
+    `multiple_of`: every batch's length is a multiple of it (block diffusion: whole blocks)."""
+
+    def __init__(self, cfg: TrainConfig, multiple_of: int = 1):
+        super().__init__(cfg)
+        self.multiple_of = multiple_of
 
     def load(self) -> None:
         cfg = self.cfg
@@ -143,7 +155,7 @@ class Conversations(TrainingData):
         render = partial(render_all, tokenizer, max_tokens=cfg.seq_len, chat=cfg.chat_template)
         self.train = self._learnable(render(self.train_conversations), "training")
         self.eval = self._learnable(render(self.eval_conversations), "held-out")
-        self.collate = SFTCollator(tokenizer.eos_token_id, cfg.seq_len, cfg.truncation, cfg.padding)
+        self.collate = SFTCollator(tokenizer.eos_token_id, cfg.seq_len, cfg.truncation, cfg.padding, self.multiple_of)
         if not self.eval:
             logger.warning("there are no held-out conversations, so this run reports no held-out loss")
 

@@ -92,6 +92,7 @@ class Trainer:
         if resume_dir is not None:
             self.checkpoints.check_compatible(resume_dir)
         model, self.tokenizer = build_model(self.objective, resume_dir, self.checkpoints)
+        self.objective.check_model(model.config)
         self.model_config = model.config
         if cfg.seq_len > self.model_config.max_sequence_length:
             logger.warning("seq_len %d exceeds the model's max_sequence_length %d", cfg.seq_len,
@@ -105,7 +106,8 @@ class Trainer:
         self.prepared, self.opt = self.acc.prepare(module, opt)  # the module accelerate wrapped
         # compiled last: it traces the module as accelerate wrapped it (DDP, FSDP, autocast)
         self.module = compile_model(self.prepared) if cfg.compile else self.prepared
-        self.trained = Trained(self.prepared, self.opt, self.sched, self.model_config, self.tokenizer)
+        self.trained = Trained(self.prepared, self.opt, self.sched, self.model_config, self.tokenizer,
+                               self.objective.sampler_options())
         if resume_dir is not None:
             self.step = self.checkpoints.load(resume_dir, self.trained)
 

@@ -123,7 +123,7 @@ def test_convert_to_bfloat16_and_back_keeps_the_family_layout(public_dir, tmp_pa
     config.json, and weights equal to the bfloat16 rounding of the originals."""
     from safetensors import safe_open
 
-    from llada.commands.checkpoint import convert
+    from llada.commands.convert import convert
 
     name, root, cfg, state = public_dir
     convert(str(root), str(tmp_path / "bf16"), dtype="bfloat16", max_shard_size="20KB")

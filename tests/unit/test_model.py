@@ -144,6 +144,28 @@ def test_learned_positions_follow_the_position_ids_through_a_cache():
 
 
 @pytest.mark.parametrize("causal", [False, True])
+def test_shifted_prediction_moves_each_state_one_position_right(causal):
+    """With `shifted_prediction` position i's logits are the unshifted model's at i - 1 (position 0
+    keeps its own), in every output form; a cached run from s > 0 reads s - 1's state from the
+    cache, and without one is refused. `kind`: a shifted causal model is a mask predictor."""
+    plain = LLaDAModel(tiny_config(causal=causal)).double()
+    shifted = LLaDAModel(tiny_config(causal=causal, shifted_prediction=True)).double()
+    shifted.load_state_dict(plain.state_dict())
+    assert (plain.config.kind, shifted.config.kind) == ("autoregressive" if causal else "diffusion", "diffusion")
+    ids = torch.randint(0, 50, (2, 10))
+    want = plain(ids)
+    want = torch.cat([want[:, :1], want[:, :-1]], dim=1)
+    torch.testing.assert_close(shifted(ids), want)
+    torch.testing.assert_close(shifted(ids, output_positions=slice(3, 7)), want[:, 3:7])
+    rows = (torch.tensor([0, 1, 1]), torch.tensor([0, 4, 9]))
+    torch.testing.assert_close(shifted(ids, output_positions=rows), want[rows])
+    cache = _filled_cache(shifted, ids)
+    torch.testing.assert_close(shifted(ids[:, 4:8], kv_cache=cache, cache_position=4), want[:, 4:8])
+    with pytest.raises(ValueError, match="come from position 3 .* pass a KVCache"):
+        shifted(ids[:, 4:], kv_cache=KVCache(shifted.config, 2, 10, "cpu", torch.float64), cache_position=4)
+
+
+@pytest.mark.parametrize("causal", [False, True])
 def test_static_cache_is_written_in_place_and_reproduces_the_full_forward(causal):
     """A KVCache filled by one full pass, then a slice re-run into it, equals running everything at
     once; its buffers are the same tensors throughout (nothing is concatenated or reallocated)."""

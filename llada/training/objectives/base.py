@@ -5,8 +5,10 @@ batch is noised, and the loss of a slice of its rows.
     objective.data.load()                     # texts or conversations, train and validation
     objective.data.prepare(tokenizer)         # rows
     batch = objective.data.crop(objective.data.batch(indices), crop_generator)
+    objective.check_model(model.config)                        # a model this objective trains
     noised = objective.noise(batch, mask_id, generator)        # the whole global batch at once
     out = objective.loss(model, batch, noised, rows, device)   # this process's rows
+    objective.sampler_options()                                # how the saved model samples (None: its family's)
 
 Randomness comes only from the generators passed in, so the Trainer decides how every draw is
 seeded (and a run is reproducible whatever the number of processes).
@@ -21,6 +23,8 @@ import torch
 from torch import Tensor
 
 from llada import diffusion
+from llada.config import ModelConfig
+from llada.sampling.options import SamplerOptions
 from llada.training.config import TrainConfig
 from llada.training.data import Batch, TrainingData
 
@@ -48,7 +52,22 @@ class Objective:
         """The loss of rows `rows` of the global batch (one process's share of a micro-batch)."""
         raise NotImplementedError
 
+    def check_model(self, config: ModelConfig) -> None:
+        """Raise UserError when the model built (`config`) is not one this objective can train
+        (`llada.training.build` has checked its attention against `causal`)."""
+
+    def sampler_options(self) -> SamplerOptions | None:
+        """How the model this objective trains samples, saved as its generation_config.json (None:
+        the model family's recommended settings)."""
+        return None
+
     def _targets(self, batch: Batch, rows: slice, device: torch.device | str) -> tuple[Tensor, Tensor | None]:
         """This process's clean rows (B, L) and which of their positions are learned (None: all)."""
         learned = self.data.learned(batch)
         return batch["input_ids"][rows].to(device), None if learned is None else learned[rows].to(device)
+
+    def _documents(self, batch: Batch, rows: slice, device: torch.device | str) -> Tensor | None:
+        """This process's document ids (B, L) when the rows are packed documents kept apart
+        (cfg.document_mask), else None."""
+        documents = batch.get("document_ids")
+        return None if documents is None else documents[rows].to(device)

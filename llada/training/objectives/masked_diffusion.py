@@ -1,8 +1,13 @@
 """The masked diffusion objective: Eq. 3 on packed text (pretraining), Eq. 5 on conversations (SFT).
 
-Every learned token of x0 is masked with its sequence's probability t = (1 - eps) u + eps
+Every learned token of x0 is masked with its sequence's probability t = (t_max - eps) u + eps
 (antithetic u across the global batch when cfg.antithetic); the mask predictor sees x_t and is
 scored on the masked tokens, weighted by 1/t. The losses themselves are llada.diffusion's.
+
+With cfg.complementary_masking each sequence is trained twice per step, with the mask drawn and
+with its complement (`diffusion.complementary`): the model sees 2B rows and the loss is the mean
+of the pair's. With cfg.document_mask (packed rows carry `document_ids`) the model attends within
+documents (`llada.documents`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import torch
 from torch import Tensor
 
 from llada import diffusion
+from llada.documents import within_documents
 from llada.training.data import Batch, Conversations, PackedText
 from llada.training.objectives.base import Objective
 
@@ -21,16 +27,36 @@ class MaskedDiffusion(Objective):
     """The forward process on the learned tokens, and the mask predictor's loss on x_t."""
 
     def noise(self, batch: Batch, mask_id: int, generator: torch.Generator) -> diffusion.NoisedBatch:
-        return diffusion.forward_process(batch["input_ids"], mask_id, maskable=self.data.learned(batch),
-                                         eps=self.cfg.eps, antithetic=self.cfg.antithetic, generator=generator)
+        maskable = self.data.learned(batch)
+        noised = self._forward_process(batch, mask_id, maskable, generator)
+        if self.cfg.complementary_masking:  # 2G rows: the global batch's G, then their complements
+            noised = diffusion.complementary(noised, batch["input_ids"], mask_id, maskable, eps=self.cfg.eps)
+        return noised
+
+    def _forward_process(self, batch: Batch, mask_id: int, maskable: Tensor | None,
+                         generator: torch.Generator) -> diffusion.NoisedBatch:
+        cfg = self.cfg
+        return diffusion.forward_process(batch["input_ids"], mask_id, maskable=maskable, eps=cfg.eps, t_max=cfg.t_max,
+                                         antithetic=cfg.antithetic, generator=generator)
 
     def loss(self, model: Callable[..., Tensor], batch: Batch, noised: diffusion.NoisedBatch | None,
              rows: slice, device: torch.device | str) -> diffusion.LossOutput:
         assert noised is not None, "the diffusion loss needs the noised batch"
         x0, learned = self._targets(batch, rows, device)
-        local = diffusion.NoisedBatch(*(x[rows].to(device) for x in noised))
-        logits = model(local.noisy_ids)  # (B, L, V)
+        documents = self._documents(batch, rows, device)
+        G = len(batch["input_ids"])
+        index = torch.arange(G)[rows]
+        if self.cfg.complementary_masking:  # noised holds 2G rows: these rows, then their complements
+            index = torch.cat([index, index + G])
+            x0, learned, documents = (None if x is None else x.repeat(2, 1) for x in (x0, learned, documents))
+        local = diffusion.NoisedBatch(*(x[index].to(device) for x in noised))
+        logits = self._logits(model, local.noisy_ids, x0, documents)  # (B, L, V)
         return self._from_logits(logits, x0, local, learned)
+
+    def _logits(self, model: Callable[..., Tensor], noisy_ids: Tensor, x0: Tensor,
+                documents: Tensor | None) -> Tensor:
+        """The mask predictor's logits (B, L, V) on x_t (within documents when they are given)."""
+        return model(noisy_ids) if documents is None else within_documents(model, documents)(noisy_ids)
 
     def _from_logits(self, logits: Tensor, x0: Tensor, noised: diffusion.NoisedBatch,
                      learned: Tensor | None) -> diffusion.LossOutput:

@@ -58,6 +58,64 @@ def test_learned_positions_round_trip_in_the_llada_layout_only(llada_dir, tmp_pa
         FAMILIES["dream"].config_to_json(dataclasses.replace(config, family="dream"))
 
 
+def test_shifted_prediction_round_trips_in_the_llada_layout_only(llada_dir, tmp_path):
+    """A shifted model saves the option, names no remote code (LLaDA's would not realign), loads
+    back shifted; Dream's config.json implies the shift without writing it; the MoE layouts,
+    which cannot express it, refuse it."""
+    from llada.config import ConfigError
+    from llada.families import FAMILIES
+    from llada.model import LLaDAModel
+
+    root, _ = llada_dir
+    bundle = llada.load(root)
+    model = LLaDAModel(dataclasses.replace(bundle.model.config, shifted_prediction=True))
+    model.load_state_dict(bundle.model.state_dict())
+    llada.save(tmp_path / "out", model, bundle.tokenizer)
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["shifted_prediction"] is True and "auto_map" not in saved
+    again = llada.load(tmp_path / "out")
+    ids = torch.randint(0, 60, (2, 7))
+    assert again.config.shifted_prediction and torch.equal(again.model(ids), model(ids))
+    assert torch.equal(model(ids)[:, 1:], bundle.model(ids)[:, :-1])
+    assert "shifted_prediction" not in json.loads((root / "config.json").read_text())
+    dream = FAMILIES["dream"].config_to_json(dataclasses.replace(model.config, family="dream", include_qkv_bias=True,
+                                                                 vocab_size=model.config.embedding_size))
+    assert "shifted_prediction" not in dream
+    for family, name in (("llada2", "LLaDA 2.x"), ("llada_moe", "LLaDA-MoE")):
+        with pytest.raises(ConfigError, match=f"a {name} model cannot have .*shifted_prediction=True"):
+            FAMILIES[family].config_to_json(dataclasses.replace(model.config, family=family))
+
+
+def test_a_shifted_llada_model_samples_and_scores_as_the_dream_model_of_its_weights(dream_dir, tmp_path):
+    """Dream's weights saved in the llada layout with `shifted_prediction`: the same logits, and the
+    samplers (caches and block diffusion included) and the Eq. 6 estimator, which never ask the
+    family, give the same results."""
+    from llada.likelihood import log_likelihoods
+    from llada.model import LLaDAModel
+    from llada.sampling import SamplerOptions, sample
+
+    dream = llada.load(dream_dir[0])
+    model = LLaDAModel(dataclasses.replace(dream.config, family="llada"))
+    model.load_state_dict(dream.model.state_dict())
+    llada.save(tmp_path / "out", model, dream.tokenizer)
+    ours = llada.load(tmp_path / "out")
+    assert (type(ours.model).__name__, ours.config.family, ours.config.shifted_prediction) == ("LLaDAModel", "llada", True)
+    assert ours.config.roles == dream.config.roles
+    ids = torch.randint(0, dream.config.vocab_size, (2, 9))
+    assert torch.equal(ours.model(ids), dream.model(ids))
+    prompt = dream.tokenizer("the cat sat", return_tensors="pt")["input_ids"]
+    for options in (SamplerOptions(gen_length=8, block_length=4, steps=8, temperature=0.7),
+                    SamplerOptions(gen_length=8, block_length=4, steps=8, cache="dual"),
+                    SamplerOptions.from_dict({"preset": "llada2", "gen_length": 8, "block_length": 4})):
+        runs = [sample(m.model, prompt, options, generator=torch.Generator().manual_seed(3)).sequences
+                for m in (dream, ours)]
+        assert torch.equal(*runs), options
+    text = dream.tokenizer("the cat sat on the mat").input_ids
+    scores = [log_likelihoods(m.model, [(text[:2], text[2:])], mc_num=8, generator=torch.Generator().manual_seed(5))
+              for m in (dream, ours)]
+    assert scores[0][0].value == scores[1][0].value
+
+
 @pytest.fixture(scope="module")
 def world_files(tmp_path_factory) -> Path:
     from llada.data.world import World

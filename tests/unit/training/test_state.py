@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import TESTS
 from safetensors.torch import load_file
+from support.train import _stopped_at_step_2
 
 from llada.data.world import World
 from llada.errors import CheckpointError
@@ -56,13 +57,6 @@ def _cfg(tmp_path: Path, corpus: Path, **kw) -> TrainConfig:
                 max_steps=4, warmup_steps=1, lr=3e-3, eval_every=0, save_every=0, log_every=1, vocab_size=300,
                 progress=False, tensorboard=False)
     return TrainConfig(**{**base, **kw})
-
-
-def _stopped_at_step_2(cfg: TrainConfig) -> Trainer:
-    trainer = Trainer(cfg)
-    trainer.train_step(), trainer.train_step()
-    trainer.save_checkpoint()
-    return trainer
 
 
 def _as_the_previous_version_wrote_it(trainer: Trainer, trainer_dir: Path) -> None:

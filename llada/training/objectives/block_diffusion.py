@@ -1,0 +1,72 @@
+"""The block diffusion objective (BD3-LM; LLaDA 2.x): masked diffusion within blocks of
+cfg.block_size tokens, one t per block, each block conditioned on the clean blocks before it, all
+blocks trained in one pass over [x_t | x_0] (`llada.block_diffusion`).
+
+    PretrainBlockDiffusion  PackedText       Σ_masked CE / t_block over the micro-batch / (B · L)
+    SFTBlockDiffusion       Conversations    per sequence / its answer length, then the mean; each
+                                             batch EOS-padded to whole blocks (the response ends on
+                                             a block boundary, as block-causal sampling decodes it)
+
+The model it saves samples as block diffusion: generation_config.json says block_causal and
+block_length = cfg.block_size (`sampler_options`). Complementary masking, t_max and document
+masks work as for Eq. 3 / Eq. 5 (masked_diffusion.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from llada import block_diffusion, diffusion
+from llada.config import ModelConfig
+from llada.errors import UserError
+from llada.sampling.options import SamplerOptions
+from llada.training.config import TrainConfig
+from llada.training.data import Batch, Conversations
+from llada.training.objectives.masked_diffusion import MaskedDiffusion, PretrainDiffusion, SFTDiffusion
+
+
+class BlockDiffusion(MaskedDiffusion):
+    """One t per block (`block_forward_process`), the mask predictor run on [x_t | x_0]."""
+
+    shifted = False  # the model's shifted_prediction, read by `check_model`
+
+    def _forward_process(self, batch: Batch, mask_id: int, maskable: Tensor | None,
+                         generator: torch.Generator) -> diffusion.NoisedBatch:
+        cfg = self.cfg
+        return block_diffusion.block_forward_process(
+            batch["input_ids"], mask_id, cfg.block_size, maskable=maskable, document_ids=batch.get("document_ids"),
+            eps=cfg.eps, t_max=cfg.t_max, antithetic=cfg.antithetic, generator=generator)
+
+    def _logits(self, model: Callable[..., Tensor], noisy_ids: Tensor, x0: Tensor,
+                documents: Tensor | None) -> Tensor:
+        return block_diffusion.block_diffusion_logits(model, noisy_ids, x0, self.cfg.block_size, documents,
+                                                      shifted=self.shifted)
+
+    def check_model(self, config: ModelConfig) -> None:
+        """A causal model never lets the noisy half see the clean half after it: block diffusion
+        refuses it. A model with shifted prediction (converted from an AR model) predicts each
+        block's first token from the clean token before it (`block_diffusion.shifted_sources`)."""
+        if config.causal:
+            raise UserError(f"--objective block_diffusion trains a mask predictor with bidirectional attention; "
+                            f"--model {self.cfg.model} has causal attention (convert it with `llada convert` and "
+                            f"the default --causal false)")
+        self.shifted = config.shifted_prediction
+
+    def sampler_options(self) -> SamplerOptions:
+        """Block-causal sampling with blocks of cfg.block_size: the attention the model was trained with."""
+        return SamplerOptions(block_causal=True, block_length=self.cfg.block_size)
+
+
+class PretrainBlockDiffusion(BlockDiffusion, PretrainDiffusion):
+    """Block diffusion on packed text, normalised as Eq. 3."""
+
+
+class SFTBlockDiffusion(BlockDiffusion, SFTDiffusion):
+    """Block diffusion on conversations, normalised as Eq. 5; only response tokens are masked."""
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        self.data = Conversations(cfg, multiple_of=cfg.block_size)

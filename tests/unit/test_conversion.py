@@ -1,0 +1,225 @@
+"""AR -> diffusion conversion (`llada convert` on a causal LM) against the source models themselves.
+
+The shift, as `LLaDAModel.realign` defines it: the converted model's logits at position i + 1 are
+the source's at position i (what predicts token i + 1); position 0 keeps the source's own. With
+`--causal true --shifted_prediction true` that holds exactly, in float32, on every id of the
+source's vocabulary but the mask's, whose rows start afresh at the mean of the vocabulary's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from support.cli import _one_error_line
+
+import llada
+from llada.cli import main
+from llada.conversion import MASK_TOKEN, ConversionOptions, convert
+
+WORDS = [f"w{i}" for i in range(40)]
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # Qwen's; a LLaMA-3 tokenizer's differ only in name
+CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|>{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant{% endif %}")
+TOKENS = len(WORDS) + len(SPECIALS)  # 43 ids: 0..39 words, 40 EOS, 41, 42 end of turn
+
+
+def _tokenizer():
+    """A word-level tokenizer with Qwen's special tokens and chat format, and no mask token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(WORDS + SPECIALS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                   additional_special_tokens=SPECIALS[1:])
+    fast.chat_template = CHAT
+    return fast
+
+
+def _source(root: Path, model_type: str, tied: bool, rows: int, shard: str = "5GB", **changes):
+    """A random transformers causal LM of `model_type` saved with its tokenizer into `root` (in
+    shards of `shard`); norms and biases randomised, so that a weight mapped to the wrong place
+    shows in the logits."""
+    import transformers
+
+    classes = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+               "qwen3": ("Qwen3Config", "Qwen3ForCausalLM")}
+    config_class, model_class = (getattr(transformers, n) for n in classes[model_type])
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=rows, tie_word_embeddings=tied, eos_token_id=40, bos_token_id=None,
+                 rope_theta=1000.0, max_position_embeddings=64)
+    if model_type == "qwen3":
+        shape["head_dim"] = 8
+    torch.manual_seed(1)
+    model = model_class(config_class(**{**shape, **changes})).float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(std=0.1)
+            elif "norm" in name:
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            else:
+                p.normal_(std=0.2)
+    model.save_pretrained(root, max_shard_size=shard)
+    _tokenizer().save_pretrained(root)
+    return model
+
+
+def _ids(batch: int = 2, length: int = 9) -> torch.Tensor:
+    return torch.randint(0, TOKENS, (batch, length))
+
+
+def _assert_realigned(ours: torch.Tensor, source: torch.Tensor, width: int) -> None:
+    """ours (B, L, >= width) at i + 1 == source (B, L, >= width) at i, and at 0 == source's at 0."""
+    ours, source = ours[..., :width].double(), source[..., :width].double()
+    torch.testing.assert_close(ours[:, 1:], source[:, :-1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours[:, 0], source[:, 0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_type,tied,rows,shard", [
+    ("llama", False, 48, "5GB"),   # the mask goes into a padding row of the embedding
+    ("llama", True, 43, "5GB"),    # the embedding grows by one row for it
+    ("qwen2", False, 43, "5GB"),   # q/k/v biases
+    ("qwen2", True, 48, "5GB"),
+    ("qwen3", False, 48, "8KB"),   # q/k norms; sharded, with an index
+    ("qwen3", True, 43, "5GB"),
+])
+def test_a_transformers_causal_lm_converts_exactly(tmp_path, model_type, tied, rows, shard):
+    source = _source(tmp_path / "src", model_type, tied, rows, shard)
+    assert (tmp_path / "src" / "model.safetensors.index.json").exists() == (shard == "8KB")
+    config = convert(tmp_path / "src", tmp_path / "out", ConversionOptions(causal=True, shifted_prediction=True))
+    bundle = llada.load(tmp_path / "out")
+    assert bundle.config.replace(extra={}) == config and config.family == "llada" and config.kind == "diffusion"
+    mask = bundle.tokenizer.mask_token_id
+    assert bundle.tokenizer.mask_token == MASK_TOKEN and mask == TOKENS == config.mask_token_id
+    assert (config.vocab_size, config.embedding_size) == (TOKENS + 1, max(rows, TOKENS + 1))
+    roles = bundle.config.roles
+    assert (roles.eos, roles.pad, roles.eot, roles.bos) == (40, 40, 42, None)
+    assert (config.include_qkv_bias, config.qk_norm, config.weight_tying) == \
+        (model_type == "qwen2", model_type == "qwen3", tied)
+    ids = _ids()
+    with torch.no_grad():
+        _assert_realigned(bundle.model(ids), source(ids).logits, TOKENS)
+    # the mask's rows: the mean of the vocabulary's rows, in the embedding and (untied) the head
+    wte = source.get_input_embeddings().weight[:TOKENS]
+    torch.testing.assert_close(bundle.model.transformer.wte.weight[mask], wte.mean(0))
+    if not tied:
+        head = source.get_output_embeddings().weight[:TOKENS]
+        torch.testing.assert_close(bundle.model.transformer.ff_out.weight[mask], head.mean(0))
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["shifted_prediction"] is True and saved["causal"] is True and "auto_map" not in saved
+
+
+def test_the_command_converts_our_autoregressive_baseline_exactly(dirs, bundles, tmp_path, capsys):
+    """The AR baseline of the sampling tests: its own tokenizer's mask token, its row reset to the mean."""
+    out = tmp_path / "out"
+    assert main(["convert", str(dirs["ar"]), str(out), "--causal", "true", "--shifted_prediction", "true"]) == 0
+    assert "a mask predictor (causal attention, shifted_prediction=True" in capsys.readouterr().out
+    ar, converted = bundles["ar"], llada.load(out)
+    assert ar.config.kind == "autoregressive" and converted.config.kind == "diffusion"
+    mask = converted.config.mask_token_id
+    assert mask == ar.config.mask_token_id == ar.tokenizer.mask_token_id
+    vocab = sorted(set(ar.tokenizer.get_vocab().values()))
+    torch.testing.assert_close(converted.model.transformer.wte.weight[mask],
+                               ar.model.transformer.wte.weight[vocab].mean(0))
+    ids = torch.tensor([[i for i in range(12) if i != mask]] * 2)
+    with torch.no_grad():
+        ours, source = converted.model(ids), ar.model(ids)
+    keep = [i for i in range(ar.config.embedding_size) if i != mask]
+    _assert_realigned(ours[..., keep], source[..., keep], len(keep))
+
+
+def test_a_bidirectional_conversion_samples_as_block_diffusion(tmp_path, capsys):
+    _source(tmp_path / "src", "qwen2", True, 48)
+    out = tmp_path / "out"
+    assert main(["convert", str(tmp_path / "src"), str(out), "--block_size", "4"]) == 0
+    assert "bidirectional attention, shifted_prediction=True" in capsys.readouterr().out
+    bundle = llada.load(out)
+    assert (bundle.config.causal, bundle.config.shifted_prediction) == (False, True)
+    options = bundle.options
+    assert (options.block_causal, options.block_length, options.cache, options.threshold) == (True, 4, "prefix", 0.95)
+    ids = _ids(1, 6)
+    with torch.no_grad():
+        full, head = bundle.model(ids), bundle.model(ids[:, :3])
+    assert not torch.allclose(full[:, 1:3], head[:, 1:3])  # earlier positions see later ones now
+    prompt = bundle.tokenizer.apply_chat_template([{"role": "user", "content": "w1 w2 w3"}], add_generation_prompt=True,
+                                                  return_tensors="pt", return_dict=True)["input_ids"]
+    result = llada.sample(bundle.model, prompt, options.replace(gen_length=8))
+    assert result.sequences.shape == (1, prompt.shape[1] + 8)
+    assert not bool((result.responses == bundle.config.mask_token_id).any())
+    uncached = llada.sample(bundle.model, prompt, options.replace(gen_length=8, cache=None))
+    assert torch.equal(uncached.sequences, result.sequences)  # the prefix cache reads the state before a block
+
+
+def test_mean_noise_starts_the_mask_row_near_the_mean_by_seed(tmp_path):
+    source = _source(tmp_path / "src", "llama", True, 48)
+    rows = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        convert(tmp_path / "src", tmp_path / name, ConversionOptions(mask_init="mean_noise", seed=seed))
+        rows[name] = llada.load(tmp_path / name).model.transformer.wte.weight[TOKENS]
+    assert torch.equal(rows["a"], rows["b"]) and not torch.equal(rows["a"], rows["c"])
+    mean = source.get_input_embeddings().weight[:TOKENS].mean(0)
+    assert 0.005 < (rows["a"] - mean).std().item() < 0.05  # the noise of the source's initializer_range, 0.02
+
+
+def _rope_scaled(root: Path) -> None:
+    _source(root, "llama", True, 48, rope_parameters={"rope_type": "llama3", "rope_theta": 1000.0, "factor": 8.0,
+                                                      "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                      "original_max_position_embeddings": 32})
+
+
+def _edited_config(root: Path, **changes) -> None:
+    _source(root, "qwen2", True, 48)
+    data = json.loads((root / "config.json").read_text())
+    (root / "config.json").write_text(json.dumps({**data, **changes}))
+
+
+def _without_weights(root: Path) -> None:
+    _source(root, "qwen2", True, 48)
+    (root / "model.safetensors").unlink()
+
+
+def _missing_tensor(root: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    _source(root, "qwen2", False, 48)
+    state = load_file(root / "model.safetensors")
+    del state["model.layers.1.mlp.up_proj.weight"]
+    save_file(state, str(root / "model.safetensors"))
+
+
+@pytest.mark.parametrize("make,flags,message", [
+    (lambda r: r.write_text("x"), [], "is a file; a model directory"),
+    (lambda r: r.mkdir(), [], "no config.json; is this a model directory?"),
+    (lambda r: _edited_config(r, model_type="gpt2"), [],
+     "`model_type` is 'gpt2'; llada converts the causal LMs llama, qwen2, qwen3 and re-saves llada"),
+    (_rope_scaled, [], "`rope_parameters` {.*'rope_type': 'llama3'.*} asks for RoPE scaling, which is not supported; "
+                       "supported: rope_scaling null, rope_type default"),
+    (lambda r: _edited_config(r, rope_scaling={"type": "yarn", "factor": 4.0}), [],
+     "`rope_scaling` {'factor': 4.0, 'type': 'yarn'} asks for RoPE scaling"),
+    (lambda r: _edited_config(r, head_dim=16), [], "`head_dim` 16 x 4 heads is not hidden_size 32"),
+    (lambda r: _edited_config(r, use_sliding_window=True), [], "`use_sliding_window` = True is not supported"),
+    (_without_weights, [], "no model.safetensors or model.safetensors.index.json"),
+    (_missing_tensor, [], "1 weight\\(s\\) missing from the safetensors files: model.layers.1.mlp.up_proj.weight"),
+    (lambda r: _source(r, "qwen2", True, 48), ["--mask_init", "zeros"], "mask_init is 'zeros'; choose one of: mean, "),
+    (lambda r: _source(r, "qwen2", True, 48), ["--block_size", "0"], "block_size must be a positive number"),
+])
+def test_sources_and_options_that_cannot_convert_are_one_line(tmp_path, capsys, make, flags, message):
+    import re
+
+    make(tmp_path / "src")
+    capsys.readouterr()  # what saving the source printed
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "out"), *flags]) == 2
+    assert re.search(message, _one_error_line(capsys.readouterr().err, "convert")), message
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_conversion_flags_on_a_mask_predictor_are_refused(dirs, tmp_path, capsys):
+    assert main(["convert", str(dirs["diffusion"]), str(tmp_path / "out"), "--causal", "true", "--seed", "3"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "convert")
+    assert line.endswith("--causal, --seed: options for converting a causal LM, and "
+                         f"{dirs['diffusion']} is a mask predictor already (it is re-saved without them)")
