@@ -58,7 +58,8 @@ logger = logging.getLogger(__name__)
 
 # the settings a checkpoint must share with the run that resumes it
 _MUST_MATCH = ("model", "revision", "stage", "objective", "seq_len", "seed", "data", "world", "lora_r", "vocab_size",
-               "overrides", "chat_template", "block_size", "document_mask")
+               "overrides", "chat_template", "block_size", "document_mask", "block_size_schedule",
+               "attention_anneal_steps")
 
 
 class UnusableCheckpoint(CheckpointError):

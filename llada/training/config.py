@@ -17,6 +17,7 @@ from llada.checkpoint.layout import TRAINING_CONFIG_NAME
 from llada.config import PRESETS
 from llada.data.world import WorldConfig
 from llada.errors import UserError
+from llada.training.schedules import block_size_schedule
 
 
 @dataclass
@@ -43,6 +44,14 @@ class TrainConfig:
     block_size: int = 32
     """block_diffusion: tokens per block (LLaDA 2.x: 32); --seq_len must be a multiple of it. SFT pads each
     batch with EOS to whole blocks."""
+    block_size_schedule: str | None = None
+    """block_diffusion: the block size by optimizer step, as (from step):(block size) pairs, steps ascending
+    from 0 and below --max_steps, each size dividing --seq_len: "0:1,200:4,400:32,600:128,1200:32" (the size of
+    step s is the last pair's at or before s; --block_size is then unused); or "wsd", LLaDA 2.0's warmup,
+    stable and decay phases from --max_steps: the first 10% of steps through blocks of 1, 4, 32, 64 (those below
+    and dividing --seq_len), then --seq_len (plain masked diffusion) until the last 10%, then --block_size
+    (llada.training.schedules.wsd_schedule). The saved model samples with the last size; SFT pads batches to
+    whole blocks of every size (their least common multiple). None: --block_size throughout."""
     seq_len: int = 128
     """Tokens per training sequence (pretraining blocks; the SFT length cap)."""
     batch_size: int = 16
@@ -76,6 +85,11 @@ class TrainConfig:
     document_mask: bool = False
     """Pretraining: a token attends only within its own document of the packed row (a new one after each
     EOS), with positions restarting at each document, for every objective."""
+    attention_anneal_steps: int = 0
+    """diffusion, for a model converted from an AR one (`llada convert`, bidirectional): relax its causal mask
+    over the first N steps; at step s < N each key after a query is visible with probability s/N (one pattern
+    per step, drawn from the step's seed, shared by the batch's rows), bidirectional from step N (DiffuLLaMA,
+    Gong et al. 2025). 0: bidirectional from the start."""
     antithetic: bool = True
     """Stratify t across the global batch (lower-variance loss)."""
     variable_length_prob: float = 0.01
@@ -146,13 +160,28 @@ class TrainConfig:
         """One-line UserErrors for the options of one objective or stage given to another."""
         if self.block_size <= 0:
             raise UserError(f"--block_size must be positive, got {self.block_size}")
-        if self.objective == "block_diffusion" and self.seq_len % self.block_size:
+        if self.objective == "block_diffusion" and self.seq_len % self.block_size and self.block_size_schedule is None:
             raise UserError(f"--seq_len {self.seq_len} must be a multiple of --block_size {self.block_size} "
                             "for --objective block_diffusion")
         if self.complementary_masking and self.objective == "ar":
             raise UserError("--complementary_masking applies to the diffusion objectives, not --objective ar")
         if self.document_mask and self.stage != "pretrain":
             raise UserError("--document_mask applies to pretraining's packed rows; an SFT row holds one conversation")
+        self._check_schedules()
+
+    def _check_schedules(self) -> None:
+        """One-line UserErrors for a block-size schedule or an attention annealing that does not apply
+        or does not parse (`llada.training.schedules`)."""
+        if self.block_size_schedule is not None:
+            if self.objective != "block_diffusion":
+                raise UserError(f"--block_size_schedule applies to --objective block_diffusion, not --objective "
+                                f"{self.objective}")
+            block_size_schedule(self.block_size_schedule, self.block_size, self.seq_len, self.max_steps)
+        if self.attention_anneal_steps < 0:
+            raise UserError(f"--attention_anneal_steps must be >= 0, got {self.attention_anneal_steps}")
+        if self.attention_anneal_steps and self.objective != "diffusion":
+            raise UserError(f"--attention_anneal_steps applies to --objective diffusion (Eq. 3 / Eq. 5), not "
+                            f"--objective {self.objective}")
 
     @property
     def from_scratch(self) -> bool:

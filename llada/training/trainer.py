@@ -166,6 +166,7 @@ class Trainer:
         """One optimizer step over grad_accum micro-batches; returns host-side metrics."""
         cfg, B = self.cfg, self.cfg.batch_size
         batch = self._global_batch(self.step)
+        scheduled = self.objective.at_step(self.step)  # the objective of this step (a block-size schedule...)
         noised = self._noised(batch, step_generator(cfg.seed, self.step))
         total = torch.zeros((), device=self.acc.device)
         for micro in range(cfg.grad_accum):
@@ -185,7 +186,7 @@ class Trainer:
         self.step += 1
         loss = self.acc.reduce(total, reduction="mean")
         return {"loss": float(loss), "grad_norm": float(norm), "lr": self.sched.get_last_lr()[0],
-                "tokens": batch["input_ids"].numel(), "skipped": int(overflow)}
+                "tokens": batch["input_ids"].numel(), "skipped": int(overflow), **scheduled}
 
     def _skipped_by_the_scaler(self, loss: torch.Tensor, norm: torch.Tensor) -> bool:
         """Whether fp16's GradScaler (accelerate's, on the optimizer) will skip this step: a finite
@@ -219,11 +220,13 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Held-out loss on fixed batches with fixed noise, so evaluations are comparable."""
+        """Held-out loss on fixed batches with fixed noise, so evaluations are comparable: with the
+        objective of the end of the run (a schedule's last block size, the attention fully annealed)."""
         cfg, B = self.cfg, self.cfg.batch_size
         n = len(self.data.eval)
         if n == 0:
             return float("nan")
+        self.objective.at_step(cfg.max_steps)  # the next train_step sets its own step again
         self.module.eval()
         losses = []
         for k in range(cfg.eval_batches):

@@ -6,6 +6,7 @@ batch is noised, and the loss of a slice of its rows.
     objective.data.prepare(tokenizer)         # rows
     batch = objective.data.crop(objective.data.batch(indices), crop_generator)
     objective.check_model(model.config)                        # a model this objective trains
+    logged = objective.at_step(step)                           # each step first: its schedules, what to log
     noised = objective.noise(batch, mask_id, generator)        # the whole global batch at once
     out = objective.loss(model, batch, noised, rows, device)   # this process's rows
     objective.sampler_options()                                # how the saved model samples (None: its family's)
@@ -42,6 +43,13 @@ class Objective:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.data = self.data_class(cfg)
+
+    def at_step(self, step: int) -> dict[str, float]:
+        """Set the objective to optimizer step `step` (0-based), before that step's batch is noised:
+        what a schedule changes by step (`llada.training.schedules`) is a pure function of it, so a
+        resumed run retraces the same losses. Returns what to log of it in metrics.jsonl (here
+        nothing: the objective is the same at every step)."""
+        return {}
 
     def noise(self, batch: Batch, mask_id: int, generator: torch.Generator) -> diffusion.NoisedBatch | None:
         """The forward process applied to the whole global batch (None: nothing is noised)."""

@@ -7,13 +7,16 @@ blocks trained in one pass over [x_t | x_0] (`llada.block_diffusion`).
                                              batch EOS-padded to whole blocks (the response ends on
                                              a block boundary, as block-causal sampling decodes it)
 
+The block size of each step is cfg.block_size, or with cfg.block_size_schedule the schedule's
+size at that step (`at_step`, `llada.training.schedules`: LLaDA 2.0's warmup-stable-decay).
 The model it saves samples as block diffusion: generation_config.json says block_causal and
-block_length = cfg.block_size (`sampler_options`). Complementary masking, t_max and document
-masks work as for Eq. 3 / Eq. 5 (masked_diffusion.py).
+block_length = the last block size trained (`sampler_options`). Complementary masking, t_max and
+document masks work as for Eq. 3 / Eq. 5 (masked_diffusion.py).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -23,26 +26,44 @@ from llada import block_diffusion, diffusion
 from llada.config import ModelConfig
 from llada.errors import UserError
 from llada.sampling.options import SamplerOptions
+from llada.training import schedules
 from llada.training.config import TrainConfig
 from llada.training.data import Batch, Conversations
 from llada.training.objectives.masked_diffusion import MaskedDiffusion, PretrainDiffusion, SFTDiffusion
 
 
 class BlockDiffusion(MaskedDiffusion):
-    """One t per block (`block_forward_process`), the mask predictor run on [x_t | x_0]."""
+    """One t per block (`block_forward_process`), the mask predictor run on [x_t | x_0].
+
+    `schedule` is the run's block size by step (`schedules.block_size_schedule`: one pair without
+    cfg.block_size_schedule); `block_size` that of the step `at_step` set."""
 
     shifted = False  # the model's shifted_prediction, read by `check_model`
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        self.schedule = schedules.block_size_schedule(cfg.block_size_schedule, cfg.block_size, cfg.seq_len,
+                                                      cfg.max_steps)
+        self.block_size = schedules.block_size_at(self.schedule, 0)
+
+    def at_step(self, step: int) -> dict[str, float]:
+        """The schedule's block size of `step`, logged as `block_size` when there is a schedule."""
+        self.block_size = schedules.block_size_at(self.schedule, step)
+        logged = super().at_step(step)
+        if self.cfg.block_size_schedule is not None:
+            logged["block_size"] = self.block_size
+        return logged
 
     def _forward_process(self, batch: Batch, mask_id: int, maskable: Tensor | None,
                          generator: torch.Generator) -> diffusion.NoisedBatch:
         cfg = self.cfg
         return block_diffusion.block_forward_process(
-            batch["input_ids"], mask_id, cfg.block_size, maskable=maskable, document_ids=batch.get("document_ids"),
+            batch["input_ids"], mask_id, self.block_size, maskable=maskable, document_ids=batch.get("document_ids"),
             eps=cfg.eps, t_max=cfg.t_max, antithetic=cfg.antithetic, generator=generator)
 
     def _logits(self, model: Callable[..., Tensor], noisy_ids: Tensor, x0: Tensor,
                 documents: Tensor | None) -> Tensor:
-        return block_diffusion.block_diffusion_logits(model, noisy_ids, x0, self.cfg.block_size, documents,
+        return block_diffusion.block_diffusion_logits(model, noisy_ids, x0, self.block_size, documents,
                                                       shifted=self.shifted)
 
     def check_model(self, config: ModelConfig) -> None:
@@ -56,8 +77,9 @@ class BlockDiffusion(MaskedDiffusion):
         self.shifted = config.shifted_prediction
 
     def sampler_options(self) -> SamplerOptions:
-        """Block-causal sampling with blocks of cfg.block_size: the attention the model was trained with."""
-        return SamplerOptions(block_causal=True, block_length=self.cfg.block_size)
+        """Block-causal sampling with blocks of the last size trained (cfg.block_size without a
+        schedule): the attention the model was trained with last."""
+        return SamplerOptions(block_causal=True, block_length=self.schedule[-1][1])
 
 
 class PretrainBlockDiffusion(BlockDiffusion, PretrainDiffusion):
@@ -68,5 +90,5 @@ class SFTBlockDiffusion(BlockDiffusion, SFTDiffusion):
     """Block diffusion on conversations, normalised as Eq. 5; only response tokens are masked."""
 
     def __init__(self, cfg: TrainConfig):
-        super().__init__(cfg)
-        self.data = Conversations(cfg, multiple_of=cfg.block_size)
+        super().__init__(cfg)  # batches padded to whole blocks of every size the schedule trains
+        self.data = Conversations(cfg, multiple_of=math.lcm(*(size for _, size in self.schedule)))

@@ -8,6 +8,11 @@ With cfg.complementary_masking each sequence is trained twice per step, with the
 with its complement (`diffusion.complementary`): the model sees 2B rows and the loss is the mean
 of the pair's. With cfg.document_mask (packed rows carry `document_ids`) the model attends within
 documents (`llada.documents`).
+
+With cfg.attention_anneal_steps = N (a model converted from an AR one), the attention starts causal
+and is relaxed step by step: at step s < N each key after a query is visible with probability s/N,
+one pattern per step drawn after the noise from the step's generator and shared by the rows
+(`schedules.annealed_mask`), combined with the document mask when there is one.
 """
 
 from __future__ import annotations
@@ -18,20 +23,48 @@ import torch
 from torch import Tensor
 
 from llada import diffusion
+from llada.config import ModelConfig
 from llada.documents import within_documents
+from llada.errors import UserError
+from llada.training import schedules
+from llada.training.config import TrainConfig
 from llada.training.data import Batch, Conversations, PackedText
 from llada.training.objectives.base import Objective
 
 
 class MaskedDiffusion(Objective):
-    """The forward process on the learned tokens, and the mask predictor's loss on x_t."""
+    """The forward process on the learned tokens, and the mask predictor's loss on x_t.
+
+    `step` is the optimizer step `at_step` set; `visible` the annealed attention mask (1, 1, L, L)
+    of the batch noised last, None when every key is visible."""
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        self.step = 0
+        self.visible: Tensor | None = None
+
+    def at_step(self, step: int) -> dict[str, float]:
+        """Logs `attention_anneal`, the fraction of the keys after a query that are visible (s/N), when annealing."""
+        self.step = step
+        N = self.cfg.attention_anneal_steps
+        return {"attention_anneal": min(step / N, 1.0)} if N else {}
 
     def noise(self, batch: Batch, mask_id: int, generator: torch.Generator) -> diffusion.NoisedBatch:
         maskable = self.data.learned(batch)
         noised = self._forward_process(batch, mask_id, maskable, generator)
         if self.cfg.complementary_masking:  # 2G rows: the global batch's G, then their complements
             noised = diffusion.complementary(noised, batch["input_ids"], mask_id, maskable, eps=self.cfg.eps)
+        N = self.cfg.attention_anneal_steps  # drawn after the noise, which is then the same as without annealing
+        L = batch["input_ids"].shape[1]
+        self.visible = schedules.annealed_mask(L, self.step, N, generator) if self.step < N else None
         return noised
+
+    def check_model(self, config: ModelConfig) -> None:
+        """Attention annealing relaxes the mask of a bidirectional model; a causal one never sees ahead."""
+        if self.cfg.attention_anneal_steps and config.causal:
+            raise UserError(f"--attention_anneal_steps relaxes a causal mask to bidirectional attention, but --model "
+                            f"{self.cfg.model} has causal attention itself (convert it with `llada convert` and the "
+                            f"default --causal false)")
 
     def _forward_process(self, batch: Batch, mask_id: int, maskable: Tensor | None,
                          generator: torch.Generator) -> diffusion.NoisedBatch:
@@ -55,7 +88,10 @@ class MaskedDiffusion(Objective):
 
     def _logits(self, model: Callable[..., Tensor], noisy_ids: Tensor, x0: Tensor,
                 documents: Tensor | None) -> Tensor:
-        """The mask predictor's logits (B, L, V) on x_t (within documents when they are given)."""
+        """The mask predictor's logits (B, L, V) on x_t (within documents when they are given, under the
+        annealed attention mask while it anneals)."""
+        if self.visible is not None:
+            model = schedules.attending(model, self.visible.to(noisy_ids.device))
         return model(noisy_ids) if documents is None else within_documents(model, documents)(noisy_ids)
 
     def _from_logits(self, logits: Tensor, x0: Tensor, noised: diffusion.NoisedBatch,
