@@ -117,6 +117,11 @@ def _size_text(n: float) -> str:
     return f"{n:.3g} YB"
 
 
+# RoPE scalings the network implements (`llada.rope.SCALED_FREQUENCIES`) and the keys each takes,
+# named as in transformers' modeling_rope_utils.py.
+ROPE_SCALINGS = {"linear": ("factor",),
+                 "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+
 ROUTER_SCORES = ("softmax", "sigmoid")
 ROUTER_BIAS = ("weights", "selection")
 
@@ -209,7 +214,9 @@ class ModelConfig:
     n_layers: int = 32
     """Number of Transformer blocks."""
     n_heads: int = 32
-    """Query heads; the head size is d_model // n_heads."""
+    """Query heads."""
+    head_dim: int | None = None
+    """Size of each query and key/value head; None means d_model // n_heads (Qwen3 has its own)."""
     n_kv_heads: int | None = None
     """Key/value heads (grouped-query attention when fewer than n_heads); None means n_heads."""
     mlp_hidden_size: int | None = None
@@ -224,6 +231,9 @@ class ModelConfig:
     """Longest sequence the model is meant for (RoPE itself has no hard limit)."""
     rope_theta: float = 500000.0
     """Base of the rotary position embedding frequencies."""
+    rope_scaling: dict[str, Any] | None = None
+    """The frequencies' rescaling, as transformers' config.json names it: {"rope_type": one of
+    ROPE_SCALINGS, and that type's keys}, e.g. Llama 3.1's "llama3" (`llada.rope`); None: plain RoPE."""
     learned_positions: bool = False
     """Also add a learned absolute position embedding (max_sequence_length rows, `wpe`) to the token
     embeddings, beside RoPE. Ours, not LLaDA's: an option for small models trained from scratch on
@@ -290,6 +300,7 @@ class ModelConfig:
         self._fill_derived_sizes()
         self._check_sizes()
         self._check_head_layout()
+        self._check_rope_scaling()
         self._check_options()
         self._check_token_ids()
         self._check_limits()
@@ -312,15 +323,32 @@ class ModelConfig:
                 raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
 
     def _check_head_layout(self) -> None:
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"`d_model` ({self.d_model}) must be divisible by `n_heads` ({self.n_heads})")
-        if (self.d_model // self.n_heads) % 2:
-            raise ConfigError(f"the head size d_model/n_heads = {self.d_model // self.n_heads} must be even for RoPE")
+        if self.head_dim is None:
+            if self.d_model % self.n_heads:
+                raise ConfigError(f"`d_model` ({self.d_model}) must be divisible by `n_heads` ({self.n_heads})")
+            if (self.d_model // self.n_heads) % 2:
+                raise ConfigError(f"the head size d_model/n_heads = {self.d_model // self.n_heads} must be even "
+                                  "for RoPE")
+            self.head_dim = self.d_model // self.n_heads
+        elif self.head_dim <= 0 or self.head_dim % 2:
+            raise ConfigError(f"`head_dim` must be a positive even number (RoPE turns pairs), got {self.head_dim}")
         if self.n_heads % self.n_kv_heads:
             raise ConfigError(f"`n_heads` ({self.n_heads}) must be a multiple of `n_kv_heads` ({self.n_kv_heads})")
         if self.embedding_size < self.vocab_size:
             raise ConfigError(
                 f"`embedding_size` ({self.embedding_size}) must be at least `vocab_size` ({self.vocab_size})")
+
+    def _check_rope_scaling(self) -> None:
+        """A rope_scaling of a type in ROPE_SCALINGS with exactly its keys, positive numbers; kept as a copy."""
+        s = self.rope_scaling
+        if s is not None:
+            keys = ROPE_SCALINGS.get(s.get("rope_type"))
+            if keys is None or set(s) != {"rope_type", *keys} or not all(_is_finite(s[k]) and s[k] > 0 for k in keys):
+                raise ConfigError(f"`rope_scaling` {brief_repr(s)} is not supported; supported: " + "; ".join(
+                    f"rope_type {t!r} with positive {', '.join(k)}" for t, k in ROPE_SCALINGS.items()) + "; null")
+            if s["rope_type"] == "llama3" and not s["low_freq_factor"] < s["high_freq_factor"]:
+                raise ConfigError("rope_scaling `low_freq_factor` must be less than its `high_freq_factor`")
+            self.rope_scaling = {k: s[k] for k in ("rope_type", *keys)}
 
     def _check_options(self) -> None:
         for name, allowed in _ALLOWED.items():
@@ -369,8 +397,9 @@ class ModelConfig:
 
     # ----------------------------------------------------------------------------------------------
     @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+    def custom_head_dim(self) -> bool:
+        """Whether the heads have a size of their own, not d_model / n_heads (only llada's layout saves it)."""
+        return self.head_dim * self.n_heads != self.d_model
 
     @property
     def rotary_dim(self) -> int:
@@ -383,9 +412,9 @@ class ModelConfig:
     def num_params(self, embeddings: bool = True, active: bool = False) -> int:
         """Parameter count, computed from the shapes (no model needed); every expert counted, or
         with `active` only the `num_experts_per_tok` experts a token runs through (and the router)."""
-        d, h, kv = self.d_model, self.mlp_hidden_size, self.n_kv_heads * self.head_dim
+        d, h, q, kv = self.d_model, self.mlp_hidden_size, self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         qkv_bias = self.include_bias or self.include_qkv_bias
-        attn = d * d * 2 + d * kv * 2 + (d + 2 * kv if qkv_bias else 0) + (d if self.include_bias else 0)
+        attn = d * q * 2 + d * kv * 2 + (q + 2 * kv if qkv_bias else 0) + (d if self.include_bias else 0)
         attn += 2 * self.head_dim if self.qk_norm else 0
         dense = 3 * d * h + ((2 * h + d) if self.include_bias else 0)
         norms = 2 * d * (2 if self.include_bias else 1)
@@ -403,6 +432,9 @@ class ModelConfig:
         return total
 
     def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with `changes`; a head size that was d_model / n_heads follows their new values."""
+        if not self.custom_head_dim and "head_dim" not in changes:
+            changes["head_dim"] = None
         return dataclasses.replace(self, **changes)
 
     @property

@@ -17,10 +17,12 @@ things and keeps every trained weight, as Dream was made from Qwen2.5:
    the trained rows rather than a random direction.
 
 Sources (`read_causal_lm`): a transformers LLaMA, Qwen2 or Qwen3 directory (`model_type` llama,
-qwen2, qwen3: config.json and safetensors, read as tensors, no transformers model is built), or
-our autoregressive baseline (a llada directory with `causal`). The result (`convert`) is a llada
+qwen2, qwen3: config.json and safetensors, read as tensors, no transformers model is built; heads
+of their own size, `head_dim`, and RoPE scaling of types "linear" and "llama3" included), or our
+autoregressive baseline (a llada directory with `causal`). The result (`convert`) is a llada
 directory that `llada.load` opens and `llada.sample` samples; with `block_size` its
 generation_config.json samples as block diffusion (the "llada2" preset with that block length).
+Its conversion.json records the source and the options, and its model card says what it is.
 
 Exactness, checked in tests/unit/test_conversion.py: with `causal=True, shifted_prediction=True`
 the converted logits at position i + 1 equal the source's at position i (float32) on every id of
@@ -30,6 +32,7 @@ the source's vocabulary but the mask's (whose embedding row starts afresh).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,15 +41,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from llada.checkpoint.layout import CONFIG_NAME, open_safetensors, read_json, weight_files
+from llada import __version__
+from llada.checkpoint.card import write_model_card
+from llada.checkpoint.layout import CONFIG_NAME, CONVERSION_NAME, open_safetensors, read_json, weight_files
 from llada.checkpoint.loading import load
 from llada.checkpoint.options import resolve_dtype
 from llada.checkpoint.saving import save_state_dict
 from llada.checkpoint.tokenizer import load_tokenizer
-from llada.config import ConfigError, ModelConfig, brief_repr
+from llada.config import ROPE_SCALINGS, ConfigError, ModelConfig, brief_repr
 from llada.errors import CheckpointError, UserError
 from llada.families import FAMILIES, config_from_json, dream, family_for
 from llada.families.base import KeyTable, naming, read_fields
+from llada.rope import rope_fields
 from llada.sampling.options import SamplerOptions
 from llada.tokenizer import MASK as LLADA_MASK
 
@@ -121,7 +127,7 @@ _FIELDS = {
     "num_key_value_heads": "n_kv_heads", "intermediate_size": "mlp_hidden_size", "vocab_size": "vocab_size",
     "max_position_embeddings": "max_sequence_length", "rms_norm_eps": "rms_norm_eps", "hidden_act": "activation_type",
     "tie_word_embeddings": "weight_tying", "initializer_range": "init_std", "eos_token_id": "eos_token_id",
-    "bos_token_id": "bos_token_id", "pad_token_id": "pad_token_id",
+    "bos_token_id": "bos_token_id", "pad_token_id": "pad_token_id", "head_dim": "head_dim",
 }
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 
@@ -165,14 +171,17 @@ def transformers_config(data: dict[str, Any], tokenizer: Any, source: str = CONF
     ConfigError naming `source` and the key for what our network does not implement."""
     arch = ARCHITECTURES[data["model_type"]]
     values = read_fields(data, source, _FIELDS, _REQUIRED, arch.defaults, arch.fixed)
-    _check_attention(data, source, arch, values)
+    kinds = set(data.get("layer_types") or ["full_attention"])
+    if kinds != {"full_attention"}:
+        raise ConversionError(f"{source}: `layer_types` {brief_repr(sorted(kinds))}; only full_attention is supported")
     vocab = tokenizer.get_vocab()
     # the tokenizer's EOS first: an instruct model's config.json may list several, its tokenizer names the one
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else values.get("eos_token_id")
     if eos is None:
         raise ConversionError(f"{source}: no EOS id (neither `eos_token_id` nor the tokenizer's eos_token names one)")
-    values.update(eos_token_id=eos, mask_token_id=eos, rope_theta=_rope_theta(data, source),
-                  eot_token_id=next((vocab[t] for t in END_OF_TURN if t in vocab), None))
+    eot = next((vocab[t] for t in END_OF_TURN if t in vocab), None)
+    values.update(eos_token_id=eos, mask_token_id=eos, eot_token_id=eot,
+                  **_rope(data, source, values["max_sequence_length"]))
     for name, given in (("bos_token_id", tokenizer.bos_token_id), ("pad_token_id", tokenizer.pad_token_id)):
         if values.get(name) is None:
             values[name] = given
@@ -180,33 +189,28 @@ def transformers_config(data: dict[str, Any], tokenizer: Any, source: str = CONF
         return ModelConfig(**values, **arch.options, causal=True, family="llada")
 
 
-def _check_attention(data: dict[str, Any], source: str, arch: Architecture, values: dict[str, Any]) -> None:
-    """ConversionError for attention our network does not run: a head size other than
-    hidden_size / num_attention_heads, or layers of sliding-window attention."""
-    heads = values["n_heads"]
-    head_dim = data.get("head_dim") if data.get("head_dim") is not None else arch.defaults.get("head_dim")
-    if head_dim is not None and head_dim * heads != values["d_model"]:
-        raise ConversionError(f"{source}: `head_dim` {head_dim} x {heads} heads is not hidden_size "
-                              f"{values['d_model']}; llada's attention has heads of hidden_size / num_attention_heads")
-    kinds = set(data.get("layer_types") or ["full_attention"])
-    if kinds != {"full_attention"}:
-        raise ConversionError(f"{source}: `layer_types` {brief_repr(sorted(kinds))}; only full_attention is supported")
-
-
-def _rope_theta(data: dict[str, Any], source: str) -> float:
-    """The RoPE base of a config.json: `rope_theta` (transformers 4.x) or `rope_parameters`' (5.x),
-    10000 when it names none. RoPE scaling (llama3, yarn, linear, dynamic, ...) is refused."""
-    params = data.get("rope_parameters")
-    params = params if isinstance(params, dict) else {}
-    scaling = data.get("rope_scaling")
-    if scaling is not None or params.get("rope_type", "default") != "default":
-        key, shown = ("rope_scaling", scaling) if scaling is not None else ("rope_parameters", params)
-        raise ConversionError(f"{source}: `{key}` {brief_repr(shown)} asks for RoPE scaling, which is not supported; "
-                              "supported: rope_scaling null, rope_type default (plain RoPE of base rope_theta)")
-    theta = data.get("rope_theta", params.get("rope_theta", 10000.0))
+def _rope(data: dict[str, Any], source: str, max_positions: int) -> dict[str, Any]:
+    """`rope_theta` and `rope_scaling` of a config.json (`llada.rope.rope_fields`: transformers 4.x's
+    `rope_theta` and `rope_scaling`, or 5.x's `rope_parameters`), theta 10000 when it names none.
+    ConversionError for a scaling of a type the network does not implement (yarn, dynamic,
+    longrope, ...) or a partial rotary factor (LLaMA and Qwen rotate whole heads). Llama 3's
+    `original_max_position_embeddings` defaults to `max_positions` (max_position_embeddings), as in
+    transformers."""
+    key, rope = rope_fields(data)
+    scaling = rope.get("rope_scaling")
+    if isinstance(scaling, dict) and scaling.get("rope_type") not in ROPE_SCALINGS:
+        raise ConversionError(f"{source}: `{key}` {brief_repr(data[key])} asks for RoPE scaling of type "
+                              f"{brief_repr(scaling.get('rope_type'))}, which is not supported; supported: "
+                              f"{', '.join(ROPE_SCALINGS)}, or none (rope_scaling null, rope_type default)")
+    if isinstance(scaling, dict) and scaling["rope_type"] == "llama3":
+        scaling.setdefault("original_max_position_embeddings", max_positions)
+    if rope.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ConversionError(f"{source}: `partial_rotary_factor` {brief_repr(rope['partial_rotary_factor'])} is "
+                              "not supported for LLaMA / Qwen (only 1: RoPE over each whole head)")
+    theta = rope.get("rope_theta", 10000.0)
     if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta <= 0:
         raise ConversionError(f"{source}: `rope_theta` must be a positive number, got {brief_repr(theta)}")
-    return float(theta)
+    return {"rope_theta": float(theta), "rope_scaling": scaling}
 
 
 def _transformers_weights(root: Path, config: ModelConfig) -> dict[str, Tensor]:
@@ -233,7 +237,7 @@ def _transformers_weights(root: Path, config: ModelConfig) -> dict[str, Tensor]:
 @dataclass
 class CausalLM:
     """A causal LM in our terms: its config (the source's ids, `causal`), its weights by our
-    parameter names, its tokenizer, and where it was read (for messages)."""
+    parameter names, its tokenizer, where it was read (for messages) and what it was."""
 
     config: ModelConfig
     state: dict[str, Tensor]
@@ -241,6 +245,8 @@ class CausalLM:
     source: str
     checkpoint_key: Callable[[str], str]
     """Our parameter name -> the source's key, for messages about its weights."""
+    model_type: str = "llada"
+    """The source's config.json `model_type` ("llama", "qwen2", "qwen3"; "llada": our baseline)."""
 
 
 def source_kind(root: Path) -> str:
@@ -274,7 +280,8 @@ def read_causal_lm(root: Path) -> CausalLM:
         weight_files(root)  # a directory without weights is refused before the tokenizer is read
         tokenizer = load_tokenizer(root)
         config = transformers_config(data, tokenizer, str(root / CONFIG_NAME))
-        lm = CausalLM(config, _transformers_weights(root, config), tokenizer, str(root), KEYS.checkpoint_key)
+        lm = CausalLM(config, _transformers_weights(root, config), tokenizer, str(root), KEYS.checkpoint_key,
+                      data["model_type"])
     else:  # our autoregressive baseline: its own loader checks everything
         bundle = load(root)
         state = {k: v.detach() for k, v in bundle.model.state_dict().items()}
@@ -349,14 +356,25 @@ def to_diffusion(lm: CausalLM, options: ConversionOptions) -> CausalLM:
         converted = dataclasses.replace(config, vocab_size=vocab, embedding_size=rows, mask_token_id=mask,
                                         causal=options.causal, shifted_prediction=options.shifted_prediction,
                                         family="llada")
-    return CausalLM(converted, state, tokenizer, lm.source, family_for(converted).checkpoint_key)
+    return CausalLM(converted, state, tokenizer, lm.source, family_for(converted).checkpoint_key, lm.model_type)
+
+
+def conversion_record(lm: CausalLM, options: ConversionOptions, name: str) -> dict[str, Any]:
+    """What conversion.json records of converted model `lm`: its source as the user named it (a
+    path or a Hub id) and that source's model_type, the options, the mask token, the version."""
+    return {"source": name, "model_type": lm.model_type, **dataclasses.asdict(options),
+            "mask_token": lm.tokenizer.mask_token, "mask_token_id": lm.config.mask_token_id,
+            "llada_version": __version__}
 
 
 def convert(source: str | Path, out: str | Path, options: ConversionOptions | None = None, *,
-            dtype: str | torch.dtype | None = None, max_shard_size: int | str = "5GB") -> ModelConfig:
+            dtype: str | torch.dtype | None = None, max_shard_size: int | str = "5GB",
+            name: str | None = None) -> ModelConfig:
     """Convert the causal LM of directory `source` into a mask predictor written to `out` in the
-    llada layout (config.json, safetensors, tokenizer, generation_config.json, card), in `dtype`
-    (None / "auto": as stored). Returns the converted config. Errors are one-line UserErrors."""
+    llada layout (config.json, safetensors, tokenizer, generation_config.json, conversion.json,
+    card), in `dtype` (None / "auto": as stored). `name`: the source as conversion.json and the card
+    name it (a Hub id it was downloaded from; default: `source`). Returns the converted config.
+    Errors are one-line UserErrors."""
     options = options or ConversionOptions()
     want = resolve_dtype(dtype)
     root = Path(source).expanduser()
@@ -367,4 +385,7 @@ def convert(source: str | Path, out: str | Path, options: ConversionOptions | No
              for k, t in lm.state.items()}
     save_state_dict(out, family_for(lm.config).to_checkpoint(state), lm.config, lm.tokenizer,
                     max_shard_size=max_shard_size, options=options.sampler_options())
+    record = conversion_record(lm, options, str(source) if name is None else name)
+    (Path(out) / CONVERSION_NAME).write_text(json.dumps(record, indent=2) + "\n")
+    write_model_card(Path(out))  # again, now that it can say what the model was converted from
     return lm.config

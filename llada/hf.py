@@ -55,11 +55,17 @@ class LLaDAConfig(PretrainedConfig):
     `CONFIG_CLASSES` holds one subclass per other model_type); see `ModelConfig` for fields."""
 
     model_type = FAMILIES[DEFAULT].model_types[0]  # "llada"
+    rope_scaling: dict[str, Any] | None = None
+    """`ModelConfig.rope_scaling`, a plain attribute here: transformers 5 makes it an alias of its
+    `rope_parameters`, which would move rope_theta into it and read fields our configs do not have."""
 
     def __init__(self, **kwargs: Any):
         weight_tying = kwargs.get("weight_tying", False)
         kwargs.setdefault("tie_word_embeddings", weight_tying)
+        scaling = kwargs.pop("rope_scaling", None)
         super().__init__(**kwargs)
+        if scaling is not None:
+            self.rope_scaling = scaling
 
     def to_model_config(self) -> ModelConfig:
         generic = set(PretrainedConfig().to_dict()) - {"model_type", "architectures", "pad_token_id",

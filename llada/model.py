@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from llada.config import ModelConfig
+from llada.rope import apply_rope, rope_cos_sin
 
 KV = tuple[Tensor, Tensor]  # (keys, values), each (B, H_kv, S, head_dim), rotary applied to keys
 
@@ -70,29 +71,7 @@ class RMSNorm(nn.Module):
         return x + self.bias if self.bias is not None else x
 
 
-# --------------------------------------------------------------------------------------------------
-# Rotary position embedding, in float32, "rotate half" layout (the two halves of each head are the
-# real and imaginary parts), positions given explicitly so a slice of the sequence can be run.
-
-
-def rope_cos_sin(position_ids: Tensor, rotary_dim: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos and sin of shape (B, 1, T, rotary_dim) in float32 for integer positions (B, T); the
-    frequencies are theta^(-2i / rotary_dim), as transformers' default RoPE (partial rotary included)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, device=position_ids.device,
-                                             dtype=torch.float32) / rotary_dim))
-    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, rotary_dim/2)
-    angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, rotary_dim)
-    return angles.cos(), angles.sin()
-
-
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the first rotary_dim = cos.shape[-1] dimensions of (B, H, T, head_dim) by the angles
-    (the rest pass through: partial rotary); computed in float32, returned in x's dtype."""
-    x32 = x.float()
-    rot, rest = x32[..., :cos.shape[-1]], x32[..., cos.shape[-1]:]
-    x1, x2 = rot.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return torch.cat((rot * cos + rotated * sin, rest), dim=-1).to(x.dtype)
+# Rotary position embedding (`rope_cos_sin`, `apply_rope`): llada/rope.py, with the frequencies' scaling.
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,7 +194,7 @@ class Block(nn.Module):
         self.q_proj = nn.Linear(d, config.n_heads * hd, bias=qkv_bias)
         self.k_proj = nn.Linear(d, config.n_kv_heads * hd, bias=qkv_bias)
         self.v_proj = nn.Linear(d, config.n_kv_heads * hd, bias=qkv_bias)
-        self.attn_out = nn.Linear(d, d, bias=config.include_bias)
+        self.attn_out = nn.Linear(config.n_heads * hd, d, bias=config.include_bias)
         if config.qk_norm:
             self.q_norm = RMSNorm(hd, config.rms_norm_eps)
             self.k_norm = RMSNorm(hd, config.rms_norm_eps)
@@ -368,7 +347,8 @@ class LLaDAModel(nn.Module):
             position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
         elif self.config.learned_positions and position_ids.numel():  # given positions: read them once
             self._check_positions(int(position_ids.min()), int(position_ids.max()))
-        cos, sin = rope_cos_sin(position_ids, self.config.rotary_dim, self.config.rope_theta)  # (B, 1, T, rotary_dim)
+        cos, sin = rope_cos_sin(position_ids, self.config.rotary_dim, self.config.rope_theta,
+                                self.config.rope_scaling)  # (B, 1, T, rotary_dim)
         mask, is_causal = self._attention_mask(attention_mask, B, T, start, keys, input_ids.device, block_size)
         at = None if kv_cache is None else torch.arange(start, start + T, device=input_ids.device)  # cache positions
         x = self.embed(input_ids, position_ids)  # (B, T, D)

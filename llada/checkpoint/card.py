@@ -14,6 +14,7 @@ from llada import __version__
 from llada.checkpoint.layout import (
     ADAPTER_DIR,
     CARD_NAME,
+    CONVERSION_NAME,
     EVAL_RESULTS,
     GENERATION_CONFIG_NAME,
     TRAINING_CONFIG_NAME,
@@ -52,21 +53,53 @@ def model_card(root: Path, name: str) -> str:
     """The model card of model directory `root` as Markdown."""
     config = read_config(root)
     training = optional_json(root / TRAINING_CONFIG_NAME)
+    conversion = optional_json(root / CONVERSION_NAME)
+    conversion = conversion if isinstance(conversion, dict) else None
     tags = ["llada", "masked-diffusion" if config.kind == "diffusion" else "autoregressive-baseline"]
     front = ["---", "pipeline_tag: text-generation", "tags:"] + [f"- {t}" for t in tags]
-    if isinstance(training, dict) and is_hub_id(str(training.get("model", ""))):
-        front.append(f"base_model: {training['model']}")
+    base = [str(d.get(k, "")) for d, k in ((training, "model"), (conversion, "source")) if isinstance(d, dict)]
+    front += [f"base_model: {b}" for b in base if is_hub_id(b)][:1]
     front.append("---")
-    what = ("A masked diffusion language model in the style of LLaDA (Nie et al., 2025): a bidirectional "
-            "Transformer that writes an answer by unmasking it step by step."
-            if config.kind == "diffusion" else
-            "An autoregressive baseline for LLaDA-style models: the same Transformer with a causal mask, "
-            "trained to predict the next token.")
     sections = [*front, f"{CARD_MARKER} {__version__} from the files of this directory; `llada push` rewrites "
-                "it. Delete this line to keep your own edits. -->", "", f"# {Path(name).name or name}", "", what,
-                "", *_card_model(root, config), *_card_training(root, training), *_card_evaluation(root),
+                "it. Delete this line to keep your own edits. -->", "", f"# {Path(name).name or name}", "",
+                *_card_what(config, conversion), "", *_card_model(root, config),
+                *_card_training(root, training, conversion), *_card_evaluation(root),
                 *_card_tokenizer(root, config), *_card_usage(root, name, config)]
     return "\n".join(sections).rstrip() + "\n"
+
+
+def _card_what(config: ModelConfig, conversion: dict[str, Any] | None) -> list[str]:
+    """What the model is, as its config says (attention, alignment of the head) and, for a causal LM
+    converted by `llada convert`, its conversion.json: from what, and whether it samples yet."""
+    if config.kind != "diffusion":
+        return ["An autoregressive baseline for LLaDA-style models: the same Transformer with a causal mask, "
+                "trained to predict the next token."]
+    attention = ("a Transformer with causal attention (each position sees itself and the positions before it)"
+                 if config.causal else "a bidirectional Transformer")
+    what = (f"A masked diffusion language model in the style of LLaDA (Nie et al., 2025): {attention} that "
+            "writes an answer by unmasking it step by step.")
+    if config.shifted_prediction:
+        what += (" Its head predicts the token after each position, as an autoregressive head does: position i's "
+                 "logits come from the state at i - 1 (shifted prediction, as in Dream).")
+    if conversion is None:
+        return [what]
+    c = conversion
+    init = "the mean of the vocabulary's rows" + (f" plus noise (seed {c.get('seed')})"
+                                                   if c.get("mask_init") == "mean_noise" else "")
+    attention = "its causal attention kept" if config.causal else "its attention made bidirectional"
+    head = ("its head kept and realigned" if config.shifted_prediction else
+            "its head asked for the token at its own position")
+    converted = (f"It was converted by `llada convert` from the causal LM `{c.get('source')}` (model_type "
+                 f"`{c.get('model_type')}`), recorded in {CONVERSION_NAME}: the source's weights as trained, "
+                 f"{attention}, {head}, and a mask token `{c.get('mask_token')}` (id {c.get('mask_token_id')}) "
+                 f"whose embedding starts at {init}.")
+    if config.causal and config.shifted_prediction:
+        converted += (" It computes what its source computes: decoded one token at a time from left to right it "
+                      "samples as the source does; in any other order it needs diffusion training first.")
+    else:
+        converted += (" It has not been trained as a mask predictor: it needs diffusion training (`llada train "
+                      "--model DIR`, `llada sft --model DIR`) before it samples well.")
+    return [what, "", converted]
 
 
 def _card_model(root: Path, config: ModelConfig) -> list[str]:
@@ -75,11 +108,16 @@ def _card_model(root: Path, config: ModelConfig) -> list[str]:
     except UserError:
         files = []
     dtype = config.extra.get("torch_dtype") or config.extra.get("dtype") or "dtype not recorded"
+    heads = f" of {config.head_dim}" if config.custom_head_dim else ""
+    s = config.rope_scaling
+    scaling = "" if s is None else f", {s['rope_type']} scaling (" + ", ".join(
+        f"{k} {v:g}" for k, v in s.items() if k != "rope_type") + ")"
     return ["## Model", "", "| | |", "|---|---|",
             f"| parameters | {millions(config.num_params())} ({millions(config.num_params(embeddings=False))} "
             "without embeddings) |",
             f"| layers, width | {config.n_layers} x {config.d_model}, {config.n_heads} heads "
-            f"({config.n_kv_heads} key/value), MLP {config.mlp_hidden_size} |",
+            f"({config.n_kv_heads} key/value){heads}, MLP {config.mlp_hidden_size} |",
+            f"| RoPE | base {config.rope_theta:g}{scaling} |",
             *([f"| mixture of experts | {config.moe.describe()}; "
                f"{millions(config.num_params(active=True))} parameters active per token |"] if config.moe else []),
             f"| vocabulary | {config.vocab_size} tokens ({config.embedding_size} embedding rows) |",
@@ -92,8 +130,12 @@ def millions(n: int) -> str:
     return f"{n / 1e6:,.1f}M" if n >= 1e5 else f"{n:,}"
 
 
-def _card_training(root: Path, training: Any) -> list[str]:
+def _card_training(root: Path, training: Any, conversion: dict[str, Any] | None = None) -> list[str]:
     head = ["## Training", ""]
+    if training is None and conversion is not None:
+        return head + [f"None since the conversion: the weights are those of `{conversion.get('source')}` (see its "
+                       f"own card for how they were trained) and the new mask token's rows; this directory has no "
+                       f"{TRAINING_CONFIG_NAME}.", ""]
     if training is None:
         return head + [f"This directory has no {TRAINING_CONFIG_NAME}: how its weights were trained is not "
                        "recorded here.", ""]

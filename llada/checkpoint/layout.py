@@ -41,6 +41,7 @@ INDEX_NAME = "model.safetensors.index.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
 CARD_NAME = "README.md"
 TRAINING_CONFIG_NAME = "training_config.json"  # written by llada.training beside the weights
+CONVERSION_NAME = "conversion.json"  # written by `llada convert` beside a causal LM's converted weights
 EVAL_RESULTS = "eval/results.json"  # written by `llada eval` (its default --out_dir)
 ADAPTER_DIR = "adapter"  # the LoRA adapter of a LoRA run, as peft writes one
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -80,9 +80,10 @@ def save_state_dict(path: str | Path, state: dict[str, torch.Tensor], config: Mo
     cfg = fam.config_to_json(config)
     cfg["torch_dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
     cfg["auto_map"] = dict(fam.auto_map)
-    # LLaDA's reference code would drop a learned position embedding and not realign shifted logits: a
-    # directory that needs either names no remote code (Dream's config.json implies the shift, unwritten)
-    if config.learned_positions or cfg.get("shifted_prediction"):
+    # LLaDA's reference code would drop a learned position embedding, not realign shifted logits, size
+    # its heads d_model / n_heads and not scale RoPE: a directory that needs any of these names no remote
+    # code (Dream's config.json implies the shift, unwritten; the other layouts refuse the rest)
+    if config.learned_positions or cfg.get("shifted_prediction") or config.custom_head_dim or config.rope_scaling:
         del cfg["auto_map"]
     (root / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     if options is None:  # the family's recommended decoding, else the defaults

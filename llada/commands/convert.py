@@ -8,7 +8,7 @@ from pathlib import Path
 
 from llada import conversion
 from llada.checkpoint.hub import resolve_dir
-from llada.checkpoint.layout import TRAINING_CONFIG_NAME
+from llada.checkpoint.layout import CONVERSION_NAME, TRAINING_CONFIG_NAME
 from llada.checkpoint.loading import load
 from llada.checkpoint.options import LoadOptions
 from llada.errors import UserError
@@ -43,7 +43,7 @@ def convert(model: str, out: str, dtype: str = "auto", max_shard_size: str = "5G
                                            mask_init=mask_init, seed=seed, block_size=block_size)
     root = resolve_dir(model, LoadOptions(revision=revision))
     if conversion.source_kind(root) == "causal":
-        config = conversion.convert(root, out, options, dtype=dtype, max_shard_size=max_shard_size)
+        config = conversion.convert(root, out, options, dtype=dtype, max_shard_size=max_shard_size, name=model)
         attention = "causal" if config.causal else "bidirectional"
         print(f"wrote {out}: a mask predictor ({attention} attention, shifted_prediction={config.shifted_prediction}, "
               f"mask token id {config.mask_token_id})")
@@ -54,8 +54,9 @@ def convert(model: str, out: str, dtype: str = "auto", max_shard_size: str = "5G
         raise UserError(f"{', '.join(given)}: options for converting a causal LM, and {model} is a mask predictor "
                         "already (it is re-saved without them)")
     bundle = load(root, dtype=dtype)
-    if (bundle.path / TRAINING_CONFIG_NAME).is_file():  # the card describes the run
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / TRAINING_CONFIG_NAME).write_bytes((bundle.path / TRAINING_CONFIG_NAME).read_bytes())
+    for name in (TRAINING_CONFIG_NAME, CONVERSION_NAME):  # the card describes the run, or the conversion
+        if (bundle.path / name).is_file():
+            Path(out).mkdir(parents=True, exist_ok=True)
+            (Path(out) / name).write_bytes((bundle.path / name).read_bytes())
     bundle.save(out, max_shard_size=max_shard_size)
     print(f"wrote {out}")

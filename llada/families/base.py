@@ -162,12 +162,19 @@ class KeyTable:
 
 def refuse_unless(config: ModelConfig, family_name: str, required: dict[str, Any], also: list[str] = ()) -> None:
     """ConfigError naming every field of `config` whose value differs from `required` (the one value
-    the family's network or config.json can express), plus the reasons in `also`; nothing if none."""
+    the family's network or config.json can express), the options only the llada layout saves
+    (embedding rows past vocab_size, learned positions, a head size of its own, RoPE scaling), and
+    the reasons in `also`; nothing if none."""
     bad = [f"{k}={getattr(config, k)}" for k, v in required.items() if getattr(config, k) != v]
     if config.embedding_size != config.vocab_size:
         bad.append(f"embedding_size={config.embedding_size} ({family_name} has vocab_size rows)")
     if config.learned_positions:
         bad.append("learned_positions=True (llada's own option: only the llada layout saves it)")
+    if config.custom_head_dim:
+        bad.append(f"head_dim={config.head_dim} (heads of {family_name} are d_model / n_heads; only the llada layout "
+                   "saves another size)")
+    if config.rope_scaling is not None:
+        bad.append(f"rope_scaling={brief_repr(config.rope_scaling)} (only the llada layout saves it)")
     bad += list(also)
     if bad:
         raise ConfigError(f"a {family_name} model cannot have {', '.join(bad)}")

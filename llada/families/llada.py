@@ -6,7 +6,9 @@ values are not implemented; the writer adds those options back, so LLaDA's refer
 what we save. The weights are our `LLaDAModel` parameter names behind the `model.` prefix of the
 transformers wrapper. Variants that change only sizes or token ids (LLaDA-1.5 is
 LLaDA-8B-Instruct's shape and ids) need nothing here: the mask, EOS and pad ids come from
-config.json, BOS and end-of-turn from the tokenizer.
+config.json, BOS and end-of-turn from the tokenizer. Options of ours that LLaDA's config.json never
+has (learned positions, shifted prediction, a head size other than d_model / n_heads, RoPE scaling)
+are written only when set, and a directory that has one names no remote code (`checkpoint.saving`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ _METADATA_KEYS = {
 }
 # Fields that LLaDA's own config.json never has: written only when they differ from these defaults.
 _WRITTEN_WHEN_SET = {"qk_norm": False, "partial_rotary_factor": 1.0, "moe": None, "learned_positions": False,
-                     "shifted_prediction": False}
+                     "shifted_prediction": False, "rope_scaling": None}
 # ModelConfig fields that are not config.json keys.
 _NOT_KEYS = ("extra", "family")
 
@@ -82,9 +84,11 @@ def config_to_json(config: ModelConfig) -> dict[str, Any]:
     read it (unknown keys of the source file kept)."""
     out = dict(config.extra)
     out.update({f.name: getattr(config, f.name) for f in fields(config)
-                if f.name not in (*_NOT_KEYS, *_WRITTEN_WHEN_SET)})
+                if f.name not in (*_NOT_KEYS, *_WRITTEN_WHEN_SET, "head_dim")})
     out.update({name: getattr(config, name) for name, default in _WRITTEN_WHEN_SET.items()
                 if getattr(config, name) != default})
+    if config.custom_head_dim:  # the default, d_model / n_heads, is not written
+        out["head_dim"] = config.head_dim
     if out.get("moe") is not None:
         out["moe"] = config.moe.to_dict()
     out.update(_FIXED)

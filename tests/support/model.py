@@ -16,7 +16,10 @@ def reference_forward(sd: dict[str, torch.Tensor], cfg, ids: torch.Tensor,
     """
     w = {k: v.double() for k, v in sd.items()}
     L = ids.shape[0]
-    hd, H, Hkv = cfg.d_model // cfg.n_heads, cfg.n_heads, cfg.n_kv_heads
+    hd, H, Hkv = cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
+    # RoPE scaling: only "linear" here (every angle divided by its factor)
+    assert cfg.rope_scaling is None or cfg.rope_scaling["rope_type"] == "linear"
+    slow = 1.0 if cfg.rope_scaling is None else cfg.rope_scaling["factor"]
 
     def rms(x, name):
         y = x / torch.sqrt((x * x).mean(-1, keepdim=True) + cfg.rms_norm_eps) * w[name + ".weight"]
@@ -26,10 +29,10 @@ def reference_forward(sd: dict[str, torch.Tensor], cfg, ids: torch.Tensor,
         y = x @ w[name + ".weight"].T
         return y + w[name + ".bias"] if name + ".bias" in w else y
 
-    def rope(x, pos):  # x: (L, hd); rotate pairs (i, i + hd/2) by angle pos * theta^(-2i/hd)
+    def rope(x, pos):  # x: (L, hd); rotate pairs (i, i + hd/2) by angle pos * theta^(-2i/hd) / factor
         out = x.clone()
         for i in range(hd // 2):
-            ang = pos * cfg.rope_theta ** (-2 * i / hd)
+            ang = pos * cfg.rope_theta ** (-2 * i / hd) / slow
             a, b = x[:, i], x[:, i + hd // 2]
             out[:, i] = a * torch.cos(ang) - b * torch.sin(ang)
             out[:, i + hd // 2] = b * torch.cos(ang) + a * torch.sin(ang)

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.causal_lms import LLAMA_3_2_1B, QWEN2_5_0_5B, QWEN3_0_6B
 from support.cli import _one_error_line
 
 import llada
 from llada.cli import main
-from llada.conversion import MASK_TOKEN, ConversionOptions, convert
+from llada.conversion import KEYS, MASK_TOKEN, ConversionOptions, convert, transformers_config
+from llada.model import LLaDAModel
+from llada.rope import inverse_frequencies
 
 WORDS = [f"w{i}" for i in range(40)]
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # Qwen's; a LLaMA-3 tokenizer's differ only in name
@@ -80,16 +83,28 @@ def _assert_realigned(ours: torch.Tensor, source: torch.Tensor, width: int) -> N
     torch.testing.assert_close(ours[:, 0], source[:, 0], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("model_type,tied,rows,shard", [
-    ("llama", False, 48, "5GB"),   # the mask goes into a padding row of the embedding
-    ("llama", True, 43, "5GB"),    # the embedding grows by one row for it
-    ("qwen2", False, 43, "5GB"),   # q/k/v biases
-    ("qwen2", True, 48, "5GB"),
-    ("qwen3", False, 48, "8KB"),   # q/k norms; sharded, with an index
-    ("qwen3", True, 43, "5GB"),
+# Llama 3.1's RoPE scaling, its original context short enough that the tiny heads' four wavelengths
+# (6, 35, 199 and 1117 positions at theta 1000) fall in all three of its bands: kept, blended, divided.
+LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 64}
+
+
+@pytest.mark.parametrize("model_type,tied,rows,shard,changes", [
+    ("llama", False, 48, "5GB", {}),   # the mask goes into a padding row of the embedding
+    ("llama", True, 43, "5GB", {}),    # the embedding grows by one row for it
+    ("qwen2", False, 43, "5GB", {}),   # q/k/v biases
+    ("qwen2", True, 48, "5GB", {}),
+    ("qwen3", False, 48, "8KB", {}),   # q/k norms; sharded, with an index
+    ("qwen3", True, 43, "5GB", {}),
+    # Llama 3.1 / 3.2's RoPE scaling (transformers 5's rope_parameters), and a linear one
+    ("llama", True, 48, "5GB", {"rope_parameters": {**LLAMA3, "rope_theta": 1000.0}}),
+    ("qwen2", False, 43, "5GB", {"rope_parameters": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000.0}}),
+    # heads of their own size (Qwen3-0.6B: 16 x 128 on 1024), wider and narrower than hidden / heads
+    ("qwen3", True, 43, "5GB", {"head_dim": 16}),
+    ("llama", False, 48, "5GB", {"head_dim": 4}),
 ])
-def test_a_transformers_causal_lm_converts_exactly(tmp_path, model_type, tied, rows, shard):
-    source = _source(tmp_path / "src", model_type, tied, rows, shard)
+def test_a_transformers_causal_lm_converts_exactly(tmp_path, model_type, tied, rows, shard, changes):
+    source = _source(tmp_path / "src", model_type, tied, rows, shard, **changes)
     assert (tmp_path / "src" / "model.safetensors.index.json").exists() == (shard == "8KB")
     config = convert(tmp_path / "src", tmp_path / "out", ConversionOptions(causal=True, shifted_prediction=True))
     bundle = llada.load(tmp_path / "out")
@@ -101,6 +116,10 @@ def test_a_transformers_causal_lm_converts_exactly(tmp_path, model_type, tied, r
     assert (roles.eos, roles.pad, roles.eot, roles.bos) == (40, 40, 42, None)
     assert (config.include_qkv_bias, config.qk_norm, config.weight_tying) == \
         (model_type == "qwen2", model_type == "qwen3", tied)
+    assert config.head_dim == changes.get("head_dim", 8) == source.model.layers[0].self_attn.head_dim
+    scaling = changes.get("rope_parameters", {"rope_type": "default"})
+    assert config.rope_scaling == (None if scaling["rope_type"] == "default" else
+                                   {k: v for k, v in scaling.items() if k != "rope_theta"})
     ids = _ids()
     with torch.no_grad():
         _assert_realigned(bundle.model(ids), source(ids).logits, TOKENS)
@@ -112,6 +131,7 @@ def test_a_transformers_causal_lm_converts_exactly(tmp_path, model_type, tied, r
         torch.testing.assert_close(bundle.model.transformer.ff_out.weight[mask], head.mean(0))
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     assert saved["shifted_prediction"] is True and saved["causal"] is True and "auto_map" not in saved
+    assert saved.get("head_dim") == changes.get("head_dim") and saved.get("rope_scaling") == config.rope_scaling
 
 
 def test_the_command_converts_our_autoregressive_baseline_exactly(dirs, bundles, tmp_path, capsys):
@@ -167,8 +187,7 @@ def test_mean_noise_starts_the_mask_row_near_the_mean_by_seed(tmp_path):
 
 
 def _rope_scaled(root: Path) -> None:
-    _source(root, "llama", True, 48, rope_parameters={"rope_type": "llama3", "rope_theta": 1000.0, "factor": 8.0,
-                                                      "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    _source(root, "llama", True, 48, rope_parameters={"rope_type": "yarn", "rope_theta": 1000.0, "factor": 4.0,
                                                       "original_max_position_embeddings": 32})
 
 
@@ -197,11 +216,14 @@ def _missing_tensor(root: Path) -> None:
     (lambda r: r.mkdir(), [], "no config.json; is this a model directory?"),
     (lambda r: _edited_config(r, model_type="gpt2"), [],
      "`model_type` is 'gpt2'; llada converts the causal LMs llama, qwen2, qwen3 and re-saves llada"),
-    (_rope_scaled, [], "`rope_parameters` {.*'rope_type': 'llama3'.*} asks for RoPE scaling, which is not supported; "
-                       "supported: rope_scaling null, rope_type default"),
+    (_rope_scaled, [], "`rope_parameters` {.*'rope_type': 'yarn'.*} asks for RoPE scaling of type 'yarn', which is "
+                       "not supported; supported: linear, llama3, or none \\(rope_scaling null, rope_type default\\)"),
     (lambda r: _edited_config(r, rope_scaling={"type": "yarn", "factor": 4.0}), [],
      "`rope_scaling` {'factor': 4.0, 'type': 'yarn'} asks for RoPE scaling"),
-    (lambda r: _edited_config(r, head_dim=16), [], "`head_dim` 16 x 4 heads is not hidden_size 32"),
+    (lambda r: _edited_config(r, head_dim=16), [],  # heads of 16 said, of 8 stored
+     r"src: model.layers.0.self_attn.k_proj.bias has shape \(16,\), but config.json implies \(32,\)"),
+    (lambda r: _edited_config(r, rope_scaling={**LLAMA3, "low_freq_factor": 4.0, "high_freq_factor": 1.0}), [],
+     "src/config.json: rope_scaling `low_freq_factor` must be less than its `high_freq_factor`"),
     (lambda r: _edited_config(r, use_sliding_window=True), [], "`use_sliding_window` = True is not supported"),
     (_without_weights, [], "no model.safetensors or model.safetensors.index.json"),
     (_missing_tensor, [], "1 weight\\(s\\) missing from the safetensors files: model.layers.1.mlp.up_proj.weight"),
@@ -223,3 +245,71 @@ def test_conversion_flags_on_a_mask_predictor_are_refused(dirs, tmp_path, capsys
     line = _one_error_line(capsys.readouterr().err, "convert")
     assert line.endswith("--causal, --seed: options for converting a causal LM, and "
                          f"{dirs['diffusion']} is a mask predictor already (it is re-saved without them)")
+
+
+def test_the_card_and_conversion_json_say_what_a_converted_model_is(tmp_path, capsys):
+    """conversion.json records the source as named and its model_type; the card says the model was
+    converted from it, with the attention and head it has now, whether it samples as it is (causal
+    and shifted: left to right, as its source) or needs diffusion training first, and its shape."""
+    _source(tmp_path / "qwen3", "qwen3", True, 43, head_dim=16)
+    convert(tmp_path / "qwen3", tmp_path / "bi", name="Qwen/Qwen3-0.6B")
+    record = json.loads((tmp_path / "bi" / "conversion.json").read_text())
+    assert record == {"source": "Qwen/Qwen3-0.6B", "model_type": "qwen3", "causal": False, "shifted_prediction": True,
+                      "mask_init": "mean", "seed": 0, "block_size": None, "mask_token": MASK_TOKEN,
+                      "mask_token_id": TOKENS, "llada_version": llada.__version__}
+    card = (tmp_path / "bi" / "README.md").read_text()
+    assert "\nbase_model: Qwen/Qwen3-0.6B\n" in card and "a bidirectional Transformer" in card
+    assert ("converted by `llada convert` from the causal LM `Qwen/Qwen3-0.6B` (model_type `qwen3`), recorded in "
+            "conversion.json: the source's weights as trained, its attention made bidirectional, its head kept and "
+            f"realigned, and a mask token `{MASK_TOKEN}` (id {TOKENS}) whose embedding starts at the mean") in card
+    assert "position i's logits come from the state at i - 1" in card
+    assert "It has not been trained as a mask predictor: it needs diffusion training" in card
+    assert "None since the conversion: the weights are those of `Qwen/Qwen3-0.6B`" in card
+    assert "| layers, width | 2 x 32, 4 heads (2 key/value) of 16, MLP 64 |" in card
+
+    _source(tmp_path / "llama", "llama", True, 48, rope_parameters={**LLAMA3, "rope_theta": 1000.0})
+    assert main(["convert", str(tmp_path / "llama"), str(tmp_path / "causal"), "--causal", "true"]) == 0
+    card = (tmp_path / "causal" / "README.md").read_text()
+    assert json.loads((tmp_path / "causal" / "conversion.json").read_text())["source"] == str(tmp_path / "llama")
+    assert "base_model" not in card and "bidirectional" not in card and "not been trained as a mask" not in card
+    assert "a Transformer with causal attention" in card and "its causal attention kept" in card
+    assert "decoded one token at a time from left to right it samples as the source does" in card
+    assert ("| RoPE | base 1000, llama3 scaling (factor 8, low_freq_factor 1, high_freq_factor 4, "
+            "original_max_position_embeddings 64) |") in card
+    # re-saved by `llada convert`, it stays described as converted
+    assert main(["convert", str(tmp_path / "causal"), str(tmp_path / "again")]) == 0
+    assert "its causal attention kept" in (tmp_path / "again" / "README.md").read_text()
+
+
+class _Tokenizer:
+    """What `transformers_config` asks of a tokenizer: its EOS, BOS and pad ids and its vocabulary."""
+
+    def __init__(self, eos: int):
+        self.eos_token_id, self.bos_token_id, self.pad_token_id = eos, None, None
+
+    def get_vocab(self) -> dict[str, int]:
+        return {"<|im_end|>": 7}
+
+
+@pytest.mark.parametrize("data,params,without_embeddings", [
+    (QWEN2_5_0_5B, 494.0e6, 357.9e6), (QWEN3_0_6B, 596.0e6, 440.5e6), (LLAMA_3_2_1B, 1235.8e6, 973.1e6),
+], ids=["Qwen2.5-0.5B", "Qwen3-0.6B", "Llama-3.2-1B"])
+def test_public_causal_lms_read_as_transformers_builds_them(data, params, without_embeddings):
+    """The config.json of the models people convert: our network (on the meta device) has every
+    weight of the shape transformers' has, and RoPE the same frequencies, to the bit; the sizes
+    are the published ones (Qwen3-0.6B: 0.6B, 0.44B without embeddings)."""
+    import transformers
+
+    config = transformers_config(dict(data), _Tokenizer(data["eos_token_id"]))
+    theirs = transformers.AutoConfig.for_model(**data)
+    with torch.device("meta"):
+        ours = {k: tuple(t.shape) for k, t in LLaDAModel(config).state_dict().items()}
+        model = transformers.AutoModelForCausalLM.from_config(theirs)
+    shapes = {KEYS.parameter_name(k): tuple(t.shape) for k, t in model.state_dict().items()
+              if not (k == "lm_head.weight" and config.weight_tying)}
+    assert shapes == ours
+    rotary = type(model.model.rotary_emb)(theirs)  # on the CPU this time
+    torch.testing.assert_close(inverse_frequencies(config.rotary_dim, config.rope_theta, config.rope_scaling),
+                               rotary.inv_freq, rtol=0, atol=0)
+    assert abs(config.num_params() - params) < 0.1e6
+    assert abs(config.num_params(embeddings=False) - without_embeddings) < 0.1e6

@@ -25,6 +25,8 @@ def _randomise_norms(model: LLaDAModel) -> None:
     {"include_bias": True},
     {"include_qkv_bias": True, "rope_theta": 10000.0},
     {"learned_positions": True},            # ours: a learned absolute position embedding beside RoPE
+    {"head_dim": 16},                       # heads of their own size: q/k/v wider than d_model (Qwen3's)
+    {"head_dim": 4, "n_kv_heads": 1, "rope_scaling": {"rope_type": "linear", "factor": 4.0}},
 ])
 def test_forward_matches_float64_reference(overrides):
     cfg = tiny_config(**overrides)
@@ -115,6 +117,25 @@ def test_cached_keys_values_reproduce_the_full_forward(causal):
         pos = torch.arange(5, 8).expand(2, 3)
         out = model(ids[:, 5:8], kv_cache=cache, cache_position=5, position_ids=pos)
         torch.testing.assert_close(out, full[:, 5:8])
+
+
+def test_own_head_size_and_llama3_rope_scaling_through_a_cache():
+    """Heads of 16 dimensions on a 32-wide model, with Llama 3's RoPE scaling: the cache holds keys
+    of that size, and a prefix-cached run equals the full one; without the scaling the logits differ."""
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 16}
+    model = LLaDAModel(tiny_config(head_dim=16, rope_scaling=llama3)).double()
+    assert model.transformer.blocks[0].q_proj.weight.shape == (4 * 16, 32)
+    assert model.transformer.blocks[0].attn_out.weight.shape == (32, 4 * 16)
+    ids = torch.randint(0, 50, (2, 12))
+    full = model(ids)
+    cache = _filled_cache(model, ids)
+    assert cache.layers[0][0].shape == (2, 2, 12, 16)
+    _scramble(cache, slice(5, 12))
+    torch.testing.assert_close(model(ids[:, 5:], kv_cache=cache, cache_position=5), full[:, 5:])
+    plain = LLaDAModel(tiny_config(head_dim=16)).double()
+    plain.load_state_dict(model.state_dict())
+    assert not torch.allclose(plain(ids), full)
 
 
 def test_learned_positions_tell_apart_positions_that_rope_alone_cannot():
@@ -232,6 +253,13 @@ def test_activation_checkpointing_same_gradients():
 
 
 def test_param_count_closed_form():
-    for overrides in ({}, {"weight_tying": True}, {"include_bias": True}, {"include_qkv_bias": True}):
+    for overrides in ({}, {"weight_tying": True}, {"include_bias": True}, {"include_qkv_bias": True},
+                      {"head_dim": 16, "include_bias": True, "qk_norm": True}, {"head_dim": 4, "n_kv_heads": 1}):
         cfg = tiny_config(**overrides)
         assert LLaDAModel(cfg).num_params() == cfg.num_params()
+
+
+def test_replace_keeps_a_head_size_of_its_own_and_rederives_the_default():
+    assert tiny_config().replace(n_heads=8).head_dim == 4  # d_model 32 / 8 heads
+    assert tiny_config(head_dim=16).replace(n_heads=8).head_dim == 16
+    assert tiny_config().replace(head_dim=16).head_dim == 16

@@ -58,6 +58,40 @@ def test_learned_positions_round_trip_in_the_llada_layout_only(llada_dir, tmp_pa
         FAMILIES["dream"].config_to_json(dataclasses.replace(config, family="dream"))
 
 
+def test_head_size_and_rope_scaling_round_trip_in_the_llada_layout_only(llada_dir, tmp_path):
+    """Heads of their own size and Llama 3's RoPE scaling are saved (only when set), name no remote
+    code (LLaDA's would size heads d_model / n_heads and not scale), load back exactly, open in
+    transformers' Auto classes, and are refused by the layouts that cannot hold them."""
+    from transformers import AutoModelForCausalLM
+
+    from llada.config import ConfigError
+    from llada.families import FAMILIES
+    from llada.model import LLaDAModel
+
+    root, _ = llada_dir
+    bundle = llada.load(root)
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 16}
+    for changes in ({"head_dim": 16}, {"rope_scaling": scaling}, {"head_dim": 4, "rope_scaling": scaling}):
+        model = LLaDAModel(dataclasses.replace(bundle.model.config, **changes))
+        llada.save(tmp_path / "out", model, bundle.tokenizer)
+        saved = json.loads((tmp_path / "out" / "config.json").read_text())
+        assert {k: saved[k] for k in changes} == changes and "auto_map" not in saved
+        assert {"head_dim", "rope_scaling"} & set(saved) == set(changes)  # only what is set is written
+        again = llada.load(tmp_path / "out")
+        ids = torch.randint(0, 60, (2, 7))
+        assert again.config.replace(extra={}) == model.config.replace(extra={})
+        assert torch.equal(again.model(ids), model(ids))
+        hf = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+        assert hf.model.config.replace(extra={}) == model.config.replace(extra={})
+        assert torch.equal(hf(ids).logits, model(ids))
+        for family, name in (("dream", "Dream"), ("llada2", "LLaDA 2.x"), ("llada_moe", "LLaDA-MoE")):
+            with pytest.raises(ConfigError, match=f"a {name} model cannot have .*{next(iter(changes))}="):
+                FAMILIES[family].config_to_json(dataclasses.replace(model.config, family=family))
+    plain = json.loads((root / "config.json").read_text())
+    assert "head_dim" not in plain and "rope_scaling" not in plain and "auto_map" in plain
+
+
 def test_shifted_prediction_round_trips_in_the_llada_layout_only(llada_dir, tmp_path):
     """A shifted model saves the option, names no remote code (LLaDA's would not realign), loads
     back shifted; Dream's config.json implies the shift without writing it; the MoE layouts,
