@@ -19,7 +19,7 @@ def reproduce(name: str, out_dir: str = "runs/reproduce", size: Literal["test", 
     """Reproduce one claim of the paper (or `all`) on the built-in world; write report, plot and results.
 
     Args:
-        name: reversal, remasking, semi-ar, bound, any-order, planning, or all
+        name: reversal, remasking, semi-ar, bound, any-order, planning, conversion, or all
         out_dir: OUT_DIR/NAME/ gets report.md, NAME.png and results.json; OUT_DIR/models the models
         size: test (seconds: checks the machinery, measures nothing), default (about 15 minutes on
             2 CPU cores), large (a bigger world and model, for a GPU)

@@ -8,6 +8,8 @@
     llada reproduce bound        the Eq. 3/4 bound beside the AR model's exact NLL, over training
     llada reproduce any-order    filling a blank before its clues: diffusion (both sides) vs AR
     llada reproduce planning     diffusion vs AR on sudoku and countdown, at the same budget
+    llada reproduce conversion   an AR model converted to block diffusion and trained on, vs diffusion from
+                                 scratch for the same total steps, on 2-digit addition
     llada reproduce all          every claim, sharing the models
 
 Each claim writes OUT_DIR/NAME/report.md, NAME.png and results.json. The models are trained once
@@ -15,7 +17,7 @@ per (size, seed) under OUT_DIR/models with the recipe of the size (`llada.recipe
 equal budgets for the diffusion model and its autoregressive baseline (same world, data, model
 shape, steps and learning rates: only the loss and the attention mask differ), and shared by the
 claims; --diffusion / --ar reuse models trained elsewhere (their SFT model directories). A claim
-on a reasoning task (remasking, semi-ar, planning) uses models fine-tuned from scratch on the
+on a reasoning task (remasking, semi-ar, planning, conversion) uses models fine-tuned from scratch on the
 task (the recipe's `TaskRecipe`s) instead, trained under OUT_DIR/models/SIZE-seedSEED-TASK.
 
 Every figure is an accuracy over n items with its standard error sqrt(p (1 - p) / n); a
@@ -25,7 +27,7 @@ it did not hold at this scale, with the numbers.
 
 The package, by room:
 
-    reversal.py, remasking.py, semi_ar.py, bound.py, any_order.py, planning.py
+    reversal.py, remasking.py, semi_ar.py, bound.py, any_order.py, planning.py, conversion.py
                    one claim each: what it measures and how (`measure`), its verdict (`judge`),
                    its plot, and the models it needs, declared as a `Claim`
     claims.py      the claims by name (a new claim: a module and one line there)

@@ -3,7 +3,7 @@ declares a `Claim` (see `llada.reproduce.base`) and one line here."""
 
 from __future__ import annotations
 
-from llada.reproduce import any_order, bound, planning, remasking, reversal, semi_ar
+from llada.reproduce import any_order, bound, conversion, planning, remasking, reversal, semi_ar
 from llada.reproduce.base import Claim
 
 CLAIMS: dict[str, Claim] = {c.name: c for c in (
@@ -13,4 +13,5 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
     bound.CLAIM,
     any_order.CLAIM,
     planning.CLAIM,
+    conversion.CLAIM,
 )}

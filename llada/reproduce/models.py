@@ -13,9 +13,15 @@ The models, by name:
                                        its responses padded with EOS to seq_len, and one EOS each
     diffusion-text, ar-text            a diffusion and an AR model pretrained on the recipe's any-order task
                                        as text (`Recipe.any_order`), under OUT-TASK/OBJECTIVE-text
+    conversion                         the four models of the recipe's conversion task (`Recipe.conversion`):
+                                       an AR model, it converted and trained on as block diffusion
+                                       (OUT-TASK/conversion), and a diffusion and an AR model from scratch
+                                       for the same total steps; `Models.conversion_models` finds them
 
 A task's models are shared by every claim that names the same task with the same padding (the
-one-EOS sudoku model of semi-ar is planning's), so those claims give it the same `TaskRecipe`.
+one-EOS sudoku model of semi-ar is planning's), so those claims give it the same `TaskRecipe`; the
+conversion claim's models from scratch are shared so too, and kept apart (OUT-TASK/conversion/OBJECTIVE)
+where another claim trains that task with another budget.
 
 The diffusion model and its baseline have equal budgets (same world, data, model shape, steps and
 learning rates: only the loss and the attention mask differ; `llada.recipe.train_recipe`).
@@ -36,13 +42,17 @@ from typing import Any, Literal, cast
 from llada.checkpoint import load
 from llada.checkpoint.layout import CONFIG_NAME, TRAINING_CONFIG_NAME, read_config, read_json
 from llada.errors import UserError
-from llada.recipe import Recipe, TaskRecipe, train_recipe, train_task_recipe
+from llada.recipe import Recipe, TaskRecipe, train_converted, train_recipe, train_task_recipe
 from llada.training.config import trained_world
 from llada.training.integrity import entries_problem, model_dir_problem
 
 ModelName = Literal["diffusion", "ar", "diffusion-pretrain", "ar-pretrain", "diffusion-task", "diffusion-planning",
-                    "ar-planning", "diffusion-semi-ar", "diffusion-text", "ar-text"]
+                    "ar-planning", "diffusion-semi-ar", "diffusion-text", "ar-text", "conversion"]
 Objective = Literal["diffusion", "ar"]
+
+CONVERSION_MODELS = ("ar-source", "converted", "diffusion", "ar")
+"""The conversion claim's models: the AR model before conversion, it converted and trained on, and a
+diffusion and an AR model trained from scratch for the total steps."""
 
 
 @dataclass
@@ -75,6 +85,9 @@ class Models:
                 self._dirs[name] = Path(self.given[name])
             elif name.endswith("-pretrain") and objective in self.given:
                 self._dirs[name] = tuned_from(Path(self.given[objective]), f"--{objective}")
+            elif name == "conversion":
+                self.conversion_models()
+                self._ready.add(name)
             elif (tasks := self.task_models_of(name, objective)) is not None:
                 dirs = [self.task_model(o, t) for o, t in tasks]
                 if name in _ONE_TASK_MODEL:  # loaded by its name; a group's models are found by `task_model`
@@ -122,6 +135,46 @@ class Models:
             self._loaded[key] = load(self.task_model(objective, task), device=self.device)  # type: ignore[arg-type]
         return self._loaded[key]
 
+    def conversion_models(self) -> dict[str, Path]:
+        """The models of `Recipe.conversion` by name (`CONVERSION_MODELS`), trained now unless already
+        finished: the AR model and it converted and trained on (`llada.recipe.train_converted`, under
+        OUT-TASK/conversion), then the models from scratch for the total steps, the task models
+        (`task_model`) unless another claim trains that task with another budget (they would retrain
+        one directory in turn): then under OUT-TASK/conversion/OBJECTIVE. UserError when the recipe
+        has no conversion task."""
+        recipe = _required(self.recipe.conversion, "conversion")
+        keys = {name: f"conversion/{name}" for name in CONVERSION_MODELS}
+        if not all(key in self._dirs for key in keys.values()):
+            out = self.task_out(recipe.task) / "conversion"
+            made = dict(zip(("ar-source", "converted"), train_converted(recipe, out, seed=self.seed,
+                                                                        progress=self.progress), strict=True))
+            for objective in ("diffusion", "ar"):
+                made[objective] = (self.task_model(objective, recipe.task) if self._shareable(objective, recipe.task)
+                                   else train_task_recipe(recipe.task, out / objective, objective=objective,
+                                                          seed=self.seed, progress=self.progress))
+            self._dirs.update({keys[name]: path for name, path in made.items()})
+        return {name: self._dirs[key] for name, key in keys.items()}
+
+    def load_conversion(self, name: str) -> Any:
+        """The loaded bundle of the conversion model `name` (one of `CONVERSION_MODELS`)."""
+        key = f"conversion/{name}"
+        if key not in self._loaded:
+            self._loaded[key] = load(self.conversion_models()[name], device=self.device)  # type: ignore[arg-type]
+        return self._loaded[key]
+
+    def _shareable(self, objective: Objective, task: TaskRecipe) -> bool:
+        """Whether `task_model(objective, task)` is free of other claims' settings: no task model group
+        of the recipe trains the same directory with another `TaskRecipe`."""
+        key = _task_key(objective, task)
+        for group in _TASK_GROUPS:
+            try:
+                pairs = self.task_models_of(group, cast(Objective, group.split("-")[0])) or []
+            except UserError:  # the recipe has no task for that group
+                continue
+            if any(_task_key(o, t) == key and t != task for o, t in pairs):
+                return False
+        return True
+
     def task_out(self, task: TaskRecipe) -> Path:
         """Where `task`'s models go: OUT-TASK beside OUT (models/default-seed0-addition)."""
         return self.out.with_name(f"{self.out.name}-{task.task}")
@@ -149,6 +202,8 @@ def semi_ar_recipes(recipe: TaskRecipe | None) -> dict[str, TaskRecipe]:
 
 # the task-model names that stand for one model, loaded by that name (`Models.load`)
 _ONE_TASK_MODEL = ("diffusion-task", "diffusion-text", "ar-text")
+# every name that stands for task models `Models.task_model` trains (`Models.task_models_of`)
+_TASK_GROUPS = ("diffusion-task", "diffusion-planning", "ar-planning", "diffusion-semi-ar", "diffusion-text", "ar-text")
 
 
 def _required(task: TaskRecipe | None, field_name: str) -> TaskRecipe:
