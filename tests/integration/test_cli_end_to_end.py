@@ -206,7 +206,7 @@ def test_a_bare_boolean_flag_means_true(model_dir, capsys):
     (["generate", "hi", "--seed", "-1"], "seed must be an integer in [0, 2**63)"),
     (["generate", "hi", "--preset", "nope"], "unknown sampler preset 'nope'"),
     (["chat", "--preset", "nope"], "unknown sampler preset 'nope'"),
-    (["train", "--objective", "xx"], "--objective: expected one of 'diffusion', 'ar', got 'xx'"),
+    (["train", "--objective", "xx"], "--objective: expected one of 'diffusion', 'ar', 'block_diffusion', got 'xx'"),
     (["train", "--world.n_people", "1"], "the world needs at least two people"),
     (["eval", "--world.n_people", "1"], "the world needs at least two people"),
     (["eval", "--seed", "-1"], "seed must be an integer in [0, 2**63)"),

@@ -183,3 +183,42 @@ def test_the_python_api_section_runs_as_written(workdir, monkeypatch, capsys):
     answer = capsys.readouterr().out
     assert answer.endswith("\n")
     assert (workdir / "out" / "model" / "config.json").is_file()  # llada.save wrote where the README says
+
+
+def section_commands(title: str) -> list[list[str]]:
+    """The shell commands of a section's code blocks as argv: comments dropped, lines continued
+    with a backslash joined."""
+    commands = []
+    for block in code_blocks(section(title)):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                commands.append(words)
+    return commands
+
+
+def test_the_ar_checkpoint_section_runs_as_written(tmp_path, monkeypatch, capsys):
+    """"Train a LLaDA 2.x-style model from an AR checkpoint": the download is a tiny random Qwen2
+    model saved where the README downloads to, the corpus a local file, and training gets 2 steps of
+    rows of 64; every flag the README gives is parsed and used as written."""
+    from support.causal_lms import WORDS, save_causal_lm
+
+    monkeypatch.chdir(tmp_path)
+    commands = section_commands("Train a LLaDA 2.x-style model from an AR checkpoint")
+    assert [c[:2] for c in commands] == [["huggingface-cli", "download"], ["llada", "convert"], ["llada", "train"],
+                                         ["llada", "generate"]]
+    save_causal_lm(tmp_path / commands[0][commands[0].index("--local-dir") + 1], "qwen2", True, 48)
+    rng = __import__("random").Random(0)
+    Path("corpus.jsonl").write_text("".join(json.dumps({"text": " ".join(rng.choices(WORDS, k=12))}) + "\n"
+                                            for _ in range(300)))
+    assert main(commands[1][1:]) == 0
+    train = commands[2][1:]
+    for flag in ("--objective", "--block_size", "--block_size_schedule", "--document_mask", "--complementary_masking"):
+        assert flag in train
+    assert main([*train, "--max_steps", "2", "--batch_size", "2", "--seq_len", "64", "--eval_every", "0",
+                 "--save_every", "0", "--progress", "false", "--tensorboard", "false"]) == 0
+    saved = json.loads(Path(train[train.index("--out_dir") + 1], "model", "generation_config.json").read_text())
+    assert saved["block_causal"] is True and saved["block_length"] == 32
+    capsys.readouterr()
+    assert main([*commands[3][1:], "--gen_length", "8", "--steps", "8", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip()

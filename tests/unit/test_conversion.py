@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from support.causal_lms import LLAMA_3_2_1B, QWEN2_5_0_5B, QWEN3_0_6B
+from support.causal_lms import (
+    LLAMA_3_2_1B,
+    QWEN2_5_0_5B,
+    QWEN3_0_6B,
+    TOKENS,
+)
+from support.causal_lms import save_causal_lm as _source
 from support.cli import _one_error_line
 
 import llada
@@ -21,55 +27,6 @@ from llada.cli import main
 from llada.conversion import KEYS, MASK_TOKEN, ConversionOptions, convert, transformers_config
 from llada.model import LLaDAModel
 from llada.rope import inverse_frequencies
-
-WORDS = [f"w{i}" for i in range(40)]
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # Qwen's; a LLaMA-3 tokenizer's differ only in name
-CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|>{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant{% endif %}")
-TOKENS = len(WORDS) + len(SPECIALS)  # 43 ids: 0..39 words, 40 EOS, 41, 42 end of turn
-
-
-def _tokenizer():
-    """A word-level tokenizer with Qwen's special tokens and chat format, and no mask token."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(WORDS + SPECIALS)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                   additional_special_tokens=SPECIALS[1:])
-    fast.chat_template = CHAT
-    return fast
-
-
-def _source(root: Path, model_type: str, tied: bool, rows: int, shard: str = "5GB", **changes):
-    """A random transformers causal LM of `model_type` saved with its tokenizer into `root` (in
-    shards of `shard`); norms and biases randomised, so that a weight mapped to the wrong place
-    shows in the logits."""
-    import transformers
-
-    classes = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
-               "qwen3": ("Qwen3Config", "Qwen3ForCausalLM")}
-    config_class, model_class = (getattr(transformers, n) for n in classes[model_type])
-    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=rows, tie_word_embeddings=tied, eos_token_id=40, bos_token_id=None,
-                 rope_theta=1000.0, max_position_embeddings=64)
-    if model_type == "qwen3":
-        shape["head_dim"] = 8
-    torch.manual_seed(1)
-    model = model_class(config_class(**{**shape, **changes})).float().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(std=0.1)
-            elif "norm" in name:
-                p.copy_(1 + 0.3 * torch.randn_like(p))
-            else:
-                p.normal_(std=0.2)
-    model.save_pretrained(root, max_shard_size=shard)
-    _tokenizer().save_pretrained(root)
-    return model
 
 
 def _ids(batch: int = 2, length: int = 9) -> torch.Tensor:

@@ -17,6 +17,7 @@ from llada.data.world import WorldConfig
 from llada.documents import document_ids, same_document
 from llada.errors import UserError
 from llada.model import LLaDAModel
+from llada.sampling.options import preset
 from llada.training.config import TrainConfig
 from llada.training.objectives.masked_diffusion import PretrainDiffusion
 from llada.training.schedules import annealed_mask, block_size_at, block_size_schedule
@@ -258,5 +259,12 @@ def test_a_converted_ar_model_trains_with_either_schedule(dirs, corpus, tmp_path
     assert (bundle.config.causal, bundle.config.shifted_prediction) == (False, True)
     if "block_size_schedule" in kw:
         assert _logged(final.parent, "block_size") == [1, 1, 8] and bundle.options.block_size == 8
+        # it samples through llada.sample with the llada2 preset (blocks of 32, threshold, prefix cache) as
+        # it does uncached, one token per step in its own blocks of 8
+        prompt = torch.tensor([bundle.tokenizer("w1 w2 w3")["input_ids"]])
+        cached = llada.sample(bundle.model, prompt, preset("llada2"), gen_length=16, steps=16, threshold=None)
+        uncached = llada.sample(bundle.model, prompt, preset("llada2"), gen_length=16, steps=16, threshold=None,
+                                cache="none")
+        assert torch.equal(cached.sequences, uncached.sequences) and cached.sequences.shape == (1, prompt.shape[1] + 16)
     else:
         assert _logged(final.parent, "attention_anneal") == [0.0, 0.5, 1.0]
