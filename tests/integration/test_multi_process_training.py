@@ -58,10 +58,15 @@ def test_sigkill_inside_checkpoint_writes_then_resume_retraces_the_loss_curve(tm
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_two_process_ddp_matches_one_process(tmp_path, corpus):
+@pytest.mark.parametrize("objective", [
+    [],
+    # each process noises its rows of the global batch with one t per block, and adds their complements
+    ["--objective", "block_diffusion", "--block_size", "8", "--complementary_masking", "true", "--document_mask", "true"],
+], ids=["eq3", "block-diffusion"])
+def test_two_process_ddp_matches_one_process(tmp_path, corpus, objective):
     common = ["train", "--model", "debug", "--data", str(corpus), "--seq_len", "32", "--max_steps", "3",
               "--log_every", "1", "--eval_every", "0", "--save_every", "0", "--vocab_size", "300",
-              "--progress", "false", "--tensorboard", "false", "--warmup_steps", "1"]
+              "--progress", "false", "--tensorboard", "false", "--warmup_steps", "1", *objective]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "llada",
                           *common, "--batch_size", "2", "--out_dir", str(tmp_path / "two")],
