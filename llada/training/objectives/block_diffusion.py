@@ -16,6 +16,7 @@ document masks work as for Eq. 3 / Eq. 5 (masked_diffusion.py).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ from torch import Tensor
 from llada import block_diffusion, diffusion
 from llada.config import ModelConfig
 from llada.errors import UserError
+from llada.families import family_for
 from llada.sampling.options import SamplerOptions
 from llada.training import schedules
 from llada.training.config import TrainConfig
@@ -75,11 +77,15 @@ class BlockDiffusion(MaskedDiffusion):
                             f"--model {self.cfg.model} has causal attention (convert it with `llada convert` and "
                             f"the default --causal false)")
         self.shifted = config.shifted_prediction
+        self.family_preset = family_for(config).sampler_preset
 
     def sampler_options(self) -> SamplerOptions:
         """Block-causal sampling with blocks of the last size trained (cfg.block_size without a
-        schedule): the attention the model was trained with last."""
-        return SamplerOptions(block_causal=True, block_length=self.schedule[-1][1])
+        schedule): the attention the model was trained with last; the rest as its family recommends
+        (a LLaDA 2.x model keeps the llada2 preset's threshold and cache), else the defaults."""
+        preset = getattr(self, "family_preset", None)
+        base = SamplerOptions.from_dict({"preset": preset}) if preset else SamplerOptions()
+        return dataclasses.replace(base, block_causal=True, block_length=self.schedule[-1][1])
 
 
 class PretrainBlockDiffusion(BlockDiffusion, PretrainDiffusion):

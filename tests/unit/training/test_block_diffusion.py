@@ -291,3 +291,21 @@ def test_a_killed_block_diffusion_run_resumes_exactly(tmp_path, stage, kw):
     assert losses(final) == losses(whole)[2:] and len(losses(final)) == 2  # steps 3 and 4, as the whole run's
     a, b = load_file(whole / "model.safetensors"), load_file(final / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_saved_sampler_is_block_causal_on_the_family_preset(config):
+    """A LLaDA 2.x model fine-tuned with block diffusion keeps its family's preset (threshold, cache)
+    with the trained block; a LLaDA-layout model gets the defaults with the trained block."""
+    from support.moe_families import TINY_LLADA2
+
+    from llada.families import config_from_json
+    from llada.sampling.options import preset
+
+    objective = PretrainBlockDiffusion(TrainConfig(model="debug", objective="block_diffusion", block_size=8, seq_len=32))
+    objective.check_model(config)
+    plain = objective.sampler_options()
+    assert (plain.block_causal, plain.block_length, plain.threshold) == (True, 8, None)
+    objective.check_model(config_from_json(TINY_LLADA2))
+    tuned, family = objective.sampler_options(), preset("llada2")
+    assert (tuned.block_causal, tuned.block_length) == (True, 8)
+    assert (tuned.threshold, tuned.cache, tuned.temperature) == (family.threshold, family.cache, family.temperature)
