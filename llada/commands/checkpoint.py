@@ -43,7 +43,12 @@ def info(model: str, revision: str | None = None) -> None:
           + (f"; {millions(config.num_params(active=True))} active per token)" if config.moe else ")"))
     print(f"  {where}")
     print(f"  shape           d_model={config.d_model} n_layers={config.n_layers} n_heads={config.n_heads} "
-          f"n_kv_heads={config.n_kv_heads} mlp={config.mlp_hidden_size} vocab={config.vocab_size}")
+          f"n_kv_heads={config.n_kv_heads} head_dim={config.head_dim} mlp={config.mlp_hidden_size} "
+          f"vocab={config.vocab_size}")
+    print(f"  attention       {'causal' if config.causal else 'bidirectional'}"
+          + (", shifted prediction (position i's state predicts token i + 1)" if config.shifted_prediction else "")
+          + f"; RoPE base {config.rope_theta:g}"
+          + (f", {config.rope_scaling['rope_type']} scaling" if config.rope_scaling else ""))
     if config.moe:
         print(f"  experts         {config.moe.describe()}")
     print(f"  special ids     mask={config.mask_token_id} eos={config.eos_token_id} "

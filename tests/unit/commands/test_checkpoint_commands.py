@@ -9,7 +9,8 @@ def test_cli_info_and_help(llada_dir, capsys):
     assert main(["--help"]) == 0
     assert "generate" in capsys.readouterr().out
     assert main(["info", str(llada_dir[0])]) == 0
-    assert "d_model=32" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "d_model=32" in out and "head_dim=8" in out and "attention       bidirectional; RoPE base" in out
     assert main(["info", "/definitely/not/here"]) == 2
     assert "no such directory" in capsys.readouterr().err
 
