@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import torch.distributed as dist
 from lm_eval.__main__ import cli_evaluate
 
 import llada.evaluation.harness  # noqa: F401  (registers the model `llada`)
@@ -36,6 +37,16 @@ def main(argv: list[str] | None = None) -> None:
                 raise
             raise UserError(f"unknown task(s): {str(e).partition(':')[2].strip()}; `lm-eval ls tasks` lists "
                             "them, and --include_path DIR adds your own task YAMLs") from None
+    _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, wait for every rank and close the process group before the interpreter exits:
+    a gloo group left open can abort a rank while Python shuts down ("terminate called without an
+    active exception"), failing a run whose results were already written."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def with_packaged_tasks(run: list[str]) -> list[str]:
