@@ -41,6 +41,7 @@ class BlockDiffusion(MaskedDiffusion):
     cfg.block_size_schedule); `block_size` that of the step `at_step` set."""
 
     shifted = False  # the model's shifted_prediction, read by `check_model`
+    family_preset: str | None = None  # the model family's sampler preset, read by `check_model`
 
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
@@ -83,7 +84,7 @@ class BlockDiffusion(MaskedDiffusion):
         """Block-causal sampling with blocks of the last size trained (cfg.block_size without a
         schedule): the attention the model was trained with last; the rest as its family recommends
         (a LLaDA 2.x model keeps the llada2 preset's threshold and cache), else the defaults."""
-        preset = getattr(self, "family_preset", None)
+        preset = self.family_preset
         base = SamplerOptions.from_dict({"preset": preset}) if preset else SamplerOptions()
         return dataclasses.replace(base, block_causal=True, block_length=self.schedule[-1][1])
 
